@@ -1,0 +1,495 @@
+//! Apps: the definition of a long-running service (what a user writes) and its status (what the
+//! master reports). Field names match the TOML and JSON workload files in `configs/apps/`.
+
+use crate::Millis;
+use crate::error::ValidationError;
+use crate::resources::Resources;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A service definition. Every field but `id` and one of `cmd`/`args` has a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppDefinition {
+    /// Unique name: lowercase letters, digits, `-` and `.`, starting with a letter or digit.
+    pub id: String,
+    /// A shell command line, run with `/bin/sh -c`. Exactly one of `cmd` and `args` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<String>,
+    /// A program and its arguments, executed directly without a shell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// Environment variables added to every task.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// CPU shares per instance.
+    #[serde(default = "default_cpus")]
+    pub cpus: f64,
+    /// Memory per instance in MiB.
+    #[serde(default = "default_mem")]
+    pub mem: f64,
+    /// Disk per instance in MiB.
+    #[serde(default)]
+    pub disk: f64,
+    /// Whole GPUs per instance.
+    #[serde(default)]
+    pub gpus: u32,
+    /// How many instances to keep running.
+    #[serde(default = "default_instances")]
+    pub instances: u32,
+    /// Named ports each instance listens on; `port = 0` (the default) picks a free one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortDefinition>,
+    /// Health checks; an instance failing one `max_consecutive_failures` times is replaced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_checks: Vec<HealthCheck>,
+    /// Placement constraints, e.g. `[["hostname", "UNIQUE"], ["zone", "GROUP_BY", "3"]]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<Constraint>,
+    /// Delay between relaunches of failing instances.
+    #[serde(default)]
+    pub backoff: Backoff,
+    /// Seconds between SIGTERM and SIGKILL when an instance is stopped.
+    #[serde(default = "default_kill_grace_period")]
+    pub kill_grace_period: f64,
+    /// Free-form labels, shown by the API.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn default_cpus() -> f64 {
+    0.1
+}
+fn default_mem() -> f64 {
+    32.0
+}
+fn default_instances() -> u32 {
+    1
+}
+fn default_kill_grace_period() -> f64 {
+    5.0
+}
+
+/// A named port of an app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortDefinition {
+    /// Name, exported to the task as `PORT_<NAME>` (upper-cased, `-` becomes `_`).
+    pub name: String,
+    /// A fixed host port, or 0 for any free port of the agent.
+    #[serde(default)]
+    pub port: u16,
+}
+
+/// How a health check reaches the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HealthProtocol {
+    /// `GET http://127.0.0.1:<port><path>`; 2xx and 3xx are healthy.
+    Http,
+    /// A TCP connection to `127.0.0.1:<port>` succeeds.
+    Tcp,
+    /// `/bin/sh -c <command>` in the task's sandbox exits 0.
+    Command,
+}
+
+/// A health check of an app's instances, run by the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// HTTP, TCP or COMMAND.
+    pub protocol: HealthProtocol,
+    /// The app port to check (HTTP, TCP); defaults to the first port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_name: Option<String>,
+    /// Path of the HTTP request.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// The command of a COMMAND check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Seconds after start during which failures are not counted (until the first success).
+    #[serde(default = "default_grace_period")]
+    pub grace_period: f64,
+    /// Seconds between checks.
+    #[serde(default = "default_interval")]
+    pub interval: f64,
+    /// Seconds before one check counts as failed.
+    #[serde(default = "default_timeout")]
+    pub timeout: f64,
+    /// Consecutive failures after which the instance is killed and replaced.
+    #[serde(default = "default_max_failures")]
+    pub max_consecutive_failures: u32,
+}
+
+fn default_path() -> String {
+    "/".to_string()
+}
+fn default_grace_period() -> f64 {
+    15.0
+}
+fn default_interval() -> f64 {
+    2.0
+}
+fn default_timeout() -> f64 {
+    2.0
+}
+fn default_max_failures() -> u32 {
+    3
+}
+
+/// Relaunch delay for failing instances: `seconds * factor^(failures-1)`, at most `max_delay`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backoff {
+    /// Delay after the first failure, in seconds.
+    #[serde(default = "default_backoff_seconds")]
+    pub seconds: f64,
+    /// Multiplier applied per further consecutive failure.
+    #[serde(default = "default_backoff_factor")]
+    pub factor: f64,
+    /// Upper bound of the delay, in seconds.
+    #[serde(default = "default_backoff_max")]
+    pub max_delay: f64,
+}
+
+fn default_backoff_seconds() -> f64 {
+    1.0
+}
+fn default_backoff_factor() -> f64 {
+    1.15
+}
+fn default_backoff_max() -> f64 {
+    300.0
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { seconds: default_backoff_seconds(), factor: default_backoff_factor(), max_delay: default_backoff_max() }
+    }
+}
+
+impl Backoff {
+    /// The delay in seconds after `failures` consecutive failures (0 failures: no delay).
+    pub fn delay_seconds(&self, failures: u32) -> f64 {
+        if failures == 0 {
+            return 0.0;
+        }
+        let exponent = i32::try_from(failures - 1).unwrap_or(i32::MAX);
+        (self.seconds * self.factor.powi(exponent)).min(self.max_delay)
+    }
+}
+
+/// A placement rule on `hostname` or any agent attribute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Vec<String>", into = "Vec<String>")]
+pub struct Constraint {
+    /// `hostname` or an attribute name.
+    pub field: String,
+    /// The rule.
+    pub operator: ConstraintOperator,
+    /// The operator's argument, where it takes one.
+    pub value: Option<String>,
+}
+
+/// Marathon's constraint operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ConstraintOperator {
+    /// At most one instance per distinct value of the field.
+    Unique,
+    /// Every instance on agents whose field equals the value (or all on one value, if none given).
+    Cluster,
+    /// Spread instances evenly across the field's values (optionally at least N values).
+    GroupBy,
+    /// Only agents whose field matches the regular expression value.
+    Like,
+    /// Only agents whose field does not match the regular expression value.
+    Unlike,
+    /// At most N instances per distinct value of the field.
+    MaxPer,
+}
+
+impl ConstraintOperator {
+    /// Parses an operator name as written in workload files.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "UNIQUE" => Self::Unique,
+            "CLUSTER" => Self::Cluster,
+            "GROUP_BY" => Self::GroupBy,
+            "LIKE" => Self::Like,
+            "UNLIKE" => Self::Unlike,
+            "MAX_PER" => Self::MaxPer,
+            _ => return None,
+        })
+    }
+
+    /// The name as written in workload files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Unique => "UNIQUE",
+            Self::Cluster => "CLUSTER",
+            Self::GroupBy => "GROUP_BY",
+            Self::Like => "LIKE",
+            Self::Unlike => "UNLIKE",
+            Self::MaxPer => "MAX_PER",
+        }
+    }
+}
+
+impl fmt::Display for Constraint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "{} {} {}", self.operator.name(), self.field, v),
+            None => write!(f, "{} {}", self.operator.name(), self.field),
+        }
+    }
+}
+
+impl TryFrom<Vec<String>> for Constraint {
+    type Error = String;
+
+    fn try_from(parts: Vec<String>) -> Result<Self, Self::Error> {
+        let (field, op, value) = match parts.as_slice() {
+            [field, op] => (field, op, None),
+            [field, op, value] => (field, op, Some(value.clone())),
+            _ => {
+                return Err(format!(
+                    "a constraint is [field, OPERATOR] or [field, OPERATOR, value], got {} items",
+                    parts.len()
+                ));
+            }
+        };
+        let operator = ConstraintOperator::parse(op).ok_or_else(|| {
+            format!("unknown constraint operator `{op}`; use UNIQUE, CLUSTER, GROUP_BY, LIKE, UNLIKE or MAX_PER")
+        })?;
+        Ok(Constraint { field: field.clone(), operator, value })
+    }
+}
+
+impl From<Constraint> for Vec<String> {
+    fn from(c: Constraint) -> Self {
+        let mut v = vec![c.field, c.operator.name().to_string()];
+        v.extend(c.value);
+        v
+    }
+}
+
+impl AppDefinition {
+    /// The resources one instance needs, without ports.
+    pub fn resources(&self) -> Resources {
+        Resources::scalar(self.cpus, self.mem, self.disk, self.gpus)
+    }
+
+    /// Checks everything the types cannot: names, amounts, references between fields.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate_id(&self.id).map_err(|m| ValidationError::new("id", m))?;
+        match (&self.cmd, &self.args) {
+            (None, None) => {
+                return Err(ValidationError::new(
+                    "cmd",
+                    "set `cmd` (a shell command) or `args` (a program and its arguments)",
+                ));
+            }
+            (Some(_), Some(_)) => return Err(ValidationError::new("args", "set only one of `cmd` and `args`")),
+            (Some(cmd), None) if cmd.trim().is_empty() => return Err(ValidationError::new("cmd", "`cmd` is empty")),
+            (None, Some(args)) if args.is_empty() || args[0].is_empty() => {
+                return Err(ValidationError::new("args", "`args` needs at least the program to run"));
+            }
+            _ => {}
+        }
+        for (field, value) in [("cpus", self.cpus), ("mem", self.mem), ("disk", self.disk)] {
+            if !value.is_finite() || value < 0.0 {
+                return Err(ValidationError::new(
+                    field,
+                    format!("`{field}` must be a non-negative number, got {value}"),
+                ));
+            }
+        }
+        if self.cpus <= 0.0 {
+            return Err(ValidationError::new("cpus", "`cpus` must be greater than 0 (e.g. 0.1)"));
+        }
+        if self.mem <= 0.0 {
+            return Err(ValidationError::new("mem", "`mem` must be greater than 0 MiB (e.g. 32)"));
+        }
+        for key in self.env.keys() {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                return Err(ValidationError::new(
+                    format!("env.{key}"),
+                    "environment names must be non-empty and contain no `=`",
+                ));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        let mut fixed = std::collections::BTreeSet::new();
+        for (i, port) in self.ports.iter().enumerate() {
+            if port.name.is_empty() || !port.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(ValidationError::new(
+                    format!("ports[{i}].name"),
+                    "port names use letters, digits, `-` and `_`",
+                ));
+            }
+            if !names.insert(port.name.as_str()) {
+                return Err(ValidationError::new(
+                    format!("ports[{i}].name"),
+                    format!("port name `{}` is used twice", port.name),
+                ));
+            }
+            if port.port != 0 && !fixed.insert(port.port) {
+                return Err(ValidationError::new(
+                    format!("ports[{i}].port"),
+                    format!("port {} is used twice", port.port),
+                ));
+            }
+        }
+        for (i, hc) in self.health_checks.iter().enumerate() {
+            let at = |f: &str| format!("health_checks[{i}].{f}");
+            match hc.protocol {
+                HealthProtocol::Http | HealthProtocol::Tcp => {
+                    if self.ports.is_empty() {
+                        return Err(ValidationError::new(
+                            at("protocol"),
+                            "HTTP and TCP health checks need the app to declare a port in `ports`",
+                        ));
+                    }
+                    if let Some(name) = &hc.port_name
+                        && !names.contains(name.as_str())
+                    {
+                        return Err(ValidationError::new(
+                            at("port_name"),
+                            format!("no port named `{name}` in `ports`"),
+                        ));
+                    }
+                    if hc.protocol == HealthProtocol::Http && !hc.path.starts_with('/') {
+                        return Err(ValidationError::new(at("path"), "the path must start with `/`"));
+                    }
+                }
+                HealthProtocol::Command => {
+                    if hc.command.as_deref().is_none_or(|c| c.trim().is_empty()) {
+                        return Err(ValidationError::new(at("command"), "a COMMAND health check needs `command`"));
+                    }
+                }
+            }
+            for (name, value) in [("grace_period", hc.grace_period), ("interval", hc.interval), ("timeout", hc.timeout)]
+            {
+                if !value.is_finite() || value < 0.0 || (name != "grace_period" && value == 0.0) {
+                    return Err(ValidationError::new(
+                        at(name),
+                        format!("`{name}` must be a positive number of seconds"),
+                    ));
+                }
+            }
+            if hc.max_consecutive_failures == 0 {
+                return Err(ValidationError::new(at("max_consecutive_failures"), "must be at least 1"));
+            }
+        }
+        for (i, c) in self.constraints.iter().enumerate() {
+            let at = format!("constraints[{i}]");
+            if c.field.is_empty() {
+                return Err(ValidationError::new(
+                    at,
+                    "the constraint field is empty; use `hostname` or an attribute name",
+                ));
+            }
+            match c.operator {
+                ConstraintOperator::Unique if c.value.is_some() => {
+                    return Err(ValidationError::new(at, "UNIQUE takes no value"));
+                }
+                ConstraintOperator::Like | ConstraintOperator::Unlike => {
+                    let pattern = c.value.as_deref().ok_or_else(|| {
+                        ValidationError::new(at.clone(), format!("{} needs a pattern", c.operator.name()))
+                    })?;
+                    pattern_is_valid(pattern).map_err(|e| ValidationError::new(at.clone(), e))?;
+                }
+                ConstraintOperator::MaxPer => {
+                    let ok = c.value.as_deref().and_then(|v| v.parse::<u32>().ok()).is_some_and(|n| n > 0);
+                    if !ok {
+                        return Err(ValidationError::new(
+                            at,
+                            "MAX_PER needs a positive whole number, e.g. [\"zone\", \"MAX_PER\", \"2\"]",
+                        ));
+                    }
+                }
+                ConstraintOperator::GroupBy => {
+                    if let Some(v) = &c.value
+                        && v.parse::<u32>().map_or(true, |n| n == 0)
+                    {
+                        return Err(ValidationError::new(at, "GROUP_BY takes an optional positive whole number"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let b = &self.backoff;
+        if !(b.seconds.is_finite() && b.seconds >= 0.0)
+            || !(b.factor.is_finite() && b.factor >= 1.0)
+            || !(b.max_delay.is_finite() && b.max_delay >= 0.0)
+        {
+            return Err(ValidationError::new("backoff", "seconds and max_delay must be ≥ 0 and factor ≥ 1"));
+        }
+        if !self.kill_grace_period.is_finite() || self.kill_grace_period < 0.0 {
+            return Err(ValidationError::new("kill_grace_period", "must be a non-negative number of seconds"));
+        }
+        Ok(())
+    }
+
+    /// The environment name of a port: `PORT_<NAME>` upper-cased with `-` as `_`.
+    pub fn port_env_name(name: &str) -> String {
+        format!("PORT_{}", name.to_ascii_uppercase().replace('-', "_"))
+    }
+}
+
+/// Checks an app id.
+pub fn validate_id(id: &str) -> Result<(), String> {
+    let ok_chars = id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    let ok_edges = id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) && !id.ends_with(['.', '-']);
+    if id.is_empty() || id.len() > 63 || !ok_chars || !ok_edges {
+        return Err(format!(
+            "`{id}` is not a valid id: use 1 to 63 lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a LIKE/UNLIKE pattern: a regular expression matched against the whole value.
+pub fn pattern_is_valid(pattern: &str) -> Result<(), String> {
+    regex::Regex::new(&format!("^(?:{pattern})$")).map(|_| ()).map_err(|e| format!("bad pattern `{pattern}`: {e}"))
+}
+
+/// An app as the master reports it: the definition, its version and live status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct App {
+    /// The current definition.
+    pub definition: AppDefinition,
+    /// Increases with every change of the definition (and every restart).
+    pub version: u64,
+    /// When the app was first created.
+    pub created_at: Millis,
+    /// When the definition last changed.
+    pub updated_at: Millis,
+    /// Live counts, filled in by the master when it answers.
+    #[serde(default)]
+    pub status: AppStatus,
+}
+
+/// Live counts of an app's instances and why any are waiting.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AppStatus {
+    /// Instances wanted.
+    pub instances: u32,
+    /// Tasks launched but not yet running.
+    pub staged: u32,
+    /// Tasks running.
+    pub running: u32,
+    /// Running tasks whose health checks pass (equals `running` when there are none).
+    pub healthy: u32,
+    /// Running tasks whose health checks fail.
+    pub unhealthy: u32,
+    /// Why instances are not being placed, if any are waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    /// When the next launch is allowed, while the app backs off after failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_until: Option<Millis>,
+}

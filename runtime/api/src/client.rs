@@ -1,0 +1,267 @@
+//! A typed client of the public API v1. Every route the master serves has one method here.
+//!
+//! Routes: `GET /health`, `GET /version`; `GET|POST /api/v1/apps`,
+//! `GET|PUT|DELETE /api/v1/apps/{id}`, `POST /api/v1/apps/{id}/scale` (`{"instances": N}`),
+//! `POST /api/v1/apps/{id}/restart`; `GET /api/v1/tasks?app=ID&all=BOOL`,
+//! `GET /api/v1/tasks/{id}`, `POST /api/v1/tasks/{id}/kill`,
+//! `GET /api/v1/tasks/{id}/logs?stream=stdout|stderr&offset=N&length=N`;
+//! `GET /api/v1/agents`, `GET /api/v1/agents/{id}`; `GET /api/v1/events` (server-sent events).
+
+use crate::agent::Agent;
+use crate::app::{App, AppDefinition};
+use crate::error::ApiError;
+use crate::protocol::FileChunk;
+use crate::task::Task;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Body of `POST /api/v1/apps/{id}/scale`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleRequest {
+    /// New instance count.
+    pub instances: u32,
+}
+
+/// Answer of `GET /version`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    /// Build version.
+    pub version: String,
+    /// The master's id (random per data dir).
+    pub master_id: String,
+}
+
+/// Answer of `GET /health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok` when the master serves.
+    pub status: String,
+}
+
+/// Query of `GET /api/v1/tasks/{id}/logs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsQuery {
+    /// `stdout` or `stderr`.
+    #[serde(default = "default_stream")]
+    pub stream: String,
+    /// Byte offset to read from; negative values count from the end (tail).
+    #[serde(default)]
+    pub offset: i64,
+    /// At most this many bytes.
+    #[serde(default = "default_length")]
+    pub length: u64,
+}
+
+fn default_stream() -> String {
+    "stdout".to_string()
+}
+fn default_length() -> u64 {
+    64 * 1024
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The master answered with an error body.
+    #[error("{}{} (HTTP {status})", .error.field.as_ref().map(|f| format!("{f}: ")).unwrap_or_default(), .error.message)]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The master's explanation.
+        error: ApiError,
+    },
+    /// The master could not be reached or the answer was not understood.
+    #[error("cannot reach the master at {url}: {message}")]
+    Transport {
+        /// The master URL.
+        url: String,
+        /// The cause.
+        message: String,
+    },
+}
+
+impl ClientError {
+    /// HTTP status of an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Api { status, .. } => Some(*status),
+            Self::Transport { .. } => None,
+        }
+    }
+}
+
+/// A client of one master.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client of the master at `base` (e.g. `http://127.0.0.1:5050`).
+    pub fn new(base: &str) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| ClientError::Transport { url: base.to_string(), message: e.to_string() })?;
+        Ok(Self { base: base.trim_end_matches('/').to_string(), http })
+    }
+
+    /// The master URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{}", self.base, path);
+        let mut request = self.http.request(method, &url);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let transport = |e: reqwest::Error| ClientError::Transport { url: self.base.clone(), message: error_chain(&e) };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(transport)?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Transport {
+                url: self.base.clone(),
+                message: format!("unexpected answer to {path}: {e}"),
+            });
+        }
+        let error = serde_json::from_slice::<ApiError>(&bytes).unwrap_or_else(|_| ApiError {
+            message: format!(
+                "{} {}",
+                status.canonical_reason().unwrap_or("error"),
+                String::from_utf8_lossy(&bytes).trim()
+            ),
+            field: None,
+        });
+        Err(ClientError::Api { status: status.as_u16(), error })
+    }
+
+    /// `GET /health`.
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.call(Method::GET, "/health", None::<&()>).await
+    }
+
+    /// `GET /version`.
+    pub async fn version(&self) -> Result<VersionInfo, ClientError> {
+        self.call(Method::GET, "/version", None::<&()>).await
+    }
+
+    /// `GET /api/v1/apps`.
+    pub async fn list_apps(&self) -> Result<Vec<App>, ClientError> {
+        self.call(Method::GET, "/api/v1/apps", None::<&()>).await
+    }
+
+    /// `GET /api/v1/apps/{id}`.
+    pub async fn get_app(&self, id: &str) -> Result<App, ClientError> {
+        self.call(Method::GET, &format!("/api/v1/apps/{}", encode(id)), None::<&()>).await
+    }
+
+    /// `POST /api/v1/apps`: create; 409 if the id exists.
+    pub async fn create_app(&self, definition: &AppDefinition) -> Result<App, ClientError> {
+        self.call(Method::POST, "/api/v1/apps", Some(definition)).await
+    }
+
+    /// `PUT /api/v1/apps/{id}`: create, or update when the definition differs.
+    pub async fn put_app(&self, definition: &AppDefinition) -> Result<App, ClientError> {
+        self.call(Method::PUT, &format!("/api/v1/apps/{}", encode(&definition.id)), Some(definition)).await
+    }
+
+    /// `DELETE /api/v1/apps/{id}`: stops every instance and forgets the app.
+    pub async fn delete_app(&self, id: &str) -> Result<App, ClientError> {
+        self.call(Method::DELETE, &format!("/api/v1/apps/{}", encode(id)), None::<&()>).await
+    }
+
+    /// `POST /api/v1/apps/{id}/scale`.
+    pub async fn scale_app(&self, id: &str, instances: u32) -> Result<App, ClientError> {
+        self.call(Method::POST, &format!("/api/v1/apps/{}/scale", encode(id)), Some(&ScaleRequest { instances })).await
+    }
+
+    /// `POST /api/v1/apps/{id}/restart`: replaces every instance.
+    pub async fn restart_app(&self, id: &str) -> Result<App, ClientError> {
+        self.call(Method::POST, &format!("/api/v1/apps/{}/restart", encode(id)), None::<&()>).await
+    }
+
+    /// `GET /api/v1/tasks`: active tasks, of one app if given; `all` adds finished ones.
+    pub async fn list_tasks(&self, app: Option<&str>, all: bool) -> Result<Vec<Task>, ClientError> {
+        let mut path = format!("/api/v1/tasks?all={all}");
+        if let Some(app) = app {
+            path.push_str(&format!("&app={}", encode(app)));
+        }
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
+    /// `GET /api/v1/tasks/{id}`.
+    pub async fn get_task(&self, id: &str) -> Result<Task, ClientError> {
+        self.call(Method::GET, &format!("/api/v1/tasks/{}", encode(id)), None::<&()>).await
+    }
+
+    /// `POST /api/v1/tasks/{id}/kill`: the app then replaces it.
+    pub async fn kill_task(&self, id: &str) -> Result<Task, ClientError> {
+        self.call(Method::POST, &format!("/api/v1/tasks/{}/kill", encode(id)), None::<&()>).await
+    }
+
+    /// `GET /api/v1/tasks/{id}/logs`.
+    pub async fn task_logs(&self, id: &str, query: &LogsQuery) -> Result<FileChunk, ClientError> {
+        let path = format!(
+            "/api/v1/tasks/{}/logs?stream={}&offset={}&length={}",
+            encode(id),
+            encode(&query.stream),
+            query.offset,
+            query.length
+        );
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
+    /// `GET /api/v1/agents`.
+    pub async fn list_agents(&self) -> Result<Vec<Agent>, ClientError> {
+        self.call(Method::GET, "/api/v1/agents", None::<&()>).await
+    }
+
+    /// `GET /api/v1/agents/{id}`.
+    pub async fn get_agent(&self, id: &str) -> Result<Agent, ClientError> {
+        self.call(Method::GET, &format!("/api/v1/agents/{}", encode(id)), None::<&()>).await
+    }
+}
+
+/// Whether an HTTP status means "not found".
+pub fn is_not_found(error: &ClientError) -> bool {
+    error.status() == Some(StatusCode::NOT_FOUND.as_u16())
+}
+
+fn encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}

@@ -1,0 +1,56 @@
+//! Events on the master's stream (`GET /api/v1/events`, server-sent events).
+
+use crate::Millis;
+use crate::agent::AgentState;
+use crate::task::TaskState;
+use serde::{Deserialize, Serialize};
+
+/// One change in the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// An app was created or its definition changed.
+    AppUpdated {
+        /// App id.
+        app_id: String,
+        /// New version.
+        version: u64,
+        /// When.
+        at: Millis,
+    },
+    /// An app was deleted.
+    AppDeleted {
+        /// App id.
+        app_id: String,
+        /// When.
+        at: Millis,
+    },
+    /// A task changed state or health.
+    TaskChanged {
+        /// Task id.
+        task_id: String,
+        /// Its app.
+        app_id: String,
+        /// Its agent.
+        agent_id: String,
+        /// New state.
+        state: TaskState,
+        /// Health, if checked.
+        healthy: Option<bool>,
+        /// Why.
+        message: Option<String>,
+        /// When.
+        at: Millis,
+    },
+    /// An agent registered, re-registered or changed standing.
+    AgentChanged {
+        /// Agent id.
+        agent_id: String,
+        /// Hostname.
+        hostname: String,
+        /// New standing.
+        state: AgentState,
+        /// When.
+        at: Millis,
+    },
+}

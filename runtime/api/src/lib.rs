@@ -1,0 +1,36 @@
+//! Wire types of the gantry cluster API and a typed HTTP client.
+//!
+//! This crate owns every type that crosses a process boundary: the public API v1 (apps, tasks,
+//! agents, events), the master ↔ agent protocol, and the JSON error body. It holds no server code
+//! and no decisions; the master, the agent and the command line all speak through these types.
+
+pub mod agent;
+pub mod app;
+pub mod client;
+pub mod error;
+pub mod event;
+pub mod protocol;
+pub mod resources;
+pub mod task;
+pub mod workload;
+
+pub use agent::{Agent, AgentInfo, AgentState};
+pub use app::{
+    App, AppDefinition, AppStatus, Backoff, Constraint, ConstraintOperator, HealthCheck, HealthProtocol, PortDefinition,
+};
+pub use client::{Client, ClientError};
+pub use error::{ApiError, ValidationError};
+pub use event::Event;
+pub use resources::{PortRange, Resources, ResourcesParseError};
+pub use task::{Task, TaskState};
+
+/// The version of this build, reported by `/version` and `gantry --version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Milliseconds since the Unix epoch: the one timestamp format on the wire.
+pub type Millis = u64;
+
+/// The current time in milliseconds since the Unix epoch.
+pub fn now_millis() -> Millis {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
+}

@@ -1,0 +1,1 @@
+//! Tables and JSON output of client commands.
