@@ -1,8 +1,16 @@
-//! The command line: one file per command.
+//! The command line: one file per command. This module only declares the command tree and
+//! dispatches; each command's behaviour lives in its own file.
 
+pub mod agent;
+pub mod app;
+pub mod dev;
 pub mod executor;
+pub mod master;
+pub mod node;
+pub mod task;
 
-use clap::{Parser, Subcommand};
+use crate::output::Format;
+use clap::{Args, Parser, Subcommand};
 
 /// gantry: one binary that provisions hosts, runs the cluster runtime and talks to it.
 #[derive(Debug, Parser)]
@@ -16,21 +24,65 @@ pub struct Cli {
 /// Every top-level command.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Runs a master: cluster state, allocation, the API.
+    Master(master::MasterArgs),
+    /// Runs an agent: offers this host's resources and runs tasks.
+    Agent(agent::AgentArgs),
+    /// Runs a master and several agents in this one process, for trying gantry out.
+    Dev(dev::DevArgs),
+    /// Deploys and manages apps (long-running services).
+    #[command(subcommand)]
+    App(app::AppCommand),
+    /// Lists, inspects and kills tasks; shows their logs.
+    #[command(subcommand)]
+    Task(task::TaskCommand),
+    /// Lists the cluster's agents.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
     /// Runs one task's executor (started by the agent; not for people).
     #[command(hide = true)]
     Executor(executor::ExecutorArgs),
 }
 
+/// Options of every command that talks to a master.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The master's URL.
+    #[arg(long, global = true, env = "GANTRY_MASTER", default_value = "http://127.0.0.1:5050")]
+    pub master: String,
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+}
+
+impl ClientArgs {
+    /// A client of the chosen master.
+    pub fn client(&self) -> anyhow::Result<gantry_api::Client> {
+        Ok(gantry_api::Client::new(&self.master)?)
+    }
+}
+
 impl Command {
     /// Whether the command is a long-running daemon (logs at info by default).
     pub fn is_daemon(&self) -> bool {
-        false
+        matches!(self, Command::Master(_) | Command::Agent(_) | Command::Dev(_))
     }
 }
 
 /// Runs an async command.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Master(args) => master::run(args).await,
+        Command::Agent(args) => agent::run(args).await,
+        Command::Dev(args) => dev::run(args).await,
+        Command::App(command) => app::run(command).await,
+        Command::Task(command) => task::run(command).await,
+        Command::Node(command) => node::run(command).await,
         Command::Executor(_) => unreachable!("the executor is dispatched before the async runtime starts"),
     }
+}
+
+/// Parses a duration such as `3s`, `500ms` or `1m`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration ({e}); write e.g. `3s` or `500ms`"))
 }

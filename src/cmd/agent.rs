@@ -1,0 +1,82 @@
+//! `gantry agent`: runs an agent until SIGINT or SIGTERM. Its tasks keep running when it stops.
+
+use anyhow::Context;
+use gantry_api::Resources;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Arguments of `gantry agent`.
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// The master's URL.
+    #[arg(long, env = "GANTRY_MASTER", default_value = "http://127.0.0.1:5050")]
+    pub master: String,
+    /// Work dir: agent id, task sandboxes. Keep it across restarts so tasks are re-adopted.
+    #[arg(long)]
+    pub work_dir: PathBuf,
+    /// Address of the agent's own endpoint (task logs); port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Hostname reported to the master (default: this host's name).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Resources offered, e.g. `cpus=2;mem=2048;disk=10000;ports=[31000-31999]`.
+    /// Any resource left out is detected from the host.
+    #[arg(long, value_parser = parse_resources)]
+    pub resources: Option<Resources>,
+    /// Attributes for placement constraints, e.g. `zone=a;rack=r1`.
+    #[arg(long, value_parser = parse_attributes, default_value = "")]
+    pub attributes: BTreeMap<String, String>,
+}
+
+fn parse_resources(text: &str) -> Result<Resources, String> {
+    Resources::parse(text).map_err(|e| e.to_string())
+}
+
+/// Parses `name=value;name=value`.
+pub fn parse_attributes(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut attributes = BTreeMap::new();
+    for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, value) = part.split_once('=').ok_or_else(|| format!("attribute `{part}` is not `name=value`"))?;
+        let (name, value) = (name.trim(), value.trim());
+        if name.is_empty() || name == "hostname" {
+            return Err(format!("bad attribute name `{name}` (`hostname` is reserved: use --hostname)"));
+        }
+        if attributes.insert(name.to_string(), value.to_string()).is_some() {
+            return Err(format!("attribute `{name}` is given twice"));
+        }
+    }
+    Ok(attributes)
+}
+
+/// Runs the agent.
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let executor_path = std::env::current_exe().context("cannot find the gantry binary to use as task executor")?;
+    let config = gantry_agent::AgentConfig {
+        master: args.master,
+        work_dir: args.work_dir.clone(),
+        listen: args.listen,
+        hostname: args.hostname,
+        resources: args.resources,
+        attributes: args.attributes,
+        executor_path,
+    };
+    gantry_agent::run(config).await.with_context(|| format!("agent with work dir {}", args.work_dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_parse_and_reject_bad_input() {
+        let parsed = parse_attributes("zone=a; rack=r1").expect("valid");
+        assert_eq!(parsed.get("zone").map(String::as_str), Some("a"));
+        assert_eq!(parsed.get("rack").map(String::as_str), Some("r1"));
+        assert!(parse_attributes("zone").is_err());
+        assert!(parse_attributes("zone=a;zone=b").is_err());
+        assert!(parse_attributes("hostname=x").is_err());
+        assert!(parse_attributes("").expect("empty is fine").is_empty());
+    }
+}

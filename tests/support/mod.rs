@@ -1,0 +1,244 @@
+//! A real cluster for end-to-end tests: the `gantry` binary as a master process and N agent
+//! processes on loopback, each agent with its own hostname, zone and port range. Everything
+//! lives in one temporary directory; dropping the cluster kills every process whose command
+//! line or environment names that directory (daemons, executors and tasks), so nothing leaks
+//! even when a test fails.
+
+#![allow(dead_code)]
+
+use gantry_api::{Client, Task, TaskState};
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_gantry");
+
+/// A master and its agents, as child processes.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub master_url: String,
+    pub master_port: u16,
+    pub master: Option<Child>,
+    pub agents: Vec<Option<Child>>,
+    pub client: Client,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+impl Cluster {
+    /// Starts a master and `agents` agents and waits until every agent is registered.
+    pub async fn start(agents: usize) -> Cluster {
+        let dir = tempfile::Builder::new().prefix("gantry-e2e-").tempdir().expect("temp dir");
+        let master_port = free_port();
+        let master_url = format!("http://127.0.0.1:{master_port}");
+        let client = Client::new(&master_url).expect("client");
+        let mut cluster = Cluster { dir, master_url, master_port, master: None, agents: Vec::new(), client };
+        cluster.start_master();
+        for i in 0..agents {
+            let child = cluster.spawn_agent(i);
+            cluster.agents.push(Some(child));
+        }
+        cluster.wait_agents_active(agents).await;
+        cluster
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn start_master(&mut self) {
+        let log = self.log_file("master.log");
+        let child = Command::new(BIN)
+            .args(["master", "--listen", &format!("127.0.0.1:{}", self.master_port)])
+            .arg("--data-dir")
+            .arg(self.path().join("master"))
+            .args(["--heartbeat-interval", "200ms", "--agent-unreachable-timeout", "1500ms"])
+            .env("GANTRY_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn master");
+        self.master = Some(child);
+    }
+
+    pub fn spawn_agent(&self, i: usize) -> Child {
+        let base = 31000 + (self.master_port as usize % 50) * 600 + i * 100;
+        let log = self.log_file(&format!("agent-{i}.log"));
+        Command::new(BIN)
+            .args(["agent", "--master", &self.master_url])
+            .arg("--work-dir")
+            .arg(self.path().join(format!("agent-{i}")))
+            .args(["--hostname", &format!("host-{i}")])
+            .args(["--resources", &format!("cpus=4;mem=4096;disk=10000;ports=[{}-{}]", base, base + 99)])
+            .args(["--attributes", &format!("zone=z{}", i % 2)])
+            .env("GANTRY_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn agent")
+    }
+
+    fn log_file(&self, name: &str) -> std::fs::File {
+        std::fs::OpenOptions::new().create(true).append(true).open(self.path().join(name)).expect("log file")
+    }
+
+    /// SIGKILLs agent `i` (its tasks keep running, as on a crashed host agent).
+    pub fn kill_agent(&mut self, i: usize) {
+        if let Some(mut child) = self.agents[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart_agent(&mut self, i: usize) {
+        self.kill_agent(i);
+        self.agents[i] = Some(self.spawn_agent(i));
+    }
+
+    /// SIGKILLs the master.
+    pub fn kill_master(&mut self) {
+        if let Some(mut child) = self.master.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn wait_agents_active(&self, n: usize) {
+        wait_for(&format!("{n} active agents"), Duration::from_secs(20), || async {
+            let agents = self.client.list_agents().await.ok()?;
+            let active = agents.iter().filter(|a| a.state == gantry_api::AgentState::Active).count();
+            (active == n).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits until `app` has `n` running tasks (healthy too, if `healthy`), and returns them.
+    pub async fn wait_running(&self, app: &str, n: usize, healthy: bool) -> Vec<Task> {
+        wait_for(&format!("{n} running tasks of {app}"), Duration::from_secs(30), || async {
+            let tasks = self.client.list_tasks(Some(app), false).await.ok()?;
+            let running: Vec<Task> = tasks
+                .into_iter()
+                .filter(|t| t.state == TaskState::Running && (!healthy || t.healthy == Some(true)))
+                .collect();
+            (running.len() == n).then_some(running)
+        })
+        .await
+    }
+
+    /// Pids of every process (other than this test) whose command line or environment names
+    /// the cluster's directory.
+    pub fn processes(&self) -> Vec<i32> {
+        processes_naming(self.path())
+    }
+
+    /// Pids of task processes only (they carry `GANTRY_TASK_ID` in their environment).
+    pub fn task_processes(&self) -> Vec<i32> {
+        self.processes().into_iter().filter(|pid| environ(*pid).contains("GANTRY_TASK_ID=")).collect()
+    }
+
+    /// The master's and agents' logs, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        let mut names: Vec<PathBuf> = std::fs::read_dir(self.path())
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "log")).collect())
+            .unwrap_or_default();
+        names.sort();
+        for name in names {
+            let text = std::fs::read_to_string(&name).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            out.push_str(&format!("--- {} (last 40 lines)\n", name.display()));
+            for line in tail.into_iter().rev() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill_master();
+        for i in 0..self.agents.len() {
+            self.kill_agent(i);
+        }
+        kill_all(self.path());
+    }
+}
+
+/// SIGKILLs every process naming `dir`, repeatedly until none is left (or 5 s pass).
+pub fn kill_all(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let pids = processes_naming(dir);
+        if pids.is_empty() || Instant::now() > deadline {
+            return;
+        }
+        for pid in pids {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn environ(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/environ")).map(|b| String::from_utf8_lossy(&b).replace('\0', "\n")).unwrap_or_default()
+}
+
+pub fn processes_naming(dir: &Path) -> Vec<i32> {
+    let needle = dir.to_string_lossy().to_string();
+    let me = std::process::id() as i32;
+    let mut pids = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return pids };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        if pid == me {
+            continue;
+        }
+        // Zombies have no command line and cannot run anything: skip them.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.rsplit(") ").next().is_some_and(|rest| rest.starts_with('Z')) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).map(|b| String::from_utf8_lossy(&b).to_string()).unwrap_or_default();
+        if cmdline.contains(&needle) || environ(pid).contains(&needle) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs the binary with `args` against the cluster and returns (success, stdout, stderr).
+pub fn gantry(master_url: &str, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(BIN).args(args).env("GANTRY_MASTER", master_url).output().expect("run gantry");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+/// The repository's root, for example files.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
