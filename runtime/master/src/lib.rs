@@ -32,3 +32,10 @@ impl MasterConfig {
         }
     }
 }
+
+pub mod allocator;
+pub mod links;
+pub mod master;
+pub mod services;
+pub mod state;
+pub mod store;

@@ -1,0 +1,363 @@
+//! The allocator: two-level scheduling. Each cycle it lets every framework reconcile (and
+//! performs the kills they ask for), builds one offer per ACTIVE agent from its free resources,
+//! offers them to frameworks in DRF order (lowest dominant share first, remaining offers to the
+//! next), checks every accept against its offer, persists the new tasks (STAGING) in one
+//! transaction and only then sends the launch commands.
+//!
+//! Frameworks decide what to run; the allocator owns resources and never trusts an accept it has
+//! not checked. It runs when woken (an app, agent or task changed) and at least every second.
+
+use crate::master::{Change, Master};
+use crate::state::ClusterState;
+use gantry_api::protocol::{AgentCommand, LaunchTask};
+use gantry_api::{AgentState, Event, Millis, Resources, Task, TaskState};
+use std::collections::BTreeMap;
+use tracing::{debug, warn};
+
+/// Free resources of one agent, offered to a framework for one cycle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Offer {
+    /// Unique within the cycle.
+    pub id: usize,
+    /// The agent.
+    pub agent_id: String,
+    /// Its hostname.
+    pub hostname: String,
+    /// Its attributes.
+    pub attributes: BTreeMap<String, String>,
+    /// What is free on it (scalars and port ranges).
+    pub free: Resources,
+}
+
+/// A framework's use of (part of) an offer: one task to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accept {
+    /// The offer it takes resources from.
+    pub offer_id: usize,
+    /// The task to create, in state STAGING on the offer's agent; `task.resources` (ports
+    /// included) is what it takes from the offer.
+    pub task: Task,
+    /// The command the agent receives.
+    pub launch: LaunchTask,
+}
+
+/// A task a framework wants stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kill {
+    /// The task.
+    pub task_id: String,
+    /// Seconds between SIGTERM and SIGKILL.
+    pub grace_period_secs: f64,
+}
+
+/// What a framework sees of the cluster during a cycle: read access to everything, write access
+/// only to its workloads' runtime bookkeeping.
+#[derive(Debug)]
+pub struct ClusterView<'a> {
+    state: &'a mut ClusterState,
+    now: Millis,
+}
+
+impl<'a> ClusterView<'a> {
+    /// A view at time `now`.
+    pub fn new(state: &'a mut ClusterState, now: Millis) -> Self {
+        Self { state, now }
+    }
+
+    /// The cycle's time.
+    pub fn now(&self) -> Millis {
+        self.now
+    }
+
+    /// The cluster state.
+    pub fn state(&self) -> &ClusterState {
+        self.state
+    }
+
+    /// Runtime bookkeeping (backoff, waiting) of one app.
+    pub fn app_runtime_mut(&mut self, app_id: &str) -> Option<&mut crate::state::AppRuntime> {
+        self.state.app_runtime_mut(app_id)
+    }
+
+    /// Number of ACTIVE agents.
+    pub fn active_agents(&self) -> usize {
+        self.state.agents().filter(|a| a.agent.state == AgentState::Active).count()
+    }
+}
+
+/// A scheduler that receives offers: the contract of the built-in frameworks (`services`,
+/// later `jobs`) and, through an API, of external ones.
+///
+/// Each cycle the allocator calls [`Framework::reconcile`], then, if [`Framework::has_demand`],
+/// [`Framework::resource_offers`] (with possibly no offers, so the framework can say why its
+/// work waits). A framework must not assume an accept succeeds: the allocator drops accepts
+/// that do not fit, and the framework sees the result in the next cycle's view.
+pub trait Framework: Send {
+    /// Name, for logs.
+    fn name(&self) -> &str;
+    /// Whether a task belongs to this framework (for its DRF share).
+    fn owns(&self, task: &Task) -> bool;
+    /// Compares desired and actual state; returns tasks to stop and remembers what to launch.
+    fn reconcile(&mut self, view: &mut ClusterView<'_>) -> Vec<Kill>;
+    /// Whether it wants resources this cycle (after `reconcile`).
+    fn has_demand(&self) -> bool;
+    /// Chooses tasks to run on `offers`.
+    fn resource_offers(&mut self, offers: &[Offer], view: &mut ClusterView<'_>) -> Vec<Accept>;
+}
+
+/// Why an accept was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AllocatorError {
+    /// The accept names an offer that does not exist (or was used up).
+    #[error("task {task_id}: offer {offer_id} does not exist")]
+    UnknownOffer {
+        /// The task.
+        task_id: String,
+        /// The offer.
+        offer_id: usize,
+    },
+    /// The task does not fit the offer's free resources.
+    #[error("task {task_id}: does not fit the offer of agent {agent_id}: {reason}")]
+    DoesNotFit {
+        /// The task.
+        task_id: String,
+        /// The agent.
+        agent_id: String,
+        /// What is short.
+        reason: String,
+    },
+}
+
+/// One offer per ACTIVE agent, from its free resources.
+pub fn build_offers(state: &ClusterState) -> Vec<Offer> {
+    state
+        .agents()
+        .filter(|e| e.agent.state == AgentState::Active)
+        .enumerate()
+        .map(|(id, e)| Offer {
+            id,
+            agent_id: e.agent.info.id.clone(),
+            hostname: e.agent.info.hostname.clone(),
+            attributes: e.agent.info.attributes.clone(),
+            free: e.free.clone(),
+        })
+        .collect()
+}
+
+/// Checks that `accept` fits its offer and takes its resources from it.
+pub fn take_from_offer(offers: &mut [Offer], accept: &Accept) -> Result<(), AllocatorError> {
+    let task = &accept.task;
+    let offer = offers.iter_mut().find(|o| o.id == accept.offer_id).ok_or_else(|| {
+        AllocatorError::UnknownOffer { task_id: task.id.clone(), offer_id: accept.offer_id }
+    })?;
+    let refuse = |reason: String| AllocatorError::DoesNotFit {
+        task_id: task.id.clone(),
+        agent_id: offer.agent_id.clone(),
+        reason,
+    };
+    if task.agent_id != offer.agent_id {
+        return Err(refuse(format!("the task names agent {}", task.agent_id)));
+    }
+    if !offer.free.fits(&task.resources) {
+        return Err(refuse(format!("needs {}, free {}", task.resources, offer.free)));
+    }
+    for range in &task.resources.ports {
+        for port in range.begin..=range.end {
+            if !offer.free.has_port(port) {
+                return Err(refuse(format!("port {port} is not free")));
+            }
+        }
+    }
+    offer.free.subtract(&task.resources);
+    Ok(())
+}
+
+/// Runs one allocation cycle.
+pub fn run_cycle(master: &Master, frameworks: &mut [Box<dyn Framework>]) {
+    let now = gantry_api::now_millis();
+    let mut guard = master.lock();
+    let state = &mut *guard;
+
+    let mut kills = Vec::new();
+    {
+        let mut view = ClusterView::new(state, now);
+        for framework in frameworks.iter_mut() {
+            kills.extend(framework.reconcile(&mut view));
+        }
+    }
+    if !kills.is_empty() {
+        let change = kill_change(state, &kills, "stopped by its framework", now);
+        if let Err(error) = master.commit(state, change) {
+            warn!(%error, "Could not store task kills; retrying next cycle.");
+            return;
+        }
+    }
+
+    let mut offers = build_offers(state);
+    let order = framework_order(state, frameworks);
+    let mut change = Change::default();
+    for index in order {
+        let framework = &mut frameworks[index];
+        if !framework.has_demand() {
+            continue;
+        }
+        let accepts = {
+            let mut view = ClusterView::new(state, now);
+            framework.resource_offers(&offers, &mut view)
+        };
+        for accept in accepts {
+            match take_from_offer(&mut offers, &accept) {
+                Ok(()) => {
+                    change.events.push(task_event(&accept.task, now));
+                    change.commands.push((accept.task.agent_id.clone(), AgentCommand::Launch(accept.launch)));
+                    change.tasks.push(accept.task);
+                }
+                Err(error) => warn!(framework = framework.name(), %error, "Refused an accept."),
+            }
+        }
+        offers.retain(|o| o.free.cpus > 0.0 || o.free.mem > 0.0);
+    }
+    if change.tasks.is_empty() {
+        return;
+    }
+    let launched = change.tasks.len();
+    if let Err(error) = master.commit(state, change) {
+        warn!(%error, "Could not store new tasks; nothing was launched.");
+        return;
+    }
+    debug!(launched, "Allocation cycle launched tasks.");
+}
+
+/// Frameworks in DRF order of the resources their non-terminal tasks hold.
+fn framework_order(state: &ClusterState, frameworks: &[Box<dyn Framework>]) -> Vec<usize> {
+    if frameworks.len() < 2 {
+        return (0..frameworks.len()).collect();
+    }
+    let mut total = Resources::default();
+    for entry in state.agents().filter(|e| e.agent.state == AgentState::Active) {
+        let r = &entry.agent.info.resources;
+        total.add(&Resources::scalar(r.cpus, r.mem, r.disk, r.gpus));
+    }
+    let mut allocated = vec![Resources::default(); frameworks.len()];
+    for task in state.tasks().filter(|t| !t.state.is_terminal()) {
+        if let Some(i) = frameworks.iter().position(|f| f.owns(task)) {
+            let r = &task.resources;
+            allocated[i].add(&Resources::scalar(r.cpus, r.mem, r.disk, r.gpus));
+        }
+    }
+    gantry_scheduler::drf_order(&allocated, &total)
+}
+
+/// The event of a task's current state.
+pub fn task_event(task: &Task, at: Millis) -> Event {
+    Event::TaskChanged {
+        task_id: task.id.clone(),
+        app_id: task.app_id.clone(),
+        agent_id: task.agent_id.clone(),
+        state: task.state,
+        healthy: task.healthy,
+        message: task.message.clone(),
+        at,
+    }
+}
+
+/// A change that marks `kills` KILLING and sends the kill commands. Tasks that are not STAGING
+/// or RUNNING are skipped.
+pub fn kill_change(state: &ClusterState, kills: &[Kill], message: &str, now: Millis) -> Change {
+    let mut change = Change::default();
+    for kill in kills {
+        let Some(task) = state.task(&kill.task_id) else { continue };
+        if !task.state.is_active() {
+            continue;
+        }
+        let mut task = task.clone();
+        task.state = TaskState::Killing;
+        task.message = Some(message.to_string());
+        change.events.push(task_event(&task, now));
+        change.commands.push((
+            task.agent_id.clone(),
+            AgentCommand::Kill { task_id: task.id.clone(), grace_period_secs: kill.grace_period_secs },
+        ));
+        change.tasks.push(task);
+    }
+    change
+}
+
+/// Runs cycles until shutdown: when woken and at least every second.
+pub async fn run(master: std::sync::Arc<Master>, mut frameworks: Vec<Box<dyn Framework>>) {
+    let mut shutdown = master.shutdown_signal();
+    loop {
+        run_cycle(&master, &mut frameworks);
+        tokio::select! {
+            _ = master.woken() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+        // Coalesce bursts of changes into one cycle.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gantry_api::PortRange;
+
+    fn offer(id: usize) -> Offer {
+        Offer {
+            id,
+            agent_id: format!("a{id}"),
+            hostname: format!("h{id}"),
+            attributes: BTreeMap::new(),
+            free: Resources { ports: vec![PortRange { begin: 100, end: 101 }], ..Resources::scalar(1.0, 100.0, 0.0, 0) },
+        }
+    }
+
+    fn accept(offer_id: usize, agent: &str, cpus: f64, port: u16) -> Accept {
+        let resources = Resources { ports: Resources::from_ports(&[port]), ..Resources::scalar(cpus, 10.0, 0.0, 0) };
+        let task = Task {
+            id: "t".into(),
+            app_id: "web".into(),
+            app_version: 1,
+            agent_id: agent.into(),
+            host: "h".into(),
+            state: TaskState::Staging,
+            healthy: None,
+            ports: vec![port],
+            resources: resources.clone(),
+            staged_at: 0,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            message: None,
+        };
+        let launch = LaunchTask {
+            task_id: "t".into(),
+            app_id: "web".into(),
+            cmd: Some("true".into()),
+            args: None,
+            env: BTreeMap::new(),
+            resources,
+            ports: vec![],
+            health_checks: vec![],
+            kill_grace_period_secs: 1.0,
+        };
+        Accept { offer_id, task, launch }
+    }
+
+    #[test]
+    fn accepts_are_checked_against_their_offer() {
+        let mut offers = vec![offer(0), offer(1)];
+        assert!(take_from_offer(&mut offers, &accept(0, "a0", 0.5, 100)).is_ok());
+        assert_eq!(offers[0].free.cpus, 0.5);
+        assert!(!offers[0].free.has_port(100));
+        assert!(matches!(take_from_offer(&mut offers, &accept(0, "a0", 0.5, 100)), Err(AllocatorError::DoesNotFit { .. })));
+        assert!(matches!(take_from_offer(&mut offers, &accept(0, "a0", 0.6, 101)), Err(AllocatorError::DoesNotFit { .. })));
+        assert!(matches!(take_from_offer(&mut offers, &accept(1, "a0", 0.1, 101)), Err(AllocatorError::DoesNotFit { .. })));
+        assert!(matches!(take_from_offer(&mut offers, &accept(7, "a7", 0.1, 101)), Err(AllocatorError::UnknownOffer { .. })));
+        assert!(take_from_offer(&mut offers, &accept(1, "a1", 1.0, 101)).is_ok());
+    }
+}

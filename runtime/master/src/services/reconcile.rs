@@ -1,0 +1,269 @@
+//! The pure reconciler of the services framework: one app's desired state and its tasks in,
+//! decisions out (how many to launch, which to kill). No clock, no I/O, no state of its own.
+//!
+//! Rules:
+//! - Active instances are STAGING or RUNNING tasks. KILLING, UNREACHABLE and terminal tasks are
+//!   not instances; UNREACHABLE ones are reported as replaced (new instances cover them).
+//! - A task is *current* when `app_version >= config_version` (scaling does not replace tasks),
+//!   and *ready* when RUNNING and, if the app has health checks, reported healthy.
+//! - Scale down kills extra current instances, unready first (unhealthy, then staging, then
+//!   running of unknown health), then newest.
+//! - Rolling replacement: an old-version instance is kept while current instances that are
+//!   ready number fewer than `instances`; the rest are killed, unready first.
+//! - No launch before `backoff_until`. A deleted app kills every active instance.
+
+use gantry_api::{Millis, Task, TaskState};
+
+/// What the reconciler looks at for one app.
+#[derive(Debug, Clone, Copy)]
+pub struct ReconcileInput<'a> {
+    /// Wanted instances (0 when the app is deleted).
+    pub instances: u32,
+    /// Tasks with `app_version >= config_version` run the current configuration.
+    pub config_version: u64,
+    /// Whether the app has health checks (then "ready" needs `healthy == Some(true)`).
+    pub has_health_checks: bool,
+    /// Whether the app was deleted: kill everything.
+    pub deleted: bool,
+    /// Every known task of the app (any state).
+    pub tasks: &'a [&'a Task],
+    /// Now.
+    pub now: Millis,
+    /// No launches before this time.
+    pub backoff_until: Option<Millis>,
+}
+
+/// What to do for one app.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decisions {
+    /// New current-version instances to launch now.
+    pub launch: u32,
+    /// Instances still missing but held back by backoff.
+    pub delayed: u32,
+    /// Task ids to kill.
+    pub kill: Vec<String>,
+    /// UNREACHABLE tasks that no longer count and are being replaced.
+    pub replaced_unreachable: Vec<String>,
+}
+
+/// Whether a task is ready to serve.
+pub fn is_ready(task: &Task, has_health_checks: bool) -> bool {
+    task.state == TaskState::Running && (!has_health_checks || task.healthy == Some(true))
+}
+
+/// Kill preference: lower is killed first (unhealthy, staging, unknown health, then healthy),
+/// and among equals the newest first.
+fn kill_order(task: &Task, has_health_checks: bool) -> (u8, std::cmp::Reverse<Millis>, String) {
+    let rank = if task.healthy == Some(false) {
+        0
+    } else if task.state == TaskState::Staging {
+        1
+    } else if !is_ready(task, has_health_checks) {
+        2
+    } else {
+        3
+    };
+    (rank, std::cmp::Reverse(task.staged_at), task.id.clone())
+}
+
+/// Decides launches and kills for one app.
+pub fn reconcile(input: &ReconcileInput<'_>) -> Decisions {
+    let mut decisions = Decisions::default();
+    let checks = input.has_health_checks;
+    let mut current: Vec<&Task> = Vec::new();
+    let mut old: Vec<&Task> = Vec::new();
+    for task in input.tasks {
+        if task.state == TaskState::Unreachable {
+            decisions.replaced_unreachable.push(task.id.clone());
+        } else if task.state.is_active() {
+            if task.app_version >= input.config_version { current.push(task) } else { old.push(task) }
+        }
+    }
+    if input.deleted {
+        decisions.kill = current.iter().chain(&old).map(|t| t.id.clone()).collect();
+        decisions.kill.sort();
+        return decisions;
+    }
+    let target = input.instances as usize;
+    current.sort_by_key(|t| kill_order(t, checks));
+    old.sort_by_key(|t| kill_order(t, checks));
+    let excess = current.len().saturating_sub(target);
+    decisions.kill.extend(current.iter().take(excess).map(|t| t.id.clone()));
+    let kept_current = &current[excess..];
+    let current_ready = kept_current.iter().filter(|t| is_ready(t, checks)).count();
+    let old_allowed = target.saturating_sub(current_ready);
+    let old_excess = old.len().saturating_sub(old_allowed);
+    decisions.kill.extend(old.iter().take(old_excess).map(|t| t.id.clone()));
+    let missing = u32::try_from(target.saturating_sub(kept_current.len())).unwrap_or(u32::MAX);
+    if input.backoff_until.is_some_and(|until| until > input.now) {
+        decisions.delayed = missing;
+    } else {
+        decisions.launch = missing;
+    }
+    decisions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gantry_api::Resources;
+    use proptest::prelude::*;
+
+    fn task(id: usize, version: u64, state: TaskState, healthy: Option<bool>) -> Task {
+        Task {
+            id: format!("t{id:03}"),
+            app_id: "web".to_string(),
+            app_version: version,
+            agent_id: "a".to_string(),
+            host: "h".to_string(),
+            state,
+            healthy,
+            ports: vec![],
+            resources: Resources::default(),
+            staged_at: id as u64,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            message: None,
+        }
+    }
+
+    fn input<'a>(tasks: &'a [&'a Task], instances: u32) -> ReconcileInput<'a> {
+        ReconcileInput {
+            instances,
+            config_version: 2,
+            has_health_checks: false,
+            deleted: false,
+            tasks,
+            now: 100,
+            backoff_until: None,
+        }
+    }
+
+    #[test]
+    fn launches_what_is_missing() {
+        let t = task(1, 2, TaskState::Running, None);
+        let tasks = [&t];
+        let d = reconcile(&input(&tasks, 3));
+        assert_eq!(d.launch, 2);
+        assert!(d.kill.is_empty());
+    }
+
+    #[test]
+    fn backoff_delays_launches() {
+        let tasks: [&Task; 0] = [];
+        let d = reconcile(&ReconcileInput { backoff_until: Some(200), ..input(&tasks, 2) });
+        assert_eq!((d.launch, d.delayed), (0, 2));
+        let d = reconcile(&ReconcileInput { backoff_until: Some(50), ..input(&tasks, 2) });
+        assert_eq!((d.launch, d.delayed), (2, 0));
+    }
+
+    #[test]
+    fn scale_down_prefers_unhealthy_then_staging_then_newest() {
+        let a = task(1, 2, TaskState::Running, Some(true));
+        let b = task(2, 2, TaskState::Running, Some(false));
+        let c = task(3, 2, TaskState::Staging, None);
+        let d = task(4, 2, TaskState::Running, Some(true));
+        let tasks = [&a, &b, &c, &d];
+        let out = reconcile(&ReconcileInput { has_health_checks: true, ..input(&tasks, 1) });
+        assert_eq!(out.kill, vec!["t002", "t003", "t004"]);
+        assert_eq!(out.launch, 0);
+    }
+
+    #[test]
+    fn old_versions_stay_until_new_ones_are_ready() {
+        let o1 = task(1, 1, TaskState::Running, None);
+        let o2 = task(2, 1, TaskState::Running, None);
+        let n1 = task(3, 2, TaskState::Staging, None);
+        let tasks = [&o1, &o2, &n1];
+        let out = reconcile(&input(&tasks, 2));
+        assert!(out.kill.is_empty());
+        assert_eq!(out.launch, 1);
+        let n1 = task(3, 2, TaskState::Running, None);
+        let tasks = [&o1, &o2, &n1];
+        let out = reconcile(&input(&tasks, 2));
+        assert_eq!(out.kill, vec!["t002"]);
+    }
+
+    #[test]
+    fn unreachable_tasks_are_replaced_and_deleted_apps_killed() {
+        let u = task(1, 2, TaskState::Unreachable, None);
+        let r = task(2, 2, TaskState::Running, None);
+        let tasks = [&u, &r];
+        let out = reconcile(&input(&tasks, 2));
+        assert_eq!(out.replaced_unreachable, vec!["t001"]);
+        assert_eq!(out.launch, 1);
+        let out = reconcile(&ReconcileInput { deleted: true, ..input(&tasks, 2) });
+        assert_eq!(out.kill, vec!["t002"]);
+        assert_eq!(out.launch, 0);
+    }
+
+    fn any_task() -> impl Strategy<Value = (u64, TaskState, Option<bool>)> {
+        (
+            1u64..=2,
+            prop_oneof![
+                Just(TaskState::Staging),
+                Just(TaskState::Running),
+                Just(TaskState::Killing),
+                Just(TaskState::Unreachable),
+                Just(TaskState::Failed),
+            ],
+            prop_oneof![Just(None), Just(Some(true)), Just(Some(false))],
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn never_drops_ready_capacity_and_converges(
+            specs in proptest::collection::vec(any_task(), 0..12),
+            instances in 0u32..6,
+            checks in any::<bool>(),
+        ) {
+            let mut tasks: Vec<Task> =
+                specs.iter().enumerate().map(|(i, (v, s, h))| task(i, *v, *s, *h)).collect();
+            let mut next = tasks.len();
+            for _round in 0..20 {
+                let refs: Vec<&Task> = tasks.iter().collect();
+                let d = reconcile(&ReconcileInput { has_health_checks: checks, ..input(&refs, instances) });
+                let ready_before = tasks.iter().filter(|t| t.state.is_active() && is_ready(t, checks)).count();
+                let ready_after = tasks
+                    .iter()
+                    .filter(|t| t.state.is_active() && is_ready(t, checks) && !d.kill.contains(&t.id))
+                    .count();
+                prop_assert!(ready_after >= ready_before.min(instances as usize));
+                for id in &d.kill {
+                    let t = tasks.iter().find(|t| &t.id == id).expect("killed task exists");
+                    prop_assert!(t.state.is_active());
+                }
+                if d.kill.is_empty() && d.launch == 0 {
+                    break;
+                }
+                for t in tasks.iter_mut() {
+                    if d.kill.contains(&t.id) {
+                        t.state = TaskState::Killed;
+                    } else if t.state.is_active() && t.app_version == 2 {
+                        t.state = TaskState::Running;
+                        t.healthy = Some(true);
+                    }
+                }
+                for _ in 0..d.launch {
+                    next += 1;
+                    tasks.push(task(next, 2, TaskState::Running, Some(true)));
+                }
+            }
+            let active_current = tasks.iter().filter(|t| t.state.is_active() && t.app_version == 2).count();
+            let active_old = tasks.iter().filter(|t| t.state.is_active() && t.app_version < 2).count();
+            prop_assert_eq!(active_current, instances as usize);
+            prop_assert_eq!(active_old, 0);
+        }
+
+        #[test]
+        fn delete_kills_every_active_task(specs in proptest::collection::vec(any_task(), 0..12)) {
+            let tasks: Vec<Task> = specs.iter().enumerate().map(|(i, (v, s, h))| task(i, *v, *s, *h)).collect();
+            let refs: Vec<&Task> = tasks.iter().collect();
+            let d = reconcile(&ReconcileInput { deleted: true, ..input(&refs, 3) });
+            prop_assert_eq!(d.launch, 0);
+            prop_assert_eq!(d.kill.len(), tasks.iter().filter(|t| t.state.is_active()).count());
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! The master's durable state store: apps, tasks, agents and a small `meta` table.
+//!
+//! Everything the master acknowledges (an API answer, a status-update ack) is committed here
+//! first, in one durable transaction per request ([`Store::write`] takes a whole batch). The
+//! store holds plain records as JSON; it makes no decisions and knows nothing of the allocator.
+//! [`RedbStore`] is the real implementation (`<data_dir>/state.redb`); [`MemStore`] is an
+//! in-memory recording double for tests.
+
+use gantry_api::{Agent, App, Task};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+const APPS: TableDefinition<&str, &str> = TableDefinition::new("apps");
+const TASKS: TableDefinition<&str, &str> = TableDefinition::new("tasks");
+const AGENTS: TableDefinition<&str, &str> = TableDefinition::new("agents");
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+
+/// An app as stored: the API view plus the version of its last configuration change (scaling
+/// bumps `app.version` but not `config_version`, so running tasks are not replaced).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppRecord {
+    /// The app (its `status` is not meaningful in the store).
+    pub app: App,
+    /// Tasks with `app_version >= config_version` run the current configuration.
+    pub config_version: u64,
+}
+
+/// One change in a write batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreOp {
+    /// Insert or replace an app.
+    PutApp(AppRecord),
+    /// Remove an app by id.
+    DeleteApp(String),
+    /// Insert or replace a task.
+    PutTask(Task),
+    /// Remove a task by id.
+    DeleteTask(String),
+    /// Insert or replace an agent.
+    PutAgent(Agent),
+    /// Remove an agent by id.
+    DeleteAgent(String),
+    /// Set a meta entry.
+    PutMeta(String, String),
+    /// Remove a meta entry.
+    DeleteMeta(String),
+}
+
+/// Everything in the store, as loaded at start.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// Apps by id.
+    pub apps: Vec<AppRecord>,
+    /// Every task.
+    pub tasks: Vec<Task>,
+    /// Every agent.
+    pub agents: Vec<Agent>,
+    /// Meta entries.
+    pub meta: BTreeMap<String, String>,
+}
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database failed.
+    #[error("state store: {0}")]
+    Redb(#[from] redb::Error),
+    /// A stored record is not valid JSON of its type.
+    #[error("state store: corrupt record `{key}` in `{table}`: {source}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// The key.
+        key: String,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// A record could not be encoded.
+    #[error("state store: cannot encode a record: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// The master's persistence boundary. Every call is synchronous and durable when it returns.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Applies every operation of `batch` in one durable transaction (all or nothing).
+    fn write(&self, batch: &[StoreOp]) -> Result<(), StoreError>;
+    /// Reads everything (at start).
+    fn load(&self) -> Result<Snapshot, StoreError>;
+}
+
+/// The redb-backed store: `<data_dir>/state.redb`, one JSON value per record.
+#[derive(Debug)]
+pub struct RedbStore {
+    db: redb::Database,
+}
+
+fn redb_err(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Redb(e.into())
+}
+
+impl RedbStore {
+    /// Opens (or creates) the store in `data_dir`, creating the directory if missing.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
+        let db = redb::Database::create(data_dir.join("state.redb")).map_err(redb_err)?;
+        let txn = db.begin_write().map_err(redb_err)?;
+        for table in [APPS, TASKS, AGENTS, META] {
+            txn.open_table(table).map_err(redb_err)?;
+        }
+        txn.commit().map_err(redb_err)?;
+        Ok(Self { db })
+    }
+}
+
+fn read_table<T: serde::de::DeserializeOwned>(
+    txn: &redb::ReadTransaction,
+    def: TableDefinition<&str, &str>,
+    name: &'static str,
+) -> Result<Vec<(String, T)>, StoreError> {
+    let table = txn.open_table(def).map_err(redb_err)?;
+    let mut out = Vec::new();
+    for entry in table.iter().map_err(redb_err)? {
+        let (key, value) = entry.map_err(redb_err)?;
+        let key = key.value().to_string();
+        let parsed = serde_json::from_str(value.value())
+            .map_err(|source| StoreError::Corrupt { table: name, key: key.clone(), source })?;
+        out.push((key, parsed));
+    }
+    Ok(out)
+}
+
+impl Store for RedbStore {
+    fn write(&self, batch: &[StoreOp]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write().map_err(redb_err)?;
+        {
+            let mut apps = txn.open_table(APPS).map_err(redb_err)?;
+            let mut tasks = txn.open_table(TASKS).map_err(redb_err)?;
+            let mut agents = txn.open_table(AGENTS).map_err(redb_err)?;
+            let mut meta = txn.open_table(META).map_err(redb_err)?;
+            for op in batch {
+                match op {
+                    StoreOp::PutApp(r) => {
+                        apps.insert(r.app.definition.id.as_str(), serde_json::to_string(r)?.as_str()).map_err(redb_err)?;
+                    }
+                    StoreOp::DeleteApp(id) => {
+                        apps.remove(id.as_str()).map_err(redb_err)?;
+                    }
+                    StoreOp::PutTask(t) => {
+                        tasks.insert(t.id.as_str(), serde_json::to_string(t)?.as_str()).map_err(redb_err)?;
+                    }
+                    StoreOp::DeleteTask(id) => {
+                        tasks.remove(id.as_str()).map_err(redb_err)?;
+                    }
+                    StoreOp::PutAgent(a) => {
+                        agents.insert(a.info.id.as_str(), serde_json::to_string(a)?.as_str()).map_err(redb_err)?;
+                    }
+                    StoreOp::DeleteAgent(id) => {
+                        agents.remove(id.as_str()).map_err(redb_err)?;
+                    }
+                    StoreOp::PutMeta(k, v) => {
+                        meta.insert(k.as_str(), v.as_str()).map_err(redb_err)?;
+                    }
+                    StoreOp::DeleteMeta(k) => {
+                        meta.remove(k.as_str()).map_err(redb_err)?;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(redb_err)
+    }
+
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        let txn = self.db.begin_read().map_err(redb_err)?;
+        let apps = read_table::<AppRecord>(&txn, APPS, "apps")?.into_iter().map(|(_, v)| v).collect();
+        let tasks = read_table::<Task>(&txn, TASKS, "tasks")?.into_iter().map(|(_, v)| v).collect();
+        let agents = read_table::<Agent>(&txn, AGENTS, "agents")?.into_iter().map(|(_, v)| v).collect();
+        let table = txn.open_table(META).map_err(redb_err)?;
+        let mut meta = BTreeMap::new();
+        for entry in table.iter().map_err(redb_err)? {
+            let (k, v) = entry.map_err(redb_err)?;
+            meta.insert(k.value().to_string(), v.value().to_string());
+        }
+        Ok(Snapshot { apps, tasks, agents, meta })
+    }
+}
+
+/// An in-memory store that records every batch, for tests ("stored before acknowledged").
+#[derive(Debug, Default)]
+pub struct MemStore {
+    inner: Mutex<MemInner>,
+}
+
+#[derive(Debug, Default)]
+struct MemInner {
+    snapshot: Snapshot,
+    batches: Vec<Vec<StoreOp>>,
+}
+
+impl MemStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every batch written so far, in order.
+    pub fn batches(&self) -> Vec<Vec<StoreOp>> {
+        self.inner.lock().map(|i| i.batches.clone()).unwrap_or_default()
+    }
+}
+
+impl Store for MemStore {
+    fn write(&self, batch: &[StoreOp]) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if batch.is_empty() {
+            return Ok(());
+        }
+        inner.batches.push(batch.to_vec());
+        let s = &mut inner.snapshot;
+        for op in batch {
+            match op {
+                StoreOp::PutApp(r) => {
+                    s.apps.retain(|a| a.app.definition.id != r.app.definition.id);
+                    s.apps.push(r.clone());
+                }
+                StoreOp::DeleteApp(id) => s.apps.retain(|a| &a.app.definition.id != id),
+                StoreOp::PutTask(t) => {
+                    s.tasks.retain(|x| x.id != t.id);
+                    s.tasks.push(t.clone());
+                }
+                StoreOp::DeleteTask(id) => s.tasks.retain(|x| &x.id != id),
+                StoreOp::PutAgent(a) => {
+                    s.agents.retain(|x| x.info.id != a.info.id);
+                    s.agents.push(a.clone());
+                }
+                StoreOp::DeleteAgent(id) => s.agents.retain(|x| &x.info.id != id),
+                StoreOp::PutMeta(k, v) => {
+                    s.meta.insert(k.clone(), v.clone());
+                }
+                StoreOp::DeleteMeta(k) => {
+                    s.meta.remove(k);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        Ok(self.inner.lock().unwrap_or_else(|p| p.into_inner()).snapshot.clone())
+    }
+}
