@@ -8,8 +8,11 @@
 //! - [`placement`]: choosing agents and ports for an app's instances under its constraints, and
 //!   saying why when instances cannot be placed.
 
+mod constraints;
 pub mod drf;
 pub mod placement;
+mod ports;
+mod reason;
 
 pub use drf::{dominant_share, drf_order};
 pub use placement::{AgentSlot, Placed, PlacedOn, PlacementOutcome, PlacementRequest, place};

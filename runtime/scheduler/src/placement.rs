@@ -1,7 +1,22 @@
 //! Placement of an app's instances on offered agents.
+//!
+//! Owns the search: which agent each new instance goes to, honouring resources, ports and
+//! constraints, spreading instances over agents, and deterministic for the same input. Operator
+//! meaning lives in `constraints`, port choice in `ports`, and the user-facing reason for a
+//! shortfall in `reason`. Nothing here does I/O or reads a clock.
+//!
+//! The search runs in O(agents · log agents + count · log agents) for one call: one pass decides
+//! which agents can ever hold an instance and groups them by their GROUP_BY values; then each
+//! instance pops the least-loaded group and, within it, the agent with the fewest instances of the
+//! app, rechecking the counting constraints and the agent's room as it pops. An agent that fails
+//! a recheck can never pass again in this call, so it is dropped for good.
 
+use crate::constraints::{self, Compiled, Rule};
+use crate::ports::{self, Shortage};
+use crate::reason;
 use gantry_api::{Constraint, Resources};
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 /// An agent as offered to a framework: who it is and what is free on it.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +78,656 @@ pub struct PlacementOutcome {
 /// constraints given the instances already running (`existing`). Subtracts what it places from
 /// the agents' `free` so several apps can be placed against one snapshot.
 pub fn place(request: &PlacementRequest<'_>, agents: &mut [AgentSlot], existing: &[PlacedOn]) -> PlacementOutcome {
-    let _ = (request, agents, existing);
-    unreachable!("implemented by the scheduler work")
+    let outcome = decide(request, agents, existing);
+    let need = scalars(request.resources, 1);
+    for placed in &outcome.placed {
+        let free = &mut agents[placed.agent_index].free;
+        free.subtract(&need);
+        free.subtract(&Resources { ports: Resources::from_ports(&placed.ports), ..Resources::default() });
+    }
+    outcome
+}
+
+fn decide(request: &PlacementRequest<'_>, agents: &[AgentSlot], existing: &[PlacedOn]) -> PlacementOutcome {
+    let refuse = |reason: String| PlacementOutcome { placed: Vec::new(), reason: Some(reason) };
+    if request.count == 0 {
+        return PlacementOutcome { placed: Vec::new(), reason: None };
+    }
+    if agents.is_empty() {
+        return refuse("no agents are offered".to_string());
+    }
+    if let Some(port) = ports::duplicate_fixed(request.ports) {
+        return refuse(format!("port {port} is requested twice per instance; a fixed host port can serve only one"));
+    }
+    let rules = match constraints::compile(request.constraints) {
+        Ok(rules) => rules,
+        Err(reason) => return refuse(reason),
+    };
+    let mut search = Search::new(request, agents, existing, &rules);
+    search.run();
+    let reason = (search.placed.len() < request.count).then(|| reason::explain(&search));
+    PlacementOutcome { placed: search.placed, reason }
+}
+
+/// The scalars of `n` instances (ports are handled separately).
+pub(crate) fn scalars(one: &Resources, n: u32) -> Resources {
+    let times = f64::from(n);
+    Resources::scalar(one.cpus * times, one.mem * times, one.disk * times, one.gpus.saturating_mul(n))
+}
+
+/// Why an agent cannot take (another) instance. Ordered by how much a user should hear about it
+/// first when counts tie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Cause {
+    /// Constraint `.0` (UNIQUE) already has an instance on this agent's value.
+    Unique(usize),
+    /// Constraint `.0` (MAX_PER) is full on this agent's value.
+    MaxPer(usize),
+    /// Constraint `.0` (CLUSTER without value) pinned instances to another value.
+    Cluster(usize),
+    /// The scalars of one more instance do not fit.
+    Resources,
+    /// A fixed port is not free.
+    Port(u16),
+    /// Too few free ports.
+    PortCount,
+    /// Constraint `.0` rejects the agent's field value (or its absence) whatever else runs.
+    Static(usize),
+}
+
+/// Marks an agent value that is absent (only for agents the search never considers).
+const NO_VALUE: u32 = u32::MAX;
+
+/// Instance counts per value of each field a counting constraint reads.
+#[derive(Debug)]
+pub(crate) struct Tally<'a> {
+    /// Distinct fields of the counting constraints.
+    pub(crate) fields: Vec<&'a str>,
+    ids: Vec<HashMap<&'a str, u32>>,
+    /// Per field, the value of each id.
+    pub(crate) values: Vec<Vec<&'a str>>,
+    /// Per field, instances (existing and placed) per value id.
+    pub(crate) counts: Vec<Vec<u32>>,
+    /// Per field, how many values hold at least one instance.
+    pub(crate) occupied: Vec<u32>,
+    /// `agent * fields.len() + field` → value id.
+    agent_values: Vec<u32>,
+}
+
+impl<'a> Tally<'a> {
+    fn intern(&mut self, field: usize, value: &'a str) -> u32 {
+        if let Some(&id) = self.ids[field].get(value) {
+            return id;
+        }
+        let id = u32::try_from(self.values[field].len()).expect("fewer than 2^32 distinct values");
+        self.ids[field].insert(value, id);
+        self.values[field].push(value);
+        self.counts[field].push(0);
+        id
+    }
+
+    fn count_one(&mut self, field: usize, id: u32) {
+        let count = &mut self.counts[field][id as usize];
+        *count += 1;
+        if *count == 1 {
+            self.occupied[field] += 1;
+        }
+    }
+
+    pub(crate) fn agent_value(&self, agent: usize, field: usize) -> u32 {
+        self.agent_values[agent * self.fields.len() + field]
+    }
+}
+
+/// The state of one placement call.
+#[derive(Debug)]
+pub(crate) struct Search<'a> {
+    pub(crate) request: &'a PlacementRequest<'a>,
+    pub(crate) agents: &'a [AgentSlot],
+    pub(crate) existing: &'a [PlacedOn],
+    pub(crate) rules: &'a [Compiled<'a>],
+    /// Distinct fixed host ports of one instance.
+    pub(crate) fixed: Vec<u16>,
+    /// How many `0` (any free) ports one instance needs.
+    pub(crate) dynamic: usize,
+    pub(crate) tally: Tally<'a>,
+    /// Per rule, its field's index in `tally.fields` if it counts instances.
+    pub(crate) rule_field: Vec<Option<usize>>,
+    /// Per CLUSTER-without-value rule, the value id every instance must share, once known.
+    pub(crate) pins: Vec<Option<u32>>,
+    /// Instances of the app on the agent's hostname before this call.
+    base: Vec<u32>,
+    /// Instances placed on each agent in this call.
+    pub(crate) on_agent: Vec<u32>,
+    /// Why each agent was dropped from the search (none while it is still a candidate).
+    pub(crate) causes: Vec<Option<Cause>>,
+    /// The GROUP_BY rule whose minimum number of values stopped the search.
+    pub(crate) blocked: Option<usize>,
+    pub(crate) placed: Vec<Placed>,
+}
+
+/// Agents of one group, keyed by (instances of the app on the agent, agent index).
+type AgentHeap = BinaryHeap<Reverse<(u32, usize)>>;
+
+impl<'a> Search<'a> {
+    fn new(
+        request: &'a PlacementRequest<'a>,
+        agents: &'a [AgentSlot],
+        existing: &'a [PlacedOn],
+        rules: &'a [Compiled<'a>],
+    ) -> Self {
+        let mut fields: Vec<&'a str> = Vec::new();
+        let rule_field = rules
+            .iter()
+            .map(|rule| {
+                rule.counts_instances().then(|| match fields.iter().position(|&f| f == rule.field()) {
+                    Some(f) => f,
+                    None => {
+                        fields.push(rule.field());
+                        fields.len() - 1
+                    }
+                })
+            })
+            .collect();
+        let n = fields.len();
+        let tally = Tally {
+            ids: vec![HashMap::new(); n],
+            values: vec![Vec::new(); n],
+            counts: vec![Vec::new(); n],
+            occupied: vec![0; n],
+            agent_values: vec![NO_VALUE; agents.len() * n],
+            fields,
+        };
+        Search {
+            request,
+            agents,
+            existing,
+            rules,
+            fixed: request.ports.iter().copied().filter(|&p| p != 0).collect(),
+            dynamic: request.ports.iter().filter(|&&p| p == 0).count(),
+            tally,
+            rule_field,
+            pins: vec![None; rules.len()],
+            base: vec![0; agents.len()],
+            on_agent: vec![0; agents.len()],
+            causes: vec![None; agents.len()],
+            blocked: None,
+            placed: Vec::new(),
+        }
+    }
+
+    fn run(&mut self) {
+        self.count_existing();
+        let group_rules: Vec<usize> =
+            (0..self.rules.len()).filter(|&r| matches!(self.rules[r].rule, Rule::GroupBy { .. })).collect();
+        let mut on_host: HashMap<&str, u32> = HashMap::new();
+        for e in self.existing {
+            *on_host.entry(e.hostname.as_str()).or_default() += 1;
+        }
+
+        let mut group_ids: HashMap<Vec<u32>, usize> = HashMap::new();
+        let mut group_keys: Vec<Vec<u32>> = Vec::new();
+        let mut members: Vec<Vec<Reverse<(u32, usize)>>> = Vec::new();
+        for i in 0..self.agents.len() {
+            if let Err(cause) = self.admits_initially(i) {
+                self.causes[i] = Some(cause);
+                continue;
+            }
+            self.record_values(i);
+            let key: Vec<u32> = group_rules.iter().map(|&r| self.value_for_rule(i, r)).collect();
+            let group = *group_ids.entry(key).or_insert_with_key(|key| {
+                group_keys.push(key.clone());
+                members.push(Vec::new());
+                members.len() - 1
+            });
+            self.base[i] = on_host.get(self.agents[i].hostname.as_str()).copied().unwrap_or(0);
+            members[group].push(Reverse((self.base[i], i)));
+        }
+
+        let mut heaps: Vec<AgentHeap> = members.into_iter().map(BinaryHeap::from).collect();
+        let mut groups: BinaryHeap<Reverse<(Vec<u32>, usize)>> =
+            group_keys.iter().enumerate().map(|(g, key)| Reverse((self.group_load(&group_rules, key), g))).collect();
+        while self.placed.len() < self.request.count {
+            let Some(Reverse((load, g))) = groups.pop() else { break };
+            let now = self.group_load(&group_rules, &group_keys[g]);
+            if now != load {
+                groups.push(Reverse((now, g)));
+                continue;
+            }
+            if let Some(r) = self.group_minimum_unmet(&group_rules, &group_keys[g]) {
+                self.blocked = Some(r);
+                break;
+            }
+            let Some(i) = self.next_agent(&mut heaps[g]) else { continue };
+            self.commit(i);
+            heaps[g].push(Reverse((self.base[i] + self.on_agent[i], i)));
+            groups.push(Reverse((self.group_load(&group_rules, &group_keys[g]), g)));
+        }
+    }
+
+    /// Counts the existing instances per value and pins CLUSTER-without-value to theirs.
+    fn count_existing(&mut self) {
+        for e in self.existing {
+            for f in 0..self.tally.fields.len() {
+                if let Some(value) = constraints::field_value(self.tally.fields[f], &e.hostname, &e.attributes) {
+                    let id = self.tally.intern(f, value);
+                    self.tally.count_one(f, id);
+                }
+            }
+        }
+        for (r, rule) in self.rules.iter().enumerate() {
+            if let (Rule::ClusterTogether, Some(f)) = (&rule.rule, self.rule_field[r]) {
+                self.pins[r] = self
+                    .existing
+                    .iter()
+                    .find_map(|e| constraints::field_value(rule.field(), &e.hostname, &e.attributes))
+                    .map(|value| self.tally.intern(f, value));
+            }
+        }
+    }
+
+    fn record_values(&mut self, agent: usize) {
+        let slot = &self.agents[agent];
+        for f in 0..self.tally.fields.len() {
+            if let Some(value) = constraints::field_value(self.tally.fields[f], &slot.hostname, &slot.attributes) {
+                let id = self.tally.intern(f, value);
+                self.tally.agent_values[agent * self.tally.fields.len() + f] = id;
+            }
+        }
+    }
+
+    fn value_for_rule(&self, agent: usize, rule: usize) -> u32 {
+        let f = self.rule_field[rule].expect("only counting rules are asked for their value");
+        self.tally.agent_value(agent, f)
+    }
+
+    /// Per GROUP_BY rule, the instances on the group's value: the group with the least goes next.
+    fn group_load(&self, group_rules: &[usize], key: &[u32]) -> Vec<u32> {
+        group_rules
+            .iter()
+            .zip(key)
+            .map(|(&r, &id)| self.tally.counts[self.rule_field[r].expect("GROUP_BY counts")][id as usize])
+            .collect()
+    }
+
+    /// A GROUP_BY rule that forbids a second instance on this group's value because fewer than its
+    /// minimum number of values hold one (Marathon's semantics of `GROUP_BY field n`).
+    fn group_minimum_unmet(&self, group_rules: &[usize], key: &[u32]) -> Option<usize> {
+        group_rules.iter().zip(key).find_map(|(&r, &id)| {
+            let Rule::GroupBy { min_values } = self.rules[r].rule else { return None };
+            let f = self.rule_field[r].expect("GROUP_BY counts");
+            (self.tally.counts[f][id as usize] > 0 && self.tally.occupied[f] < min_values).then_some(r)
+        })
+    }
+
+    /// Pops agents until one can take an instance now; the others can never take one again.
+    fn next_agent(&mut self, heap: &mut AgentHeap) -> Option<usize> {
+        while let Some(Reverse((_, i))) = heap.pop() {
+            match self.admits_now(i) {
+                Ok(()) => return Some(i),
+                Err(cause) => self.causes[i] = Some(cause),
+            }
+        }
+        None
+    }
+
+    /// Room and the constraints that do not depend on other instances, before anything is placed.
+    /// Room is checked first because it is cheap and most often what excludes an agent.
+    fn admits_initially(&self, agent: usize) -> Result<(), Cause> {
+        self.has_room(agent)?;
+        self.static_constraints(agent)
+    }
+
+    pub(crate) fn static_constraints(&self, agent: usize) -> Result<(), Cause> {
+        let slot = &self.agents[agent];
+        match self
+            .rules
+            .iter()
+            .position(|rule| !rule.admits(constraints::field_value(rule.field(), &slot.hostname, &slot.attributes)))
+        {
+            Some(r) => Err(Cause::Static(r)),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the agent has the scalars and ports of one more instance after this call's.
+    fn has_room(&self, agent: usize) -> Result<(), Cause> {
+        let free = &self.agents[agent].free;
+        let already = self.on_agent[agent];
+        if !free.fits(&scalars(self.request.resources, already + 1)) {
+            return Err(Cause::Resources);
+        }
+        ports::check(free, &self.fixed, self.dynamic, already as usize).map_err(|shortage| match shortage {
+            Shortage::Taken(port) => Cause::Port(port),
+            Shortage::TooFew => Cause::PortCount,
+        })
+    }
+
+    /// The counting constraints given every instance so far, then room.
+    fn admits_now(&self, agent: usize) -> Result<(), Cause> {
+        for (r, rule) in self.rules.iter().enumerate() {
+            let Some(f) = self.rule_field[r] else { continue };
+            let id = self.tally.agent_value(agent, f);
+            let count = self.tally.counts[f][id as usize];
+            match rule.rule {
+                Rule::Unique if count > 0 => return Err(Cause::Unique(r)),
+                Rule::MaxPer(max) if count >= max => return Err(Cause::MaxPer(r)),
+                Rule::ClusterTogether if self.pins[r].is_some_and(|pin| pin != id) => return Err(Cause::Cluster(r)),
+                _ => {}
+            }
+        }
+        self.has_room(agent)
+    }
+
+    fn commit(&mut self, agent: usize) {
+        let ports = ports::choose(
+            &self.agents[agent].free.ports,
+            self.request.ports,
+            &self.fixed,
+            self.dynamic,
+            self.on_agent[agent] as usize,
+        );
+        for f in 0..self.tally.fields.len() {
+            let id = self.tally.agent_value(agent, f);
+            self.tally.count_one(f, id);
+        }
+        for r in 0..self.rules.len() {
+            if matches!(self.rules[r].rule, Rule::ClusterTogether) && self.pins[r].is_none() {
+                self.pins[r] = Some(self.value_for_rule(agent, r));
+            }
+        }
+        self.on_agent[agent] += 1;
+        self.placed.push(Placed { agent_index: agent, ports });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gantry_api::{ConstraintOperator as Op, PortRange};
+
+    fn agent(hostname: &str, attributes: &[(&str, &str)], free: Resources) -> AgentSlot {
+        AgentSlot {
+            agent_id: format!("id-{hostname}"),
+            hostname: hostname.to_string(),
+            attributes: attributes.iter().map(|&(k, v)| (k.to_string(), v.to_string())).collect(),
+            free,
+        }
+    }
+
+    fn roomy() -> Resources {
+        Resources { ports: vec![PortRange { begin: 31000, end: 31009 }], ..Resources::scalar(8.0, 8192.0, 10000.0, 0) }
+    }
+
+    fn zoned(zones: &[&str]) -> Vec<AgentSlot> {
+        zones.iter().enumerate().map(|(i, z)| agent(&format!("h{i}"), &[("zone", z)], roomy())).collect()
+    }
+
+    fn on(hostname: &str, attributes: &[(&str, &str)]) -> PlacedOn {
+        PlacedOn {
+            hostname: hostname.to_string(),
+            attributes: attributes.iter().map(|&(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    fn rule(field: &str, operator: Op, value: Option<&str>) -> Constraint {
+        Constraint { field: field.to_string(), operator, value: value.map(str::to_string) }
+    }
+
+    fn small() -> Resources {
+        Resources::scalar(1.0, 128.0, 0.0, 0)
+    }
+
+    fn run(
+        agents: &mut [AgentSlot],
+        ports: &[u16],
+        constraints: &[Constraint],
+        count: usize,
+        existing: &[PlacedOn],
+    ) -> PlacementOutcome {
+        let resources = small();
+        let request = PlacementRequest { app_id: "/web", resources: &resources, ports, constraints, count };
+        place(&request, agents, existing)
+    }
+
+    fn indices(outcome: &PlacementOutcome) -> Vec<usize> {
+        outcome.placed.iter().map(|p| p.agent_index).collect()
+    }
+
+    #[test]
+    fn spreads_over_agents_and_subtracts_what_it_places() {
+        let mut agents = zoned(&["a", "a", "a"]);
+        let outcome = run(&mut agents, &[], &[], 5, &[]);
+        assert_eq!(indices(&outcome), vec![0, 1, 2, 0, 1]);
+        assert_eq!(outcome.reason, None);
+        assert_eq!(agents[0].free.cpus, 6.0);
+        assert_eq!(agents[2].free.mem, 8192.0 - 128.0);
+    }
+
+    #[test]
+    fn prefers_agents_without_existing_instances() {
+        let mut agents = zoned(&["a", "a", "a"]);
+        let outcome = run(&mut agents, &[], &[], 3, &[on("h0", &[]), on("h1", &[])]);
+        assert_eq!(indices(&outcome), vec![2, 0, 1]);
+    }
+
+    #[test]
+    fn zero_count_places_nothing_and_needs_no_reason() {
+        let mut agents = zoned(&["a"]);
+        let outcome = run(&mut agents, &[], &[], 0, &[]);
+        assert_eq!(outcome, PlacementOutcome { placed: vec![], reason: None });
+    }
+
+    #[test]
+    fn no_agents() {
+        let outcome = run(&mut [], &[], &[], 1, &[]);
+        assert!(outcome.placed.is_empty());
+        assert_eq!(outcome.reason.as_deref(), Some("no agents are offered"));
+    }
+
+    #[test]
+    fn unique_hostname_reason_names_agents_and_instances() {
+        let mut agents = zoned(&["a", "b", "c"]);
+        let outcome = run(&mut agents, &[], &[rule("hostname", Op::Unique, None)], 4, &[]);
+        assert_eq!(indices(&outcome), vec![0, 1, 2]);
+        assert_eq!(outcome.reason.as_deref(), Some("no agent satisfies UNIQUE hostname: 3 agents, 4 instances"));
+    }
+
+    #[test]
+    fn unique_counts_existing_instances_and_requires_the_attribute() {
+        let mut agents = zoned(&["a", "b", "c"]);
+        agents.push(agent("bare", &[], roomy()));
+        let outcome = run(&mut agents, &[], &[rule("zone", Op::Unique, None)], 3, &[on("x", &[("zone", "b")])]);
+        assert_eq!(indices(&outcome), vec![0, 2]);
+        assert_eq!(outcome.reason.as_deref(), Some("no agent satisfies UNIQUE zone: 3 zones, 4 instances"));
+    }
+
+    #[test]
+    fn cluster_with_value_only_uses_matching_agents() {
+        let mut agents = zoned(&["a", "b", "b"]);
+        let outcome = run(&mut agents, &[], &[rule("zone", Op::Cluster, Some("b"))], 3, &[]);
+        assert_eq!(indices(&outcome), vec![1, 2, 1]);
+    }
+
+    #[test]
+    fn cluster_without_value_follows_existing_instances_or_the_first_placed() {
+        let mut agents = zoned(&["a", "b", "b", "a"]);
+        let together = [rule("zone", Op::Cluster, None)];
+        let outcome = run(&mut agents, &[], &together, 3, &[on("elsewhere", &[("zone", "b")])]);
+        assert_eq!(indices(&outcome), vec![1, 2, 1]);
+        let mut agents = zoned(&["a", "b", "b", "a"]);
+        let outcome = run(&mut agents, &[], &together, 3, &[]);
+        assert_eq!(indices(&outcome), vec![0, 3, 0]);
+    }
+
+    #[test]
+    fn cluster_reason_names_the_pinned_value() {
+        let mut agents = zoned(&["a", "b"]);
+        agents[1].free = Resources::scalar(0.5, 100.0, 0.0, 0);
+        let outcome = run(&mut agents, &[], &[rule("zone", Op::Cluster, None)], 1, &[on("x", &[("zone", "b")])]);
+        assert!(outcome.placed.is_empty());
+        let reason = outcome.reason.expect("nothing placed");
+        assert!(reason.starts_with("CLUSTER zone keeps instances on zone b"), "{reason}");
+    }
+
+    #[test]
+    fn group_by_fills_the_emptiest_value_first() {
+        let mut agents = zoned(&["a", "a", "a", "b", "c"]);
+        let existing = [on("x", &[("zone", "a")]), on("y", &[("zone", "b")])];
+        let outcome = run(&mut agents, &[], &[rule("zone", Op::GroupBy, None)], 4, &existing);
+        let zones: Vec<&str> =
+            outcome.placed.iter().map(|p| agents[p.agent_index].attributes["zone"].as_str()).collect();
+        // Ties between equally loaded values go to the value seen first among the agents.
+        assert_eq!(zones, vec!["c", "a", "b", "c"]);
+    }
+
+    #[test]
+    fn group_by_minimum_refuses_to_stack_on_too_few_values() {
+        let mut agents = zoned(&["a", "b"]);
+        let outcome = run(&mut agents, &[], &[rule("zone", Op::GroupBy, Some("3"))], 3, &[]);
+        assert_eq!(indices(&outcome), vec![0, 1]);
+        assert_eq!(
+            outcome.reason.as_deref(),
+            Some("GROUP_BY zone 3 needs 3 distinct zones with room, but only 2 can take an instance")
+        );
+    }
+
+    #[test]
+    fn group_by_skips_values_without_room() {
+        let mut agents = zoned(&["a", "b"]);
+        agents[0].free = Resources::scalar(0.0, 0.0, 0.0, 0);
+        let outcome = run(&mut agents, &[], &[rule("zone", Op::GroupBy, None)], 2, &[]);
+        assert_eq!(indices(&outcome), vec![1, 1]);
+        assert_eq!(outcome.reason, None);
+    }
+
+    #[test]
+    fn like_and_unlike_match_whole_values() {
+        let mut agents = zoned(&["us-east", "eu-west", "us"]);
+        agents.push(agent("bare", &[], roomy()));
+        let outcome = run(&mut agents, &[], &[rule("zone", Op::Like, Some("us-.*"))], 2, &[]);
+        assert_eq!(indices(&outcome), vec![0, 0]);
+        let mut agents_again = agents.clone();
+        let outcome = run(&mut agents_again, &[], &[rule("zone", Op::Unlike, Some("us.*"))], 2, &[]);
+        assert_eq!(indices(&outcome), vec![1, 3]);
+    }
+
+    #[test]
+    fn like_reason_when_nothing_matches() {
+        let mut agents = zoned(&["eu-1", "eu-2", "ap-1"]);
+        let outcome = run(&mut agents, &[], &[rule("zone", Op::Like, Some("^us-.*"))], 1, &[]);
+        assert_eq!(outcome.reason.as_deref(), Some("no agent matches LIKE zone ^us-.*: 3 agents offered"));
+    }
+
+    #[test]
+    fn a_constraint_is_named_before_the_room_of_agents_it_excludes() {
+        let mut agents = zoned(&["eu-1", "eu-2"]);
+        agents[0].free = Resources::default();
+        let outcome = run(&mut agents, &[], &[rule("zone", Op::Like, Some("us-.*"))], 1, &[]);
+        assert_eq!(outcome.reason.as_deref(), Some("no agent matches LIKE zone us-.*: 2 agents offered"));
+    }
+
+    #[test]
+    fn max_per_caps_each_value() {
+        let mut agents = zoned(&["a", "a", "b"]);
+        let outcome = run(&mut agents, &[], &[rule("zone", Op::MaxPer, Some("2"))], 5, &[on("x", &[("zone", "b")])]);
+        assert_eq!(indices(&outcome), vec![0, 1, 2]);
+        assert_eq!(outcome.reason.as_deref(), Some("MAX_PER zone 2 reached on every zone (2 zones, 6 instances)"));
+    }
+
+    #[test]
+    fn invalid_constraints_place_nothing_and_say_why() {
+        let mut agents = zoned(&["a"]);
+        let outcome = run(&mut agents, &[], &[rule("zone", Op::Like, Some("(("))], 1, &[]);
+        assert!(outcome.placed.is_empty());
+        assert!(outcome.reason.expect("refused").contains("not a valid regular expression"));
+        assert_eq!(agents[0].free, roomy());
+    }
+
+    #[test]
+    fn fixed_and_dynamic_ports_are_chosen_and_removed() {
+        let mut agents = zoned(&["a"]);
+        let outcome = run(&mut agents, &[0, 31002, 0], &[], 1, &[]);
+        assert_eq!(outcome.placed[0].ports, vec![31000, 31002, 31001]);
+        assert_eq!(agents[0].free.ports, vec![PortRange { begin: 31003, end: 31009 }]);
+        let outcome = run(&mut agents, &[0, 0], &[], 2, &[]);
+        assert_eq!(
+            outcome.placed.iter().map(|p| p.ports.clone()).collect::<Vec<_>>(),
+            vec![vec![31003, 31004], vec![31005, 31006]]
+        );
+        assert_eq!(agents[0].free.ports, vec![PortRange { begin: 31007, end: 31009 }]);
+    }
+
+    #[test]
+    fn a_fixed_port_is_used_once_per_agent() {
+        let mut agents = zoned(&["a", "b", "c"]);
+        agents[1].free.ports.clear();
+        let outcome = run(&mut agents, &[31005], &[], 3, &[]);
+        assert_eq!(indices(&outcome), vec![0, 2]);
+        assert_eq!(outcome.reason.as_deref(), Some("port 31005 is not free on any of 3 agents"));
+        assert!(!agents[0].free.has_port(31005) && agents[0].free.has_port(31004));
+    }
+
+    #[test]
+    fn port_conflicts_within_a_request_are_refused() {
+        let mut agents = zoned(&["a"]);
+        let outcome = run(&mut agents, &[31001, 0, 31001], &[], 1, &[]);
+        assert!(outcome.placed.is_empty());
+        assert!(outcome.reason.expect("refused").starts_with("port 31001 is requested twice"));
+    }
+
+    #[test]
+    fn too_few_ports_is_reported() {
+        let mut agents = zoned(&["a"]);
+        let outcome = run(&mut agents, &[0; 4], &[], 3, &[]);
+        assert_eq!(outcome.placed.len(), 2);
+        assert_eq!(
+            outcome.reason.as_deref(),
+            Some("not enough free ports: needs 4 per instance; 1 agent offered, the most free on one is 2")
+        );
+    }
+
+    #[test]
+    fn insufficient_resources_reason_shows_the_closest_agent() {
+        let mut agents = vec![
+            agent("h0", &[], Resources::scalar(0.5, 900.0, 1000.0, 0)),
+            agent("h1", &[], Resources::scalar(0.25, 4000.0, 0.0, 0)),
+            agent("h2", &[], Resources::scalar(1.0, 64.0, 0.0, 0)),
+        ];
+        let outcome = run(&mut agents, &[], &[], 1, &[]);
+        assert!(outcome.placed.is_empty());
+        assert_eq!(
+            outcome.reason.as_deref(),
+            Some(
+                "insufficient resources: needs cpus=1 mem=128 disk=0 per instance; 3 agents offered, \
+                 the largest free has cpus=0.5 mem=900 disk=1000"
+            )
+        );
+    }
+
+    #[test]
+    fn resources_run_out_after_placing() {
+        let mut agents = vec![agent("h0", &[], Resources::scalar(2.5, 1000.0, 0.0, 0))];
+        let outcome = run(&mut agents, &[], &[], 3, &[]);
+        assert_eq!(outcome.placed.len(), 2);
+        assert_eq!(
+            outcome.reason.as_deref(),
+            Some(
+                "insufficient resources: needs cpus=1 mem=128 disk=0 per instance; 1 agent offered, \
+                 the largest free has cpus=0.5 mem=744 disk=0"
+            )
+        );
+        assert_eq!(agents[0].free.cpus, 0.5);
+    }
+
+    #[test]
+    fn same_input_same_output() {
+        let agents = zoned(&["a", "b", "a", "c", "b"]);
+        let constraints = [rule("zone", Op::GroupBy, None), rule("hostname", Op::MaxPer, Some("2"))];
+        let (mut first, mut second) = (agents.clone(), agents);
+        let a = run(&mut first, &[0], &constraints, 7, &[on("h1", &[("zone", "b")])]);
+        let b = run(&mut second, &[0], &constraints, 7, &[on("h1", &[("zone", "b")])]);
+        assert_eq!(a, b);
+        assert_eq!(first, second);
+    }
 }
