@@ -2,11 +2,35 @@
 //! supervises tasks through per-task executors, runs health checks, and serves sandbox files.
 //!
 //! It never depends on how its host was provisioned.
+//!
+//! Entry points: [`start`] (in-process, returns an [`AgentHandle`]), [`run`] (the `gantry agent`
+//! daemon) and [`executor::run_executor`] (the `gantry executor` process, one per task).
 
-use gantry_api::Resources;
+pub mod background;
+pub mod env;
+pub mod executor;
+pub mod files;
+pub mod health;
+pub mod master_link;
+pub mod outcome;
+pub mod process;
+pub mod resources;
+pub mod sandbox;
+pub mod status;
+pub mod tasks;
+
+use background::Background;
+use gantry_api::{AgentInfo, Resources};
+use master_link::{HttpStatusSink, MasterLink};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tasks::Supervisor;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::info;
 
 /// Settings of one agent.
 #[derive(Debug, Clone)]
@@ -25,4 +49,163 @@ pub struct AgentConfig {
     pub attributes: BTreeMap<String, String>,
     /// The `gantry` binary that runs as each task's executor (`<path> executor --sandbox DIR`).
     pub executor_path: PathBuf,
+}
+
+/// Why the agent could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The work dir could not be created or resolved.
+    #[error("cannot prepare the work dir {path}: {source}")]
+    WorkDir {
+        /// The work dir.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A work dir file could not be read or written.
+    #[error(transparent)]
+    Sandbox(#[from] sandbox::SandboxError),
+    /// Resource detection failed.
+    #[error(transparent)]
+    Resources(#[from] resources::ResourcesError),
+    /// The file endpoint could not listen.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file endpoint stopped with an error.
+    #[error("the file endpoint failed: {0}")]
+    Serve(std::io::Error),
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(reqwest::Error),
+    /// Signal handlers could not be installed.
+    #[error("cannot wait for signals: {0}")]
+    Signal(std::io::Error),
+}
+
+/// A running agent. Dropping it leaves the agent running in the background of the runtime;
+/// [`AgentHandle::shutdown`] stops it.
+#[derive(Debug)]
+pub struct AgentHandle {
+    agent_id: String,
+    local_addr: SocketAddr,
+    background: Background,
+    server: JoinHandle<std::io::Result<()>>,
+    stop_server: Option<oneshot::Sender<()>>,
+}
+
+impl AgentHandle {
+    /// The persistent agent id.
+    pub fn agent_id(&self) -> &str {
+        &self.agent_id
+    }
+
+    /// Where the file endpoint listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops the agent's loops and HTTP server but leaves its tasks running, exactly as if the
+    /// agent process died; a new [`start`] on the same work dir re-adopts them.
+    pub async fn shutdown(mut self) {
+        self.background.abort_all();
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+        if tokio::time::timeout(Duration::from_secs(2), &mut self.server).await.is_err() {
+            self.server.abort();
+        }
+        info!(agent_id = %self.agent_id, "Agent stopped; its tasks keep running.");
+    }
+
+    /// Waits until the agent stops on its own (its file endpoint failed).
+    pub async fn wait(mut self) -> Result<(), AgentError> {
+        let result = (&mut self.server).await;
+        self.background.abort_all();
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(AgentError::Serve(error)),
+            Err(error) => Err(AgentError::Serve(std::io::Error::other(error))),
+        }
+    }
+}
+
+/// Starts an agent: binds the file endpoint, loads or creates the agent id, recovers the tasks of
+/// the work dir, and connects to the master in the background.
+pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
+    let work_dir_error = |source| AgentError::WorkDir { path: config.work_dir.clone(), source };
+    std::fs::create_dir_all(&config.work_dir).map_err(work_dir_error)?;
+    let work_dir = std::fs::canonicalize(&config.work_dir).map_err(work_dir_error)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| AgentError::Bind { addr: config.listen, source })?;
+    let local_addr = listener.local_addr().map_err(|source| AgentError::Bind { addr: config.listen, source })?;
+    let agent_id = sandbox::load_or_create_agent_id(&work_dir)?;
+    let offered = resources::offered(config.resources.as_ref(), &work_dir)?;
+    let hostname = config.hostname.clone().unwrap_or_else(host_name);
+    let endpoint_host = if local_addr.ip().is_unspecified() { hostname.clone() } else { local_addr.ip().to_string() };
+    let endpoint = match local_addr {
+        SocketAddr::V6(_) if !local_addr.ip().is_unspecified() => format!("http://[{endpoint_host}]:{}", local_addr.port()),
+        _ => format!("http://{endpoint_host}:{}", local_addr.port()),
+    };
+    let info = AgentInfo {
+        id: agent_id.clone(),
+        hostname: hostname.clone(),
+        endpoint,
+        resources: offered,
+        attributes: config.attributes.clone(),
+        version: gantry_api::VERSION.to_string(),
+    };
+
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(AgentError::Client)?;
+    let background = Background::default();
+    let sink = Arc::new(HttpStatusSink::new(&config.master, &agent_id, client.clone()));
+    let supervisor =
+        Supervisor::new(work_dir.clone(), config.executor_path.clone(), hostname, sink, background.clone());
+    supervisor.recover()?;
+
+    let (stop_server, stopped) = oneshot::channel::<()>();
+    let app = files::router(work_dir);
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let link = MasterLink::new(&config.master, client, info.clone(), supervisor);
+    background.spawn(Arc::clone(&link).heartbeats());
+    background.spawn(link.run());
+    info!(%agent_id, %local_addr, resources = %info.resources, master = %config.master, "Agent started.");
+    Ok(AgentHandle { agent_id, local_addr, background, server, stop_server: Some(stop_server) })
+}
+
+/// Runs an agent until SIGINT or SIGTERM, then stops it, leaving its tasks running.
+pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+    let handle = start(config).await?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(AgentError::Signal)?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.map_err(AgentError::Signal)?,
+        _ = terminate.recv() => {}
+    }
+    info!("Signal received; stopping the agent.");
+    handle.shutdown().await;
+    Ok(())
+}
+
+/// The host's name, from the kernel.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
 }
