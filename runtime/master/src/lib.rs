@@ -4,9 +4,29 @@
 //!
 //! It never depends on how hosts were provisioned.
 
+pub mod agent_protocol;
+pub mod allocator;
+pub mod api;
+pub mod links;
+pub mod master;
+pub mod services;
+pub mod state;
+pub mod store;
+
+pub use allocator::{Accept, ClusterView, Framework, Kill, Offer};
+pub use api::router;
+pub use master::Master;
+pub use store::{MemStore, RedbStore, Store, StoreError};
+
+use crate::state::ClusterState;
+use crate::store::StoreOp;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
 
 /// Settings of one master.
 #[derive(Debug, Clone)]
@@ -33,9 +53,174 @@ impl MasterConfig {
     }
 }
 
-pub mod allocator;
-pub mod links;
-pub mod master;
-pub mod services;
-pub mod state;
-pub mod store;
+/// Why the master could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    /// The state store could not be opened, read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The HTTP server failed.
+    #[error("the HTTP server failed: {0}")]
+    Serve(std::io::Error),
+    /// A signal handler could not be installed.
+    #[error("cannot install a signal handler: {0}")]
+    Signal(std::io::Error),
+    /// A background task panicked.
+    #[error("a master task panicked: {0}")]
+    Panicked(String),
+}
+
+/// The meta key of the master id.
+const MASTER_ID_KEY: &str = "master-id";
+
+/// A running master.
+#[derive(Debug)]
+pub struct MasterHandle {
+    local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<Result<(), std::io::Error>>,
+    loops: Vec<JoinHandle<()>>,
+}
+
+impl MasterHandle {
+    /// The address the API and the agent protocol are served on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops serving and the background loops; the store is closed when this returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.stop().await;
+    }
+
+    /// Waits until the server stops (after [`MasterHandle::shutdown`] from elsewhere, or on a
+    /// server error).
+    pub async fn wait(mut self) -> Result<(), MasterError> {
+        let result = (&mut self.server).await;
+        let _ = self.shutdown.send(true);
+        for handle in self.loops.drain(..) {
+            let _ = handle.await;
+        }
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(MasterError::Serve(e)),
+            Err(e) => Err(MasterError::Panicked(e.to_string())),
+        }
+    }
+
+    async fn stop(self) -> Result<(), MasterError> {
+        let mut server = self.server;
+        let result = match tokio::time::timeout(Duration::from_secs(5), &mut server).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                warn!("The HTTP server did not stop within 5 s; aborting open connections.");
+                server.abort();
+                server.await
+            }
+        };
+        for handle in self.loops {
+            let _ = handle.await;
+        }
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(MasterError::Serve(e)),
+            Err(e) if e.is_cancelled() => Ok(()),
+            Err(e) => Err(MasterError::Panicked(e.to_string())),
+        }
+    }
+}
+
+/// Builds the shared core over `store`: loads the state and the master id (creating it).
+pub fn build(
+    config: MasterConfig,
+    store: Arc<dyn Store>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Arc<Master>, MasterError> {
+    let snapshot = store.load()?;
+    let master_id = match snapshot.meta.get(MASTER_ID_KEY) {
+        Some(id) => id.clone(),
+        None => {
+            let id = uuid::Uuid::new_v4().to_string();
+            store.write(&[StoreOp::PutMeta(MASTER_ID_KEY.to_string(), id.clone())])?;
+            id
+        }
+    };
+    let state = ClusterState::from_snapshot(snapshot);
+    info!(%master_id, apps = state.apps().count(), tasks = state.task_count(), agents = state.agents().count(), "State loaded.");
+    Ok(Arc::new(Master::new(config, master_id, store, state, shutdown)))
+}
+
+/// Opens the store, loads the state, binds the listener, and spawns the HTTP server, the
+/// allocator and the housekeeping loop.
+pub async fn start(config: MasterConfig) -> Result<MasterHandle, MasterError> {
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&config.data_dir)?);
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let master = build(config.clone(), store, shutdown_rx)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| MasterError::Bind { addr: config.listen, source })?;
+    let local_addr = listener.local_addr().map_err(|source| MasterError::Bind { addr: config.listen, source })?;
+    let app = router(master.clone());
+    let mut server_shutdown = master.shutdown_signal();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = server_shutdown.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    let frameworks: Vec<Box<dyn Framework>> = vec![Box::new(services::ServicesFramework::new())];
+    let loops = vec![
+        tokio::spawn(allocator::run(master.clone(), frameworks)),
+        tokio::spawn(housekeeping(master.clone())),
+    ];
+    info!(%local_addr, data_dir = %config.data_dir.display(), "Master serving.");
+    Ok(MasterHandle { local_addr, shutdown, server, loops })
+}
+
+/// Unreachable detection, command-stream pings and pruning of finished tasks, until shutdown.
+async fn housekeeping(master: Arc<Master>) {
+    let mut shutdown = master.shutdown_signal();
+    let heartbeat = master.config.heartbeat_interval.max(Duration::from_millis(10));
+    let tick = (master.config.agent_unreachable_timeout / 4).clamp(Duration::from_millis(10), heartbeat);
+    let mut last_ping = tokio::time::Instant::now();
+    let mut last_prune = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = shutdown.changed() => return,
+        }
+        agent_protocol::mark_unreachable(&master);
+        if last_ping.elapsed() >= heartbeat {
+            master.links().ping_all();
+            last_ping = tokio::time::Instant::now();
+        }
+        if last_prune.elapsed() >= Duration::from_secs(10) {
+            agent_protocol::prune_tasks(&master);
+            last_prune = tokio::time::Instant::now();
+        }
+    }
+}
+
+/// Starts the master and serves until SIGINT or SIGTERM, then shuts down cleanly.
+pub async fn run(config: MasterConfig) -> Result<(), MasterError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let handle = start(config).await?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(MasterError::Signal)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(MasterError::Signal)?;
+    tokio::select! {
+        _ = terminate.recv() => info!("SIGTERM received; stopping."),
+        _ = interrupt.recv() => info!("SIGINT received; stopping."),
+    }
+    let _ = handle.shutdown.send(true);
+    handle.stop().await
+}

@@ -2,7 +2,7 @@
 //! and when the failure count resets. Pure functions over [`AppRuntime`]; no clock.
 
 use crate::state::AppRuntime;
-use gantry_api::{AppDefinition, Millis, Task, TaskState};
+use gantry_api::{Backoff, Millis, Task, TaskState};
 
 /// A task of an app that has run this long without health checks counts as a success.
 pub const STABLE_AFTER_MS: u64 = 10_000;
@@ -17,12 +17,12 @@ pub fn is_failure(previous: TaskState, task: &Task) -> bool {
     }
 }
 
-/// Records a task change of `definition`'s app: failures push `backoff_until` out, a healthy
+/// Records a task change of an app with `policy`: failures push `backoff_until` out, a healthy
 /// report resets the count.
-pub fn record(runtime: &mut AppRuntime, definition: &AppDefinition, previous: TaskState, task: &Task, now: Millis) {
+pub fn record(runtime: &mut AppRuntime, policy: &Backoff, previous: TaskState, task: &Task, now: Millis) {
     if is_failure(previous, task) {
         runtime.failures = runtime.failures.saturating_add(1);
-        let delay_ms = (definition.backoff.delay_seconds(runtime.failures) * 1000.0) as u64;
+        let delay_ms = (policy.delay_seconds(runtime.failures) * 1000.0) as u64;
         runtime.backoff_until = Some(now + delay_ms);
     } else if task.state == TaskState::Running && task.healthy == Some(true) {
         reset(runtime);
@@ -47,9 +47,6 @@ mod tests {
     use super::*;
     use gantry_api::Resources;
 
-    fn definition() -> AppDefinition {
-        serde_json::from_str(r#"{"id":"web","cmd":"sleep 1"}"#).expect("valid")
-    }
 
     fn task(state: TaskState, healthy: Option<bool>) -> Task {
         Task {
@@ -72,7 +69,7 @@ mod tests {
 
     #[test]
     fn failures_back_off_and_health_resets() {
-        let def = definition();
+        let def = Backoff::default();
         let mut rt = AppRuntime::default();
         record(&mut rt, &def, TaskState::Running, &task(TaskState::Failed, None), 1000);
         assert_eq!(rt.backoff_until, Some(2000));

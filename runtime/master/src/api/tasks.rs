@@ -1,0 +1,120 @@
+//! `/api/v1/tasks`: list, show and kill tasks, and read their logs through their agent.
+
+use crate::allocator::{Kill, kill_change};
+use crate::api::ApiFailure;
+use crate::master::Master;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use gantry_api::client::LogsQuery;
+use gantry_api::protocol::FileChunk;
+use gantry_api::{ApiError, Task};
+use serde::Deserialize;
+use std::sync::Arc;
+use tracing::info;
+
+/// The routes of this resource.
+pub fn routes() -> Router<Arc<Master>> {
+    Router::new()
+        .route("/api/v1/tasks", get(list))
+        .route("/api/v1/tasks/{id}", get(show))
+        .route("/api/v1/tasks/{id}/kill", post(kill))
+        .route("/api/v1/tasks/{id}/logs", get(logs))
+}
+
+/// Query of `GET /api/v1/tasks`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    app: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+fn bad_query(rejection: QueryRejection) -> ApiFailure {
+    ApiFailure::bad_request(rejection.body_text())
+}
+
+async fn list(
+    State(master): State<Arc<Master>>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Vec<Task>>, ApiFailure> {
+    let Query(query) = query.map_err(bad_query)?;
+    let state = master.lock();
+    let keep = |t: &&Task| query.all || !t.state.is_terminal();
+    let mut tasks: Vec<Task> = match &query.app {
+        Some(app) => state.tasks_of_app(app).into_iter().filter(keep).cloned().collect(),
+        None => state.tasks().filter(keep).cloned().collect(),
+    };
+    tasks.sort_by(|a, b| (a.staged_at, &a.id).cmp(&(b.staged_at, &b.id)));
+    Ok(Json(tasks))
+}
+
+fn not_found(id: &str) -> ApiFailure {
+    ApiFailure::not_found(format!("no task `{id}`"))
+}
+
+async fn show(State(master): State<Arc<Master>>, Path(id): Path<String>) -> Result<Json<Task>, ApiFailure> {
+    master.lock().task(&id).cloned().map(Json).ok_or_else(|| not_found(&id))
+}
+
+async fn kill(State(master): State<Arc<Master>>, Path(id): Path<String>) -> Result<Json<Task>, ApiFailure> {
+    let now = gantry_api::now_millis();
+    let mut state = master.lock();
+    let task = state.task(&id).ok_or_else(|| not_found(&id))?;
+    if !task.state.is_active() {
+        return Err(ApiFailure::conflict(format!("task `{id}` is {} and cannot be killed", task.state)));
+    }
+    let grace = state.app(&task.app_id).map_or(5.0, |e| e.record.app.definition.kill_grace_period);
+    let change = kill_change(&state, &[Kill { task_id: id.clone(), grace_period_secs: grace }], "killed on request", now);
+    master.commit(&mut state, change)?;
+    info!(task_id = %id, "Task kill requested.");
+    state.task(&id).cloned().map(Json).ok_or_else(|| not_found(&id))
+}
+
+async fn logs(
+    State(master): State<Arc<Master>>,
+    Path(id): Path<String>,
+    query: Result<Query<LogsQuery>, QueryRejection>,
+) -> Result<Json<FileChunk>, ApiFailure> {
+    let Query(query) = query.map_err(bad_query)?;
+    if query.stream != "stdout" && query.stream != "stderr" {
+        return Err(ApiFailure::bad_request(format!("stream must be `stdout` or `stderr`, got `{}`", query.stream)));
+    }
+    let (agent_id, endpoint) = {
+        let state = master.lock();
+        let task = state.task(&id).ok_or_else(|| not_found(&id))?;
+        let agent = state
+            .agent(&task.agent_id)
+            .ok_or_else(|| ApiFailure::new(StatusCode::BAD_GATEWAY, format!("agent `{}` is unknown", task.agent_id)))?;
+        (task.agent_id.clone(), agent.agent.info.endpoint.trim_end_matches('/').to_string())
+    };
+    let url = format!("{endpoint}/files/{id}/{}", query.stream);
+    let unreachable = |e: reqwest::Error| {
+        ApiFailure::new(
+            StatusCode::BAD_GATEWAY,
+            format!("cannot read the logs of task `{id}`: agent `{agent_id}` at {endpoint} did not answer: {e}"),
+        )
+    };
+    let response = master
+        .http
+        .get(&url)
+        .query(&[("offset", query.offset.to_string()), ("length", query.length.to_string())])
+        .send()
+        .await
+        .map_err(unreachable)?;
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(unreachable)?;
+    if status.is_success() {
+        return serde_json::from_slice(&bytes).map(Json).map_err(|e| {
+            ApiFailure::new(StatusCode::BAD_GATEWAY, format!("agent `{agent_id}` sent an unreadable file chunk: {e}"))
+        });
+    }
+    let message = serde_json::from_slice::<ApiError>(&bytes)
+        .map(|e| e.message)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_string());
+    let status = if status.is_client_error() { status } else { StatusCode::BAD_GATEWAY };
+    Err(ApiFailure::new(status, format!("agent `{agent_id}`: {message}")))
+}
