@@ -13,6 +13,6 @@ pub struct ExecutorArgs {
 
 /// Runs the executor to completion and exits with its status.
 pub fn run(args: &ExecutorArgs) -> ExitCode {
-    let _ = &args.sandbox;
-    ExitCode::FAILURE
+    let code = gantry_agent::executor::run_executor(&args.sandbox);
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

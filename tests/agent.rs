@@ -1,0 +1,542 @@
+//! The agent in-process against a recording fake master: registration with a persistent id,
+//! launching, killing, exit codes, recovery across agent restarts, health checks, status update
+//! retries and the file endpoint. Tasks run for real through the `gantry executor` binary.
+//!
+//! The fake master speaks the master ↔ agent protocol over plain HTTP/1.1 on loopback (one
+//! request per connection; the command stream is a body that ends when the connection closes).
+
+use gantry_agent::{AgentConfig, AgentHandle};
+use gantry_api::protocol::{
+    AgentCommand, FileChunk, LaunchTask, NamedPort, PREFIX, RegisterAgent, Registered, StatusUpdate, TaskHealthCheck,
+    TaskHealthCheckKind,
+};
+use gantry_api::{Resources, TaskState};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+const HEARTBEAT_MS: u64 = 200;
+
+/// What the fake master saw, and what it will send.
+#[derive(Default)]
+struct Recorded {
+    registrations: Vec<RegisterAgent>,
+    /// Every status update posted, including refused ones, in arrival order.
+    updates: Vec<StatusUpdate>,
+    /// Uuids answered 2xx.
+    acked: Vec<String>,
+    /// Answer 500 to this many status posts.
+    refuse_status: usize,
+    commands: VecDeque<AgentCommand>,
+    /// Bumped by every registration; a command stream serves only while its generation is current.
+    generation: u64,
+    heartbeats: usize,
+}
+
+struct FakeMaster {
+    url: String,
+    recorded: Arc<Mutex<Recorded>>,
+    wake: Arc<Notify>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeMaster {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl FakeMaster {
+    async fn start() -> FakeMaster {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the fake master");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let recorded = Arc::new(Mutex::new(Recorded::default()));
+        let wake = Arc::new(Notify::new());
+        let (r, w) = (Arc::clone(&recorded), Arc::clone(&wake));
+        let server = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve(stream, Arc::clone(&r), Arc::clone(&w)));
+            }
+        });
+        FakeMaster { url, recorded, wake, server }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Recorded> {
+        self.recorded.lock().expect("fake master lock")
+    }
+
+    fn send(&self, command: AgentCommand) {
+        self.lock().commands.push_back(command);
+        self.wake.notify_waiters();
+    }
+
+    fn registrations(&self) -> Vec<RegisterAgent> {
+        self.lock().registrations.clone()
+    }
+
+    /// Acknowledged updates of one task, in order.
+    fn updates(&self, task_id: &str) -> Vec<StatusUpdate> {
+        let recorded = self.lock();
+        let mut seen = std::collections::BTreeSet::new();
+        recorded
+            .updates
+            .iter()
+            .filter(|u| u.task_id == task_id && recorded.acked.contains(&u.uuid) && seen.insert(u.uuid.clone()))
+            .cloned()
+            .collect()
+    }
+
+    fn states(&self, task_id: &str) -> Vec<TaskState> {
+        self.updates(task_id).iter().map(|u| u.state).collect()
+    }
+
+    async fn wait_state(&self, task_id: &str, state: TaskState) -> StatusUpdate {
+        let found = wait_for(&format!("{task_id} reaches {state}"), || {
+            self.updates(task_id).into_iter().find(|u| u.state == state)
+        })
+        .await;
+        found
+    }
+
+    async fn wait_registrations(&self, n: usize) -> RegisterAgent {
+        wait_for(&format!("{n} registrations"), || self.registrations().get(n - 1).cloned()).await
+    }
+}
+
+async fn serve(mut stream: TcpStream, recorded: Arc<Mutex<Recorded>>, wake: Arc<Notify>) {
+    let Some((method, path, body)) = read_request(&mut stream).await else { return };
+    let agent_path = path.strip_prefix(PREFIX).unwrap_or("").to_string();
+    let (status, answer) = match (method.as_str(), agent_path.as_str()) {
+        ("POST", "/register") => {
+            let register: RegisterAgent = serde_json::from_slice(&body).expect("a RegisterAgent body");
+            let agent_id = register.info.id.clone();
+            let mut r = recorded.lock().expect("lock");
+            r.registrations.push(register);
+            r.generation += 1;
+            let answer = Registered { agent_id, heartbeat_interval_ms: HEARTBEAT_MS };
+            (200, serde_json::to_string(&answer).expect("json"))
+        }
+        ("GET", p) if p.ends_with("/commands") => return stream_commands(stream, recorded, wake).await,
+        ("POST", p) if p.ends_with("/heartbeat") => {
+            recorded.lock().expect("lock").heartbeats += 1;
+            (200, "{}".to_string())
+        }
+        ("POST", p) if p.ends_with("/status") => {
+            let update: StatusUpdate = serde_json::from_slice(&body).expect("a StatusUpdate body");
+            let mut r = recorded.lock().expect("lock");
+            let uuid = update.uuid.clone();
+            r.updates.push(update);
+            if r.refuse_status > 0 {
+                r.refuse_status -= 1;
+                (500, r#"{"message":"try again"}"#.to_string())
+            } else {
+                r.acked.push(uuid);
+                (200, "{}".to_string())
+            }
+        }
+        _ => (404, r#"{"message":"not found"}"#.to_string()),
+    };
+    let head = format!(
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        answer.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(answer.as_bytes()).await;
+}
+
+async fn stream_commands(mut stream: TcpStream, recorded: Arc<Mutex<Recorded>>, wake: Arc<Notify>) {
+    let generation = recorded.lock().expect("lock").generation;
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nConnection: close\r\n\r\n";
+    if stream.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    loop {
+        let woken = wake.notified();
+        let lines: Vec<String> = {
+            let mut r = recorded.lock().expect("lock");
+            if r.generation != generation {
+                return;
+            }
+            let mut lines: Vec<String> =
+                r.commands.drain(..).map(|c| serde_json::to_string(&c).expect("json")).collect();
+            lines.push(serde_json::to_string(&AgentCommand::Ping).expect("json"));
+            lines
+        };
+        for line in lines {
+            if stream.write_all(format!("{line}\n").as_bytes()).await.is_err() {
+                return;
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(HEARTBEAT_MS), woken).await;
+    }
+}
+
+/// Reads one request: method, path (without query) and body.
+async fn read_request(stream: &mut TcpStream) -> Option<(String, String, Vec<u8>)> {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(pos) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos + 4;
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+    let mut request_line = head.lines().next()?.split_whitespace();
+    let method = request_line.next()?.to_string();
+    let path = request_line.next()?.split('?').next()?.to_string();
+    let length: usize = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = buffer[head_end..].to_vec();
+    while body.len() < length {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Some((method, path, body))
+}
+
+/// A work dir whose tasks and executors are all killed when it is dropped, even if a test fails.
+struct WorkDir {
+    dir: tempfile::TempDir,
+}
+
+impl WorkDir {
+    fn new() -> WorkDir {
+        WorkDir { dir: tempfile::Builder::new().prefix("gantry-agent-test-").tempdir().expect("temp dir") }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn sandbox(&self, task_id: &str) -> PathBuf {
+        self.path().join("tasks").join(task_id)
+    }
+
+    fn executor_info(&self, task_id: &str) -> gantry_agent::sandbox::ExecutorInfo {
+        let path = self.sandbox(task_id).join("executor.json");
+        gantry_agent::sandbox::read_json(&path).expect("readable executor.json").expect("executor.json exists")
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(self.path().join("tasks")) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path().join("executor.json");
+            if let Ok(Some(info)) = gantry_agent::sandbox::read_json::<gantry_agent::sandbox::ExecutorInfo>(&path) {
+                use nix::sys::signal::Signal::SIGKILL;
+                let _ = gantry_agent::process::signal_group(info.task_pgid, SIGKILL);
+                if gantry_agent::process::is_alive(info.executor_pid, info.executor_start_time) {
+                    let _ = gantry_agent::process::signal_pid(info.executor_pid, SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+fn config(master: &FakeMaster, work_dir: &WorkDir) -> AgentConfig {
+    AgentConfig {
+        master: master.url.clone(),
+        work_dir: work_dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().expect("address"),
+        hostname: Some("test-host".to_string()),
+        resources: Some(Resources::parse("cpus=2;mem=1024").expect("resources")),
+        attributes: BTreeMap::from([("zone".to_string(), "a".to_string())]),
+        executor_path: PathBuf::from(env!("CARGO_BIN_EXE_gantry")),
+    }
+}
+
+async fn start(master: &FakeMaster, work_dir: &WorkDir) -> AgentHandle {
+    gantry_agent::start(config(master, work_dir)).await.expect("the agent starts")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+fn launch(task_id: &str, cmd: &str) -> LaunchTask {
+    let port = free_port();
+    LaunchTask {
+        task_id: task_id.to_string(),
+        app_id: "test".to_string(),
+        cmd: Some(cmd.to_string()),
+        args: None,
+        env: BTreeMap::from([("GREETING".to_string(), "hello".to_string())]),
+        resources: Resources { cpus: 0.1, mem: 32.0, ports: Resources::from_ports(&[port]), ..Resources::default() },
+        ports: vec![NamedPort { name: "http".to_string(), port }],
+        health_checks: Vec::new(),
+        kill_grace_period_secs: 5.0,
+    }
+}
+
+fn kill(task_id: &str, grace_period_secs: f64) -> AgentCommand {
+    AgentCommand::Kill { task_id: task_id.to_string(), grace_period_secs }
+}
+
+/// Polls `condition` every 20 ms for up to 20 s.
+async fn wait_for<T>(what: &str, mut condition: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..1000 {
+        if let Some(value) = condition() {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Live (non-zombie) processes in process group `pgid`.
+fn group_members(pgid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|pid| gantry_agent::process::stat(*pid).is_some_and(|s| s.pgrp == pgid && s.state != 'Z'))
+        .collect()
+}
+
+async fn wait_group_gone(pgid: i32) {
+    wait_for(&format!("process group {pgid} to be empty"), || group_members(pgid).is_empty().then_some(())).await;
+}
+
+fn read_stdout(work_dir: &WorkDir, task_id: &str) -> String {
+    std::fs::read_to_string(work_dir.sandbox(task_id).join("stdout")).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_with_a_persistent_id_and_heartbeats() {
+    let master = FakeMaster::start().await;
+    let work_dir = WorkDir::new();
+    let agent = start(&master, &work_dir).await;
+    let first = master.wait_registrations(1).await;
+    assert_eq!(first.info.id, agent.agent_id());
+    assert_eq!(first.info.hostname, "test-host");
+    assert_eq!(first.info.attributes.get("zone").map(String::as_str), Some("a"));
+    assert_eq!(first.info.resources.cpus, 2.0);
+    assert!(first.info.resources.disk > 0.0, "disk is detected");
+    assert_eq!(first.info.resources.port_count(), 1001, "the default port range is offered");
+    assert_eq!(first.info.endpoint, format!("http://{}", agent.local_addr()));
+    wait_for("a heartbeat", || (master.lock().heartbeats > 0).then_some(())).await;
+    let health: serde_json::Value = reqwest::get(format!("http://{}/health", agent.local_addr()))
+        .await
+        .expect("health answers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["status"], "ok");
+    let id = agent.agent_id().to_string();
+    agent.shutdown().await;
+
+    let again = start(&master, &work_dir).await;
+    assert_eq!(again.agent_id(), id, "the id is kept in the work dir");
+    let second = master.wait_registrations(2).await;
+    assert_eq!(second.info.id, id);
+    again.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_gets_its_environment_and_finishes() {
+    let master = FakeMaster::start().await;
+    let work_dir = WorkDir::new();
+    let agent = start(&master, &work_dir).await;
+    master.wait_registrations(1).await;
+    let task = launch("env.1", "env; echo oops >&2");
+    let port = task.ports[0].port;
+    master.send(AgentCommand::Launch(task.clone()));
+    master.send(AgentCommand::Launch(task));
+    let finished = master.wait_state("env.1", TaskState::Finished).await;
+    assert_eq!(finished.exit_code, Some(0));
+    assert_eq!(master.states("env.1"), vec![TaskState::Running, TaskState::Finished], "a repeated launch is ignored");
+    let stdout = read_stdout(&work_dir, "env.1");
+    for expected in [
+        format!("PORT0={port}"),
+        format!("PORT={port}"),
+        format!("PORT_HTTP={port}"),
+        "GANTRY_TASK_ID=env.1".to_string(),
+        "GANTRY_APP_ID=test".to_string(),
+        "HOST=test-host".to_string(),
+        "GREETING=hello".to_string(),
+        format!("GANTRY_SANDBOX={}", std::fs::canonicalize(work_dir.sandbox("env.1")).expect("sandbox").display()),
+    ] {
+        assert!(stdout.lines().any(|l| l == expected), "stdout has {expected}: {stdout}");
+    }
+
+    let base = format!("http://{}/files", agent.local_addr());
+    let chunk: FileChunk = reqwest::get(format!("{base}/env.1/stderr")).await.expect("get").json().await.expect("json");
+    assert_eq!(chunk.data, "oops\n");
+    assert_eq!(chunk.next_offset, 5);
+    assert!(chunk.eof, "the task ended and the whole file was read");
+    let tail: FileChunk =
+        reqwest::get(format!("{base}/env.1/stderr?offset=-2")).await.expect("get").json().await.expect("json");
+    assert_eq!((tail.offset, tail.data.as_str()), (3, "s\n"));
+    let unknown = reqwest::get(format!("{base}/nope/stdout")).await.expect("get");
+    assert_eq!(unknown.status(), 404);
+    let body: gantry_api::ApiError = unknown.json().await.expect("an ApiError body");
+    assert!(body.message.contains("nope"));
+    assert_eq!(reqwest::get(format!("{base}/env.1/task.json")).await.expect("get").status(), 400);
+    assert_eq!(reqwest::get(format!("{base}/env.1/..%2Fagent_id")).await.expect("get").status(), 400);
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_report_their_exit_code_or_reason() {
+    let master = FakeMaster::start().await;
+    let work_dir = WorkDir::new();
+    let agent = start(&master, &work_dir).await;
+    master.wait_registrations(1).await;
+    master.send(AgentCommand::Launch(launch("fail.1", "exit 3")));
+    let mut bad_args = launch("fail.2", "");
+    bad_args.cmd = None;
+    bad_args.args = Some(vec!["/nonexistent/program".to_string()]);
+    master.send(AgentCommand::Launch(bad_args));
+    let failed = master.wait_state("fail.1", TaskState::Failed).await;
+    assert_eq!(failed.exit_code, Some(3));
+    assert_eq!(failed.message.as_deref(), Some("exited with code 3"));
+    let not_started = master.wait_state("fail.2", TaskState::Failed).await;
+    assert!(not_started.message.as_deref().is_some_and(|m| m.contains("cannot start the task")), "{not_started:?}");
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kills_leave_no_process_behind() {
+    let master = FakeMaster::start().await;
+    let work_dir = WorkDir::new();
+    let agent = start(&master, &work_dir).await;
+    master.wait_registrations(1).await;
+    master.send(AgentCommand::Launch(launch("sleep.1", "sleep 1000 & sleep 1000; wait")));
+    let mut stubborn = launch("stubborn.1", "trap '' TERM; sleep 1000");
+    stubborn.kill_grace_period_secs = 60.0;
+    master.send(AgentCommand::Launch(stubborn));
+    master.wait_state("sleep.1", TaskState::Running).await;
+    master.wait_state("stubborn.1", TaskState::Running).await;
+    let sleeper = work_dir.executor_info("sleep.1");
+    let stubborn = work_dir.executor_info("stubborn.1");
+    wait_for("both sleeps started", || (group_members(sleeper.task_pgid).len() >= 3).then_some(())).await;
+
+    master.send(kill("sleep.1", 5.0));
+    // The kill's grace period wins over the launch's.
+    master.send(kill("stubborn.1", 0.5));
+    let killed = master.wait_state("sleep.1", TaskState::Killed).await;
+    assert!(killed.message.as_deref().is_some_and(|m| m.contains("SIGTERM")), "{killed:?}");
+    wait_group_gone(sleeper.task_pgid).await;
+    let stubborn_killed = master.wait_state("stubborn.1", TaskState::Killed).await;
+    assert!(stubborn_killed.message.as_deref().is_some_and(|m| m.contains("SIGKILL")), "{stubborn_killed:?}");
+    wait_group_gone(stubborn.task_pgid).await;
+    assert_eq!(master.states("sleep.1"), vec![TaskState::Running, TaskState::Killing, TaskState::Killed]);
+
+    master.send(kill("never.launched", 1.0));
+    let unknown = master.wait_state("never.launched", TaskState::Killed).await;
+    assert!(unknown.message.as_deref().is_some_and(|m| m.contains("unknown")));
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_survive_an_agent_restart_and_are_readopted() {
+    let master = FakeMaster::start().await;
+    let work_dir = WorkDir::new();
+    let agent = start(&master, &work_dir).await;
+    master.wait_registrations(1).await;
+    master.send(AgentCommand::Launch(launch("long.1", "sleep 1000")));
+    master.send(AgentCommand::Launch(launch("short.1", "sleep 1; exit 4")));
+    master.wait_state("long.1", TaskState::Running).await;
+    master.wait_state("short.1", TaskState::Running).await;
+    let long = work_dir.executor_info("long.1");
+    agent.shutdown().await;
+
+    assert!(gantry_agent::process::is_alive(long.task_pid, long.task_start_time), "the task outlives the agent");
+    let exit_file = work_dir.sandbox("short.1").join("exit.json");
+    wait_for("short.1 to exit while the agent is down", || exit_file.exists().then_some(())).await;
+
+    let agent = start(&master, &work_dir).await;
+    let registration = master.wait_registrations(2).await;
+    let report = |id: &str| registration.tasks.iter().find(|t| t.task_id == id).cloned();
+    assert_eq!(report("long.1").map(|t| t.state), Some(TaskState::Running), "{registration:?}");
+    assert_eq!(report("short.1").map(|t| (t.state, t.exit_code)), Some((TaskState::Failed, Some(4))));
+    let short = master.wait_state("short.1", TaskState::Failed).await;
+    assert_eq!(short.message.as_deref(), Some("exited with code 4"));
+
+    master.send(kill("long.1", 1.0));
+    master.wait_state("long.1", TaskState::Killed).await;
+    wait_group_gone(long.task_pgid).await;
+    agent.shutdown().await;
+
+    // Acknowledged terminal tasks are not reported again.
+    let _agent = start(&master, &work_dir).await;
+    let third = master.wait_registrations(3).await;
+    assert!(third.tasks.is_empty(), "{third:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_report_health_and_kill_unhealthy_tasks() {
+    let master = FakeMaster::start().await;
+    let work_dir = WorkDir::new();
+    let agent = start(&master, &work_dir).await;
+    master.wait_registrations(1).await;
+
+    let mut web = launch("web.1", "exec python3 -m http.server $PORT0 --bind 127.0.0.1");
+    let port = web.ports[0].port;
+    web.health_checks = vec![TaskHealthCheck {
+        kind: TaskHealthCheckKind::Http { port, path: "/".to_string() },
+        grace_period_secs: 30.0,
+        interval_secs: 0.2,
+        timeout_secs: 2.0,
+        max_consecutive_failures: 3,
+    }];
+    master.send(AgentCommand::Launch(web));
+    let mut sick = launch("sick.1", "sleep 1000");
+    sick.health_checks = vec![TaskHealthCheck {
+        kind: TaskHealthCheckKind::Command { command: "test -f ready".to_string() },
+        grace_period_secs: 0.0,
+        interval_secs: 0.1,
+        timeout_secs: 1.0,
+        max_consecutive_failures: 3,
+    }];
+    master.send(AgentCommand::Launch(sick));
+
+    wait_for("web.1 healthy", || master.updates("web.1").into_iter().find(|u| u.healthy == Some(true))).await;
+    let killed = master.wait_state("sick.1", TaskState::Killed).await;
+    assert_eq!(
+        killed.message.as_deref().map(|m| m.split(" (").next().unwrap_or_default().to_string()),
+        Some("failed 3 consecutive COMMAND health checks: exited with code 1".to_string()),
+        "{killed:?}"
+    );
+    assert!(master.updates("sick.1").iter().any(|u| u.state == TaskState::Running && u.healthy == Some(false)));
+
+    let web = work_dir.executor_info("web.1");
+    master.send(kill("web.1", 2.0));
+    master.wait_state("web.1", TaskState::Killed).await;
+    wait_group_gone(web.task_pgid).await;
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_updates_are_retried_with_the_same_uuid() {
+    let master = FakeMaster::start().await;
+    let work_dir = WorkDir::new();
+    let agent = start(&master, &work_dir).await;
+    master.wait_registrations(1).await;
+    master.lock().refuse_status = 1;
+    master.send(AgentCommand::Launch(launch("retry.1", "true")));
+    master.wait_state("retry.1", TaskState::Finished).await;
+    let posted: Vec<StatusUpdate> =
+        master.lock().updates.iter().filter(|u| u.task_id == "retry.1").cloned().collect();
+    assert_eq!(posted.len(), 3, "RUNNING refused once, then RUNNING and FINISHED: {posted:?}");
+    assert_eq!(posted[0], posted[1], "the retry is the same update");
+    assert_eq!(posted[2].state, TaskState::Finished);
+    agent.shutdown().await;
+}
