@@ -263,3 +263,105 @@ impl Store for MemStore {
         Ok(self.inner.lock().unwrap_or_else(|p| p.into_inner()).snapshot.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gantry_api::{AgentInfo, AgentState, AppDefinition, Resources, TaskState};
+
+    fn record(id: &str) -> AppRecord {
+        let definition: AppDefinition =
+            serde_json::from_str(&format!(r#"{{"id":"{id}","cmd":"sleep 100"}}"#)).expect("valid");
+        AppRecord {
+            app: App { definition, version: 3, created_at: 1, updated_at: 2, status: Default::default() },
+            config_version: 2,
+        }
+    }
+
+    fn task(id: &str) -> Task {
+        Task {
+            id: id.to_string(),
+            app_id: "web".to_string(),
+            app_version: 3,
+            agent_id: "a1".to_string(),
+            host: "h".to_string(),
+            state: TaskState::Running,
+            healthy: Some(true),
+            ports: vec![31000],
+            resources: Resources { ports: Resources::from_ports(&[31000]), ..Resources::scalar(0.1, 32.0, 0.0, 0) },
+            staged_at: 5,
+            started_at: Some(6),
+            finished_at: None,
+            exit_code: None,
+            message: None,
+        }
+    }
+
+    fn agent(id: &str) -> Agent {
+        Agent {
+            info: AgentInfo {
+                id: id.to_string(),
+                hostname: "h".to_string(),
+                endpoint: "http://127.0.0.1:5051".to_string(),
+                resources: Resources::scalar(2.0, 2048.0, 0.0, 0),
+                attributes: BTreeMap::new(),
+                version: "0.1.0".to_string(),
+            },
+            state: AgentState::Active,
+            registered_at: 1,
+            last_seen_at: 2,
+            used: Resources::default(),
+            tasks: 0,
+        }
+    }
+
+    fn batch() -> Vec<StoreOp> {
+        vec![
+            StoreOp::PutApp(record("web")),
+            StoreOp::PutApp(record("db")),
+            StoreOp::DeleteApp("db".to_string()),
+            StoreOp::PutTask(task("web.1")),
+            StoreOp::PutTask(task("web.2")),
+            StoreOp::DeleteTask("web.2".to_string()),
+            StoreOp::PutAgent(agent("a1")),
+            StoreOp::PutMeta("master-id".to_string(), "m1".to_string()),
+        ]
+    }
+
+    fn assert_expected(snapshot: &Snapshot) {
+        assert_eq!(snapshot.apps, vec![record("web")]);
+        assert_eq!(snapshot.tasks, vec![task("web.1")]);
+        assert_eq!(snapshot.agents, vec![agent("a1")]);
+        assert_eq!(snapshot.meta.get("master-id").map(String::as_str), Some("m1"));
+    }
+
+    #[test]
+    fn redb_round_trip_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("nested").join("master");
+        {
+            let store = RedbStore::open(&data_dir).expect("open");
+            store.write(&batch()).expect("write");
+            assert_expected(&store.load().expect("load"));
+        }
+        let store = RedbStore::open(&data_dir).expect("reopen");
+        assert_expected(&store.load().expect("load after reopen"));
+        assert!(data_dir.join("state.redb").exists());
+    }
+
+    #[test]
+    fn redb_rejects_a_second_open_while_held() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _store = RedbStore::open(dir.path()).expect("open");
+        assert!(RedbStore::open(dir.path()).is_err());
+    }
+
+    #[test]
+    fn mem_store_records_batches_and_applies_them() {
+        let store = MemStore::new();
+        store.write(&batch()).expect("write");
+        store.write(&[]).expect("empty write");
+        assert_eq!(store.batches(), vec![batch()]);
+        assert_expected(&store.load().expect("load"));
+    }
+}

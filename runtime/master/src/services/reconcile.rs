@@ -54,14 +54,14 @@ pub fn is_ready(task: &Task, has_health_checks: bool) -> bool {
 /// Kill preference: lower is killed first (unhealthy, staging, unknown health, then healthy),
 /// and among equals the newest first.
 fn kill_order(task: &Task, has_health_checks: bool) -> (u8, std::cmp::Reverse<Millis>, String) {
-    let rank = if task.healthy == Some(false) {
+    let rank = if is_ready(task, has_health_checks) {
+        3
+    } else if task.healthy == Some(false) {
         0
     } else if task.state == TaskState::Staging {
         1
-    } else if !is_ready(task, has_health_checks) {
-        2
     } else {
-        3
+        2
     };
     (rank, std::cmp::Reverse(task.staged_at), task.id.clone())
 }
@@ -222,7 +222,14 @@ mod tests {
             let mut tasks: Vec<Task> =
                 specs.iter().enumerate().map(|(i, (v, s, h))| task(i, *v, *s, *h)).collect();
             let mut next = tasks.len();
-            for _round in 0..20 {
+            for round in 0..20 {
+                if round > 0 {
+                    // Launched and current instances come up healthy.
+                    for t in tasks.iter_mut().filter(|t| t.state.is_active() && t.app_version == 2) {
+                        t.state = TaskState::Running;
+                        t.healthy = Some(true);
+                    }
+                }
                 let refs: Vec<&Task> = tasks.iter().collect();
                 let d = reconcile(&ReconcileInput { has_health_checks: checks, ..input(&refs, instances) });
                 let ready_before = tasks.iter().filter(|t| t.state.is_active() && is_ready(t, checks)).count();
@@ -235,20 +242,17 @@ mod tests {
                     let t = tasks.iter().find(|t| &t.id == id).expect("killed task exists");
                     prop_assert!(t.state.is_active());
                 }
-                if d.kill.is_empty() && d.launch == 0 {
+                if d.kill.is_empty() && d.launch == 0 && round > 0 {
                     break;
                 }
                 for t in tasks.iter_mut() {
                     if d.kill.contains(&t.id) {
                         t.state = TaskState::Killed;
-                    } else if t.state.is_active() && t.app_version == 2 {
-                        t.state = TaskState::Running;
-                        t.healthy = Some(true);
                     }
                 }
                 for _ in 0..d.launch {
                     next += 1;
-                    tasks.push(task(next, 2, TaskState::Running, Some(true)));
+                    tasks.push(task(next, 2, TaskState::Staging, None));
                 }
             }
             let active_current = tasks.iter().filter(|t| t.state.is_active() && t.app_version == 2).count();
