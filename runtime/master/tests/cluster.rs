@@ -1,0 +1,379 @@
+//! In-process protocol tests: a real master (`start()` on 127.0.0.1:0) and fake agents written
+//! here, speaking `gantry_api::protocol` over reqwest. Conditions are polled with generous
+//! timeouts; nothing asserts wall times.
+
+use futures_util::StreamExt;
+use gantry_api::protocol::{AgentCommand, LaunchTask, PREFIX, RegisterAgent, StatusUpdate, TaskReport};
+use gantry_api::{AgentInfo, AgentState, App, AppDefinition, Client, Resources, TaskState};
+use gantry_master::{MasterConfig, MasterHandle, start};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+async fn master(dir: &Path, unreachable_after: Duration) -> MasterHandle {
+    let mut config = MasterConfig::new("127.0.0.1:0".parse().expect("addr"), dir.to_path_buf());
+    config.heartbeat_interval = Duration::from_millis(50);
+    config.agent_unreachable_timeout = unreachable_after;
+    start(config).await.expect("master starts")
+}
+
+fn client(master: &MasterHandle) -> Client {
+    Client::new(&format!("http://{}", master.local_addr())).expect("client")
+}
+
+/// Polls `check` until it returns `Some`, or panics after [`PATIENCE`] naming `what`.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+struct FakeAgent {
+    id: String,
+    base: String,
+    http: reqwest::Client,
+    info: AgentInfo,
+    commands: mpsc::UnboundedReceiver<AgentCommand>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl FakeAgent {
+    fn info(id: &str, ports: (u16, u16)) -> AgentInfo {
+        AgentInfo {
+            id: id.to_string(),
+            hostname: format!("{id}.test"),
+            endpoint: "http://127.0.0.1:9".to_string(),
+            resources: Resources {
+                ports: vec![gantry_api::PortRange { begin: ports.0, end: ports.1 }],
+                ..Resources::scalar(4.0, 4096.0, 10_000.0, 0)
+            },
+            attributes: BTreeMap::new(),
+            version: "fake".to_string(),
+        }
+    }
+
+    async fn register(master: &MasterHandle, info: AgentInfo, reports: Vec<TaskReport>) -> Self {
+        let base = format!("http://{}", master.local_addr());
+        let http = reqwest::Client::new();
+        let mut agent =
+            Self { id: info.id.clone(), base, http, info, commands: mpsc::unbounded_channel().1, tasks: Vec::new() };
+        agent.reregister(reports).await;
+        agent
+    }
+
+    /// Registers (again), opens a new command stream and starts heartbeating.
+    async fn reregister(&mut self, reports: Vec<TaskReport>) {
+        self.stop();
+        let body = RegisterAgent { info: self.info.clone(), tasks: reports };
+        let response =
+            self.http.post(format!("{}{PREFIX}/register", self.base)).json(&body).send().await.expect("register");
+        assert!(response.status().is_success(), "register: {}", response.status());
+        let stream = self
+            .http
+            .get(format!("{}{PREFIX}/{}/commands", self.base, self.id))
+            .send()
+            .await
+            .expect("command stream");
+        assert!(stream.status().is_success());
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.commands = receiver;
+        self.tasks.push(tokio::spawn(async move {
+            let mut body = stream.bytes_stream();
+            let mut buffer = Vec::new();
+            while let Some(Ok(chunk)) = body.next().await {
+                buffer.extend_from_slice(&chunk);
+                while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buffer.drain(..=end).collect();
+                    let command: AgentCommand = serde_json::from_slice(&line).expect("NDJSON command");
+                    if command != AgentCommand::Ping && sender.send(command).is_err() {
+                        return;
+                    }
+                }
+            }
+        }));
+        let (http, url) = (self.http.clone(), format!("{}{PREFIX}/{}/heartbeat", self.base, self.id));
+        self.tasks.push(tokio::spawn(async move {
+            loop {
+                let _ = http.post(&url).json(&serde_json::json!({"timestamp": 0})).send().await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }));
+    }
+
+    /// Stops heartbeating and reading commands (the agent goes silent).
+    fn stop(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+    }
+
+    async fn next_command(&mut self) -> AgentCommand {
+        tokio::time::timeout(PATIENCE, self.commands.recv())
+            .await
+            .expect("a command in time")
+            .expect("the command stream is open")
+    }
+
+    async fn next_launch(&mut self) -> LaunchTask {
+        match self.next_command().await {
+            AgentCommand::Launch(launch) => launch,
+            other => panic!("expected a launch, got {other:?}"),
+        }
+    }
+
+    async fn status(&self, uuid: &str, task_id: &str, state: TaskState, healthy: Option<bool>) {
+        let update = StatusUpdate {
+            uuid: uuid.to_string(),
+            task_id: task_id.to_string(),
+            state,
+            healthy,
+            exit_code: (state == TaskState::Failed).then_some(1),
+            message: None,
+            timestamp: gantry_api::now_millis(),
+        };
+        let response = self
+            .http
+            .post(format!("{}{PREFIX}/{}/status", self.base, self.id))
+            .json(&update)
+            .send()
+            .await
+            .expect("status");
+        assert!(response.status().is_success(), "status update: {}", response.status());
+    }
+}
+
+impl Drop for FakeAgent {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn definition(json: serde_json::Value) -> AppDefinition {
+    serde_json::from_value(json).expect("definition")
+}
+
+async fn app(client: &Client, id: &str) -> App {
+    client.get_app(id).await.expect("get app")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launches_runs_relaunches_failed_and_deletes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = master(dir.path(), Duration::from_secs(30)).await;
+    let api = client(&master);
+    let mut agent = FakeAgent::register(&master, FakeAgent::info("a1", (31000, 31009)), vec![]).await;
+    api.create_app(&definition(serde_json::json!({
+        "id": "web", "cmd": "serve", "instances": 2, "env": {"GREETING": "hi"},
+        "ports": [{"name": "http"}], "backoff": {"seconds": 0.2}
+    })))
+    .await
+    .expect("create");
+
+    let first = agent.next_launch().await;
+    let second = agent.next_launch().await;
+    for launch in [&first, &second] {
+        assert!(launch.task_id.starts_with("web."), "{}", launch.task_id);
+        assert_eq!(launch.app_id, "web");
+        assert_eq!(launch.env.get("GREETING").map(String::as_str), Some("hi"));
+        assert_eq!(launch.ports.len(), 1);
+        assert_eq!(launch.ports[0].name, "http");
+        assert!((31000..=31009).contains(&launch.ports[0].port));
+        assert!(launch.resources.has_port(launch.ports[0].port));
+    }
+    assert_ne!(first.ports[0].port, second.ports[0].port);
+    assert_eq!(app(&api, "web").await.status.staged, 2);
+
+    agent.status("s1", &first.task_id, TaskState::Running, None).await;
+    agent.status("s2", &second.task_id, TaskState::Running, None).await;
+    eventually("two running instances", || async { (app(&api, "web").await.status.running == 2).then_some(()) }).await;
+    let task = api.get_task(&first.task_id).await.expect("task");
+    assert_eq!(task.state, TaskState::Running);
+    assert!(task.started_at.is_some());
+
+    // The same uuid twice is applied once: the second (different) update is ignored.
+    agent.status("dup", &second.task_id, TaskState::Running, Some(false)).await;
+    agent.status("dup", &second.task_id, TaskState::Running, Some(true)).await;
+    assert_eq!(api.get_task(&second.task_id).await.expect("task").healthy, Some(false));
+
+    agent.status("s3", &first.task_id, TaskState::Failed, None).await;
+    let failed = api.get_task(&first.task_id).await.expect("task");
+    assert_eq!((failed.state, failed.exit_code), (TaskState::Failed, Some(1)));
+    let relaunch = agent.next_launch().await;
+    assert_ne!(relaunch.task_id, first.task_id);
+    assert_eq!(relaunch.ports.len(), 1);
+    // A terminal state never changes again.
+    agent.status("s4", &first.task_id, TaskState::Running, None).await;
+    assert_eq!(api.get_task(&first.task_id).await.expect("task").state, TaskState::Failed);
+    let active = api.list_tasks(Some("web"), false).await.expect("tasks");
+    assert_eq!(active.len(), 2);
+    assert!(api.list_tasks(Some("web"), true).await.expect("all tasks").iter().any(|t| t.id == first.task_id));
+
+    api.delete_app("web").await.expect("delete");
+    let mut killed = Vec::new();
+    for _ in 0..2 {
+        match agent.next_command().await {
+            AgentCommand::Kill { task_id, .. } => killed.push(task_id),
+            other => panic!("expected a kill, got {other:?}"),
+        }
+    }
+    killed.sort();
+    let mut expected = vec![second.task_id.clone(), relaunch.task_id.clone()];
+    expected.sort();
+    assert_eq!(killed, expected);
+    assert!(client::is_gone(&api, "web").await);
+    master.shutdown().await;
+}
+
+mod client {
+    pub async fn is_gone(api: &gantry_api::Client, id: &str) -> bool {
+        api.get_app(id).await.err().is_some_and(|e| gantry_api::client::is_not_found(&e))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_agent_tasks_are_replaced_and_killed_on_return() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = master(dir.path(), Duration::from_millis(400)).await;
+    let api = client(&master);
+    let mut a1 = FakeAgent::register(&master, FakeAgent::info("a1", (31000, 31009)), vec![]).await;
+    api.create_app(&definition(serde_json::json!({"id": "web", "cmd": "serve", "instances": 1})))
+        .await
+        .expect("create");
+    let launch = a1.next_launch().await;
+    a1.status("r1", &launch.task_id, TaskState::Running, None).await;
+    let mut a2 = FakeAgent::register(&master, FakeAgent::info("a2", (32000, 32009)), vec![]).await;
+
+    a1.stop();
+    eventually("a1 unreachable", || async {
+        let agent = api.get_agent("a1").await.expect("agent");
+        (agent.state == AgentState::Unreachable).then_some(())
+    })
+    .await;
+    assert_eq!(api.get_task(&launch.task_id).await.expect("task").state, TaskState::Unreachable);
+    assert_eq!(api.get_agent("a2").await.expect("agent").state, AgentState::Active);
+    let replacement = a2.next_launch().await;
+    assert_ne!(replacement.task_id, launch.task_id);
+    a2.status("r2", &replacement.task_id, TaskState::Running, None).await;
+    eventually("replacement running", || async { (app(&api, "web").await.status.running == 1).then_some(()) }).await;
+
+    a1.reregister(vec![TaskReport { task_id: launch.task_id.clone(), state: TaskState::Running, healthy: None, exit_code: None }])
+        .await;
+    match a1.next_command().await {
+        AgentCommand::Kill { task_id, .. } => assert_eq!(task_id, launch.task_id),
+        other => panic!("expected a kill, got {other:?}"),
+    }
+    assert_eq!(api.get_agent("a1").await.expect("agent").state, AgentState::Active);
+    assert_eq!(api.get_task(&launch.task_id).await.expect("task").state, TaskState::Killing);
+    a1.status("k1", &launch.task_id, TaskState::Killed, None).await;
+    assert_eq!(api.get_task(&launch.task_id).await.expect("task").state, TaskState::Killed);
+    assert_eq!(app(&api, "web").await.status.running, 1);
+    master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_missing_at_registration_are_lost_and_unknown_ones_killed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = master(dir.path(), Duration::from_secs(30)).await;
+    let api = client(&master);
+    let mut a1 = FakeAgent::register(&master, FakeAgent::info("a1", (31000, 31009)), vec![]).await;
+    api.create_app(&definition(serde_json::json!({"id": "web", "cmd": "serve", "instances": 1})))
+        .await
+        .expect("create");
+    let launch = a1.next_launch().await;
+    a1.status("r1", &launch.task_id, TaskState::Running, None).await;
+    a1.reregister(vec![TaskReport { task_id: "stray.1".into(), state: TaskState::Running, healthy: None, exit_code: None }])
+        .await;
+    let lost = api.get_task(&launch.task_id).await.expect("task");
+    assert_eq!(lost.state, TaskState::Lost);
+    let mut saw_kill = false;
+    let mut saw_launch = false;
+    while !(saw_kill && saw_launch) {
+        match a1.next_command().await {
+            AgentCommand::Kill { task_id, .. } => saw_kill |= task_id == "stray.1",
+            AgentCommand::Launch(l) => saw_launch |= l.app_id == "web",
+            AgentCommand::Ping => {}
+        }
+    }
+    master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_survives_a_master_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = master(dir.path(), Duration::from_secs(30)).await;
+    let api = client(&first);
+    let master_id = api.version().await.expect("version").master_id;
+    let mut a1 = FakeAgent::register(&first, FakeAgent::info("a1", (31000, 31009)), vec![]).await;
+    api.create_app(&definition(serde_json::json!({"id": "web", "cmd": "serve", "instances": 1})))
+        .await
+        .expect("create");
+    let launch = a1.next_launch().await;
+    a1.status("r1", &launch.task_id, TaskState::Running, None).await;
+    first.shutdown().await;
+    drop(a1);
+
+    let second = master(dir.path(), Duration::from_secs(30)).await;
+    let api = client(&second);
+    assert_eq!(api.version().await.expect("version").master_id, master_id);
+    assert_eq!(app(&api, "web").await.status.running, 1);
+    let task = api.get_task(&launch.task_id).await.expect("task");
+    assert_eq!(task.state, TaskState::Running);
+    let agents = api.list_agents().await.expect("agents");
+    assert_eq!(agents.len(), 1);
+    assert_eq!(agents[0].tasks, 1);
+    second.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_that_cannot_be_placed_say_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = master(dir.path(), Duration::from_secs(30)).await;
+    let api = client(&master);
+    api.create_app(&definition(serde_json::json!({"id": "web", "cmd": "serve", "instances": 1})))
+        .await
+        .expect("create");
+    eventually("no agents waiting", || async {
+        (app(&api, "web").await.status.waiting.as_deref() == Some("no agents are registered")).then_some(())
+    })
+    .await;
+    api.delete_app("web").await.expect("delete");
+
+    let mut agents = Vec::new();
+    for (i, id) in ["a1", "a2", "a3"].into_iter().enumerate() {
+        let base = 31000 + 100 * i as u16;
+        agents.push(FakeAgent::register(&master, FakeAgent::info(id, (base, base + 9)), vec![]).await);
+    }
+    api.create_app(&definition(serde_json::json!({
+        "id": "spread", "cmd": "serve", "instances": 4, "constraints": [["hostname", "UNIQUE"]]
+    })))
+    .await
+    .expect("create");
+    let mut hosts = Vec::new();
+    for agent in &mut agents {
+        let launch = agent.next_launch().await;
+        assert_eq!(launch.app_id, "spread");
+        hosts.push(agent.id.clone());
+    }
+    let waiting = eventually("a waiting reason", || async { app(&api, "spread").await.status.waiting }).await;
+    assert!(waiting.contains("UNIQUE"), "{waiting}");
+    let status = app(&api, "spread").await.status;
+    assert_eq!((status.instances, status.staged), (4, 3));
+    for agent in &mut agents {
+        assert!(tokio::time::timeout(Duration::from_millis(300), agent.commands.recv()).await.is_err());
+    }
+    master.shutdown().await;
+}
