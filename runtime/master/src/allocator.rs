@@ -147,9 +147,10 @@ pub fn build_offers(state: &ClusterState) -> Vec<Offer> {
 /// Checks that `accept` fits its offer and takes its resources from it.
 pub fn take_from_offer(offers: &mut [Offer], accept: &Accept) -> Result<(), AllocatorError> {
     let task = &accept.task;
-    let offer = offers.iter_mut().find(|o| o.id == accept.offer_id).ok_or_else(|| {
-        AllocatorError::UnknownOffer { task_id: task.id.clone(), offer_id: accept.offer_id }
-    })?;
+    let offer = offers
+        .iter_mut()
+        .find(|o| o.id == accept.offer_id)
+        .ok_or_else(|| AllocatorError::UnknownOffer { task_id: task.id.clone(), offer_id: accept.offer_id })?;
     let refuse = |reason: String| AllocatorError::DoesNotFit {
         task_id: task.id.clone(),
         agent_id: offer.agent_id.clone(),
@@ -312,7 +313,10 @@ mod tests {
             agent_id: format!("a{id}"),
             hostname: format!("h{id}"),
             attributes: BTreeMap::new(),
-            free: Resources { ports: vec![PortRange { begin: 100, end: 101 }], ..Resources::scalar(1.0, 100.0, 0.0, 0) },
+            free: Resources {
+                ports: vec![PortRange { begin: 100, end: 101 }],
+                ..Resources::scalar(1.0, 100.0, 0.0, 0)
+            },
         }
     }
 
@@ -354,10 +358,22 @@ mod tests {
         assert!(take_from_offer(&mut offers, &accept(0, "a0", 0.5, 100)).is_ok());
         assert_eq!(offers[0].free.cpus, 0.5);
         assert!(!offers[0].free.has_port(100));
-        assert!(matches!(take_from_offer(&mut offers, &accept(0, "a0", 0.5, 100)), Err(AllocatorError::DoesNotFit { .. })));
-        assert!(matches!(take_from_offer(&mut offers, &accept(0, "a0", 0.6, 101)), Err(AllocatorError::DoesNotFit { .. })));
-        assert!(matches!(take_from_offer(&mut offers, &accept(1, "a0", 0.1, 101)), Err(AllocatorError::DoesNotFit { .. })));
-        assert!(matches!(take_from_offer(&mut offers, &accept(7, "a7", 0.1, 101)), Err(AllocatorError::UnknownOffer { .. })));
+        assert!(matches!(
+            take_from_offer(&mut offers, &accept(0, "a0", 0.5, 100)),
+            Err(AllocatorError::DoesNotFit { .. })
+        ));
+        assert!(matches!(
+            take_from_offer(&mut offers, &accept(0, "a0", 0.6, 101)),
+            Err(AllocatorError::DoesNotFit { .. })
+        ));
+        assert!(matches!(
+            take_from_offer(&mut offers, &accept(1, "a0", 0.1, 101)),
+            Err(AllocatorError::DoesNotFit { .. })
+        ));
+        assert!(matches!(
+            take_from_offer(&mut offers, &accept(7, "a7", 0.1, 101)),
+            Err(AllocatorError::UnknownOffer { .. })
+        ));
         assert!(take_from_offer(&mut offers, &accept(1, "a1", 1.0, 101)).is_ok());
     }
 }

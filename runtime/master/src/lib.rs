@@ -179,10 +179,8 @@ pub async fn start(config: MasterConfig) -> Result<MasterHandle, MasterError> {
             .await
     });
     let frameworks: Vec<Box<dyn Framework>> = vec![Box::new(services::ServicesFramework::new())];
-    let loops = vec![
-        tokio::spawn(allocator::run(master.clone(), frameworks)),
-        tokio::spawn(housekeeping(master.clone())),
-    ];
+    let loops =
+        vec![tokio::spawn(allocator::run(master.clone(), frameworks)), tokio::spawn(housekeeping(master.clone()))];
     info!(%local_addr, data_dir = %config.data_dir.display(), "Master serving.");
     Ok(MasterHandle { local_addr, shutdown, server, loops })
 }

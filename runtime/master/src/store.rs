@@ -134,8 +134,11 @@ fn read_table<T: serde::de::DeserializeOwned>(
     for entry in table.iter().map_err(redb_err)? {
         let (key, value) = entry.map_err(redb_err)?;
         let key = key.value().to_string();
-        let parsed = serde_json::from_str(value.value())
-            .map_err(|source| StoreError::Corrupt { table: name, key: key.clone(), source })?;
+        let parsed = serde_json::from_str(value.value()).map_err(|source| StoreError::Corrupt {
+            table: name,
+            key: key.clone(),
+            source,
+        })?;
         out.push((key, parsed));
     }
     Ok(out)
@@ -155,7 +158,8 @@ impl Store for RedbStore {
             for op in batch {
                 match op {
                     StoreOp::PutApp(r) => {
-                        apps.insert(r.app.definition.id.as_str(), serde_json::to_string(r)?.as_str()).map_err(redb_err)?;
+                        apps.insert(r.app.definition.id.as_str(), serde_json::to_string(r)?.as_str())
+                            .map_err(redb_err)?;
                     }
                     StoreOp::DeleteApp(id) => {
                         apps.remove(id.as_str()).map_err(redb_err)?;

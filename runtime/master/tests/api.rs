@@ -98,8 +98,7 @@ async fn app_lifecycle() {
     let scaled: App = serde_json::from_value(body).expect("app");
     assert_eq!((scaled.version, scaled.definition.instances), (2, 3));
 
-    let (status, body) =
-        call(&t.router, Method::POST, "/api/v1/apps/web/scale", Some(json!({"instances": 5}))).await;
+    let (status, body) = call(&t.router, Method::POST, "/api/v1/apps/web/scale", Some(json!({"instances": 5}))).await;
     assert_eq!(status, StatusCode::OK);
     let scaled: App = serde_json::from_value(body).expect("app");
     assert_eq!((scaled.version, scaled.status.instances), (3, 5));
@@ -205,15 +204,15 @@ fn register_body(tasks: Vec<TaskReport>) -> Value {
 #[tokio::test]
 async fn agent_protocol_answers_and_stores_before_acking() {
     let t = app();
-    let (status, _) = call(&t.router, Method::POST, "/internal/v1/agents/a1/heartbeat", Some(json!({"timestamp": 1})))
-        .await;
+    let (status, _) =
+        call(&t.router, Method::POST, "/internal/v1/agents/a1/heartbeat", Some(json!({"timestamp": 1}))).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "unknown agents must register");
-    let (status, body) = call(&t.router, Method::POST, "/internal/v1/agents/register", Some(register_body(vec![])))
-        .await;
+    let (status, body) =
+        call(&t.router, Method::POST, "/internal/v1/agents/register", Some(register_body(vec![]))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["agent_id"], "a1");
-    let (status, _) = call(&t.router, Method::POST, "/internal/v1/agents/a1/heartbeat", Some(json!({"timestamp": 1})))
-        .await;
+    let (status, _) =
+        call(&t.router, Method::POST, "/internal/v1/agents/a1/heartbeat", Some(json!({"timestamp": 1}))).await;
     assert_eq!(status, StatusCode::OK);
     let (status, body) = call(&t.router, Method::GET, "/api/v1/agents/a1", None).await;
     assert_eq!(status, StatusCode::OK);
@@ -239,7 +238,13 @@ async fn agent_protocol_answers_and_stores_before_acking() {
     assert_eq!(status, StatusCode::OK);
     let stored_agents = t.store.load().expect("load").agents;
     assert_eq!(stored_agents.len(), 1);
-    assert!(t.store.batches().iter().flatten().all(|op| !matches!(op, StoreOp::PutTask(Task { id, .. }) if id == "ghost.1")));
+    assert!(
+        t.store
+            .batches()
+            .iter()
+            .flatten()
+            .all(|op| !matches!(op, StoreOp::PutTask(Task { id, .. }) if id == "ghost.1"))
+    );
 }
 
 #[derive(Debug)]

@@ -82,12 +82,8 @@ impl FakeAgent {
         let response =
             self.http.post(format!("{}{PREFIX}/register", self.base)).json(&body).send().await.expect("register");
         assert!(response.status().is_success(), "register: {}", response.status());
-        let stream = self
-            .http
-            .get(format!("{}{PREFIX}/{}/commands", self.base, self.id))
-            .send()
-            .await
-            .expect("command stream");
+        let stream =
+            self.http.get(format!("{}{PREFIX}/{}/commands", self.base, self.id)).send().await.expect("command stream");
         assert!(stream.status().is_success());
         let (sender, receiver) = mpsc::unbounded_channel();
         self.commands = receiver;
@@ -270,8 +266,13 @@ async fn unreachable_agent_tasks_are_replaced_and_killed_on_return() {
     a2.status("r2", &replacement.task_id, TaskState::Running, None).await;
     eventually("replacement running", || async { (app(&api, "web").await.status.running == 1).then_some(()) }).await;
 
-    a1.reregister(vec![TaskReport { task_id: launch.task_id.clone(), state: TaskState::Running, healthy: None, exit_code: None }])
-        .await;
+    a1.reregister(vec![TaskReport {
+        task_id: launch.task_id.clone(),
+        state: TaskState::Running,
+        healthy: None,
+        exit_code: None,
+    }])
+    .await;
     match a1.next_command().await {
         AgentCommand::Kill { task_id, .. } => assert_eq!(task_id, launch.task_id),
         other => panic!("expected a kill, got {other:?}"),
@@ -295,8 +296,13 @@ async fn tasks_missing_at_registration_are_lost_and_unknown_ones_killed() {
         .expect("create");
     let launch = a1.next_launch().await;
     a1.status("r1", &launch.task_id, TaskState::Running, None).await;
-    a1.reregister(vec![TaskReport { task_id: "stray.1".into(), state: TaskState::Running, healthy: None, exit_code: None }])
-        .await;
+    a1.reregister(vec![TaskReport {
+        task_id: "stray.1".into(),
+        state: TaskState::Running,
+        healthy: None,
+        exit_code: None,
+    }])
+    .await;
     let lost = api.get_task(&launch.task_id).await.expect("task");
     assert_eq!(lost.state, TaskState::Lost);
     let mut saw_kill = false;

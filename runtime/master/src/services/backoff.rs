@@ -47,7 +47,6 @@ mod tests {
     use super::*;
     use gantry_api::Resources;
 
-
     fn task(state: TaskState, healthy: Option<bool>) -> Task {
         Task {
             id: "web.1".into(),

@@ -118,7 +118,10 @@ impl Framework for ServicesFramework {
                 .into_iter()
                 .filter(|t| t.state.is_active())
                 .filter_map(|t| view.state().agent(&t.agent_id))
-                .map(|a| PlacedOn { hostname: a.agent.info.hostname.clone(), attributes: a.agent.info.attributes.clone() })
+                .map(|a| PlacedOn {
+                    hostname: a.agent.info.hostname.clone(),
+                    attributes: a.agent.info.attributes.clone(),
+                })
                 .collect();
             let resources = definition.resources();
             let ports: Vec<u16> = definition.ports.iter().map(|p| p.port).collect();
