@@ -35,6 +35,10 @@ struct Recorded {
     /// Bumped by every registration; a command stream serves only while its generation is current.
     generation: u64,
     heartbeats: usize,
+    /// Answer heartbeats with 404, as a master that lost the agent.
+    forget_agent: bool,
+    /// Send nothing on command streams, not even pings.
+    silent: bool,
 }
 
 struct FakeMaster {
@@ -95,11 +99,8 @@ impl FakeMaster {
     }
 
     async fn wait_state(&self, task_id: &str, state: TaskState) -> StatusUpdate {
-        let found = wait_for(&format!("{task_id} reaches {state}"), || {
-            self.updates(task_id).into_iter().find(|u| u.state == state)
-        })
-        .await;
-        found
+        wait_for(&format!("{task_id} reaches {state}"), || self.updates(task_id).into_iter().find(|u| u.state == state))
+            .await
     }
 
     async fn wait_registrations(&self, n: usize) -> RegisterAgent {
@@ -122,8 +123,9 @@ async fn serve(mut stream: TcpStream, recorded: Arc<Mutex<Recorded>>, wake: Arc<
         }
         ("GET", p) if p.ends_with("/commands") => return stream_commands(stream, recorded, wake).await,
         ("POST", p) if p.ends_with("/heartbeat") => {
-            recorded.lock().expect("lock").heartbeats += 1;
-            (200, "{}".to_string())
+            let mut r = recorded.lock().expect("lock");
+            r.heartbeats += 1;
+            if r.forget_agent { (404, r#"{"message":"unknown agent"}"#.to_string()) } else { (200, "{}".to_string()) }
         }
         ("POST", p) if p.ends_with("/status") => {
             let update: StatusUpdate = serde_json::from_slice(&body).expect("a StatusUpdate body");
@@ -156,15 +158,21 @@ async fn stream_commands(mut stream: TcpStream, recorded: Arc<Mutex<Recorded>>, 
     }
     loop {
         let woken = wake.notified();
-        let lines: Vec<String> = {
+        let lines: Option<Vec<String>> = {
             let mut r = recorded.lock().expect("lock");
             if r.generation != generation {
                 return;
             }
-            let mut lines: Vec<String> =
-                r.commands.drain(..).map(|c| serde_json::to_string(&c).expect("json")).collect();
-            lines.push(serde_json::to_string(&AgentCommand::Ping).expect("json"));
-            lines
+            (!r.silent).then(|| {
+                let mut lines: Vec<String> =
+                    r.commands.drain(..).map(|c| serde_json::to_string(&c).expect("json")).collect();
+                lines.push(serde_json::to_string(&AgentCommand::Ping).expect("json"));
+                lines
+            })
+        };
+        let Some(lines) = lines else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
         };
         for line in lines {
             if stream.write_all(format!("{line}\n").as_bytes()).await.is_err() {
@@ -533,10 +541,55 @@ async fn status_updates_are_retried_with_the_same_uuid() {
     master.lock().refuse_status = 1;
     master.send(AgentCommand::Launch(launch("retry.1", "true")));
     master.wait_state("retry.1", TaskState::Finished).await;
-    let posted: Vec<StatusUpdate> =
-        master.lock().updates.iter().filter(|u| u.task_id == "retry.1").cloned().collect();
+    let posted: Vec<StatusUpdate> = master.lock().updates.iter().filter(|u| u.task_id == "retry.1").cloned().collect();
     assert_eq!(posted.len(), 3, "RUNNING refused once, then RUNNING and FINISHED: {posted:?}");
     assert_eq!(posted[0], posted[1], "the retry is the same update");
     assert_eq!(posted[2].state, TaskState::Finished);
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_executor_fails_its_task_and_kills_its_group() {
+    let master = FakeMaster::start().await;
+    let work_dir = WorkDir::new();
+    let agent = start(&master, &work_dir).await;
+    master.wait_registrations(1).await;
+    master.send(AgentCommand::Launch(launch("orphan.1", "sleep 1000")));
+    master.wait_state("orphan.1", TaskState::Running).await;
+    let info = work_dir.executor_info("orphan.1");
+    gantry_agent::process::signal_pid(info.executor_pid, nix::sys::signal::Signal::SIGKILL).expect("kill the executor");
+    let failed = master.wait_state("orphan.1", TaskState::Failed).await;
+    assert!(failed.message.as_deref().is_some_and(|m| m.contains("executor died")), "{failed:?}");
+    wait_group_gone(info.task_pgid).await;
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_registers_again_when_forgotten_or_when_the_stream_goes_silent() {
+    let master = FakeMaster::start().await;
+    let work_dir = WorkDir::new();
+    let agent = start(&master, &work_dir).await;
+    master.wait_registrations(1).await;
+    master.send(AgentCommand::Launch(launch("steady.1", "sleep 1000")));
+    master.wait_state("steady.1", TaskState::Running).await;
+
+    master.lock().forget_agent = true;
+    let again = master.wait_registrations(2).await;
+    master.lock().forget_agent = false;
+    assert_eq!(
+        again.tasks.iter().map(|t| (t.task_id.as_str(), t.state)).collect::<Vec<_>>(),
+        [("steady.1", TaskState::Running)]
+    );
+
+    let before = master.registrations().len();
+    master.lock().silent = true;
+    master.wait_registrations(before + 1).await;
+    master.lock().silent = false;
+
+    // Commands still arrive on the new stream.
+    let info = work_dir.executor_info("steady.1");
+    master.send(kill("steady.1", 1.0));
+    master.wait_state("steady.1", TaskState::Killed).await;
+    wait_group_gone(info.task_pgid).await;
     agent.shutdown().await;
 }

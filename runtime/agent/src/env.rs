@@ -53,10 +53,8 @@ mod tests {
 
     #[test]
     fn named_ports_become_indexed_and_named_variables() {
-        let ports = vec![
-            NamedPort { name: "http".into(), port: 31002 },
-            NamedPort { name: "admin-api".into(), port: 31005 },
-        ];
+        let ports =
+            vec![NamedPort { name: "http".into(), port: 31002 }, NamedPort { name: "admin-api".into(), port: 31005 }];
         let env = task_env(&launch(ports, &[31002, 31005]), "node-1", Path::new("/w/tasks/web.1"));
         assert_eq!(env["PORT0"], "31002");
         assert_eq!(env["PORT1"], "31005");

@@ -52,8 +52,8 @@ pub fn run_executor(sandbox: &Path) -> i32 {
 
 fn supervise(sandbox: &Path) -> Result<(), ExecutorError> {
     let launch_path = sandbox.join(sandbox::LAUNCH_FILE);
-    let launch: ExecutorLaunch = sandbox::read_json(&launch_path)?
-        .ok_or_else(|| ExecutorError::NoLaunch(launch_path.display().to_string()))?;
+    let launch: ExecutorLaunch =
+        sandbox::read_json(&launch_path)?.ok_or_else(|| ExecutorError::NoLaunch(launch_path.display().to_string()))?;
     // Leave the agent's session so a signal to the agent's terminal or group does not reach us;
     // it fails only if we already lead a group, which is fine.
     let _ = nix::unistd::setsid();

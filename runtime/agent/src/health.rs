@@ -104,11 +104,7 @@ pub async fn probe(
                 .await
                 .map_err(|e| describe_http_error(&e, timeout))?;
             let status = response.status();
-            if status.is_success() || status.is_redirection() {
-                Ok(())
-            } else {
-                Err(format!("answered {status}"))
-            }
+            if status.is_success() || status.is_redirection() { Ok(()) } else { Err(format!("answered {status}")) }
         }
         TaskHealthCheckKind::Tcp { port } => {
             match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(("127.0.0.1", *port))).await {

@@ -149,7 +149,9 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     let hostname = config.hostname.clone().unwrap_or_else(host_name);
     let endpoint_host = if local_addr.ip().is_unspecified() { hostname.clone() } else { local_addr.ip().to_string() };
     let endpoint = match local_addr {
-        SocketAddr::V6(_) if !local_addr.ip().is_unspecified() => format!("http://[{endpoint_host}]:{}", local_addr.port()),
+        SocketAddr::V6(_) if !local_addr.ip().is_unspecified() => {
+            format!("http://[{endpoint_host}]:{}", local_addr.port())
+        }
         _ => format!("http://{endpoint_host}:{}", local_addr.port()),
     };
     let info = AgentInfo {
@@ -161,10 +163,8 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         version: gantry_api::VERSION.to_string(),
     };
 
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-        .map_err(AgentError::Client)?;
+    let client =
+        reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().map_err(AgentError::Client)?;
     let background = Background::default();
     let sink = Arc::new(HttpStatusSink::new(&config.master, &agent_id, client.clone()));
     let supervisor =
@@ -190,8 +190,8 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
 /// Runs an agent until SIGINT or SIGTERM, then stops it, leaving its tasks running.
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     let handle = start(config).await?;
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(AgentError::Signal)?;
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(AgentError::Signal)?;
     tokio::select! {
         result = tokio::signal::ctrl_c() => result.map_err(AgentError::Signal)?,
         _ = terminate.recv() => {}

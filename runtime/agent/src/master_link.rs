@@ -146,12 +146,8 @@ impl MasterLink {
     /// Follows the command stream until it ends; says whether anything arrived.
     async fn follow_commands(&self) -> Result<bool, LinkError> {
         let url = self.url(&format!("{}/commands", self.info.id));
-        let response = self
-            .client
-            .get(&url)
-            .send()
-            .await
-            .map_err(|source| LinkError::Http { url: url.clone(), source })?;
+        let response =
+            self.client.get(&url).send().await.map_err(|source| LinkError::Http { url: url.clone(), source })?;
         if !response.status().is_success() {
             return Err(LinkError::Status { url: url.clone(), status: response.status() });
         }

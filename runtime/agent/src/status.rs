@@ -145,10 +145,8 @@ mod tests {
         fn post<'a>(&'a self, update: &'a StatusUpdate) -> BoxFuture<'a, Result<(), String>> {
             Box::pin(async move {
                 self.posts.lock().expect("lock").push(update.clone());
-                let failed = self
-                    .failures
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .is_ok();
+                let failed =
+                    self.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
                 if failed { Err("500".to_string()) } else { Ok(()) }
             })
         }

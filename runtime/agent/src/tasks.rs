@@ -139,15 +139,7 @@ impl Supervisor {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap_or_else(|_| reqwest::Client::new());
-            Self {
-                work_dir,
-                executor_path,
-                hostname,
-                tasks: Mutex::default(),
-                status,
-                background,
-                health_client,
-            }
+            Self { work_dir, executor_path, hostname, tasks: Mutex::default(), status, background, health_client }
         })
     }
 
