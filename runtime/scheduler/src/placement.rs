@@ -5,11 +5,13 @@
 //! meaning lives in `constraints`, port choice in `ports`, and the user-facing reason for a
 //! shortfall in `reason`. Nothing here does I/O or reads a clock.
 //!
-//! The search runs in O(agents · log agents + count · log agents) for one call: one pass decides
-//! which agents can ever hold an instance and groups them by their GROUP_BY values; then each
-//! instance pops the least-loaded group and, within it, the agent with the fewest instances of the
-//! app, rechecking the counting constraints and the agent's room as it pops. An agent that fails
-//! a recheck can never pass again in this call, so it is dropped for good.
+//! The search runs in O(agents · log agents + count · log agents) for one call. Each instance
+//! takes the agent with the fewest instances of the app (ties to the lower index), rechecking the
+//! counting constraints and the agent's room as it pops; an agent that fails a recheck can never
+//! pass again in this call, so it is dropped for good. Without GROUP_BY, agents are looked at
+//! lazily in index order, so a call that fits on the first agents stops there. With GROUP_BY,
+//! every agent is looked at first and grouped by its GROUP_BY values; each instance then goes to
+//! the least-loaded group that still has an agent with room.
 
 use crate::constraints::{self, Compiled, Rule};
 use crate::ports::{self, Shortage};
@@ -195,6 +197,8 @@ pub(crate) struct Search<'a> {
     pub(crate) rule_field: Vec<Option<usize>>,
     /// Per CLUSTER-without-value rule, the value id every instance must share, once known.
     pub(crate) pins: Vec<Option<u32>>,
+    /// Existing instances per hostname.
+    on_host: HashMap<&'a str, u32>,
     /// Instances of the app on the agent's hostname before this call.
     base: Vec<u32>,
     /// Instances placed on each agent in this call.
@@ -206,8 +210,15 @@ pub(crate) struct Search<'a> {
     pub(crate) placed: Vec<Placed>,
 }
 
-/// Agents of one group, keyed by (instances of the app on the agent, agent index).
-type AgentHeap = BinaryHeap<Reverse<(u32, usize)>>;
+/// The candidate agents of one GROUP_BY group (or of all agents without GROUP_BY), in the order
+/// (instances of the app on the agent, agent index).
+#[derive(Debug)]
+struct Pool {
+    /// Agents looked at, keyed by (instances of the app on the agent, agent index).
+    heap: BinaryHeap<Reverse<(u32, usize)>>,
+    /// Agents from this index on were not looked at yet (all of them are with GROUP_BY).
+    unseen: usize,
+}
 
 impl<'a> Search<'a> {
     fn new(
@@ -248,6 +259,7 @@ impl<'a> Search<'a> {
             tally,
             rule_field,
             pins: vec![None; rules.len()],
+            on_host: HashMap::new(),
             base: vec![0; agents.len()],
             on_agent: vec![0; agents.len()],
             causes: vec![None; agents.len()],
@@ -258,35 +270,55 @@ impl<'a> Search<'a> {
 
     fn run(&mut self) {
         self.count_existing();
+        for e in self.existing {
+            *self.on_host.entry(e.hostname.as_str()).or_default() += 1;
+        }
         let group_rules: Vec<usize> =
             (0..self.rules.len()).filter(|&r| matches!(self.rules[r].rule, Rule::GroupBy { .. })).collect();
-        let mut on_host: HashMap<&str, u32> = HashMap::new();
-        for e in self.existing {
-            *on_host.entry(e.hostname.as_str()).or_default() += 1;
+        if group_rules.is_empty() {
+            // One pool, looked at lazily: a call usually needs only the first few agents.
+            let mut pool = Pool { heap: BinaryHeap::new(), unseen: 0 };
+            while self.placed.len() < self.request.count {
+                let Some(i) = self.next_agent(&mut pool) else { break };
+                self.commit(i);
+                pool.heap.push(Reverse((self.base[i] + self.on_agent[i], i)));
+            }
+            return;
         }
 
+        // GROUP_BY must know every value before the first instance, so every agent is looked at.
+        let single = group_rules.len() == 1;
         let mut group_ids: HashMap<Vec<u32>, usize> = HashMap::new();
         let mut group_keys: Vec<Vec<u32>> = Vec::new();
         let mut members: Vec<Vec<Reverse<(u32, usize)>>> = Vec::new();
         for i in 0..self.agents.len() {
-            if let Err(cause) = self.admits_initially(i) {
-                self.causes[i] = Some(cause);
+            if !self.look_at(i) {
                 continue;
             }
-            self.record_values(i);
-            let key: Vec<u32> = group_rules.iter().map(|&r| self.value_for_rule(i, r)).collect();
-            let group = *group_ids.entry(key).or_insert_with_key(|key| {
-                group_keys.push(key.clone());
-                members.push(Vec::new());
-                members.len() - 1
-            });
-            self.base[i] = on_host.get(self.agents[i].hostname.as_str()).copied().unwrap_or(0);
+            let group = if single {
+                // One GROUP_BY: its value id is the group.
+                self.value_for_rule(i, group_rules[0]) as usize
+            } else {
+                let key: Vec<u32> = group_rules.iter().map(|&r| self.value_for_rule(i, r)).collect();
+                *group_ids.entry(key).or_insert_with_key(|key| {
+                    group_keys.push(key.clone());
+                    group_keys.len() - 1
+                })
+            };
+            if members.len() <= group {
+                members.resize_with(group + 1, Vec::new);
+            }
             members[group].push(Reverse((self.base[i], i)));
         }
-
-        let mut heaps: Vec<AgentHeap> = members.into_iter().map(BinaryHeap::from).collect();
-        let mut groups: BinaryHeap<Reverse<(Vec<u32>, usize)>> =
-            group_keys.iter().enumerate().map(|(g, key)| Reverse((self.group_load(&group_rules, key), g))).collect();
+        if single {
+            group_keys = (0..members.len()).map(|id| vec![u32::try_from(id).expect("ids are u32")]).collect();
+        }
+        let mut groups: BinaryHeap<Reverse<(Vec<u32>, usize)>> = (0..members.len())
+            .filter(|&g| !members[g].is_empty())
+            .map(|g| Reverse((self.group_load(&group_rules, &group_keys[g]), g)))
+            .collect();
+        let unseen = self.agents.len();
+        let mut pools: Vec<Pool> = members.into_iter().map(|m| Pool { heap: BinaryHeap::from(m), unseen }).collect();
         while self.placed.len() < self.request.count {
             let Some(Reverse((load, g))) = groups.pop() else { break };
             let now = self.group_load(&group_rules, &group_keys[g]);
@@ -298,11 +330,23 @@ impl<'a> Search<'a> {
                 self.blocked = Some(r);
                 break;
             }
-            let Some(i) = self.next_agent(&mut heaps[g]) else { continue };
+            let Some(i) = self.next_agent(&mut pools[g]) else { continue };
             self.commit(i);
-            heaps[g].push(Reverse((self.base[i] + self.on_agent[i], i)));
+            pools[g].heap.push(Reverse((self.base[i] + self.on_agent[i], i)));
             groups.push(Reverse((self.group_load(&group_rules, &group_keys[g]), g)));
         }
+    }
+
+    /// First look at an agent: whether it can ever take an instance in this call. Records its
+    /// field values and its instances before this call if so, and why not otherwise.
+    fn look_at(&mut self, agent: usize) -> bool {
+        if let Err(cause) = self.admits_initially(agent) {
+            self.causes[agent] = Some(cause);
+            return false;
+        }
+        self.record_values(agent);
+        self.base[agent] = self.on_host.get(self.agents[agent].hostname.as_str()).copied().unwrap_or(0);
+        true
     }
 
     /// Counts the existing instances per value and pins CLUSTER-without-value to theirs.
@@ -360,15 +404,32 @@ impl<'a> Search<'a> {
         })
     }
 
-    /// Pops agents until one can take an instance now; the others can never take one again.
-    fn next_agent(&mut self, heap: &mut AgentHeap) -> Option<usize> {
-        while let Some(Reverse((_, i))) = heap.pop() {
+    /// The next agent of the pool that can take an instance now; the ones passed over can never
+    /// take one again in this call.
+    fn next_agent(&mut self, pool: &mut Pool) -> Option<usize> {
+        loop {
+            let i = if pool.unseen < self.agents.len() {
+                // Unseen agents without instances of the app have key (0, index): they come
+                // before every agent in the heap, whose keys are at least 1.
+                let i = pool.unseen;
+                pool.unseen += 1;
+                if !self.look_at(i) {
+                    continue;
+                }
+                if self.base[i] > 0 {
+                    pool.heap.push(Reverse((self.base[i], i)));
+                    continue;
+                }
+                i
+            } else {
+                let Reverse((_, i)) = pool.heap.pop()?;
+                i
+            };
             match self.admits_now(i) {
                 Ok(()) => return Some(i),
                 Err(cause) => self.causes[i] = Some(cause),
             }
         }
-        None
     }
 
     /// Room and the constraints that do not depend on other instances, before anything is placed.

@@ -31,10 +31,10 @@ pub(crate) fn explain(s: &Search<'_>) -> String {
             .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
             .map(|(c, k)| (*c, *k))
     };
-    if passed == 0 {
-        if let Some((Cause::Static(r), k)) = top(&is_static) {
-            return constraint_unmet(s, r, k, n);
-        }
+    if passed == 0
+        && let Some((Cause::Static(r), k)) = top(&is_static)
+    {
+        return constraint_unmet(s, r, k, n);
     }
     let Some((cause, k)) = top(&|c| !is_static(c)) else {
         return format!("only {} of {} instances could be placed", s.placed.len(), s.request.count);
