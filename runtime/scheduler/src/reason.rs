@@ -165,7 +165,8 @@ fn offered(passed: usize, n: usize) -> String {
     if passed == n {
         format!("{} offered", counted(n, "agent", "agents"))
     } else {
-        format!("{passed} of {n} agents offered satisfy the constraints")
+        let verb = if passed == 1 { "satisfies" } else { "satisfy" };
+        format!("{passed} of {n} agents offered {verb} the constraints")
     }
 }
 
