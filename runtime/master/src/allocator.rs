@@ -128,7 +128,7 @@ pub enum AllocatorError {
     },
 }
 
-/// One offer per ACTIVE agent, from its free resources.
+/// One offer per ACTIVE agent, from its free resources; an offer's id is its index.
 pub fn build_offers(state: &ClusterState) -> Vec<Offer> {
     state
         .agents()
@@ -147,9 +147,10 @@ pub fn build_offers(state: &ClusterState) -> Vec<Offer> {
 /// Checks that `accept` fits its offer and takes its resources from it.
 pub fn take_from_offer(offers: &mut [Offer], accept: &Accept) -> Result<(), AllocatorError> {
     let task = &accept.task;
+    // Offer ids are their positions (see `build_offers`), so the lookup is O(1).
     let offer = offers
-        .iter_mut()
-        .find(|o| o.id == accept.offer_id)
+        .get_mut(accept.offer_id)
+        .filter(|o| o.id == accept.offer_id)
         .ok_or_else(|| AllocatorError::UnknownOffer { task_id: task.id.clone(), offer_id: accept.offer_id })?;
     let refuse = |reason: String| AllocatorError::DoesNotFit {
         task_id: task.id.clone(),
@@ -216,7 +217,6 @@ pub fn run_cycle(master: &Master, frameworks: &mut [Box<dyn Framework>]) {
                 Err(error) => warn!(framework = framework.name(), %error, "Refused an accept."),
             }
         }
-        offers.retain(|o| o.free.cpus > 0.0 || o.free.mem > 0.0);
     }
     if change.tasks.is_empty() {
         return;

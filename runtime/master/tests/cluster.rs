@@ -383,3 +383,108 @@ async fn apps_that_cannot_be_placed_say_why() {
     }
     master.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_tasks_are_replaced_without_backoff() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = master(dir.path(), Duration::from_secs(30)).await;
+    let api = client(&master);
+    let mut a1 = FakeAgent::register(&master, FakeAgent::info("a1", (31000, 31009)), vec![]).await;
+    api.create_app(&definition(serde_json::json!({
+        "id": "web", "cmd": "serve", "instances": 1, "kill_grace_period": 2.5, "backoff": {"seconds": 600}
+    })))
+    .await
+    .expect("create");
+    let launch = a1.next_launch().await;
+    a1.status("r1", &launch.task_id, TaskState::Running, None).await;
+    let killing = api.kill_task(&launch.task_id).await.expect("kill");
+    assert_eq!(killing.state, TaskState::Killing);
+    match a1.next_command().await {
+        AgentCommand::Kill { task_id, grace_period_secs } => {
+            assert_eq!(task_id, launch.task_id);
+            assert_eq!(grace_period_secs, 2.5);
+        }
+        other => panic!("expected a kill, got {other:?}"),
+    }
+    let again = api.kill_task(&launch.task_id).await.expect_err("already killing");
+    assert_eq!(again.status(), Some(409));
+    a1.status("k1", &launch.task_id, TaskState::Killed, None).await;
+    let replacement = a1.next_launch().await;
+    assert_ne!(replacement.task_id, launch.task_id);
+    assert_eq!(app(&api, "web").await.status.backoff_until, None, "a requested kill is no failure");
+    master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_streamed_as_server_sent_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = master(dir.path(), Duration::from_secs(30)).await;
+    let api = client(&master);
+    let response = reqwest::get(format!("http://{}/api/v1/events", master.local_addr())).await.expect("events");
+    assert!(response.status().is_success());
+    let mut body = response.bytes_stream();
+    api.create_app(&definition(serde_json::json!({"id": "web", "cmd": "serve"}))).await.expect("create");
+    let text = tokio::time::timeout(PATIENCE, async {
+        let mut text = String::new();
+        while !text.contains("\n\n") {
+            let chunk = body.next().await.expect("open stream").expect("chunk");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        text
+    })
+    .await
+    .expect("an event in time");
+    assert!(text.contains("event: app_updated"), "{text}");
+    let data = text.lines().find_map(|l| l.strip_prefix("data: ")).expect("data line");
+    let event: gantry_api::Event = serde_json::from_str(data).expect("event JSON");
+    assert!(matches!(event, gantry_api::Event::AppUpdated { ref app_id, version: 1, .. } if app_id == "web"));
+    master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_proxied_to_the_agent() {
+    use axum::extract::{Path as UrlPath, Query};
+    use gantry_api::protocol::FileChunk;
+
+    async fn files(
+        UrlPath((task, stream)): UrlPath<(String, String)>,
+        Query(query): Query<BTreeMap<String, String>>,
+    ) -> axum::Json<FileChunk> {
+        let offset: u64 = query.get("offset").and_then(|o| o.parse().ok()).unwrap_or(0);
+        let data = format!("{task}/{stream}");
+        let next_offset = offset + data.len() as u64;
+        axum::Json(FileChunk { offset, data, next_offset, eof: false })
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let files_server = tokio::spawn(async move {
+        let app = axum::Router::new().route("/files/{task}/{stream}", axum::routing::get(files));
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = master(dir.path(), Duration::from_secs(30)).await;
+    let api = client(&master);
+    let mut info = FakeAgent::info("a1", (31000, 31009));
+    info.endpoint = endpoint;
+    let mut a1 = FakeAgent::register(&master, info, vec![]).await;
+    let mut a2 = FakeAgent::register(&master, FakeAgent::info("a2", (32000, 32009)), vec![]).await;
+    api.create_app(&definition(serde_json::json!({
+        "id": "web", "cmd": "serve", "instances": 2, "constraints": [["hostname", "UNIQUE"]]
+    })))
+    .await
+    .expect("create");
+    let on_a1 = a1.next_launch().await;
+    let on_a2 = a2.next_launch().await;
+    let query = gantry_api::client::LogsQuery { stream: "stderr".into(), offset: 7, length: 100 };
+    let chunk = api.task_logs(&on_a1.task_id, &query).await.expect("logs");
+    assert_eq!(chunk.data, format!("{}/stderr", on_a1.task_id));
+    assert_eq!(chunk.offset, 7);
+    let unreachable = api.task_logs(&on_a2.task_id, &query).await.expect_err("agent a2 serves no files");
+    assert_eq!(unreachable.status(), Some(502));
+    assert!(unreachable.to_string().contains("a2"), "{unreachable}");
+    let bad = gantry_api::client::LogsQuery { stream: "stdin".into(), ..query };
+    assert_eq!(api.task_logs(&on_a1.task_id, &bad).await.expect_err("bad stream").status(), Some(400));
+    files_server.abort();
+    master.shutdown().await;
+}
