@@ -352,6 +352,84 @@ mod tests {
         Accept { offer_id, task, launch }
     }
 
+    /// A framework that wants 2 cpus on every offer and owns tasks named `<prefix>...`.
+    struct Greedy {
+        prefix: &'static str,
+        offered: std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>,
+    }
+
+    impl Framework for Greedy {
+        fn name(&self) -> &str {
+            self.prefix
+        }
+        fn owns(&self, task: &Task) -> bool {
+            task.id.starts_with(self.prefix)
+        }
+        fn reconcile(&mut self, _view: &mut ClusterView<'_>) -> Vec<Kill> {
+            Vec::new()
+        }
+        fn has_demand(&self) -> bool {
+            true
+        }
+        fn resource_offers(&mut self, offers: &[Offer], _view: &mut ClusterView<'_>) -> Vec<Accept> {
+            self.offered.lock().expect("test lock").push(self.prefix);
+            offers
+                .iter()
+                .map(|o| {
+                    let mut a = accept(o.id, &o.agent_id, 2.0, 100);
+                    a.task.id = format!("{}{}", self.prefix, o.id);
+                    a.task.resources.ports.clear();
+                    a
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn offers_go_first_to_the_framework_with_the_lowest_dominant_share() {
+        let store = std::sync::Arc::new(crate::store::MemStore::new());
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let config = crate::MasterConfig::new("127.0.0.1:0".parse().expect("addr"), "/nonexistent".into());
+        let master = crate::build(config, store.clone(), rx).expect("build");
+        let agent = gantry_api::Agent {
+            info: gantry_api::AgentInfo {
+                id: "a0".into(),
+                hostname: "h0".into(),
+                endpoint: String::new(),
+                resources: Resources::scalar(4.0, 1000.0, 0.0, 0),
+                attributes: BTreeMap::new(),
+                version: String::new(),
+            },
+            state: AgentState::Active,
+            registered_at: 0,
+            last_seen_at: 0,
+            used: Resources::default(),
+            tasks: 0,
+        };
+        let mut held = accept(0, "a0", 2.0, 100).task;
+        held.id = "heavy-held".into();
+        held.resources.ports.clear();
+        held.state = TaskState::Running;
+        {
+            let mut state = master.lock();
+            let change = Change { agents: vec![agent], tasks: vec![held], ..Change::default() };
+            master.commit(&mut state, change).expect("store");
+        }
+        let offered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut frameworks: Vec<Box<dyn Framework>> = vec![
+            Box::new(Greedy { prefix: "heavy-", offered: offered.clone() }),
+            Box::new(Greedy { prefix: "light-", offered: offered.clone() }),
+        ];
+        run_cycle(&master, &mut frameworks);
+        assert_eq!(*offered.lock().expect("test lock"), vec!["light-", "heavy-"]);
+        let state = master.lock();
+        assert_eq!(state.task("light-0").map(|t| t.state), Some(TaskState::Staging));
+        assert!(state.task("heavy-0").is_none(), "the second framework's accept no longer fits");
+        assert_eq!(state.agent("a0").expect("agent").free.cpus, 0.0);
+        let last = store.batches().pop().expect("a batch");
+        assert!(matches!(&last[..], [crate::store::StoreOp::PutTask(t)] if t.id == "light-0"));
+    }
+
     #[test]
     fn accepts_are_checked_against_their_offer() {
         let mut offers = vec![offer(0), offer(1)];

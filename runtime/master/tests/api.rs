@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 struct TestApp {
+    master: Arc<gantry_master::Master>,
     router: Router,
     store: Arc<MemStore>,
     _shutdown: watch::Sender<bool>,
@@ -25,7 +26,7 @@ fn app() -> TestApp {
     let (shutdown, rx) = watch::channel(false);
     let config = MasterConfig::new("127.0.0.1:0".parse().expect("addr"), "/nonexistent".into());
     let master = build(config, store.clone(), rx).expect("build");
-    TestApp { router: router(master), store, _shutdown: shutdown }
+    TestApp { router: router(master.clone()), master, store, _shutdown: shutdown }
 }
 
 async fn call(router: &Router, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
@@ -272,4 +273,45 @@ async fn nothing_is_acknowledged_when_the_store_fails() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = call(&router, Method::POST, "/internal/v1/agents/register", Some(register_body(vec![]))).await;
     assert!(status.is_server_error(), "{status}");
+}
+
+#[tokio::test]
+async fn status_updates_are_stored_before_they_are_acknowledged() {
+    let t = app();
+    let (status, _) = call(&t.router, Method::POST, "/internal/v1/agents/register", Some(register_body(vec![]))).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(&t.router, Method::POST, "/api/v1/apps", Some(web(1))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let mut frameworks: Vec<Box<dyn gantry_master::Framework>> =
+        vec![Box::new(gantry_master::services::ServicesFramework::new())];
+    gantry_master::allocator::run_cycle(&t.master, &mut frameworks);
+    let (_, body) = call(&t.router, Method::GET, "/api/v1/tasks?app=web", None).await;
+    let tasks: Vec<Task> = serde_json::from_value(body).expect("tasks");
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0].state, TaskState::Staging);
+    assert!((31000..=31009).contains(&tasks[0].ports[0]));
+
+    let update = StatusUpdate {
+        uuid: "u1".into(),
+        task_id: tasks[0].id.clone(),
+        state: TaskState::Running,
+        healthy: None,
+        exit_code: None,
+        message: None,
+        timestamp: 1,
+    };
+    let body = serde_json::to_value(&update).expect("json");
+    let before = t.store.batches().len();
+    let (status, _) = call(&t.router, Method::POST, "/internal/v1/agents/a1/status", Some(body.clone())).await;
+    assert_eq!(status, StatusCode::OK);
+    let batches = t.store.batches();
+    assert_eq!(batches.len(), before + 1, "one transaction per update");
+    let stored =
+        batches[before].iter().any(|op| matches!(op, StoreOp::PutTask(task) if task.state == TaskState::Running));
+    assert!(stored, "the RUNNING state is in the acknowledged batch");
+    let (status, _) = call(&t.router, Method::POST, "/internal/v1/agents/a1/status", Some(body)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(t.store.batches().len(), before + 1, "a retried update writes nothing");
+    let (_, body) = call(&t.router, Method::GET, "/api/v1/apps/web", None).await;
+    assert_eq!(serde_json::from_value::<App>(body).expect("app").status.running, 1);
 }
