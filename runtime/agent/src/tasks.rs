@@ -494,9 +494,12 @@ impl Supervisor {
         }
         let executor = sandbox::read_json::<ExecutorInfo>(&sandbox.join(sandbox::EXECUTOR_FILE))?;
         entry.executor = executor;
+        // The executor writes exit.json as its last act: with it, the task has ended even if the
+        // executor has not quite exited yet.
+        let exited = sandbox.join(sandbox::EXIT_FILE).exists();
         let mut tasks = self.lock();
         match executor {
-            Some(info) if process::is_alive(info.executor_pid, info.executor_start_time) => {
+            Some(info) if !exited && process::is_alive(info.executor_pid, info.executor_start_time) => {
                 if entry.state == TaskState::Staging {
                     entry.state = TaskState::Running;
                 }
@@ -546,5 +549,144 @@ async fn wait_started(sandbox: &Path, child: &mut tokio::process::Child) -> Star
 fn persist(sandbox: &Path, state: &TaskStateFile) {
     if let Err(error) = sandbox::write_json(&sandbox.join(sandbox::STATE_FILE), state) {
         warn!(%error, "Cannot record the task state.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::future::BoxFuture;
+    use gantry_api::Resources;
+
+    /// Acknowledges and records every update.
+    #[derive(Default)]
+    struct RecordingSink(Mutex<Vec<StatusUpdate>>);
+
+    impl StatusSink for RecordingSink {
+        fn post<'a>(&'a self, update: &'a StatusUpdate) -> BoxFuture<'a, Result<(), String>> {
+            Box::pin(async move {
+                self.0.lock().expect("lock").push(update.clone());
+                Ok(())
+            })
+        }
+    }
+
+    fn launch(task_id: &str) -> LaunchTask {
+        LaunchTask {
+            task_id: task_id.into(),
+            app_id: "app".into(),
+            cmd: Some("true".into()),
+            args: None,
+            env: BTreeMap::new(),
+            resources: Resources::default(),
+            ports: Vec::new(),
+            health_checks: Vec::new(),
+            kill_grace_period_secs: 1.0,
+        }
+    }
+
+    fn sandbox_with(work_dir: &Path, task_id: &str, state: Option<&TaskStateFile>, exit: Option<&ExitInfo>) -> PathBuf {
+        let sandbox = sandbox::tasks_dir(work_dir).join(task_id);
+        sandbox::create_dir(&sandbox).expect("sandbox");
+        let record = TaskRecord { launch: launch(task_id), launched_at: 1 };
+        sandbox::write_json(&sandbox.join(sandbox::TASK_FILE), &record).expect("task.json");
+        if let Some(state) = state {
+            sandbox::write_json(&sandbox.join(sandbox::STATE_FILE), state).expect("state.json");
+        }
+        if let Some(exit) = exit {
+            // An executor that is gone: a pid with a start time no process has.
+            let info = ExecutorInfo {
+                executor_pid: 1,
+                executor_start_time: u64::MAX,
+                task_pid: 0,
+                task_pgid: 0,
+                task_start_time: 0,
+            };
+            sandbox::write_json(&sandbox.join(sandbox::EXECUTOR_FILE), &info).expect("executor.json");
+            sandbox::write_json(&sandbox.join(sandbox::EXIT_FILE), exit).expect("exit.json");
+        }
+        sandbox
+    }
+
+    #[tokio::test]
+    async fn recovery_reports_ended_tasks_resends_unacked_ones_and_forgets_acked_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let work_dir = dir.path();
+        let exit =
+            |code| ExitInfo { code: Some(code), signal: None, killed_on_request: false, error: None, finished_at: 1 };
+        sandbox_with(
+            work_dir,
+            "ended.1",
+            Some(&TaskStateFile {
+                state: TaskState::Running,
+                terminal_update: None,
+                terminal_acked: false,
+                kill_reason: None,
+            }),
+            Some(&exit(0)),
+        );
+        let unacked = new_update("unacked.1", TaskState::Failed, None, Some(2), Some("exited with code 2".into()));
+        sandbox_with(
+            work_dir,
+            "unacked.1",
+            Some(&TaskStateFile {
+                state: TaskState::Failed,
+                terminal_update: Some(unacked.clone()),
+                terminal_acked: false,
+                kill_reason: None,
+            }),
+            Some(&exit(2)),
+        );
+        let mut old = new_update("old.1", TaskState::Finished, None, Some(0), None);
+        old.timestamp = 1;
+        let old_sandbox = sandbox_with(
+            work_dir,
+            "old.1",
+            Some(&TaskStateFile {
+                state: TaskState::Finished,
+                terminal_update: Some(old),
+                terminal_acked: true,
+                kill_reason: None,
+            }),
+            Some(&exit(0)),
+        );
+        sandbox_with(work_dir, "never.started", None, None);
+
+        let sink = Arc::new(RecordingSink::default());
+        let supervisor = Supervisor::new(
+            work_dir.to_path_buf(),
+            "/nonexistent".into(),
+            "h".into(),
+            sink.clone(),
+            Background::default(),
+        );
+        supervisor.recover().expect("recover");
+        let reports: Vec<(String, TaskState)> =
+            supervisor.reports().into_iter().map(|r| (r.task_id, r.state)).collect();
+        assert_eq!(
+            reports,
+            [
+                ("ended.1".to_string(), TaskState::Finished),
+                ("never.started".to_string(), TaskState::Failed),
+                ("unacked.1".to_string(), TaskState::Failed),
+            ]
+        );
+        assert!(!old_sandbox.exists(), "old acknowledged sandboxes are removed");
+
+        for _ in 0..500 {
+            if supervisor.reports().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(supervisor.reports().is_empty(), "acknowledged terminal tasks are forgotten");
+        let posted = sink.0.lock().expect("lock").clone();
+        assert!(posted.contains(&unacked), "the unacknowledged update is resent with its uuid");
+        let state: TaskStateFile =
+            sandbox::read_json(&sandbox::tasks_dir(work_dir).join("ended.1").join(sandbox::STATE_FILE))
+                .expect("read")
+                .expect("state.json");
+        assert!(state.terminal_acked);
+        assert_eq!(state.terminal_update.map(|u| u.state), Some(TaskState::Finished));
     }
 }
