@@ -4,7 +4,7 @@ mod support;
 
 use gantry_api::{AppDefinition, TaskState};
 use std::time::Duration;
-use support::{gantry, repo_root, wait_for, Cluster};
+use support::{Cluster, gantry, repo_root, wait_for};
 
 fn web_app(id: &str, instances: u32) -> AppDefinition {
     let mut app = gantry_api::workload::read_app_file(&repo_root().join("configs/apps/web.toml")).expect("web.toml");
@@ -37,12 +37,16 @@ async fn service_with_health_checks_survives_task_agent_and_master_failures() {
     let pid = cluster
         .task_processes()
         .into_iter()
-        .find(|pid| std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|e| String::from_utf8_lossy(&e).contains(&victim.id)))
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|e| String::from_utf8_lossy(&e).contains(&victim.id))
+        })
         .expect("the victim's process");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).expect("kill task");
     wait_for("the killed task to be replaced", Duration::from_secs(30), || async {
         let tasks = client.list_tasks(Some("web"), false).await.ok()?;
-        let healthy: Vec<_> = tasks.into_iter().filter(|t| t.state == TaskState::Running && t.healthy == Some(true)).collect();
+        let healthy: Vec<_> =
+            tasks.into_iter().filter(|t| t.state == TaskState::Running && t.healthy == Some(true)).collect();
         (healthy.len() == 3 && healthy.iter().all(|t| t.id != victim.id)).then_some(())
     })
     .await;
@@ -58,7 +62,8 @@ async fn service_with_health_checks_survives_task_agent_and_master_failures() {
     cluster.kill_agent(doomed);
     let moved = wait_for("tasks of the killed agent to run elsewhere", Duration::from_secs(30), || async {
         let tasks = client.list_tasks(Some("web"), false).await.ok()?;
-        let running: Vec<_> = tasks.into_iter().filter(|t| t.state == TaskState::Running && t.healthy == Some(true)).collect();
+        let running: Vec<_> =
+            tasks.into_iter().filter(|t| t.state == TaskState::Running && t.healthy == Some(true)).collect();
         (running.len() == 2 && running.iter().all(|t| t.host != doomed_host)).then_some(running)
     })
     .await;
@@ -112,8 +117,10 @@ async fn scale_up_and_down_leaves_no_processes_and_unplaceable_apps_say_why() {
     cluster.wait_running("hello", 5, false).await;
     client.scale_app("hello", 1).await.expect("scale down");
     cluster.wait_running("hello", 1, false).await;
-    wait_for("one task process left", Duration::from_secs(20), || async { (cluster.task_processes().len() == 1).then_some(()) })
-        .await;
+    wait_for("one task process left", Duration::from_secs(20), || async {
+        (cluster.task_processes().len() == 1).then_some(())
+    })
+    .await;
 
     // Four instances, UNIQUE hostname, three hosts: three run and the app says why.
     let mut unique = app.clone();
@@ -149,8 +156,11 @@ async fn scale_up_and_down_leaves_no_processes_and_unplaceable_apps_say_why() {
 async fn every_example_app_deploys_and_runs() {
     let cluster = Cluster::start(3).await;
     let mut ids = Vec::new();
-    let mut entries: Vec<_> =
-        std::fs::read_dir(repo_root().join("configs/apps")).expect("configs/apps").flatten().map(|e| e.path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(repo_root().join("configs/apps"))
+        .expect("configs/apps")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     entries.sort();
     assert!(entries.len() >= 3, "example apps exist");
     for path in entries {

@@ -131,15 +131,23 @@ fn show(app: &App) {
         if d.gpus > 0 { format!(" gpus={}", d.gpus) } else { String::new() }
     );
     if !d.ports.is_empty() {
-        let ports: Vec<String> =
-            d.ports.iter().map(|p| if p.port == 0 { p.name.clone() } else { format!("{}={}", p.name, p.port) }).collect();
+        let ports: Vec<String> = d
+            .ports
+            .iter()
+            .map(|p| if p.port == 0 { p.name.clone() } else { format!("{}={}", p.name, p.port) })
+            .collect();
         println!("ports:      {}", ports.join(", "));
     }
     for c in &d.constraints {
         println!("constraint: {c}");
     }
     for hc in &d.health_checks {
-        println!("health:     {:?} every {}s, {} failures", hc.protocol, output::number(hc.interval), hc.max_consecutive_failures);
+        println!(
+            "health:     {:?} every {}s, {} failures",
+            hc.protocol,
+            output::number(hc.interval),
+            hc.max_consecutive_failures
+        );
     }
     println!(
         "instances:  {} wanted, {} running, {} healthy, {} unhealthy, {} staged",

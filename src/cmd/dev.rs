@@ -39,7 +39,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     };
     let last_port = u32::from(args.port_base) + u32::from(args.agents) * u32::from(args.ports_per_agent) - 1;
     if args.ports_per_agent == 0 || last_port > u32::from(u16::MAX) {
-        anyhow::bail!("--port-base {} with {} agents × {} ports passes port 65535", args.port_base, args.agents, args.ports_per_agent);
+        anyhow::bail!(
+            "--port-base {} with {} agents × {} ports passes port 65535",
+            args.port_base,
+            args.agents,
+            args.ports_per_agent
+        );
     }
     let master = gantry_master::start(gantry_master::MasterConfig::new(args.listen, data_dir.join("master")))
         .await

@@ -144,7 +144,11 @@ impl Cluster {
     pub fn logs(&self) -> String {
         let mut out = String::new();
         let mut names: Vec<PathBuf> = std::fs::read_dir(self.path())
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "log")).collect())
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                    .collect()
+            })
             .unwrap_or_default();
         names.sort();
         for name in names {
@@ -186,7 +190,9 @@ pub fn kill_all(dir: &Path) {
 }
 
 fn environ(pid: i32) -> String {
-    std::fs::read(format!("/proc/{pid}/environ")).map(|b| String::from_utf8_lossy(&b).replace('\0', "\n")).unwrap_or_default()
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', "\n"))
+        .unwrap_or_default()
 }
 
 pub fn processes_naming(dir: &Path) -> Vec<i32> {
@@ -204,7 +210,9 @@ pub fn processes_naming(dir: &Path) -> Vec<i32> {
         if stat.rsplit(") ").next().is_some_and(|rest| rest.starts_with('Z')) {
             continue;
         }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).map(|b| String::from_utf8_lossy(&b).to_string()).unwrap_or_default();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).to_string())
+            .unwrap_or_default();
         if cmdline.contains(&needle) || environ(pid).contains(&needle) {
             pids.push(pid);
         }

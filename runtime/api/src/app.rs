@@ -422,10 +422,13 @@ impl AppDefinition {
             }
         }
         let b = &self.backoff;
-        if !(b.seconds.is_finite() && b.seconds >= 0.0)
-            || !(b.factor.is_finite() && b.factor >= 1.0)
-            || !(b.max_delay.is_finite() && b.max_delay >= 0.0)
-        {
+        let valid = b.seconds.is_finite()
+            && b.seconds >= 0.0
+            && b.factor.is_finite()
+            && b.factor >= 1.0
+            && b.max_delay.is_finite()
+            && b.max_delay >= 0.0;
+        if !valid {
             return Err(ValidationError::new("backoff", "seconds and max_delay must be ≥ 0 and factor ≥ 1"));
         }
         if !self.kill_grace_period.is_finite() || self.kill_grace_period < 0.0 {

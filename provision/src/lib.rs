@@ -1,0 +1,1 @@
+//! Provisioning: cluster files, planner, state journal, bootstrap (work in progress).
