@@ -115,7 +115,7 @@ async fn register(State(master): State<Arc<Master>>, body: Bytes) -> Result<Json
     }
     let killed = change.commands.len();
     master.commit(&mut state, change)?;
-    state.touch_agent(&id, now);
+    state.confirm_registration(&id, now);
     info!(agent_id = %id, hostname, reported = request.tasks.len(), killed, "Agent registered.");
     Ok(Json(Registered {
         agent_id: id,
@@ -226,7 +226,7 @@ async fn heartbeat(
     let _: Heartbeat = parse_json(&body)?;
     let mut state = master.lock();
     match state.agent(&id) {
-        Some(entry) if entry.agent.state == AgentState::Active => {
+        Some(entry) if entry.agent.state == AgentState::Active && entry.registered => {
             state.touch_agent(&id, gantry_api::now_millis());
             Ok(Json(serde_json::json!({})))
         }

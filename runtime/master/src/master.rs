@@ -151,7 +151,14 @@ impl Master {
         if change.is_empty() {
             return Ok(());
         }
-        self.store.write(&change.ops()?)?;
+        let ops = change.ops()?;
+        // A durable commit waits for the disk: let the runtime move other work off this thread.
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                tokio::task::block_in_place(|| self.store.write(&ops))?;
+            }
+            _ => self.store.write(&ops)?,
+        }
         for id in &change.removed_apps {
             state.remove_app(id);
         }

@@ -43,6 +43,9 @@ pub struct AgentEntry {
     pub free: Resources,
     /// Monotonic time of the last registration or heartbeat.
     pub last_heard: Instant,
+    /// Whether it registered with this master process. Agents loaded from the store must
+    /// register again (their heartbeats get 404) so their tasks are reconciled after a restart.
+    pub registered: bool,
 }
 
 /// The whole cluster as the master knows it.
@@ -221,11 +224,20 @@ impl ClusterState {
         }
     }
 
+    /// Marks an agent as registered with this master process and just heard from.
+    pub fn confirm_registration(&mut self, id: &str, now: Millis) {
+        self.touch_agent(id, now);
+        if let Some(entry) = self.agents.get_mut(id) {
+            entry.registered = true;
+        }
+    }
+
     /// Inserts or replaces an agent; `used`, `tasks` and free resources are recomputed from its
     /// tasks (the caller's values of `used` and `tasks` are ignored).
     pub fn put_agent(&mut self, mut agent: Agent) {
         let id = agent.info.id.clone();
-        let last_heard = self.agents.get(&id).map_or_else(Instant::now, |e| e.last_heard);
+        let (last_heard, registered) =
+            self.agents.get(&id).map_or_else(|| (Instant::now(), false), |e| (e.last_heard, e.registered));
         let mut used = Resources::default();
         let mut count = 0;
         for task in self.tasks_of_agent(&id) {
@@ -238,7 +250,7 @@ impl ClusterState {
         free.subtract(&used);
         agent.used = used;
         agent.tasks = count;
-        self.agents.insert(id, AgentEntry { agent, free, last_heard });
+        self.agents.insert(id, AgentEntry { agent, free, last_heard, registered });
     }
 
     /// Whether the status update `uuid` was already applied to `task_id`.

@@ -341,6 +341,21 @@ async fn state_survives_a_master_restart() {
     let agents = api.list_agents().await.expect("agents");
     assert_eq!(agents.len(), 1);
     assert_eq!(agents[0].tasks, 1);
+
+    // The restarted master asks its agents to register again, and adopts their tasks.
+    let heartbeat = reqwest::Client::new()
+        .post(format!("http://{}{PREFIX}/a1/heartbeat", second.local_addr()))
+        .json(&serde_json::json!({"timestamp": 0}))
+        .send()
+        .await
+        .expect("heartbeat");
+    assert_eq!(heartbeat.status(), reqwest::StatusCode::NOT_FOUND);
+    let report =
+        TaskReport { task_id: launch.task_id.clone(), state: TaskState::Running, healthy: None, exit_code: None };
+    let mut a1 = FakeAgent::register(&second, FakeAgent::info("a1", (31000, 31009)), vec![report]).await;
+    assert!(tokio::time::timeout(Duration::from_millis(300), a1.commands.recv()).await.is_err(), "nothing to do");
+    assert_eq!(api.get_task(&launch.task_id).await.expect("task").state, TaskState::Running);
+    assert_eq!(app(&api, "web").await.status.running, 1);
     second.shutdown().await;
 }
 
