@@ -447,6 +447,13 @@ async fn kills_leave_no_process_behind() {
     wait_group_gone(stubborn.task_pgid).await;
     assert_eq!(master.states("sleep.1"), vec![TaskState::Running, TaskState::Killing, TaskState::Killed]);
 
+    // A kill right behind its launch waits for the task to start, then kills it.
+    master.send(AgentCommand::Launch(launch("quick.1", "sleep 1000")));
+    master.send(kill("quick.1", 1.0));
+    let quick = master.wait_state("quick.1", TaskState::Killed).await;
+    assert!(quick.message.as_deref().is_some_and(|m| m.contains("killed on request")), "{quick:?}");
+    wait_group_gone(work_dir.executor_info("quick.1").task_pgid).await;
+
     master.send(kill("never.launched", 1.0));
     let unknown = master.wait_state("never.launched", TaskState::Killed).await;
     assert!(unknown.message.as_deref().is_some_and(|m| m.contains("unknown")));

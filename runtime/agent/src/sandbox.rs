@@ -7,6 +7,7 @@
 //!     task.json       written by the agent: the launch as received (recovery)
 //!     launch.json     written by the agent: what the executor runs, with the full environment
 //!     state.json      written by the agent: last known state, the terminal update and its ack
+//!     spawned.json    written by the agent right after starting the executor: its pid
 //!     executor.json   written by the executor once the task runs: pids and start times
 //!     kill.json       written by the agent before it asks the executor to kill the task
 //!     exit.json       written by the executor when the task has exited
@@ -36,6 +37,8 @@ pub const TASK_FILE: &str = "task.json";
 pub const LAUNCH_FILE: &str = "launch.json";
 /// See the module documentation.
 pub const STATE_FILE: &str = "state.json";
+/// See the module documentation.
+pub const SPAWNED_FILE: &str = "spawned.json";
 /// See the module documentation.
 pub const EXECUTOR_FILE: &str = "executor.json";
 /// See the module documentation.
@@ -88,6 +91,16 @@ pub struct TaskRecord {
     pub launch: LaunchTask,
     /// When the agent received it.
     pub launched_at: Millis,
+}
+
+/// Written by the agent right after it started an executor (`spawned.json`), so a restarted
+/// agent can find an executor that had not yet started its task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpawnedExecutor {
+    /// The executor's pid.
+    pub pid: i32,
+    /// Its start time (field 22 of `/proc/<pid>/stat`).
+    pub start_time: u64,
 }
 
 /// Written by the executor once the task process exists (`executor.json`).

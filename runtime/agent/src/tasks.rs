@@ -13,7 +13,7 @@ use crate::health::{self, CheckState, Verdict};
 use crate::outcome::{Outcome, outcome};
 use crate::process;
 use crate::sandbox::{
-    self, ExecutorInfo, ExecutorLaunch, ExitInfo, KillRequest, SandboxError, TaskRecord, TaskStateFile,
+    self, ExecutorInfo, ExecutorLaunch, ExitInfo, KillRequest, SandboxError, SpawnedExecutor, TaskRecord, TaskStateFile,
 };
 use crate::status::{OnAcked, StatusQueue, StatusSink, new_update};
 use gantry_api::TaskState;
@@ -169,10 +169,7 @@ impl Supervisor {
     pub fn handle(self: &Arc<Self>, command: AgentCommand) {
         match command {
             AgentCommand::Ping => {}
-            AgentCommand::Launch(launch) => {
-                let supervisor = Arc::clone(self);
-                self.background.spawn(async move { supervisor.launch(launch).await });
-            }
+            AgentCommand::Launch(launch) => self.launch(launch),
             AgentCommand::Kill { task_id, grace_period_secs } => self.kill(&task_id, grace_period_secs, None),
         }
     }
@@ -185,8 +182,9 @@ impl Supervisor {
         sandbox::tasks_dir(&self.work_dir).join(task_id)
     }
 
-    /// Launches a task and watches it until it ends. A task id seen before is ignored.
-    pub async fn launch(self: Arc<Self>, launch: LaunchTask) {
+    /// Launches a task and watches it until it ends, in the background. A task id seen before is
+    /// ignored. The task is known (to kills and registrations) when this returns.
+    pub fn launch(self: &Arc<Self>, launch: LaunchTask) {
         let task_id = launch.task_id.clone();
         if !sandbox::is_valid_task_id(&task_id) {
             warn!(%task_id, "Launch refused: the task id is not a valid directory name.");
@@ -203,6 +201,12 @@ impl Supervisor {
             }
             tasks.insert(task_id.clone(), TaskEntry::new(launch.clone(), sandbox.clone(), TaskState::Staging));
         }
+        let supervisor = Arc::clone(self);
+        self.background.spawn(async move { supervisor.run_task(launch, sandbox).await });
+    }
+
+    async fn run_task(self: Arc<Self>, launch: LaunchTask, sandbox: PathBuf) {
+        let task_id = launch.task_id.clone();
         let mut child = match self.spawn_executor(&launch, &sandbox) {
             Ok(child) => child,
             Err(error) => {
@@ -235,7 +239,7 @@ impl Supervisor {
         let spawn_error = |source| TaskError::Spawn { path: self.executor_path.clone(), source };
         let log = executor::open_log(sandbox).map_err(spawn_error)?;
         let log_err = log.try_clone().map_err(spawn_error)?;
-        tokio::process::Command::new(&self.executor_path)
+        let child = tokio::process::Command::new(&self.executor_path)
             .arg("executor")
             .arg("--sandbox")
             .arg(sandbox)
@@ -243,7 +247,14 @@ impl Supervisor {
             .stdout(log)
             .stderr(log_err)
             .spawn()
-            .map_err(spawn_error)
+            .map_err(spawn_error)?;
+        if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok())
+            && let Some(stat) = process::stat(pid)
+        {
+            let spawned = SpawnedExecutor { pid, start_time: stat.start_time };
+            sandbox::write_json(&sandbox.join(sandbox::SPAWNED_FILE), &spawned)?;
+        }
+        Ok(child)
     }
 
     fn running(self: &Arc<Self>, task_id: &str, info: ExecutorInfo) {
@@ -497,9 +508,10 @@ impl Supervisor {
         // The executor writes exit.json as its last act: with it, the task has ended even if the
         // executor has not quite exited yet.
         let exited = sandbox.join(sandbox::EXIT_FILE).exists();
+        let spawned = sandbox::read_json::<SpawnedExecutor>(&sandbox.join(sandbox::SPAWNED_FILE))?;
         let mut tasks = self.lock();
-        match executor {
-            Some(info) if !exited && process::is_alive(info.executor_pid, info.executor_start_time) => {
+        match (executor, spawned) {
+            (Some(info), _) if !exited && process::is_alive(info.executor_pid, info.executor_start_time) => {
                 if entry.state == TaskState::Staging {
                     entry.state = TaskState::Running;
                 }
@@ -509,11 +521,28 @@ impl Supervisor {
                 drop(tasks);
                 let supervisor = Arc::clone(self);
                 let task_id = task_id.to_string();
+                self.background.spawn(supervisor.watch_adopted(task_id, info.executor_pid, info.executor_start_time));
+            }
+            (None, Some(spawned)) if !exited && process::is_alive(spawned.pid, spawned.start_time) => {
+                info!(%task_id, executor_pid = spawned.pid, "Re-adopted a task that is still starting.");
+                tasks.insert(task_id.to_string(), entry);
+                drop(tasks);
+                let supervisor = Arc::clone(self);
+                let task_id = task_id.to_string();
                 self.background.spawn(async move {
-                    while process::is_alive(info.executor_pid, info.executor_start_time) {
-                        tokio::time::sleep(ADOPTED_POLL).await;
+                    let executor_file = sandbox.join(sandbox::EXECUTOR_FILE);
+                    let deadline = Instant::now() + START_TIMEOUT;
+                    while process::is_alive(spawned.pid, spawned.start_time) && Instant::now() < deadline {
+                        if let Ok(Some(info)) = sandbox::read_json::<ExecutorInfo>(&executor_file) {
+                            supervisor.running(&task_id, info);
+                            break;
+                        }
+                        tokio::time::sleep(START_POLL * 10).await;
                     }
-                    supervisor.finish(&task_id);
+                    if sandbox::read_json::<ExecutorInfo>(&executor_file).ok().flatten().is_none() {
+                        let _ = process::signal_pid(spawned.pid, Signal::SIGKILL);
+                    }
+                    supervisor.watch_adopted(task_id, spawned.pid, spawned.start_time).await;
                 });
             }
             _ => {
@@ -524,6 +553,16 @@ impl Supervisor {
             }
         }
         Ok(())
+    }
+}
+
+impl Supervisor {
+    /// Polls an executor that is not our child until it is gone, then reports the task's end.
+    async fn watch_adopted(self: Arc<Self>, task_id: String, pid: i32, start_time: u64) {
+        while process::is_alive(pid, start_time) {
+            tokio::time::sleep(ADOPTED_POLL).await;
+        }
+        self.finish(&task_id);
     }
 }
 
