@@ -126,11 +126,7 @@ impl AgentHandle {
     pub async fn wait(mut self) -> Result<(), AgentError> {
         let result = (&mut self.server).await;
         self.background.abort_all();
-        match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(AgentError::Serve(error)),
-            Err(error) => Err(AgentError::Serve(std::io::Error::other(error))),
-        }
+        server_result(result)
     }
 }
 
@@ -189,16 +185,28 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
 
 /// Runs an agent until SIGINT or SIGTERM, then stops it, leaving its tasks running.
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
-    let handle = start(config).await?;
+    let mut handle = start(config).await?;
     let mut terminate =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(AgentError::Signal)?;
     tokio::select! {
         result = tokio::signal::ctrl_c() => result.map_err(AgentError::Signal)?,
         _ = terminate.recv() => {}
+        result = &mut handle.server => {
+            handle.background.abort_all();
+            return server_result(result);
+        }
     }
     info!("Signal received; stopping the agent.");
     handle.shutdown().await;
     Ok(())
+}
+
+fn server_result(result: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result<(), AgentError> {
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(AgentError::Serve(error)),
+        Err(error) => Err(AgentError::Serve(std::io::Error::other(error))),
+    }
 }
 
 /// The host's name, from the kernel.

@@ -252,7 +252,9 @@ impl Supervisor {
             && let Some(stat) = process::stat(pid)
         {
             let spawned = SpawnedExecutor { pid, start_time: stat.start_time };
-            sandbox::write_json(&sandbox.join(sandbox::SPAWNED_FILE), &spawned)?;
+            if let Err(error) = sandbox::write_json(&sandbox.join(sandbox::SPAWNED_FILE), &spawned) {
+                warn!(task_id = %launch.task_id, %error, "Cannot record the executor's pid.");
+            }
         }
         Ok(child)
     }
@@ -554,9 +556,7 @@ impl Supervisor {
         }
         Ok(())
     }
-}
 
-impl Supervisor {
     /// Polls an executor that is not our child until it is gone, then reports the task's end.
     async fn watch_adopted(self: Arc<Self>, task_id: String, pid: i32, start_time: u64) {
         while process::is_alive(pid, start_time) {
