@@ -1,0 +1,217 @@
+use super::*;
+use std::fs;
+
+const GOOD: &str = r#"version = 1
+
+[cluster]
+name = "dev"
+provider = "local"
+
+[runtime]
+masters = 1
+heartbeat_interval = "1s"
+agent_unreachable_timeout = "3s"
+
+[[pool]]
+name = "workers"
+count = 3
+resources = "cpus=2;mem=2048"
+attributes = { zone = "z{index}" }
+
+[[pool]]
+name = "gpu"
+count = 1
+"#;
+
+fn parse(text: &str) -> Result<ClusterFile, ClusterFileError> {
+    ClusterFile::parse(Path::new("c.toml"), text)
+}
+
+/// Parses `text`, expecting an error; returns (line, column, key, display).
+fn fault(text: &str) -> (usize, usize, String, String) {
+    let err = parse(text).expect_err("the file is invalid");
+    let (line, column) = err.position().expect("a position");
+    (line, column, err.key().expect("a key").to_string(), err.to_string())
+}
+
+#[test]
+fn good_file_parses_with_defaults() {
+    let file = parse(GOOD).expect("valid");
+    assert_eq!(file.name(), "dev");
+    assert_eq!(file.provider(), ProviderKind::Local);
+    assert_eq!(file.masters(), 1);
+    assert_eq!(file.pools.len(), 2);
+    assert_eq!(*file.pools[1].count.get_ref(), 1);
+    assert_eq!(*file.pools[1].role.get_ref(), Role::Agent);
+    assert_eq!(file.ssh.user, "root");
+    assert_eq!(file.ssh.known_hosts, KnownHosts::Strict);
+    assert_eq!(file.local().port_base, 31000);
+}
+
+#[test]
+fn unknown_key_points_at_the_key() {
+    let (line, column, key, text) = fault(&GOOD.replace("masters = 1", "master = 1"));
+    assert_eq!((line, column, key.as_str()), (8, 1, "runtime.master"), "{text}");
+    assert!(text.starts_with("c.toml:8:1: runtime.master: unknown field `master`"), "{text}");
+    assert!(text.contains("(hint: remove the key or fix its spelling"), "{text}");
+}
+
+#[test]
+fn unknown_section_is_rejected() {
+    let (line, column, key, text) = fault(&format!("{GOOD}\n[aws]\nregion = \"x\"\n"));
+    assert_eq!((line, column, key.as_str()), (22, 2, "aws"), "{text}");
+}
+
+#[test]
+fn wrong_type_points_at_the_value() {
+    let (line, column, key, text) = fault(&GOOD.replace("masters = 1", "masters = \"one\""));
+    assert_eq!((line, column, key.as_str()), (8, 11, "runtime.masters"), "{text}");
+    assert!(text.contains("invalid type"), "{text}");
+    assert!(text.contains("hint: use 1, or 3 or 5"), "{text}");
+}
+
+#[test]
+fn negative_count_is_a_type_error_on_its_line() {
+    let (line, column, key, text) = fault(&GOOD.replace("count = 1", "count = -1"));
+    assert_eq!((line, column, key.as_str()), (20, 9, "pool[1].count"), "{text}");
+    assert!(text.contains("hint: a whole number, 0 or more"), "{text}");
+}
+
+#[test]
+fn version_two_is_rejected_with_a_hint() {
+    let (line, column, key, text) = fault(&GOOD.replace("version = 1", "version = 2"));
+    assert_eq!((line, column, key.as_str()), (1, 11, "version"), "{text}");
+    assert!(text.contains("schema version 2 is not supported"), "{text}");
+}
+
+#[test]
+fn missing_version_is_rejected() {
+    let err = parse(&GOOD.replace("version = 1", "")).expect_err("no version");
+    assert_eq!(err.key(), Some("version"), "{err}");
+    assert!(err.to_string().contains("missing field `version`"), "{err}");
+    assert!(err.to_string().contains("hint: add `version = …`"), "{err}");
+}
+
+#[test]
+fn zero_and_two_masters_are_rejected() {
+    let (line, column, key, text) = fault(&GOOD.replace("masters = 1", "masters = 0"));
+    assert_eq!((line, column, key.as_str()), (8, 11, "runtime.masters"), "{text}");
+    assert!(text.contains("at least one master"), "{text}");
+    let (line, column, _, text) = fault(&GOOD.replace("masters = 1", "masters = 2"));
+    assert_eq!((line, column), (8, 11), "{text}");
+    assert!(text.contains("2 masters cannot be run"), "{text}");
+    parse(&GOOD.replace("masters = 1", "masters = 3")).expect("3 masters are fine");
+}
+
+#[test]
+fn duplicate_pool_names_point_at_the_second() {
+    let (line, column, key, text) = fault(&GOOD.replace("name = \"gpu\"", "name = \"workers\""));
+    assert_eq!((line, column, key.as_str()), (19, 8, "pool[1].name"), "{text}");
+    assert!(text.contains("duplicate pool name `workers` (also pool[0])"), "{text}");
+}
+
+#[test]
+fn pool_named_master_is_reserved() {
+    let (line, _, key, _) = fault(&GOOD.replace("name = \"gpu\"", "name = \"master\""));
+    assert_eq!((line, key.as_str()), (19, "pool[1].name"));
+}
+
+#[test]
+fn bad_resources_string_points_at_it() {
+    let (line, column, key, text) = fault(&GOOD.replace("cpus=2;mem=2048", "cpus=two"));
+    assert_eq!((line, column, key.as_str()), (15, 13, "pool[0].resources"), "{text}");
+    assert!(text.contains("`cpus` must be a non-negative number"), "{text}");
+}
+
+#[test]
+fn bad_provider_and_unavailable_provider() {
+    let (line, column, key, text) = fault(&GOOD.replace("provider = \"local\"", "provider = \"digitalocean\""));
+    assert_eq!((line, column, key.as_str()), (5, 12, "cluster.provider"), "{text}");
+    assert!(text.contains("unknown variant `digitalocean`"), "{text}");
+    let (line, column, key, text) = fault(&GOOD.replace("provider = \"local\"", "provider = \"aws\""));
+    assert_eq!((line, column, key.as_str()), (5, 12, "cluster.provider"), "{text}");
+    assert!(text.contains("provider `aws` is not available yet"), "{text}");
+}
+
+#[test]
+fn bad_cluster_name() {
+    let (line, column, key, text) = fault(&GOOD.replace("name = \"dev\"", "name = \"Dev_1\""));
+    assert_eq!((line, column, key.as_str()), (4, 8, "cluster.name"), "{text}");
+}
+
+#[test]
+fn bad_duration_and_order_of_durations() {
+    let (line, column, key, text) = fault(&GOOD.replace("\"1s\"", "\"soon\""));
+    assert_eq!((line, column, key.as_str()), (9, 22, "runtime.heartbeat_interval"), "{text}");
+    assert!(text.contains("invalid duration `soon`"), "{text}");
+    let (line, _, key, _) = fault(&GOOD.replace("\"3s\"", "\"1s\""));
+    assert_eq!((line, key.as_str()), (10, "runtime.agent_unreachable_timeout"));
+}
+
+#[test]
+fn master_pools_must_add_up_to_runtime_masters() {
+    let text = GOOD.replace("name = \"gpu\"\ncount = 1", "name = \"control\"\ncount = 3\nrole = \"master\"");
+    let (line, column, key, msg) = fault(&text);
+    assert_eq!((line, column, key.as_str()), (21, 8, "pool[1].role"), "{msg}");
+    assert!(msg.contains("master pools hold 3 hosts but runtime.masters is 1"), "{msg}");
+    parse(&text.replace("masters = 1", "masters = 3")).expect("counts add up");
+}
+
+#[test]
+fn local_port_ranges_must_fit() {
+    let text = format!("{GOOD}\n[local]\nport_base = 65000\nports_per_agent = 500\n");
+    let (line, _, key, msg) = fault(&text);
+    assert_eq!((line, key.as_str()), (22, "local.ports_per_agent"), "{msg}");
+}
+
+#[test]
+fn workload_files_are_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    fs::create_dir(dir.path().join("apps")).expect("mkdir");
+    fs::write(dir.path().join("apps/ok.toml"), "id = \"ok\"\ncmd = \"true\"\n").expect("write");
+    fs::write(dir.path().join("apps/bad.toml"), "id = \"bad\"\ncmd = \"true\"\ninstanses = 2\n").expect("write");
+    let load = |extra: &str| {
+        let path = dir.path().join("cluster.toml");
+        fs::write(&path, format!("{GOOD}\n{extra}")).expect("write");
+        ClusterFile::load(&path)
+    };
+    let file = load("[[workload]]\napp = \"apps/ok.toml\"\n").expect("valid");
+    assert_eq!(file.app_files(), vec![dir.path().join("apps/ok.toml")]);
+
+    let err = load("[[workload]]\napp = \"apps/missing.toml\"\n").expect_err("missing");
+    assert_eq!((err.position(), err.key()), (Some((23, 7)), Some("workload[0].app")), "{err}");
+    assert!(matches!(&err, ClusterFileError::Workload { source: gantry_api::workload::WorkloadError::Io { .. }, .. }));
+
+    let err = load("[[workload]]\napp = \"apps/bad.toml\"\n").expect_err("bad");
+    assert_eq!(err.position(), Some((23, 7)), "{err}");
+    assert!(err.to_string().contains("apps/bad.toml:3:1: unknown field `instanses`"), "{err}");
+
+    let err = load("[[workload]]\njob = \"jobs/backup.toml\"\n").expect_err("job");
+    assert_eq!((err.position(), err.key()), (Some((23, 7)), Some("workload[0].job")), "{err}");
+    assert!(err.to_string().contains("jobs issue"), "{err}");
+
+    let err = load("[[workload]]\n").expect_err("empty");
+    assert_eq!(err.key(), Some("workload[0]"), "{err}");
+}
+
+#[test]
+fn missing_cluster_file_is_an_io_error() {
+    let err = ClusterFile::load(Path::new("/nonexistent/cluster.toml")).expect_err("missing");
+    assert!(matches!(err, ClusterFileError::Io { .. }));
+    assert!(err.to_string().starts_with("/nonexistent/cluster.toml: "), "{err}");
+}
+
+/// Every cluster file shipped in `configs/` parses and validates (workload files included).
+#[test]
+fn every_example_cluster_file_parses() {
+    let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let mut parsed = Vec::new();
+    for entry in fs::read_dir(&configs).expect("configs/ exists") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let file = ClusterFile::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            parsed.push(file.name().to_string());
+        }
+    }
+    assert!(parsed.contains(&"local".to_string()), "{parsed:?}");
+}
