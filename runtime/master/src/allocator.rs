@@ -430,6 +430,34 @@ mod tests {
         assert!(matches!(&last[..], [crate::store::StoreOp::PutTask(t)] if t.id == "light-0"));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn accepted_tasks_never_overcommit_an_offer(
+            wants in proptest::collection::vec((0usize..3, 0.0f64..0.6, 99u16..103), 0..30),
+        ) {
+            let mut offers = vec![offer(0), offer(1), offer(2)];
+            let mut taken: Vec<(usize, f64, u16)> = Vec::new();
+            for (offer_id, cpus, port) in wants {
+                let agent = format!("a{offer_id}");
+                if take_from_offer(&mut offers, &accept(offer_id, &agent, cpus, port)).is_ok() {
+                    taken.push((offer_id, cpus, port));
+                }
+            }
+            for id in 0..3 {
+                let cpus: f64 = taken.iter().filter(|t| t.0 == id).map(|t| t.1).sum();
+                proptest::prop_assert!(cpus <= 1.0 + 1e-6);
+                let mut ports: Vec<u16> = taken.iter().filter(|t| t.0 == id).map(|t| t.2).collect();
+                proptest::prop_assert!(ports.iter().all(|p| (100..=101).contains(p)));
+                let before = ports.len();
+                ports.dedup();
+                ports.sort();
+                ports.dedup();
+                proptest::prop_assert_eq!(ports.len(), before, "a port is taken twice");
+                proptest::prop_assert!((offers[id].free.cpus + cpus - 1.0).abs() < 1e-6);
+            }
+        }
+    }
+
     #[test]
     fn accepts_are_checked_against_their_offer() {
         let mut offers = vec![offer(0), offer(1)];
