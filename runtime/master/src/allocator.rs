@@ -443,7 +443,7 @@ mod tests {
                     taken.push((offer_id, cpus, port));
                 }
             }
-            for id in 0..3 {
+            for (id, offer) in offers.iter().enumerate() {
                 let cpus: f64 = taken.iter().filter(|t| t.0 == id).map(|t| t.1).sum();
                 proptest::prop_assert!(cpus <= 1.0 + 1e-6);
                 let mut ports: Vec<u16> = taken.iter().filter(|t| t.0 == id).map(|t| t.2).collect();
@@ -453,7 +453,7 @@ mod tests {
                 ports.sort();
                 ports.dedup();
                 proptest::prop_assert_eq!(ports.len(), before, "a port is taken twice");
-                proptest::prop_assert!((offers[id].free.cpus + cpus - 1.0).abs() < 1e-6);
+                proptest::prop_assert!((offer.free.cpus + cpus - 1.0).abs() < 1e-6);
             }
         }
     }
