@@ -1,0 +1,108 @@
+//! The desired hosts of a cluster file: names, roles, pools and the settings that, when changed,
+//! require reconfiguring a host.
+
+use crate::cluster_file::{ClusterFile, ProviderKind, Role};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Settings of a host that require reconfiguring it when they change: setting → value. Recorded
+/// in the journal at bootstrap; the planner compares them key by key, so a plan says what changed.
+pub type HostSettings = BTreeMap<String, String>;
+
+/// A host the cluster file asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredHost {
+    /// `master-<index>` for masters, `<pool>-<index>` for agents.
+    pub name: String,
+    /// Master or agent.
+    pub role: Role,
+    /// Pool it belongs to (`master` for masters outside any master pool).
+    pub pool: String,
+    /// Its settings.
+    pub settings: HostSettings,
+}
+
+/// Every host a cluster should have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    /// Cluster name.
+    pub cluster: String,
+    /// The cluster file (for messages).
+    pub source: String,
+    /// Hosts, masters first.
+    pub hosts: Vec<DesiredHost>,
+}
+
+impl Desired {
+    /// No hosts at all: what `down` plans towards.
+    pub fn empty(cluster: &str, source: &str) -> Self {
+        Self { cluster: cluster.to_string(), source: source.to_string(), hosts: Vec::new() }
+    }
+
+    /// The hosts a validated cluster file declares. Masters are `master-0..runtime.masters`,
+    /// placed on the master pools in file order when there are any; agents are `<pool>-<i>`.
+    pub fn from_cluster_file(file: &ClusterFile) -> Self {
+        let rt = &file.runtime;
+        let runtime = format!(
+            "masters={};heartbeat_interval={};agent_unreachable_timeout={}",
+            file.masters(),
+            rt.heartbeat_interval.get_ref(),
+            rt.agent_unreachable_timeout.get_ref()
+        );
+        let local = (file.provider() == ProviderKind::Local).then(|| file.local());
+        let mut hosts = Vec::new();
+        let master_pools: Vec<_> = file.pools.iter().filter(|p| *p.role.get_ref() == Role::Master).collect();
+        if master_pools.is_empty() {
+            for i in 0..file.masters() {
+                hosts.push(host(format!("master-{i}"), Role::Master, "master", i, None, &BTreeMap::new(), &runtime));
+            }
+        } else {
+            let mut next = 0;
+            for pool in master_pools {
+                for i in 0..*pool.count.get_ref() {
+                    let resources = pool.resources.as_ref().map(|r| r.get_ref().as_str());
+                    let name = format!("master-{next}");
+                    hosts.push(host(name, Role::Master, pool.name.get_ref(), i, resources, &pool.attributes, &runtime));
+                    next += 1;
+                }
+            }
+        }
+        if let (Some(local), Some(first)) = (&local, hosts.first_mut()) {
+            first.settings.insert("api_port".to_string(), local.api_port.to_string());
+        }
+        let mut agent = 0u32;
+        for pool in file.pools.iter().filter(|p| *p.role.get_ref() == Role::Agent) {
+            let name = pool.name.get_ref();
+            for i in 0..*pool.count.get_ref() {
+                let resources = pool.resources.as_ref().map(|r| r.get_ref().as_str());
+                let mut h = host(format!("{name}-{i}"), Role::Agent, name, i, resources, &pool.attributes, &runtime);
+                if let Some(local) = &local {
+                    let begin = u32::from(local.port_base) + agent * u32::from(local.ports_per_agent);
+                    let end = begin + u32::from(local.ports_per_agent).saturating_sub(1);
+                    h.settings.insert("ports".to_string(), format!("[{begin}-{end}]"));
+                }
+                hosts.push(h);
+                agent += 1;
+            }
+        }
+        Self { cluster: file.name().to_string(), source: file.source.display().to_string(), hosts }
+    }
+}
+
+fn host(
+    name: String,
+    role: Role,
+    pool: &str,
+    index: u32,
+    resources: Option<&str>,
+    attributes: &BTreeMap<String, String>,
+    runtime: &str,
+) -> DesiredHost {
+    let mut settings = HostSettings::new();
+    settings.insert("runtime".to_string(), runtime.to_string());
+    settings.insert("resources".to_string(), resources.unwrap_or("detect").to_string());
+    let attributes: Vec<String> =
+        attributes.iter().map(|(k, v)| format!("{k}={}", v.replace("{index}", &index.to_string()))).collect();
+    settings.insert("attributes".to_string(), attributes.join(";"));
+    DesiredHost { name, role, pool: pool.to_string(), settings }
+}
