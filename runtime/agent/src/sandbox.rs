@@ -175,14 +175,26 @@ pub fn is_valid_task_id(task_id: &str) -> bool {
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SandboxError> {
+    write_replacing(path, bytes, true)
+}
+
+/// Writes `bytes` to `path` atomically for concurrent readers, without fsync: for files on the
+/// launch path that only matter while the machine stays up (a machine crash ends the task too).
+pub fn write_atomic_volatile(path: &Path, bytes: &[u8]) -> Result<(), SandboxError> {
+    write_replacing(path, bytes, false)
+}
+
+fn write_replacing(path: &Path, bytes: &[u8], durable: bool) -> Result<(), SandboxError> {
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{file_name}.tmp.{}", std::process::id()));
     let write = || -> io::Result<()> {
         let mut file = fs::File::create(&tmp)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         fs::rename(&tmp, path)?;
-        if let Some(parent) = path.parent() {
+        if durable && let Some(parent) = path.parent() {
             // Make the rename itself durable; a failure here only weakens durability.
             let _ = fs::File::open(parent).and_then(|dir| dir.sync_all());
         }
@@ -199,6 +211,13 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), SandboxErr
     let bytes =
         serde_json::to_vec_pretty(value).map_err(|source| SandboxError::Json { path: path.to_path_buf(), source })?;
     write_atomic(path, &bytes)
+}
+
+/// Like [`write_json`], without fsync (see [`write_atomic_volatile`]).
+pub fn write_json_volatile<T: Serialize>(path: &Path, value: &T) -> Result<(), SandboxError> {
+    let bytes =
+        serde_json::to_vec_pretty(value).map_err(|source| SandboxError::Json { path: path.to_path_buf(), source })?;
+    write_atomic_volatile(path, &bytes)
 }
 
 /// Reads a JSON file; `Ok(None)` when it does not exist.

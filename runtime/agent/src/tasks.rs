@@ -233,9 +233,12 @@ impl Supervisor {
     fn spawn_executor(&self, launch: &LaunchTask, sandbox: &Path) -> Result<tokio::process::Child, TaskError> {
         sandbox::create_dir(sandbox)?;
         let record = TaskRecord { launch: launch.clone(), launched_at: gantry_api::now_millis() };
-        sandbox::write_json(&sandbox.join(sandbox::TASK_FILE), &record)?;
+        sandbox::write_json_volatile(&sandbox.join(sandbox::TASK_FILE), &record)?;
         let env = task_env(launch, &self.hostname, sandbox);
-        sandbox::write_json(&sandbox.join(sandbox::LAUNCH_FILE), &ExecutorLaunch { task: launch.clone(), env })?;
+        sandbox::write_json_volatile(
+            &sandbox.join(sandbox::LAUNCH_FILE),
+            &ExecutorLaunch { task: launch.clone(), env },
+        )?;
         let spawn_error = |source| TaskError::Spawn { path: self.executor_path.clone(), source };
         let log = executor::open_log(sandbox).map_err(spawn_error)?;
         let log_err = log.try_clone().map_err(spawn_error)?;
@@ -252,7 +255,7 @@ impl Supervisor {
             && let Some(stat) = process::stat(pid)
         {
             let spawned = SpawnedExecutor { pid, start_time: stat.start_time };
-            if let Err(error) = sandbox::write_json(&sandbox.join(sandbox::SPAWNED_FILE), &spawned) {
+            if let Err(error) = sandbox::write_json_volatile(&sandbox.join(sandbox::SPAWNED_FILE), &spawned) {
                 warn!(task_id = %launch.task_id, %error, "Cannot record the executor's pid.");
             }
         }
