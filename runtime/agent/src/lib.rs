@@ -172,7 +172,10 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
-                let _ = stopped.await;
+                // A dropped handle (sender gone without a send) leaves the endpoint running.
+                if stopped.await.is_err() {
+                    std::future::pending::<()>().await;
+                }
             })
             .await
     });
