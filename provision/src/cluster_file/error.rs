@@ -60,7 +60,7 @@ pub enum ClusterFileError {
         /// The offending key.
         key: String,
         /// The workload file's own error (it names that file, line and column).
-        source: WorkloadError,
+        source: Box<WorkloadError>,
         /// How to fix it.
         hint: String,
     },

@@ -180,7 +180,9 @@ fn workload_files_are_checked() {
 
     let err = load("[[workload]]\napp = \"apps/missing.toml\"\n").expect_err("missing");
     assert_eq!((err.position(), err.key()), (Some((23, 7)), Some("workload[0].app")), "{err}");
-    assert!(matches!(&err, ClusterFileError::Workload { source: gantry_api::workload::WorkloadError::Io { .. }, .. }));
+    assert!(
+        matches!(&err, ClusterFileError::Workload { source, .. } if matches!(**source, gantry_api::workload::WorkloadError::Io { .. }))
+    );
 
     let err = load("[[workload]]\napp = \"apps/bad.toml\"\n").expect_err("bad");
     assert_eq!(err.position(), Some((23, 7)), "{err}");

@@ -225,7 +225,7 @@ fn check_workloads(file: &ClusterFile, at: &At<'_>) -> Result<(), ClusterFileErr
                         line,
                         column,
                         key: format!("workload[{i}].app"),
-                        source,
+                        source: Box::new(source),
                         hint: "app paths are relative to the cluster file; fix the file it names".to_string(),
                     });
                 }
@@ -253,10 +253,10 @@ fn check_label(at: &At<'_>, value: &Spanned<String>, key: &str) -> Result<(), Cl
         Some(format!("`{name}` must start with a lowercase letter"))
     } else if name.ends_with('-') {
         Some(format!("`{name}` must not end with `-`"))
-    } else if let Some(c) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
-        Some(format!("`{name}` contains `{c}`"))
     } else {
-        None
+        name.chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+            .map(|c| format!("`{name}` contains `{c}`"))
     };
     match problem {
         Some(message) => Err(at.invalid(value.span(), key, message, hint_for("name"))),

@@ -65,8 +65,8 @@ fn apply(plan: &Plan, journal: &mut JournalState, observed: &mut Observed) {
     }
 }
 
-fn kinds_for<'a>(plan: &'a Plan, host: &str) -> Vec<ActionKind> {
-    plan.actions.iter().filter(|a| a.host_name() == host).map(Action::kind).collect::<Vec<_>>()
+fn kinds_for(plan: &Plan, host: &str) -> Vec<ActionKind> {
+    plan.actions.iter().filter(|a| a.host_name() == host).map(Action::kind).collect()
 }
 
 fn bootstrapped(role: Role, pool: &str, settings: HostSettings) -> HostRecord {
