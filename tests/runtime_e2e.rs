@@ -117,8 +117,8 @@ async fn scale_up_and_down_leaves_no_processes_and_unplaceable_apps_say_why() {
     cluster.wait_running("hello", 5, false).await;
     client.scale_app("hello", 1).await.expect("scale down");
     cluster.wait_running("hello", 1, false).await;
-    wait_for("one task process left", Duration::from_secs(20), || async {
-        (cluster.task_processes().len() == 1).then_some(())
+    wait_for("one task left running", Duration::from_secs(20), || async {
+        (cluster.live_task_ids().len() == 1).then_some(())
     })
     .await;
 

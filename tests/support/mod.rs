@@ -140,6 +140,14 @@ impl Cluster {
         self.processes().into_iter().filter(|pid| environ(*pid).contains("GANTRY_TASK_ID=")).collect()
     }
 
+    /// Ids of the tasks that have at least one live process (from `GANTRY_TASK_ID`).
+    pub fn live_task_ids(&self) -> std::collections::BTreeSet<String> {
+        self.task_processes()
+            .into_iter()
+            .filter_map(|pid| environ(pid).lines().find_map(|l| l.strip_prefix("GANTRY_TASK_ID=").map(str::to_string)))
+            .collect()
+    }
+
     /// The master's and agents' logs, for failure messages.
     pub fn logs(&self) -> String {
         let mut out = String::new();
