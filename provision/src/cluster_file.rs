@@ -208,7 +208,8 @@ pub struct SshSection {
     /// Login user. Default `root`.
     #[serde(default = "default_ssh_user")]
     pub user: String,
-    /// Private key file; absent = the SSH agent and the user's default keys.
+    /// Private key file, relative to the cluster file unless absolute; absent = the SSH agent
+    /// and the user's default keys. See [`ClusterFile::ssh_key_file`].
     #[serde(default)]
     pub key_file: Option<PathBuf>,
     /// Port of sshd. Default 22.
@@ -324,6 +325,11 @@ impl ClusterFile {
     /// Directory that relative paths in the file are resolved against.
     pub fn base_dir(&self) -> &Path {
         self.source.parent().unwrap_or_else(|| Path::new("."))
+    }
+
+    /// The `[ssh] key_file`, resolved against [`Self::base_dir`].
+    pub fn ssh_key_file(&self) -> Option<PathBuf> {
+        self.ssh.key_file.as_ref().map(|k| self.base_dir().join(k))
     }
 
     /// App files to deploy, resolved against [`Self::base_dir`], in file order.

@@ -6,6 +6,24 @@
 //! provider and bootstrap goes through: [`provider::Provider`] (make hosts exist) and
 //! [`transport::Transport`] (run commands and copy files on a host), each with a recording fake.
 //!
+//! How `up` will use it (the engine and the bootstrap phases are not written yet):
+//!
+//! ```text
+//! let file = ClusterFile::load(path)?;                       // errors: file:line:col: key: … (hint: …)
+//! let desired = Desired::from_cluster_file(&file);
+//! let dir = journal::state_dir(file.name(), flag)?;          // flag > GANTRY_STATE_DIR > ~/.gantry/clusters
+//! let _lock = ClusterLock::acquire(&dir)?;                   // refuses a second `up`/`down`
+//! let mut journal = Journal::open(&dir)?;                    // replays; drops a torn last line
+//! let observed = provider::observed(&provider.list_hosts().await?);
+//! let plan = planner::plan(&desired, journal.state(), &observed);
+//! print!("{plan}");
+//! for action in &plan.actions {
+//!     journal.record(RecordKind::Intent, action, None)?;     // durable before acting
+//!     /* provider / transport call */
+//!     journal.record(RecordKind::Done, action, None)?;       // or Failed with the error
+//! }
+//! ```
+//!
 //! It must not depend on the runtime's master or agent crates (the provisioner installs the
 //! runtime; it does not link it) nor name a concrete cloud provider: only `gantry-api` (wire
 //! types, workload-file parsing) is shared with the runtime. The planner performs no I/O.

@@ -16,6 +16,7 @@ pub mod fake;
 pub use fake::{FakeProvider, ProviderCall};
 
 use crate::cluster_file::Role;
+use crate::planner::{DesiredHost, ObservedHost};
 use futures_util::future::BoxFuture;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -141,6 +142,26 @@ pub struct HostSpec {
     pub resources: Option<String>,
     /// Attributes from the cluster file (zone placement hints, custom labels).
     pub attributes: BTreeMap<String, String>,
+}
+
+impl HostSpec {
+    /// The spec of a desired host of `cluster`.
+    pub fn for_host(cluster: &str, host: &DesiredHost) -> Self {
+        Self {
+            cluster: cluster.to_string(),
+            name: host.name.clone(),
+            role: host.role,
+            pool: host.pool.clone(),
+            resources: host.resources.clone(),
+            attributes: host.attributes.clone(),
+        }
+    }
+}
+
+/// What the planner needs from a provider's `list_hosts`: a pending host counts as running
+/// (it exists and is coming up; `create_host` would only return it).
+pub fn observed(hosts: &[HostDescription]) -> BTreeMap<String, ObservedHost> {
+    hosts.iter().map(|h| (h.name.clone(), ObservedHost { running: h.state != HostState::Stopped })).collect()
 }
 
 /// A host's state at the provider.

@@ -4,7 +4,14 @@ use crate::planner::{DesiredHost, HostSettings, Reason};
 
 fn host(name: &str) -> DesiredHost {
     let settings = HostSettings::from([("resources".to_string(), "cpus=1".to_string())]);
-    DesiredHost { name: name.to_string(), role: Role::Agent, pool: "w".to_string(), settings }
+    DesiredHost {
+        name: name.to_string(),
+        role: Role::Agent,
+        pool: "w".to_string(),
+        resources: Some("cpus=1".to_string()),
+        attributes: std::collections::BTreeMap::new(),
+        settings,
+    }
 }
 
 fn create(name: &str) -> Action {

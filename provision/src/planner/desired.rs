@@ -18,7 +18,12 @@ pub struct DesiredHost {
     pub role: Role,
     /// Pool it belongs to (`master` for masters outside any master pool).
     pub pool: String,
-    /// Its settings.
+    /// Resources from its pool, in the agent's text form; `None` = detected on the host.
+    pub resources: Option<String>,
+    /// Attributes from its pool, with `{index}` replaced by its index in the pool.
+    pub attributes: BTreeMap<String, String>,
+    /// The settings that require reconfiguring it when they change (resources and attributes
+    /// among them).
     pub settings: HostSettings,
 }
 
@@ -98,11 +103,12 @@ fn host(
     attributes: &BTreeMap<String, String>,
     runtime: &str,
 ) -> DesiredHost {
+    let attributes: BTreeMap<String, String> =
+        attributes.iter().map(|(k, v)| (k.clone(), v.replace("{index}", &index.to_string()))).collect();
     let mut settings = HostSettings::new();
     settings.insert("runtime".to_string(), runtime.to_string());
     settings.insert("resources".to_string(), resources.unwrap_or("detect").to_string());
-    let attributes: Vec<String> =
-        attributes.iter().map(|(k, v)| format!("{k}={}", v.replace("{index}", &index.to_string()))).collect();
-    settings.insert("attributes".to_string(), attributes.join(";"));
-    DesiredHost { name, role, pool: pool.to_string(), settings }
+    let text: Vec<String> = attributes.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    settings.insert("attributes".to_string(), text.join(";"));
+    DesiredHost { name, role, pool: pool.to_string(), resources: resources.map(str::to_string), attributes, settings }
 }

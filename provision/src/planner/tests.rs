@@ -15,6 +15,8 @@ fn desired_hosts(masters: u32, pools: &[(&str, u32)], version: &str) -> Desired 
             name: format!("master-{i}"),
             role: Role::Master,
             pool: "master".into(),
+            resources: None,
+            attributes: BTreeMap::new(),
             settings: HostSettings::from([("v".to_string(), version.to_string())]),
         });
     }
@@ -24,6 +26,8 @@ fn desired_hosts(masters: u32, pools: &[(&str, u32)], version: &str) -> Desired 
                 name: format!("{pool}-{i}"),
                 role: Role::Agent,
                 pool: (*pool).into(),
+                resources: None,
+                attributes: BTreeMap::new(),
                 settings: HostSettings::from([("resources".to_string(), version.to_string())]),
             });
         }
@@ -188,6 +192,9 @@ fn desired_hosts_from_the_example_cluster_file() {
     let names: Vec<&str> = desired.hosts.iter().map(|h| h.name.as_str()).collect();
     assert_eq!(names, vec!["master-0", "workers-0", "workers-1", "workers-2"]);
     assert_eq!(desired.hosts[2].settings["attributes"], "zone=z1");
+    assert_eq!(desired.hosts[2].attributes["zone"], "z1");
+    assert_eq!(desired.hosts[2].resources.as_deref(), Some("cpus=2;mem=2048;disk=10000"));
+    assert_eq!(desired.hosts[0].resources, None);
     assert_eq!(desired.hosts[2].settings["ports"], "[31500-31999]");
     assert_eq!(desired.hosts[0].settings["api_port"], "5050");
     let plan = plan(&desired, &JournalState::default(), &Observed::new());

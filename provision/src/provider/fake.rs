@@ -189,7 +189,11 @@ mod tests {
         dyn_provider.create_host(&spec("w-0")).await.expect("create again");
         let started = dyn_provider.create_host(&spec("w-1")).await.expect("start");
         assert_eq!(started.state, HostState::Running);
-        assert_eq!(dyn_provider.list_hosts().await.expect("list").len(), 2);
+        provider.set_state("w-1", HostState::Stopped);
+        let listed = dyn_provider.list_hosts().await.expect("list");
+        let seen = super::super::observed(&listed);
+        assert_eq!(seen.len(), 2);
+        assert!(seen["w-0"].running && !seen["w-1"].running);
         dyn_provider.destroy_host("w-0").await.expect("destroy");
         dyn_provider.destroy_host("w-0").await.expect("destroy again");
         let err = dyn_provider.describe_host("w-0").await.expect_err("gone");
