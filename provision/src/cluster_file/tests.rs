@@ -217,3 +217,16 @@ fn every_example_cluster_file_parses() {
     }
     assert!(parsed.contains(&"local".to_string()), "{parsed:?}");
 }
+
+#[test]
+fn unknown_key_in_a_later_pool_names_its_index() {
+    let (line, column, key, text) = fault(&GOOD.replace("count = 1", "count = 1\ncolour = \"red\""));
+    assert_eq!((line, column, key.as_str()), (21, 1, "pool[1].colour"), "{text}");
+}
+
+#[test]
+fn toml_syntax_error_points_at_the_fault() {
+    let (line, column, key, text) = fault(&GOOD.replace("masters = 1", "masters = "));
+    assert_eq!((line, column, key.as_str()), (8, 11, "runtime.masters"), "{text}");
+    assert!(text.starts_with("c.toml:8:11: runtime.masters: "), "{text}");
+}
