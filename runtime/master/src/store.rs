@@ -211,7 +211,10 @@ pub struct MemStore {
 
 #[derive(Debug, Default)]
 struct MemInner {
-    snapshot: Snapshot,
+    apps: BTreeMap<String, AppRecord>,
+    tasks: BTreeMap<String, Task>,
+    agents: BTreeMap<String, Agent>,
+    meta: BTreeMap<String, String>,
     batches: Vec<Vec<StoreOp>>,
 }
 
@@ -234,29 +237,31 @@ impl Store for MemStore {
             return Ok(());
         }
         inner.batches.push(batch.to_vec());
-        let s = &mut inner.snapshot;
         for op in batch {
             match op {
                 StoreOp::PutApp(r) => {
-                    s.apps.retain(|a| a.app.definition.id != r.app.definition.id);
-                    s.apps.push(r.clone());
+                    inner.apps.insert(r.app.definition.id.clone(), r.clone());
                 }
-                StoreOp::DeleteApp(id) => s.apps.retain(|a| &a.app.definition.id != id),
+                StoreOp::DeleteApp(id) => {
+                    inner.apps.remove(id);
+                }
                 StoreOp::PutTask(t) => {
-                    s.tasks.retain(|x| x.id != t.id);
-                    s.tasks.push(t.clone());
+                    inner.tasks.insert(t.id.clone(), t.clone());
                 }
-                StoreOp::DeleteTask(id) => s.tasks.retain(|x| &x.id != id),
+                StoreOp::DeleteTask(id) => {
+                    inner.tasks.remove(id);
+                }
                 StoreOp::PutAgent(a) => {
-                    s.agents.retain(|x| x.info.id != a.info.id);
-                    s.agents.push(a.clone());
+                    inner.agents.insert(a.info.id.clone(), a.clone());
                 }
-                StoreOp::DeleteAgent(id) => s.agents.retain(|x| &x.info.id != id),
+                StoreOp::DeleteAgent(id) => {
+                    inner.agents.remove(id);
+                }
                 StoreOp::PutMeta(k, v) => {
-                    s.meta.insert(k.clone(), v.clone());
+                    inner.meta.insert(k.clone(), v.clone());
                 }
                 StoreOp::DeleteMeta(k) => {
-                    s.meta.remove(k);
+                    inner.meta.remove(k);
                 }
             }
         }
@@ -264,7 +269,13 @@ impl Store for MemStore {
     }
 
     fn load(&self) -> Result<Snapshot, StoreError> {
-        Ok(self.inner.lock().unwrap_or_else(|p| p.into_inner()).snapshot.clone())
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(Snapshot {
+            apps: inner.apps.values().cloned().collect(),
+            tasks: inner.tasks.values().cloned().collect(),
+            agents: inner.agents.values().cloned().collect(),
+            meta: inner.meta.clone(),
+        })
     }
 }
 
