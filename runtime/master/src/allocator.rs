@@ -195,6 +195,9 @@ pub fn run_cycle(master: &Master, frameworks: &mut [Box<dyn Framework>]) {
         }
     }
 
+    if !frameworks.iter().any(|f| f.has_demand()) {
+        return;
+    }
     let mut offers = build_offers(state);
     let order = framework_order(state, frameworks);
     let mut change = Change::default();

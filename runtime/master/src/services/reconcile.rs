@@ -53,7 +53,7 @@ pub fn is_ready(task: &Task, has_health_checks: bool) -> bool {
 
 /// Kill preference: lower is killed first (unhealthy, staging, unknown health, then healthy),
 /// and among equals the newest first.
-fn kill_order(task: &Task, has_health_checks: bool) -> (u8, std::cmp::Reverse<Millis>, String) {
+fn kill_order(task: &Task, has_health_checks: bool) -> (u8, std::cmp::Reverse<Millis>, &str) {
     let rank = if is_ready(task, has_health_checks) {
         3
     } else if task.healthy == Some(false) {
@@ -63,7 +63,7 @@ fn kill_order(task: &Task, has_health_checks: bool) -> (u8, std::cmp::Reverse<Mi
     } else {
         2
     };
-    (rank, std::cmp::Reverse(task.staged_at), task.id.clone())
+    (rank, std::cmp::Reverse(task.staged_at), task.id.as_str())
 }
 
 /// Decides launches and kills for one app.
@@ -85,9 +85,11 @@ pub fn reconcile(input: &ReconcileInput<'_>) -> Decisions {
         return decisions;
     }
     let target = input.instances as usize;
-    current.sort_by_key(|t| kill_order(t, checks));
-    old.sort_by_key(|t| kill_order(t, checks));
     let excess = current.len().saturating_sub(target);
+    if excess > 0 {
+        current.sort_by(|a, b| kill_order(a, checks).cmp(&kill_order(b, checks)));
+    }
+    old.sort_by(|a, b| kill_order(a, checks).cmp(&kill_order(b, checks)));
     decisions.kill.extend(current.iter().take(excess).map(|t| t.id.clone()));
     let kept_current = &current[excess..];
     let current_ready = kept_current.iter().filter(|t| is_ready(t, checks)).count();
