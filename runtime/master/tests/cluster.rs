@@ -243,7 +243,7 @@ mod client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_agent_tasks_are_replaced_and_killed_on_return() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let master = master(dir.path(), Duration::from_millis(400)).await;
+    let master = master(dir.path(), Duration::from_secs(1)).await;
     let api = client(&master);
     let mut a1 = FakeAgent::register(&master, FakeAgent::info("a1", (31000, 31009)), vec![]).await;
     api.create_app(&definition(serde_json::json!({"id": "web", "cmd": "serve", "instances": 1})))
