@@ -3,6 +3,12 @@
 //! the agent protocol (see `gantry_api::protocol`).
 //!
 //! It never depends on how hosts were provisioned.
+//!
+//! Layout: [`store`] (durable records), [`state`] (in-memory indexes), [`master`] (the shared
+//! core and its one commit path), [`agent_protocol`] and [`links`] (agents), [`allocator`]
+//! (offers, DRF, the [`Framework`] contract), [`services`] (the built-in framework of apps),
+//! [`api`] (HTTP). Entry points: [`start`] → [`MasterHandle`], [`run`], and [`router`] over a
+//! core made by [`build`] for tests without a socket.
 
 pub mod agent_protocol;
 pub mod allocator;

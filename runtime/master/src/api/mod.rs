@@ -1,6 +1,6 @@
 //! HTTP API v1 and the agent protocol routes, built by [`router`] so tests can call the app
 //! without a socket. One resource per file; handlers translate HTTP to calls on the
-//! [`Master`](crate::master::Master) core and never hold its lock across an `.await`.
+//! [`Master`] core and never hold its lock across an `.await`.
 
 pub mod agents;
 pub mod apps;
