@@ -421,6 +421,26 @@ async fn failures_report_their_exit_code_or_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_delivers_sigterm_to_the_task_before_the_grace_period_ends() {
+    let master = FakeMaster::start().await;
+    let work_dir = WorkDir::new();
+    let agent = start(&master, &work_dir).await;
+    master.wait_registrations(1).await;
+    // The task's own TERM handler must run: its signal mask is not the executor's.
+    let mut polite = launch("polite.1", "trap 'echo got-term > term; exit 0' TERM; sleep 1000 & wait");
+    polite.kill_grace_period_secs = 60.0;
+    master.send(AgentCommand::Launch(polite));
+    master.wait_state("polite.1", TaskState::Running).await;
+    let info = work_dir.executor_info("polite.1");
+    wait_for("the task's sleep to start", || (group_members(info.task_pgid).len() >= 2).then_some(())).await;
+    master.send(kill("polite.1", 60.0));
+    master.wait_state("polite.1", TaskState::Killed).await;
+    let marker = std::fs::read_to_string(work_dir.sandbox("polite.1").join("term")).expect("the TERM handler ran");
+    assert_eq!(marker.trim(), "got-term");
+    wait_group_gone(info.task_pgid).await;
+    agent.shutdown().await;
+}
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kills_leave_no_process_behind() {
     let master = FakeMaster::start().await;
     let work_dir = WorkDir::new();

@@ -124,8 +124,16 @@ fn build_command(launch: &ExecutorLaunch, sandbox: &Path) -> std::io::Result<Com
         .stdin(Stdio::null())
         .stdout(output("stdout")?)
         .stderr(output("stderr")?)
-        // std resets the signal mask of the child, so the task does not inherit our blocked set.
         .process_group(0);
+    // The executor blocks SIGTERM, SIGINT, SIGHUP and SIGCHLD to wait for them synchronously; a
+    // blocked mask survives exec, so the task would never see the SIGTERM of a kill. Clear it.
+    // SAFETY: the closure runs between fork and exec and calls only sigprocmask, which is
+    // async-signal-safe, on a set built before the fork.
+    let empty = SigSet::empty();
+    unsafe {
+        command
+            .pre_exec(move || sigprocmask(SigmaskHow::SIG_SETMASK, Some(&empty), None).map_err(std::io::Error::from));
+    }
     Ok(command)
 }
 
