@@ -121,6 +121,17 @@ async fn scale_up_and_down_leaves_no_processes_and_unplaceable_apps_say_why() {
         (cluster.live_task_ids().len() == 1).then_some(())
     })
     .await;
+    let stopped = wait_for("four tasks stopped by the scale-down", Duration::from_secs(20), || async {
+        let all = client.list_tasks(Some("hello"), true).await.ok()?;
+        let killed: Vec<_> = all.into_iter().filter(|t| t.state == TaskState::Killed).collect();
+        (killed.len() == 4).then_some(killed)
+    })
+    .await;
+    for task in stopped {
+        let message = task.message.unwrap_or_default();
+        assert!(message.starts_with("scaled down to 1 instances; "), "{message}");
+        assert!(message.contains("SIGTERM"), "the task got SIGTERM, not the SIGKILL after the grace period: {message}");
+    }
 
     // Four instances, UNIQUE hostname, three hosts: three run and the app says why.
     let mut unique = app.clone();

@@ -143,8 +143,8 @@ fn show(app: &App) {
     }
     for hc in &d.health_checks {
         println!(
-            "health:     {:?} every {}s, {} failures",
-            hc.protocol,
+            "health:     {} every {}s, {} failures",
+            format!("{:?}", hc.protocol).to_uppercase(),
             output::number(hc.interval),
             hc.max_consecutive_failures
         );

@@ -64,10 +64,15 @@ fn transition(state: &mut ClusterState, change: &mut Change, before: &Task, afte
 }
 
 fn finish(task: &mut Task, state: TaskState, exit_code: Option<i32>, message: Option<String>, now: Millis) {
+    let was_killing = task.state == TaskState::Killing;
     task.state = state;
     task.finished_at = Some(now);
     task.exit_code = exit_code.or(task.exit_code);
-    task.message = message.or(task.message.take());
+    // A task the master stopped keeps the master's reason in front of the agent's account.
+    task.message = match (was_killing, task.message.take(), message) {
+        (true, Some(reason), Some(detail)) => Some(format!("{reason}; {detail}")),
+        (_, previous, message) => message.or(previous),
+    };
 }
 
 async fn register(State(master): State<Arc<Master>>, body: Bytes) -> Result<Json<Registered>, ApiFailure> {
@@ -276,7 +281,7 @@ pub fn status_change(state: &mut ClusterState, agent_id: &str, update: &StatusUp
         if update.healthy.is_some() {
             after.healthy = update.healthy;
         }
-        if update.message.is_some() {
+        if update.message.is_some() && task.state != TaskState::Killing {
             after.message = update.message.clone();
         }
         if state.app(&task.app_id).is_none() && after.state.is_active() {

@@ -48,6 +48,8 @@ pub struct Kill {
     pub task_id: String,
     /// Seconds between SIGTERM and SIGKILL.
     pub grace_period_secs: f64,
+    /// Why, shown on the task (e.g. "scaled down to 2 instances"); the caller's default if `None`.
+    pub reason: Option<String>,
 }
 
 /// What a framework sees of the cluster during a cycle: read access to everything, write access
@@ -276,7 +278,7 @@ pub fn kill_change(state: &ClusterState, kills: &[Kill], message: &str, now: Mil
         }
         let mut task = task.clone();
         task.state = TaskState::Killing;
-        task.message = Some(message.to_string());
+        task.message = Some(kill.reason.clone().unwrap_or_else(|| message.to_string()));
         change.events.push(task_event(&task, now));
         change.commands.push((
             task.agent_id.clone(),

@@ -169,7 +169,7 @@ async fn delete(State(master): State<Arc<Master>>, Path(id): Path<String>) -> Re
         .tasks_of_app(&id)
         .into_iter()
         .filter(|t| t.state.is_active())
-        .map(|t| Kill { task_id: t.id.clone(), grace_period_secs: grace })
+        .map(|t| Kill { task_id: t.id.clone(), grace_period_secs: grace, reason: None })
         .collect();
     let mut change = kill_change(&state, &kills, "its app was deleted", now);
     change.removed_apps.push(id.clone());

@@ -68,8 +68,12 @@ async fn kill(State(master): State<Arc<Master>>, Path(id): Path<String>) -> Resu
         return Err(ApiFailure::conflict(format!("task `{id}` is {} and cannot be killed", task.state)));
     }
     let grace = state.app(&task.app_id).map_or(5.0, |e| e.record.app.definition.kill_grace_period);
-    let change =
-        kill_change(&state, &[Kill { task_id: id.clone(), grace_period_secs: grace }], "killed on request", now);
+    let change = kill_change(
+        &state,
+        &[Kill { task_id: id.clone(), grace_period_secs: grace, reason: None }],
+        "killed on request",
+        now,
+    );
     master.commit(&mut state, change)?;
     info!(task_id = %id, "Task kill requested.");
     state.task(&id).cloned().map(Json).ok_or_else(|| not_found(&id))

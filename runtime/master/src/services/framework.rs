@@ -55,12 +55,15 @@ impl Framework for ServicesFramework {
                 now,
                 backoff_until: if stable { None } else { entry.runtime.backoff_until },
             });
-            kills.extend(
-                decisions
-                    .kill
-                    .into_iter()
-                    .map(|task_id| Kill { task_id, grace_period_secs: definition.kill_grace_period }),
-            );
+            kills.extend(decisions.kill.into_iter().map(|task_id| {
+                let replaced = tasks.iter().any(|t| t.id == task_id && t.app_version < entry.record.config_version);
+                let reason = if replaced {
+                    format!("replaced by version {} of the app", entry.record.app.version)
+                } else {
+                    format!("scaled down to {} instances", definition.instances)
+                };
+                Kill { task_id, grace_period_secs: definition.kill_grace_period, reason: Some(reason) }
+            }));
             if decisions.launch > 0 {
                 self.pending.insert(id.clone(), decisions.launch);
             }
