@@ -131,6 +131,17 @@ impl Journal {
         Ok(Self { dir: dir.to_path_buf(), path, file, state, syncs })
     }
 
+    /// Replays the journal in `dir` without creating or changing anything (for `plan` and
+    /// `status`): empty when there is no journal; a torn last line is ignored.
+    pub fn read_state(dir: &Path) -> Result<JournalState, JournalError> {
+        let path = dir.join(JOURNAL_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(replay(&path, &bytes)?.0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(JournalState::default()),
+            Err(e) => Err(io("read", &path)(e)),
+        }
+    }
+
     /// The state replayed from the journal, updated by every append since.
     pub fn state(&self) -> &JournalState {
         &self.state

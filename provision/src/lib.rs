@@ -28,8 +28,13 @@
 //! runtime; it does not link it) nor name a concrete cloud provider: only `gantry-api` (wire
 //! types, workload-file parsing) is shared with the runtime. The planner performs no I/O.
 
+pub mod access;
+pub mod bootstrap;
+pub mod cluster_api;
 pub mod cluster_file;
+pub mod engine;
 pub mod journal;
 pub mod planner;
 pub mod provider;
+pub mod supervisor;
 pub mod transport;

@@ -338,8 +338,19 @@ fn changed_settings(old: &HostSettings, new: &HostSettings) -> Vec<String> {
 /// Sort key: stage (masters up, agents up, drains, agent destroys, master destroys), then pool,
 /// then index ascending on the way up and descending on the way down.
 fn order_key(action: &Action) -> (u8, String, i64) {
+    let stage = stage(action);
+    let (prefix, index) = parse_host_name(action.host_name()).unwrap_or((action.host_name(), 0));
+    let index = i64::from(index);
+    let index = if stage >= 6 { -index } else { index };
+    (stage, prefix.to_string(), index)
+}
+
+/// The stage of an action: 0 create masters, 1 bootstrap masters, 2 reconfigure masters, 3–5 the
+/// same for agents, 6 drains, 7 agent destroys, 8 master destroys. A plan's actions are sorted by
+/// stage; actions of one stage are independent of each other and may run in parallel.
+pub fn stage(action: &Action) -> u8 {
     let master = action.role() == Role::Master;
-    let stage = match (action.kind(), master) {
+    match (action.kind(), master) {
         (ActionKind::Create, true) => 0,
         (ActionKind::Bootstrap, true) => 1,
         (ActionKind::Reconfigure, true) => 2,
@@ -349,9 +360,5 @@ fn order_key(action: &Action) -> (u8, String, i64) {
         (ActionKind::Drain, _) => 6,
         (ActionKind::Destroy, false) => 7,
         (ActionKind::Destroy, true) => 8,
-    };
-    let (prefix, index) = parse_host_name(action.host_name()).unwrap_or((action.host_name(), 0));
-    let index = i64::from(index);
-    let index = if stage >= 6 { -index } else { index };
-    (stage, prefix.to_string(), index)
+    }
 }

@@ -18,12 +18,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug, Clone)]
 pub struct LocalTransport {
     host: String,
+    dir: Option<PathBuf>,
 }
 
 impl LocalTransport {
     /// A transport for this machine, called `host` in messages.
     pub fn new(host: impl Into<String>) -> Self {
-        Self { host: host.into() }
+        Self { host: host.into(), dir: None }
+    }
+
+    /// Runs commands in `dir` (the root of a host that is a directory, as with the local provider).
+    pub fn in_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
     }
 
     fn io(&self, op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TransportError {
@@ -106,7 +113,11 @@ impl Transport for LocalTransport {
     fn run<'a>(&'a self, command: &'a Command) -> BoxFuture<'a, Result<CommandOutput, TransportError>> {
         Box::pin(async move {
             let sh = Path::new("/bin/sh");
-            let child = tokio::process::Command::new(sh)
+            let mut child = tokio::process::Command::new(sh);
+            if let Some(dir) = &self.dir {
+                child.current_dir(dir);
+            }
+            let child = child
                 .arg("-c")
                 .arg(&command.script)
                 .envs(&command.env)

@@ -1,0 +1,245 @@
+//! Bootstrap: named, idempotent phases that install, start, drain and remove the gantry runtime on
+//! one host. Phases reach the host only through its [`crate::transport::Transport`] (and the
+//! cluster through [`crate::cluster_api::ClusterApi`]), so the same phases serve every provider and
+//! a recording fake sees every effect. One phase per file; the engine owns ordering, retries and
+//! the journal.
+//!
+//! - bootstrap / reconfigure: `inspect`, `upload-binary`, `render-config`, `install-service`,
+//!   `start`, `wait-ready`
+//! - drain (agents being removed): `inspect`, `stop`, `kill-tasks`, `wait-unreachable`
+//! - destroy: `inspect`, `stop`, `kill-tasks`, `remove-files`
+//!
+//! Drain, for now: the runtime has no drain API, so the agent is stopped (it takes no new tasks),
+//! its task processes are killed, and the phase waits until the master marks it UNREACHABLE —
+//! from then on the services framework runs its tasks elsewhere. Tasks are briefly down.
+
+mod inspect;
+mod install_service;
+mod kill_tasks;
+mod remove_files;
+mod render_config;
+mod start;
+mod stop;
+mod templates;
+#[cfg(test)]
+mod tests;
+mod upload_binary;
+mod wait_ready;
+mod wait_unreachable;
+
+pub use inspect::{HostFacts, Inspect};
+pub use install_service::InstallService;
+pub use kill_tasks::KillTasks;
+pub use remove_files::RemoveFiles;
+pub use render_config::RenderConfig;
+pub use start::Start;
+pub use stop::Stop;
+pub use upload_binary::UploadBinary;
+pub use wait_ready::WaitReady;
+pub use wait_unreachable::WaitUnreachable;
+
+use crate::access::HostAccess;
+use crate::cluster_api::ClusterApi;
+use crate::cluster_file::{ClusterFile, Role};
+use crate::planner::DesiredHost;
+use crate::transport::{Command, CommandOutput, TransportError};
+use futures_util::future::BoxFuture;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runtime settings every daemon of the cluster gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeSettings {
+    /// How often agents heartbeat.
+    pub heartbeat_interval: Duration,
+    /// When a silent agent is marked unreachable.
+    pub agent_unreachable_timeout: Duration,
+}
+
+impl RuntimeSettings {
+    /// The settings of a cluster file.
+    pub fn from_cluster_file(file: &ClusterFile) -> Self {
+        Self {
+            heartbeat_interval: file.runtime.heartbeat_interval.get_ref().0,
+            agent_unreachable_timeout: file.runtime.agent_unreachable_timeout.get_ref().0,
+        }
+    }
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        Self { heartbeat_interval: Duration::from_secs(1), agent_unreachable_timeout: Duration::from_secs(3) }
+    }
+}
+
+/// What the phases of one host share: who it is, how to reach it, and what inspect found.
+#[derive(Debug)]
+pub struct HostContext {
+    /// Host name (the agent's hostname).
+    pub name: String,
+    /// Master or agent.
+    pub role: Role,
+    /// The host as desired (bootstrap and reconfigure); `None` for drain and destroy.
+    pub desired: Option<DesiredHost>,
+    /// Provider facts reported as agent attributes (`provider`, `zone`, …).
+    pub provider_attributes: BTreeMap<String, String>,
+    /// Transport, layout, address, API port.
+    pub access: HostAccess,
+    /// The master's URL (agents: where to register; drain: whom to ask).
+    pub master_url: Option<String>,
+    /// Cluster-wide runtime settings.
+    pub runtime: RuntimeSettings,
+    /// The gantry binary on this machine, uploaded to the host.
+    pub binary: PathBuf,
+    /// The cluster API.
+    pub api: Arc<dyn ClusterApi>,
+    /// How long `wait-ready` and `wait-unreachable` wait.
+    pub ready_timeout: Duration,
+    /// What `inspect` found.
+    pub facts: Option<HostFacts>,
+}
+
+impl HostContext {
+    /// Whether the daemon is run by systemd on this host (after `inspect`).
+    pub fn uses_systemd(&self) -> bool {
+        self.access.use_systemd && self.facts.as_ref().is_some_and(|f| f.systemd)
+    }
+
+    /// The systemd unit name of this host's daemon.
+    pub fn unit_name(&self) -> String {
+        format!("gantry-{}.service", self.role)
+    }
+
+    /// Runs `script`; a non-zero exit is a [`BootstrapError::Command`].
+    pub async fn sh(
+        &self,
+        phase: &'static str,
+        script: &str,
+        timeout: Duration,
+    ) -> Result<CommandOutput, BootstrapError> {
+        let output = self.access.transport.run(&Command::new(script, timeout)).await?;
+        if output.success() {
+            Ok(output)
+        } else {
+            Err(BootstrapError::Command {
+                host: self.name.clone(),
+                phase,
+                exit_code: output.exit_code,
+                stderr: output.stderr.trim().to_string(),
+            })
+        }
+    }
+}
+
+/// How a phase ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PhaseOutcome {
+    /// It changed something; the text says what (may be empty).
+    Done(String),
+    /// Nothing to do; the text says why.
+    Skipped(String),
+}
+
+/// A failed phase.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// The transport failed (retryable when the transport error is).
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// A command exited non-zero.
+    #[error("{host}: {phase}: command failed with {}: {stderr}",
+        .exit_code.map_or("a signal".to_string(), |c| format!("exit code {c}")))]
+    Command {
+        /// The host.
+        host: String,
+        /// The phase.
+        phase: &'static str,
+        /// Its exit code (`None`: killed by a signal).
+        exit_code: Option<i32>,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+    /// A template could not be rendered (a bug of this build).
+    #[error("template {name}: {message}")]
+    Template {
+        /// The template.
+        name: &'static str,
+        /// Tera's explanation.
+        message: String,
+    },
+    /// The host cannot run gantry, or something the phase needs is missing.
+    #[error("{host}: {message}")]
+    Unsupported {
+        /// The host.
+        host: String,
+        /// Why.
+        message: String,
+    },
+    /// The daemon did not become ready in time.
+    #[error("{host}: {what} not within {}: {last}{}", humantime::format_duration(*.waited),
+        if .log_tail.is_empty() { String::new() } else { format!("\n  last lines of its log:\n{}", .log_tail) })]
+    NotReady {
+        /// The host.
+        host: String,
+        /// What was awaited.
+        what: String,
+        /// How long.
+        waited: Duration,
+        /// The last answer or error seen.
+        last: String,
+        /// The end of the daemon's log, indented.
+        log_tail: String,
+    },
+}
+
+impl BootstrapError {
+    /// Whether running the (idempotent) phase again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Transport(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+/// One named, idempotent step on one host.
+pub trait Phase: Send + Sync + fmt::Debug {
+    /// Its name in progress lines (`upload-binary`).
+    fn name(&self) -> &'static str;
+
+    /// Runs it. Running it again after success changes nothing (and says `Skipped`).
+    fn run<'a>(&'a self, host: &'a mut HostContext) -> BoxFuture<'a, Result<PhaseOutcome, BootstrapError>>;
+}
+
+/// Phases that install or update the runtime (bootstrap and reconfigure).
+pub fn bootstrap_phases() -> Vec<Box<dyn Phase>> {
+    vec![
+        Box::new(Inspect),
+        Box::new(UploadBinary),
+        Box::new(RenderConfig),
+        Box::new(InstallService),
+        Box::new(Start),
+        Box::new(WaitReady),
+    ]
+}
+
+/// Phases that take an agent out of service before it is destroyed.
+pub fn drain_phases() -> Vec<Box<dyn Phase>> {
+    vec![Box::new(Inspect), Box::new(Stop), Box::new(KillTasks), Box::new(WaitUnreachable)]
+}
+
+/// Phases that remove the runtime from a host before the provider destroys it.
+pub fn destroy_phases() -> Vec<Box<dyn Phase>> {
+    vec![Box::new(Inspect), Box::new(Stop), Box::new(KillTasks), Box::new(RemoveFiles)]
+}
+
+/// `text` single-quoted for `/bin/sh`.
+pub fn quote(text: impl AsRef<str>) -> String {
+    format!("'{}'", text.as_ref().replace('\'', "'\\''"))
+}
+
+/// A shell function `alive PID`: the process exists and is not a zombie.
+pub(crate) const ALIVE_FN: &str = r#"alive() { s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1; case "${s##*) }" in Z*|X*) return 1;; esac; return 0; }"#;

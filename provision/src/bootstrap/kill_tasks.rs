@@ -1,0 +1,57 @@
+//! `kill-tasks`: kills every process of the agent's task sandboxes — executors (their command line
+//! names `<work>/tasks/`) and tasks (their environment does, `GANTRY_SANDBOX`) — so nothing a
+//! removed agent started keeps running. Nothing to do on a master.
+
+use super::{ALIVE_FN, BootstrapError, HostContext, Phase, PhaseOutcome, quote};
+use crate::cluster_file::Role;
+use futures_util::future::BoxFuture;
+use std::time::Duration;
+
+/// See the module docs.
+#[derive(Debug, Clone, Copy)]
+pub struct KillTasks;
+
+impl Phase for KillTasks {
+    fn name(&self) -> &'static str {
+        "kill-tasks"
+    }
+
+    fn run<'a>(&'a self, host: &'a mut HostContext) -> BoxFuture<'a, Result<PhaseOutcome, BootstrapError>> {
+        Box::pin(async move {
+            if host.role == Role::Master {
+                return Ok(PhaseOutcome::Skipped("a master runs no tasks".to_string()));
+            }
+            let tasks = format!("{}/tasks/", host.access.layout.work_dir().display());
+            // The needle is assembled at run time so that this script's own command line (and
+            // the commands it runs) never contain it.
+            let (head, tail) = tasks.split_at(tasks.len() - 3);
+            let script = format!(
+                r#"{ALIVE_FN}
+needle="$(printf %s {head})$(printf %s {tail})"
+killed=0
+for round in 1 2 3 4 5 6 7 8 9 10; do
+  found=0
+  for d in /proc/[0-9]*; do
+    pid=${{d#/proc/}}
+    alive "$pid" || continue
+    c=$(tr '\0' ' ' < "$d/cmdline" 2>/dev/null; tr '\0' ' ' < "$d/environ" 2>/dev/null)
+    case "$c" in *"$needle"*) kill -KILL "$pid" 2>/dev/null && found=$((found+1));; esac
+  done
+  killed=$((killed+found))
+  [ $found -eq 0 ] && break
+  sleep 0.1
+done
+echo "$killed""#,
+                head = quote(head),
+                tail = quote(tail),
+            );
+            let output = host.sh(self.name(), &script, Duration::from_secs(60)).await?;
+            let killed: u32 = output.stdout.trim().parse().unwrap_or(0);
+            Ok(if killed == 0 {
+                PhaseOutcome::Skipped("no task processes".to_string())
+            } else {
+                PhaseOutcome::Done(format!("{killed} processes killed"))
+            })
+        })
+    }
+}

@@ -1,0 +1,97 @@
+//! `render-config`: renders the daemon's settings (`templates/<role>.env`) and places them on the
+//! host as `etc/<role>.env`; unchanged content is not rewritten.
+
+use super::{BootstrapError, HostContext, Phase, PhaseOutcome, templates};
+use crate::cluster_file::Role;
+use crate::transport::{Upload, UploadSource};
+use futures_util::future::BoxFuture;
+
+/// See the module docs.
+#[derive(Debug, Clone, Copy)]
+pub struct RenderConfig;
+
+/// The values every template of this host is rendered with.
+pub(crate) fn context(host: &HostContext) -> Result<tera::Context, BootstrapError> {
+    let layout = &host.access.layout;
+    let mut c = tera::Context::new();
+    c.insert("host", &host.name);
+    c.insert("role", &host.role.to_string());
+    c.insert("binary", &layout.binary().display().to_string());
+    c.insert("env_file", &layout.env_file(host.role).display().to_string());
+    c.insert("pid_file", &layout.pid_file(host.role).display().to_string());
+    c.insert("log_file", &layout.log_file(host.role).display().to_string());
+    match host.role {
+        Role::Master => {
+            c.insert("listen", &format!("{}:{}", host.access.address, host.access.api_port));
+            c.insert("data_dir", &layout.data_dir().display().to_string());
+            c.insert("heartbeat_interval", &humantime::format_duration(host.runtime.heartbeat_interval).to_string());
+            c.insert(
+                "agent_unreachable_timeout",
+                &humantime::format_duration(host.runtime.agent_unreachable_timeout).to_string(),
+            );
+        }
+        Role::Agent => {
+            let master_url = host.master_url.as_deref().ok_or_else(|| BootstrapError::Unsupported {
+                host: host.name.clone(),
+                message: "no master URL to register with (no master is bootstrapped)".to_string(),
+            })?;
+            c.insert("master_url", master_url);
+            c.insert("work_dir", &layout.work_dir().display().to_string());
+            c.insert("listen", &format!("{}:0", host.access.address));
+            c.insert("hostname", &host.name);
+            c.insert("resources", &agent_resources(host));
+            c.insert("attributes", &agent_attributes(host));
+        }
+    }
+    Ok(c)
+}
+
+/// The pool's resources plus the port range the provider assigned (`ports` setting), if the pool
+/// does not name ports itself; empty = everything detected on the host.
+fn agent_resources(host: &HostContext) -> String {
+    let desired = host.desired.as_ref();
+    let mut parts: Vec<String> = desired
+        .and_then(|d| d.resources.as_deref())
+        .map(|r| r.split(';').map(str::trim).filter(|p| !p.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default();
+    if let Some(ports) = desired.and_then(|d| d.settings.get("ports"))
+        && !parts.iter().any(|p| p.starts_with("ports"))
+    {
+        parts.push(format!("ports={ports}"));
+    }
+    parts.join(";")
+}
+
+/// Provider facts, overridden by the pool's attributes, as `name=value;…`.
+fn agent_attributes(host: &HostContext) -> String {
+    let mut attributes = host.provider_attributes.clone();
+    if let Some(desired) = &host.desired {
+        attributes.extend(desired.attributes.clone());
+    }
+    attributes.remove("hostname");
+    attributes.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";")
+}
+
+impl Phase for RenderConfig {
+    fn name(&self) -> &'static str {
+        "render-config"
+    }
+
+    fn run<'a>(&'a self, host: &'a mut HostContext) -> BoxFuture<'a, Result<PhaseOutcome, BootstrapError>> {
+        Box::pin(async move {
+            let name = match host.role {
+                Role::Master => "master.env",
+                Role::Agent => "agent.env",
+            };
+            let text = templates::render(name, &context(host)?)?;
+            let dest = host.access.layout.env_file(host.role);
+            let upload = Upload { source: UploadSource::Bytes(text.into_bytes()), dest, mode: 0o644 };
+            let uploaded = host.access.transport.upload(&upload).await?;
+            Ok(if uploaded.changed {
+                PhaseOutcome::Done(upload.dest.display().to_string())
+            } else {
+                PhaseOutcome::Skipped("unchanged".to_string())
+            })
+        })
+    }
+}

@@ -1,0 +1,64 @@
+//! `start`: runs the daemon, or restarts it when its config changed since it was started (the
+//! checksum of the env file and start script it was started with is kept in `run/<role>.started`).
+//! A daemon already running with this config is left alone.
+
+use super::{ALIVE_FN, BootstrapError, HostContext, Phase, PhaseOutcome, quote, stop};
+use crate::transport::{TransportError, Upload, UploadSource, sha256_hex};
+use futures_util::future::BoxFuture;
+use std::path::Path;
+use std::time::Duration;
+
+/// See the module docs.
+#[derive(Debug, Clone, Copy)]
+pub struct Start;
+
+async fn read_or_empty(host: &HostContext, path: &Path) -> Result<Vec<u8>, BootstrapError> {
+    match host.access.transport.read_file(path).await {
+        Ok(bytes) => Ok(bytes),
+        Err(TransportError::NotFound { .. }) => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl Phase for Start {
+    fn name(&self) -> &'static str {
+        "start"
+    }
+
+    fn run<'a>(&'a self, host: &'a mut HostContext) -> BoxFuture<'a, Result<PhaseOutcome, BootstrapError>> {
+        Box::pin(async move {
+            let layout = host.access.layout.clone();
+            let systemd = host.uses_systemd();
+            let service = if systemd { layout.unit_file(host.role) } else { layout.start_script(host.role) };
+            let mut config = read_or_empty(host, &layout.env_file(host.role)).await?;
+            config.extend(read_or_empty(host, &service).await?);
+            let config = sha256_hex(&config);
+            let stamp = read_or_empty(host, &layout.started_stamp(host.role)).await?;
+            let unit = quote(host.unit_name());
+            let probe = if systemd {
+                format!("systemctl is-active --quiet {unit} && echo running; exit 0")
+            } else {
+                let pid_file = quote(layout.pid_file(host.role).display().to_string());
+                format!("{ALIVE_FN}\n[ -f {pid_file} ] && alive \"$(cat {pid_file})\" && echo running; exit 0")
+            };
+            let running = host.sh(self.name(), &probe, Duration::from_secs(30)).await?.stdout.contains("running");
+            let same_config = stamp == config.as_bytes();
+            if running && same_config {
+                return Ok(PhaseOutcome::Skipped("running with this config".to_string()));
+            }
+            let script = match (systemd, running) {
+                (true, _) => format!("systemctl restart {unit}"),
+                (false, true) => format!("{}\nsh {}", stop::stop_script(host), quote(service.display().to_string())),
+                (false, false) => format!("sh {}", quote(service.display().to_string())),
+            };
+            host.sh(self.name(), &script, Duration::from_secs(60)).await?;
+            let upload = Upload {
+                source: UploadSource::Bytes(config.into_bytes()),
+                dest: layout.started_stamp(host.role),
+                mode: 0o644,
+            };
+            host.access.transport.upload(&upload).await?;
+            Ok(PhaseOutcome::Done(if running { "restarted with the new config" } else { "started" }.to_string()))
+        })
+    }
+}
