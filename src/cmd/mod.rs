@@ -4,10 +4,15 @@
 pub mod agent;
 pub mod app;
 pub mod dev;
+pub mod down;
 pub mod executor;
 pub mod master;
 pub mod node;
+pub mod plan;
+pub mod status;
+pub mod supervise;
 pub mod task;
+pub mod up;
 
 use crate::output::Format;
 use clap::{Args, Parser, Subcommand};
@@ -42,6 +47,17 @@ pub enum Command {
     /// Runs one task's executor (started by the agent; not for people).
     #[command(hide = true)]
     Executor(executor::ExecutorArgs),
+    /// Shows what `up` would change, and changes nothing.
+    Plan(up::ClusterArgs),
+    /// Creates and bootstraps the cluster a cluster file declares, then deploys its workloads.
+    Up(up::ClusterArgs),
+    /// Shows each host as the journal, the provider and the live cluster see it.
+    Status(up::ClusterArgs),
+    /// Removes everything `up` made for a cluster file.
+    Down(up::ClusterArgs),
+    /// Runs a daemon under gantry's own supervisor (started by the bootstrap; not for people).
+    #[command(hide = true)]
+    Supervise(supervise::SuperviseArgs),
 }
 
 /// Options of every command that talks to a master.
@@ -78,6 +94,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::App(command) => app::run(command).await,
         Command::Task(command) => task::run(command).await,
         Command::Node(command) => node::run(command).await,
+        Command::Plan(args) => plan::run(args).await,
+        Command::Up(args) => up::run(args).await,
+        Command::Status(args) => status::run(args).await,
+        Command::Down(args) => down::run(args).await,
+        Command::Supervise(args) => supervise::run(args).await,
         Command::Executor(_) => unreachable!("the executor is dispatched before the async runtime starts"),
     }
 }

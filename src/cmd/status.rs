@@ -1,0 +1,71 @@
+//! `gantry status CLUSTER_FILE`: per host, what the journal records, what the provider reports
+//! and how the live cluster sees it (master serving; agent ACTIVE or UNREACHABLE).
+
+use super::up::{ClusterArgs, ClusterSession};
+use crate::output::{self, Format};
+use gantry_provision::cluster_api::{ClusterApi, HttpClusterApi};
+use gantry_provision::cluster_file::Role;
+use gantry_provision::planner::Desired;
+use gantry_provision::provider::{HostState, Provider};
+use std::collections::BTreeMap;
+
+/// Runs `gantry status`.
+pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
+    let session = ClusterSession::open(&args)?;
+    let journal = session.read_journal()?;
+    let provider_hosts: BTreeMap<String, HostState> =
+        session.provider.list_hosts().await?.into_iter().map(|h| (h.name, h.state)).collect();
+    let desired = Desired::from_cluster_file(&session.file);
+    let mut roles: BTreeMap<String, Role> = desired.hosts.iter().map(|h| (h.name.clone(), h.role)).collect();
+    for (name, record) in &journal.hosts {
+        roles.insert(name.clone(), record.role);
+    }
+    for name in provider_hosts.keys() {
+        roles.entry(name.clone()).or_insert(Role::Agent);
+    }
+    let master_url = session.master_url().await;
+    let api = HttpClusterApi;
+    let mut rows = Vec::new();
+    for (name, role) in &roles {
+        let journal_state = journal.hosts.get(name).map_or("-".to_string(), |r| {
+            let phase = format!("{:?}", r.phase).to_lowercase();
+            match r.pending {
+                Some(kind) => format!("{phase}, {} interrupted", kind.verb()),
+                None => phase,
+            }
+        });
+        let provider_state = provider_hosts.get(name).map_or("absent".to_string(), |s| format!("{s:?}").to_lowercase());
+        let live = match (&master_url, role) {
+            (None, _) => "-".to_string(),
+            (Some(url), Role::Master) => match api.health(url).await {
+                Ok(()) => format!("serving {url}"),
+                Err(_) => "not answering".to_string(),
+            },
+            (Some(url), Role::Agent) => match api.agent(url, name).await {
+                Ok(Some(view)) => format!("{} ({} tasks)", view.state, view.tasks),
+                Ok(None) => "not registered".to_string(),
+                Err(_) => "master not answering".to_string(),
+            },
+        };
+        let wanted = if desired.hosts.iter().any(|h| &h.name == name) { "yes" } else { "no" };
+        rows.push(vec![name.clone(), role.to_string(), wanted.to_string(), journal_state, provider_state, live]);
+    }
+    if args.output == Format::Json {
+        let hosts: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({"host": r[0], "role": r[1], "desired": r[2] == "yes", "journal": r[3],
+                    "provider": r[4], "live": r[5]})
+            })
+            .collect();
+        return output::json(&serde_json::json!({
+            "cluster": session.file.name(), "state_dir": session.state_dir, "master_url": master_url, "hosts": hosts,
+        }));
+    }
+    println!("Cluster `{}` (state in {})", session.file.name(), session.state_dir.display());
+    output::table(&["HOST", "ROLE", "DESIRED", "JOURNAL", "PROVIDER", "LIVE"], &rows);
+    if let Some(url) = master_url {
+        println!("API: {url}");
+    }
+    Ok(())
+}
