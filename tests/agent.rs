@@ -421,6 +421,45 @@ async fn failures_report_their_exit_code_or_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_left_the_task_group_is_killed_with_the_task() {
+    match gantry_agent::cgroup::TaskCgroup::create(&format!("probe-{}", std::process::id())) {
+        Ok(probe) => assert!(probe.kill_and_remove(Duration::from_secs(1)), "the probe cgroup is removed"),
+        Err(reason) => {
+            println!("SKIPPED: tasks that leave their process group are only reachable through cgroup v2: {reason}");
+            return;
+        }
+    }
+    let master = FakeMaster::start().await;
+    let work_dir = WorkDir::new();
+    let agent = start(&master, &work_dir).await;
+    master.wait_registrations(1).await;
+    // `setsid` puts the daemon in a new session and process group, out of reach of killpg.
+    master.send(AgentCommand::Launch(launch(
+        "escape.1",
+        "setsid sh -c 'echo $$ > escaped.pid; exec sleep 1000' & exec sleep 1000",
+    )));
+    master.wait_state("escape.1", TaskState::Running).await;
+    let pid_file = work_dir.sandbox("escape.1").join("escaped.pid");
+    let escaped: i32 =
+        wait_for("the daemon to start", || std::fs::read_to_string(&pid_file).ok().and_then(|t| t.trim().parse().ok()))
+            .await;
+    let info = work_dir.executor_info("escape.1");
+    let escaped_pgid = std::fs::read_to_string(format!("/proc/{escaped}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit(") ").next().and_then(|rest| rest.split_whitespace().nth(2)?.parse::<i32>().ok()));
+    assert_ne!(escaped_pgid, Some(info.task_pgid), "the daemon left the task's process group");
+    master.send(kill("escape.1", 1.0));
+    master.wait_state("escape.1", TaskState::Killed).await;
+    wait_for("the escaped daemon to be gone", || {
+        let stat = std::fs::read_to_string(format!("/proc/{escaped}/stat")).unwrap_or_default();
+        let gone = stat.is_empty() || stat.rsplit(") ").next().is_some_and(|rest| rest.starts_with('Z'));
+        gone.then_some(())
+    })
+    .await;
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_delivers_sigterm_to_the_task_before_the_grace_period_ends() {
     let master = FakeMaster::start().await;
     let work_dir = WorkDir::new();

@@ -7,6 +7,7 @@
 //! SIGKILL it after the grace period", and when the task exits kills what is left of its group and
 //! records the outcome in `exit.json`. It must never talk to the master or touch other sandboxes.
 
+use crate::cgroup::TaskCgroup;
 use crate::process;
 use crate::sandbox::{self, ExecutorInfo, ExecutorLaunch, ExitInfo, KillRequest};
 use nix::errno::Errno;
@@ -14,6 +15,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -64,10 +66,28 @@ fn supervise(sandbox: &Path) -> Result<(), ExecutorError> {
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None)
         .map_err(|source| ExecutorError::Sys { call: "sigprocmask", source })?;
 
-    let child = match build_command(&launch, sandbox).and_then(|mut command| command.spawn()) {
+    let cgroup = match TaskCgroup::create(&launch.task.task_id) {
+        Ok(cgroup) => match cgroup.record(sandbox) {
+            Ok(()) => Some(cgroup),
+            Err(error) => {
+                eprintln!("gantry executor: cannot record the task's cgroup ({error}); using the process group only");
+                let _ = cgroup.kill_and_remove(Duration::from_secs(1));
+                None
+            }
+        },
+        Err(reason) => {
+            eprintln!("gantry executor: no task cgroup ({reason}); stopping relies on the process group");
+            None
+        }
+    };
+    let procs = cgroup.as_ref().and_then(|c| c.procs_file().ok());
+    let child = match build_command(&launch, sandbox, procs.as_ref()).and_then(|mut command| command.spawn()) {
         Ok(child) => child,
         Err(error) => {
             eprintln!("gantry executor: cannot start the task: {error}");
+            if let Some(cgroup) = &cgroup {
+                let _ = cgroup.kill_and_remove(Duration::from_secs(1));
+            }
             let exit = ExitInfo {
                 code: None,
                 signal: None,
@@ -91,8 +111,16 @@ fn supervise(sandbox: &Path) -> Result<(), ExecutorError> {
     };
     sandbox::write_json(&sandbox.join(sandbox::EXECUTOR_FILE), &info)?;
 
-    let (status, killed_on_request) = wait_for_task(task_pid, &signals, sandbox, launch.task.kill_grace_period_secs)?;
+    drop(procs);
+    let (status, killed_on_request) =
+        wait_for_task(task_pid, cgroup.as_ref(), &signals, sandbox, launch.task.kill_grace_period_secs)?;
+    // Whatever the task left behind goes with it: its group, and anything that escaped the group.
     let _ = process::signal_group(task_pid, Signal::SIGKILL);
+    if let Some(cgroup) = &cgroup
+        && !cgroup.kill_and_remove(Duration::from_secs(5))
+    {
+        eprintln!("gantry executor: {} is not empty after SIGKILL", cgroup.dir().display());
+    }
     let (code, signal) = match status {
         WaitStatus::Exited(_, code) => (Some(code), None),
         WaitStatus::Signaled(_, signal, _) => (None, Some(signal as i32)),
@@ -103,7 +131,7 @@ fn supervise(sandbox: &Path) -> Result<(), ExecutorError> {
     Ok(())
 }
 
-fn build_command(launch: &ExecutorLaunch, sandbox: &Path) -> std::io::Result<Command> {
+fn build_command(launch: &ExecutorLaunch, sandbox: &Path, cgroup_procs: Option<&File>) -> std::io::Result<Command> {
     let mut command = match (&launch.task.cmd, &launch.task.args) {
         (Some(cmd), _) => {
             let mut command = Command::new("/bin/sh");
@@ -127,12 +155,19 @@ fn build_command(launch: &ExecutorLaunch, sandbox: &Path) -> std::io::Result<Com
         .process_group(0);
     // The executor blocks SIGTERM, SIGINT, SIGHUP and SIGCHLD to wait for them synchronously; a
     // blocked mask survives exec, so the task would never see the SIGTERM of a kill. Clear it.
-    // SAFETY: the closure runs between fork and exec and calls only sigprocmask, which is
-    // async-signal-safe, on a set built before the fork.
+    // The task also joins its cgroup there, before it can fork, by writing "0" to cgroup.procs.
     let empty = SigSet::empty();
+    let procs_fd = cgroup_procs.map(AsRawFd::as_raw_fd);
+    // SAFETY: the closure runs between fork and exec and calls only write(2) on a descriptor
+    // opened before the fork and sigprocmask, both async-signal-safe.
     unsafe {
-        command
-            .pre_exec(move || sigprocmask(SigmaskHow::SIG_SETMASK, Some(&empty), None).map_err(std::io::Error::from));
+        command.pre_exec(move || {
+            if let Some(fd) = procs_fd {
+                // Best effort: a task outside its cgroup is still stopped through its group.
+                let _ = libc::write(fd, b"0".as_ptr().cast(), 1);
+            }
+            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&empty), None).map_err(std::io::Error::from)
+        });
     }
     Ok(command)
 }
@@ -141,6 +176,7 @@ fn build_command(launch: &ExecutorLaunch, sandbox: &Path) -> std::io::Result<Com
 /// whether it was killed on request.
 fn wait_for_task(
     task_pid: i32,
+    cgroup: Option<&TaskCgroup>,
     signals: &SigSet,
     sandbox: &Path,
     default_grace_secs: f64,
@@ -160,6 +196,9 @@ fn wait_for_task(
             && Instant::now() >= deadline
         {
             let _ = process::signal_group(task_pid, Signal::SIGKILL);
+            if let Some(cgroup) = cgroup {
+                cgroup.signal_all(Signal::SIGKILL);
+            }
             sigkill_sent = true;
         }
         let timeout = match kill_deadline {
@@ -174,6 +213,9 @@ fn wait_for_task(
                     .flatten()
                     .map_or(default_grace_secs, |k| k.grace_period_secs);
                 let _ = process::signal_group(task_pid, Signal::SIGTERM);
+                if let Some(cgroup) = cgroup {
+                    cgroup.signal_all(Signal::SIGTERM);
+                }
                 kill_deadline = Some(Instant::now() + Duration::from_secs_f64(grace.clamp(0.0, 86_400.0)));
             }
             _ => {}

@@ -7,6 +7,7 @@
 //! daemon) and [`executor::run_executor`] (the `gantry executor` process, one per task).
 
 pub mod background;
+pub mod cgroup;
 pub mod env;
 pub mod executor;
 pub mod files;

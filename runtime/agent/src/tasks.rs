@@ -7,6 +7,7 @@
 //! commands come from the master link.
 
 use crate::background::Background;
+use crate::cgroup::TaskCgroup;
 use crate::env::task_env;
 use crate::executor;
 use crate::health::{self, CheckState, Verdict};
@@ -298,6 +299,9 @@ impl Supervisor {
                 Some(info) => {
                     warn!(%task_id, pgid = info.task_pgid, "Executor died; killing the task's process group.");
                     let _ = process::signal_group(info.task_pgid, Signal::SIGKILL);
+                    if let Some(cgroup) = TaskCgroup::from_sandbox(&sandbox) {
+                        let _ = cgroup.kill_and_remove(std::time::Duration::from_secs(2));
+                    }
                 }
                 None => {
                     let message = "the executor ended before starting the task (see executor.log)".to_string();
@@ -362,8 +366,13 @@ impl Supervisor {
             if let Err(error) = process::signal_pid(info.executor_pid, Signal::SIGTERM) {
                 warn!(%task_id, %error, "Cannot signal the executor.");
             }
-        } else if let Err(error) = process::signal_group(info.task_pgid, Signal::SIGKILL) {
-            warn!(%task_id, %error, "Cannot kill the task's process group.");
+        } else {
+            if let Err(error) = process::signal_group(info.task_pgid, Signal::SIGKILL) {
+                warn!(%task_id, %error, "Cannot kill the task's process group.");
+            }
+            if let Some(cgroup) = TaskCgroup::from_sandbox(&entry.sandbox) {
+                cgroup.signal_all(Signal::SIGKILL);
+            }
         }
     }
 
