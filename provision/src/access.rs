@@ -5,7 +5,7 @@
 
 use crate::cluster_file::Role;
 use crate::provider::{HostDescription, ProviderError};
-use crate::transport::{FakeTransport, Transport};
+use crate::transport::{CommandOutput, FakeTransport, Transport};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -118,21 +118,38 @@ pub trait Connector: Send + Sync + fmt::Debug {
 
 /// A [`Connector`] for tests: one [`FakeTransport`] per host (kept, so a test inspects its calls),
 /// each with the layout `/opt/gantry` and the API port 5050.
+/// Each transport answers `inspect` as a Linux host of this machine's architecture, with or
+/// without systemd.
 #[derive(Debug, Default)]
 pub struct FakeConnector {
     transports: Mutex<BTreeMap<String, Arc<FakeTransport>>>,
+    systemd: bool,
 }
 
 impl FakeConnector {
-    /// A connector with no transports yet.
+    /// A connector with no transports yet; its hosts have no systemd.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A connector whose hosts run systemd.
+    pub fn with_systemd() -> Self {
+        Self { systemd: true, ..Self::default() }
     }
 
     /// The transport of `host` (created on first use, so a test can script it before the run).
     pub fn transport(&self, host: &str) -> Arc<FakeTransport> {
         let mut transports = self.transports.lock().unwrap_or_else(PoisonError::into_inner);
-        transports.entry(host.to_string()).or_insert_with(|| Arc::new(FakeTransport::new(host))).clone()
+        transports
+            .entry(host.to_string())
+            .or_insert_with(|| {
+                let transport = FakeTransport::new(host);
+                let init = if self.systemd { "systemd" } else { "none" };
+                let stdout = format!("Linux\n{}\n{init}\n", std::env::consts::ARCH);
+                transport.respond("uname -s", CommandOutput { exit_code: Some(0), stdout, stderr: String::new() });
+                Arc::new(transport)
+            })
+            .clone()
     }
 }
 

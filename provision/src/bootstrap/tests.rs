@@ -1,1 +1,105 @@
+use super::*;
+use crate::access::{FakeConnector, HostLayout};
+use crate::cluster_api::FakeClusterApi;
+use crate::transport::{FakeTransport, TransportCall};
+use std::path::Path;
 
+fn context(role: Role, transport: Arc<FakeTransport>) -> HostContext {
+    HostContext {
+        name: "master-0".to_string(),
+        role,
+        desired: None,
+        provider_attributes: BTreeMap::new(),
+        access: HostAccess {
+            transport,
+            layout: HostLayout::new("/opt/gantry"),
+            address: "10.0.0.5".to_string(),
+            api_port: 5050,
+            use_systemd: true,
+        },
+        master_url: None,
+        runtime: RuntimeSettings::default(),
+        binary: PathBuf::from("/nonexistent"),
+        api: Arc::new(FakeClusterApi::new()),
+        ready_timeout: Duration::from_millis(300),
+        facts: None,
+    }
+}
+
+fn linux(transport: &FakeTransport, init: &str) {
+    let stdout = format!("Linux\n{}\n{init}\n", std::env::consts::ARCH);
+    transport.respond("uname -s", CommandOutput { exit_code: Some(0), stdout, stderr: String::new() });
+}
+
+#[tokio::test]
+async fn inspect_detects_systemd_and_refuses_other_systems() {
+    let transport = Arc::new(FakeTransport::new("master-0"));
+    linux(&transport, "systemd");
+    let mut host = context(Role::Master, transport);
+    Inspect.run(&mut host).await.expect("inspect");
+    assert!(host.uses_systemd());
+    host.access.use_systemd = false;
+    assert!(!host.uses_systemd(), "a provider may forbid systemd units");
+
+    let bsd = Arc::new(FakeTransport::new("bsd"));
+    bsd.respond(
+        "uname -s",
+        CommandOutput { exit_code: Some(0), stdout: "FreeBSD\namd64\nnone\n".into(), ..Default::default() },
+    );
+    let err = Inspect.run(&mut context(Role::Master, bsd)).await.expect_err("not Linux");
+    assert!(err.to_string().contains("gantry runs on Linux"), "{err}");
+}
+
+#[tokio::test]
+async fn the_master_config_names_its_address_and_runtime_settings() {
+    let connector = FakeConnector::new();
+    let transport = connector.transport("master-0");
+    let mut host = context(Role::Master, transport.clone());
+    RenderConfig.run(&mut host).await.expect("render");
+    let env =
+        String::from_utf8(transport.file(Path::new("/opt/gantry/etc/master.env")).expect("uploaded")).expect("text");
+    assert!(env.contains("GANTRY_LISTEN=10.0.0.5:5050\n"), "{env}");
+    assert!(env.contains("GANTRY_DATA_DIR=/opt/gantry/data\n"), "{env}");
+    assert!(env.contains("GANTRY_AGENT_UNREACHABLE_TIMEOUT=3s\n"), "{env}");
+    let again = RenderConfig.run(&mut host).await.expect("render again");
+    assert_eq!(again, PhaseOutcome::Skipped("unchanged".to_string()));
+}
+
+#[tokio::test]
+async fn an_agent_without_a_master_url_is_refused() {
+    let transport = Arc::new(FakeTransport::new("w-0"));
+    let err = RenderConfig.run(&mut context(Role::Agent, transport)).await.expect_err("no master");
+    assert!(err.to_string().contains("no master URL"), "{err}");
+}
+
+#[tokio::test]
+async fn wait_ready_gives_up_with_the_end_of_the_log() {
+    let transport = Arc::new(FakeTransport::new("w-0"));
+    transport.respond(
+        "tail -n 20",
+        CommandOutput { exit_code: Some(0), stdout: "bind: address in use\n".into(), ..Default::default() },
+    );
+    let mut host = context(Role::Agent, transport);
+    host.master_url = Some("http://10.0.0.5:5050".to_string());
+    let api = FakeClusterApi::new();
+    api.set_agent("master-0", None);
+    host.api = Arc::new(api);
+    let err = WaitReady.run(&mut host).await.expect_err("never registers");
+    assert!(!err.is_retryable());
+    let text = err.to_string();
+    assert!(text.contains("not registered yet") && text.contains("bind: address in use"), "{text}");
+}
+
+#[tokio::test]
+async fn destroy_refuses_to_remove_the_root_directory() {
+    let transport = Arc::new(FakeTransport::new("h"));
+    let mut host = context(Role::Agent, transport.clone());
+    host.access.layout = HostLayout::new("/");
+    RemoveFiles.run(&mut host).await.expect_err("refused");
+    assert!(transport.calls().iter().all(|c| !matches!(c, TransportCall::Run(_))), "nothing ran");
+}
+
+#[test]
+fn quoting_survives_single_quotes() {
+    assert_eq!(quote("it's"), r"'it'\''s'");
+}
