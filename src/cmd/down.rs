@@ -22,7 +22,11 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     }
     let desired = Desired::empty(session.file.name(), &session.file.source.display().to_string());
     let plan = session.plan(&desired, journal.state()).await?;
-    say(plan.to_string().trim_end().to_string());
+    if plan.is_empty() {
+        say(format!("Nothing to destroy: the journal in {} records no hosts.", session.state_dir.display()));
+    } else {
+        say(plan.to_string().trim_end().to_string());
+    }
     let printer = LinePrinter { to_stderr: json };
     let engine = session.engine(&printer)?;
     if !plan.is_empty() {
@@ -42,7 +46,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Deletes every app and waits (up to a minute) until no task is active. A master that does not
+/// Deletes every app and waits (up to a minute) until no task runs on a reachable agent. A master that does not
 /// answer is skipped: destroying the agents kills their tasks anyway.
 async fn delete_workloads(url: &str, say: &dyn Fn(String)) {
     let Ok(client) = gantry_api::Client::new(url) else { return };
@@ -59,7 +63,9 @@ async fn delete_workloads(url: &str, say: &dyn Fn(String)) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         match client.list_tasks(None, false).await {
-            Ok(tasks) if tasks.is_empty() => return,
+            // Tasks of unreachable agents cannot be stopped through the API; destroying their
+            // hosts kills them.
+            Ok(tasks) if tasks.iter().all(|t| t.state == gantry_api::TaskState::Unreachable) => return,
             Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             Err(_) => return,
         }

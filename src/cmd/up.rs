@@ -12,7 +12,7 @@ use gantry_provision::cluster_api::HttpClusterApi;
 use gantry_provision::cluster_file::{ClusterFile, ProviderKind};
 use gantry_provision::engine::{Engine, EngineOptions, PRIMARY_MASTER, Progress, ProgressEvent};
 use gantry_provision::journal::{self, ClusterLock, Journal, JournalState};
-use gantry_provision::planner::{self, Desired, Plan};
+use gantry_provision::planner::{self, ActionKind, Desired, Plan};
 use gantry_provision::provider::{self, Provider};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -116,6 +116,7 @@ impl Progress for LinePrinter {
             ProgressEvent::PhaseFailed { host, phase, error, elapsed } => {
                 format!("[{host}] {phase} … FAILED ({}): {error}", millis(elapsed))
             }
+            ProgressEvent::ActionFinished { action: ActionKind::Create, .. } => return,
             ProgressEvent::ActionFinished { host, action, elapsed } => {
                 format!("[{host}] {} complete ({})", action.verb(), millis(elapsed))
             }

@@ -1,0 +1,285 @@
+//! End-to-end tests of provisioning with the real binary and the local provider: `gantry up`,
+//! `status`, `plan`, scaling, `down`, an `up` killed mid-bootstrap, and the supervisor. Every test
+//! works in its own temporary directory (state dir, cluster file copy with `api_port = 0` and a
+//! port range of its own) and kills every process naming that directory when it ends.
+
+mod support;
+
+use gantry_api::{AgentState, Client, TaskState};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+use support::{BIN, kill_all, processes_naming, repo_root, wait_for};
+
+/// A cluster file copy and a state dir in one temporary directory.
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::Builder::new().prefix("gantry-prov-e2e-").tempdir().expect("temp dir");
+        let apps = dir.path().join("apps");
+        std::fs::create_dir_all(&apps).expect("apps dir");
+        std::fs::copy(repo_root().join("configs/apps/hello.toml"), apps.join("hello.toml")).expect("copy hello.toml");
+        let port_base = 40000 + (support::free_port() % 1000) * 20;
+        let text = std::fs::read_to_string(repo_root().join("configs/local.toml")).expect("configs/local.toml");
+        let text = text
+            .replace("api_port = 5050", "api_port = 0")
+            .replace("port_base = 31000", &format!("port_base = {port_base}"))
+            .replace("ports_per_agent = 500", "ports_per_agent = 20");
+        assert!(text.contains("api_port = 0") && text.contains("ports_per_agent = 20"), "{text}");
+        std::fs::write(dir.path().join("local.toml"), text).expect("write local.toml");
+        Env { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn file(&self) -> PathBuf {
+        self.path().join("local.toml")
+    }
+
+    fn state_root(&self) -> PathBuf {
+        self.path().join("state")
+    }
+
+    /// The cluster's state dir.
+    fn state(&self) -> PathBuf {
+        self.state_root().join("local")
+    }
+
+    fn command(&self, verb: &str) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .arg(verb)
+            .arg(self.file())
+            .arg("--state-dir")
+            .arg(self.state_root())
+            .env_remove("GANTRY_MASTER")
+            .env_remove("GANTRY_STATE_DIR");
+        command
+    }
+
+    /// Runs `gantry <verb> local.toml`; panics with its output unless it succeeds.
+    fn ok(&self, verb: &str) -> String {
+        let output = self.command(verb).output().expect("run gantry");
+        let (stdout, stderr) = texts(&output);
+        assert!(output.status.success(), "gantry {verb} failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+        stdout
+    }
+
+    fn set_count(&self, from: u32, to: u32) {
+        let text = std::fs::read_to_string(self.file()).expect("read");
+        let text = text.replace(&format!("count = {from}"), &format!("count = {to}"));
+        std::fs::write(self.file(), text).expect("write");
+    }
+
+    fn client(&self) -> Client {
+        let url = std::fs::read_to_string(self.state().join("master_url")).expect("up records the master URL");
+        Client::new(url.trim()).expect("client")
+    }
+
+    fn pid_files(&self) -> Vec<(String, String)> {
+        let mut pids = Vec::new();
+        for host in ["master-0", "workers-0", "workers-1", "workers-2"] {
+            let role = if host == "master-0" { "master" } else { "agent" };
+            for file in [format!("{role}.pid"), format!("{role}.daemon.pid")] {
+                let path = self.state().join("hosts").join(host).join("run").join(&file);
+                pids.push((format!("{host}/{file}"), std::fs::read_to_string(path).unwrap_or_default()));
+            }
+        }
+        pids
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        kill_all(self.path());
+    }
+}
+
+fn texts(output: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+async fn active_agents(client: &Client) -> Vec<String> {
+    let agents = client.list_agents().await.unwrap_or_default();
+    let mut names: Vec<String> =
+        agents.into_iter().filter(|a| a.state == AgentState::Active).map(|a| a.info.hostname).collect();
+    names.sort();
+    names
+}
+
+async fn running_hello(client: &Client) -> Option<String> {
+    let tasks = client.list_tasks(Some("hello"), false).await.ok()?;
+    let running: Vec<_> = tasks.into_iter().filter(|t| t.state == TaskState::Running).collect();
+    (running.len() == 1).then(|| running[0].host.clone())
+}
+
+async fn assert_down(env: &Env, master_url: &str) {
+    wait_for("no process naming the test dir", Duration::from_secs(10), || async {
+        processes_naming(env.path()).is_empty().then_some(())
+    })
+    .await;
+    assert!(!env.state().exists(), "down removes the cluster's state dir");
+    let address = master_url.trim_start_matches("http://");
+    assert!(std::net::TcpStream::connect(address).is_err(), "nothing listens on {address} any more");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_status_scale_and_down() {
+    let env = Env::new();
+    let up = env.ok("up");
+    assert!(up.contains("4 to create"), "{up}");
+    assert!(up.contains("[workers-2] wait-ready … done"), "{up}");
+    let client = env.client();
+    let url = client.base().to_string();
+    assert!(up.contains(&format!("API: {url}")) && up.contains(&format!("export GANTRY_MASTER={url}")), "{up}");
+    assert_eq!(active_agents(&client).await, ["workers-0", "workers-1", "workers-2"]);
+
+    let status = env.ok("status");
+    for host in ["workers-0", "workers-1", "workers-2"] {
+        let line = status.lines().find(|l| l.starts_with(host)).unwrap_or_default();
+        assert!(line.contains("bootstrapped") && line.contains("running") && line.contains("ACTIVE"), "{status}");
+    }
+    assert!(status.lines().any(|l| l.starts_with("master-0") && l.contains("serving")), "{status}");
+    wait_for("hello to run", Duration::from_secs(30), || running_hello(&client)).await;
+
+    assert!(env.ok("plan").contains("No changes"));
+    let pids = env.pid_files();
+    let again = env.ok("up");
+    assert!(again.contains("No changes") && again.contains("Workload hello: unchanged"), "{again}");
+    assert!(!again.contains("] "), "a second up runs no phase: {again}");
+    assert_eq!(env.pid_files(), pids, "no daemon was restarted");
+
+    env.set_count(3, 4);
+    let grow = env.ok("up");
+    assert!(grow.contains("1 to create, 0 to change, 0 to destroy") && grow.contains("workers-3"), "{grow}");
+    for host in ["master-0", "workers-0", "workers-1", "workers-2"] {
+        assert!(!grow.contains(&format!("[{host}]")), "{host} is left alone: {grow}");
+    }
+    assert_eq!(active_agents(&client).await, ["workers-0", "workers-1", "workers-2", "workers-3"]);
+
+    env.set_count(4, 2);
+    let shrink = env.ok("up");
+    assert!(shrink.contains("2 to destroy"), "{shrink}");
+    for host in ["workers-2", "workers-3"] {
+        assert!(shrink.contains(&format!("[{host}] drain complete")), "{shrink}");
+        assert!(shrink.contains(&format!("[{host}] destroy complete")), "{shrink}");
+        assert!(!env.state().join("hosts").join(host).exists(), "{host} is removed");
+    }
+    // An agent removed without tasks is not waited for: the master marks it unreachable later.
+    wait_for("only workers-0 and workers-1 to be active", Duration::from_secs(30), || async {
+        (active_agents(&client).await == ["workers-0", "workers-1"]).then_some(())
+    })
+    .await;
+    let host = wait_for("hello to run on a remaining host", Duration::from_secs(30), || running_hello(&client)).await;
+    assert!(host == "workers-0" || host == "workers-1", "hello runs on {host}");
+
+    let down = env.ok("down");
+    assert!(down.contains("Deleted app hello."), "{down}");
+    assert_down(&env, &url).await;
+    let again = env.ok("down");
+    assert!(again.contains("is down"), "down is idempotent: {again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_up_killed_mid_bootstrap_is_resumed() {
+    let env = Env::new();
+    let mut child = env.command("up").stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn up");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut seen = Vec::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.expect("a line");
+        let mid_bootstrap = line.starts_with("[workers-") && line.contains("inspect");
+        seen.push(line);
+        if mid_bootstrap {
+            break;
+        }
+    }
+    child.kill().expect("SIGKILL up");
+    child.wait().expect("reap up");
+    let journal = std::fs::read_to_string(env.state().join("journal.jsonl")).expect("journal");
+    assert!(!journal.contains(r#""kind":"done","action":"bootstrap","host":"workers"#), "killed too late:\n{journal}");
+
+    let plan = env.ok("plan");
+    assert!(plan.contains("resuming an interrupted bootstrap"), "{plan}\n(seen: {seen:?})");
+    let resumed = env.ok("up");
+    assert!(resumed.contains("Cluster `local` is up"), "{resumed}");
+    let client = env.client();
+    let url = client.base().to_string();
+    assert_eq!(active_agents(&client).await, ["workers-0", "workers-1", "workers-2"]);
+    assert!(env.ok("plan").contains("No changes"));
+    env.ok("down");
+    assert_down(&env, &url).await;
+}
+
+#[test]
+fn a_bad_cluster_file_is_refused_with_its_position() {
+    let env = Env::new();
+    let text = std::fs::read_to_string(env.file()).expect("read");
+    std::fs::write(env.file(), text.replace("count = 3", "count = \"three\"")).expect("write");
+    let line = text.lines().position(|l| l.starts_with("count = 3")).expect("a count line") + 1;
+    for verb in ["plan", "up"] {
+        let output = env.command(verb).output().expect("run gantry");
+        let (_, stderr) = texts(&output);
+        assert!(!output.status.success(), "{verb} accepted a bad file");
+        let position = format!("local.toml:{line}:9");
+        assert!(stderr.contains(&position), "{verb}: expected {position} in: {stderr}");
+    }
+    assert!(!env.state().exists(), "nothing was created");
+}
+
+fn alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit(") ").next().is_some_and(|rest| !rest.is_empty() && !rest.starts_with(['Z', 'X']))
+}
+
+fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok().filter(|pid| alive(*pid))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_supervisor_restarts_its_daemon_and_stops_with_it() {
+    let env = Env::new();
+    let run = env.path().join("run");
+    let pid_file = run.join("sleeper.pid");
+    let daemon_pid_file = run.join("sleeper.daemon.pid");
+    let env_file = env.path().join("sleeper.env");
+    // The daemon's environment names the test dir, so kill_all finds it if the test fails.
+    std::fs::write(&env_file, format!("MARK={}\nSECONDS_TO_SLEEP=1000\n", env.path().display())).expect("env file");
+    let status = Command::new(BIN)
+        .args(["supervise", "--detach", "--pid-file"])
+        .arg(&pid_file)
+        .arg("--log-file")
+        .arg(env.path().join("sleeper.log"))
+        .arg("--env-file")
+        .arg(&env_file)
+        .args(["--", "/bin/sleep", "${SECONDS_TO_SLEEP}"])
+        .status()
+        .expect("run supervise");
+    assert!(status.success());
+    let supervisor = read_pid(&pid_file).expect("the supervisor runs and wrote its pid");
+    let first = wait_for("the daemon", Duration::from_secs(10), || async { read_pid(&daemon_pid_file) }).await;
+    let cmdline = std::fs::read(format!("/proc/{first}/cmdline")).expect("cmdline");
+    assert_eq!(String::from_utf8_lossy(&cmdline), "/bin/sleep\x001000\x00", "${{VAR}} is expanded from the env file");
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first), nix::sys::signal::Signal::SIGKILL).expect("kill");
+    let second = wait_for("a restarted daemon", Duration::from_secs(20), || async {
+        read_pid(&daemon_pid_file).filter(|pid| *pid != first)
+    })
+    .await;
+    assert!(alive(supervisor));
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor), nix::sys::signal::Signal::SIGTERM).expect("term");
+    wait_for("supervisor and daemon to exit", Duration::from_secs(20), || async {
+        (!alive(supervisor) && !alive(second)).then_some(())
+    })
+    .await;
+    assert!(!pid_file.exists() && !daemon_pid_file.exists(), "the pid files are removed");
+    let log = std::fs::read_to_string(env.path().join("sleeper.log")).expect("log");
+    assert!(log.contains("restarting"), "{log}");
+}
