@@ -119,7 +119,7 @@ pub trait Connector: Send + Sync + fmt::Debug {
 /// A [`Connector`] for tests: one [`FakeTransport`] per host (kept, so a test inspects its calls),
 /// each with the layout `/opt/gantry` and the API port 5050.
 /// Each transport answers `inspect` as a Linux host of this machine's architecture, with or
-/// without systemd.
+/// without systemd, and says the daemon runs when `start` asks.
 #[derive(Debug, Default)]
 pub struct FakeConnector {
     transports: Mutex<BTreeMap<String, Arc<FakeTransport>>>,
@@ -147,6 +147,11 @@ impl FakeConnector {
                 let init = if self.systemd { "systemd" } else { "none" };
                 let stdout = format!("Linux\n{}\n{init}\n", std::env::consts::ARCH);
                 transport.respond("uname -s", CommandOutput { exit_code: Some(0), stdout, stderr: String::new() });
+                let running = "running\n".to_string();
+                transport.respond(
+                    "echo running",
+                    CommandOutput { exit_code: Some(0), stdout: running, stderr: String::new() },
+                );
                 Arc::new(transport)
             })
             .clone()

@@ -12,6 +12,7 @@
 use futures_util::future::BoxFuture;
 use gantry_provision::access::{Connector, HostAccess, HostLayout};
 use gantry_provision::cluster_file::{LocalSection, Role};
+use gantry_provision::engine::PRIMARY_MASTER;
 use gantry_provision::provider::{
     ErrorKind, HostDescription, HostSpec, HostState, Provider, ProviderCapabilities, ProviderError, TransportKind,
 };
@@ -97,12 +98,14 @@ impl LocalProvider {
         for sub in HOST_DIRS {
             std::fs::create_dir_all(dir.join(sub)).map_err(fail)?;
         }
+        // `api_port` is the cluster's API, served by the primary master; other masters (HA)
+        // listen on free ports so they do not collide on this one machine.
         let api_port = match (spec.role, self.settings.api_port) {
             (Role::Agent, _) => None,
-            (Role::Master, 0) => {
+            (Role::Master, port) if port != 0 && spec.name == PRIMARY_MASTER => Some(port),
+            (Role::Master, _) => {
                 Some(free_port().map_err(|e| self.error("create", &spec.name, ErrorKind::Transient, e.to_string()))?)
             }
-            (Role::Master, port) => Some(port),
         };
         let host = HostFile {
             cluster: spec.cluster.clone(),

@@ -48,10 +48,20 @@ impl Phase for Start {
             }
             let script = match (systemd, running) {
                 (true, _) => format!("systemctl restart {unit}"),
-                (false, true) => format!("{}\nsh {}", stop::stop_script(host), quote(service.display().to_string())),
-                (false, false) => format!("sh {}", quote(service.display().to_string())),
+                // Also when the supervisor is not running: a daemon it left behind (it was killed
+                // with SIGKILL) is stopped before a new supervisor starts another.
+                (false, _) => format!("{}\nsh {}", stop::stop_script(host), quote(service.display().to_string())),
             };
             host.sh(self.name(), &script, Duration::from_secs(60)).await?;
+            if !host.sh(self.name(), &probe, Duration::from_secs(30)).await?.stdout.contains("running") {
+                return Err(BootstrapError::NotReady {
+                    host: host.name.clone(),
+                    what: format!("the {} to start", host.role),
+                    waited: Duration::ZERO,
+                    last: "its supervisor is not running after the start command".to_string(),
+                    log_tail: super::wait_ready::log_tail(host, 20).await,
+                });
+            }
             let upload = Upload {
                 source: UploadSource::Bytes(config.into_bytes()),
                 dest: layout.started_stamp(host.role),

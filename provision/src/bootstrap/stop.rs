@@ -32,7 +32,7 @@ stop() {{
 }}
 stop {pid_file}
 stop {daemon_pid_file}
-exit 0"#,
+true"#,
         root = quote(&root),
         pid_file = quote(&pid_file),
         daemon_pid_file = quote(&daemon_pid_file),
