@@ -5,7 +5,11 @@
 //! `POST /api/v1/apps/{id}/restart`; `GET /api/v1/tasks?app=ID&all=BOOL`,
 //! `GET /api/v1/tasks/{id}`, `POST /api/v1/tasks/{id}/kill`,
 //! `GET /api/v1/tasks/{id}/logs?stream=stdout|stderr&offset=N&length=N`;
-//! `GET /api/v1/agents`, `GET /api/v1/agents/{id}`; `GET /api/v1/events` (server-sent events).
+//! `GET /api/v1/agents`, `GET /api/v1/agents/{id}`; `GET /api/v1/events` (server-sent events);
+//! jobs (methods in `client_jobs`): `GET|POST /api/v1/jobs`, `GET|PUT /api/v1/jobs/{id}`,
+//! `DELETE /api/v1/jobs/{id}?stop_current_runs=BOOL`, `GET|POST /api/v1/jobs/{id}/runs`
+//! (`POST` starts a run now), `GET /api/v1/jobs/{id}/runs/{run}`,
+//! `POST /api/v1/jobs/{id}/runs/{run}/stop`.
 
 use crate::agent::Agent;
 use crate::app::{App, AppDefinition};
@@ -116,7 +120,7 @@ impl Client {
         &self.base
     }
 
-    async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -240,7 +244,7 @@ pub fn is_not_found(error: &ClientError) -> bool {
     error.status() == Some(StatusCode::NOT_FOUND.as_u16())
 }
 
-fn encode(segment: &str) -> String {
+pub(crate) fn encode(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
     for b in segment.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

@@ -2,6 +2,7 @@
 
 use crate::Millis;
 use crate::agent::AgentState;
+use crate::job::RunStatus;
 use crate::task::TaskState;
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +38,33 @@ pub enum Event {
         state: TaskState,
         /// Health, if checked.
         healthy: Option<bool>,
+        /// Why.
+        message: Option<String>,
+        /// When.
+        at: Millis,
+    },
+    /// A job was created or its definition changed.
+    JobUpdated {
+        /// Job id.
+        job_id: String,
+        /// When.
+        at: Millis,
+    },
+    /// A job was deleted.
+    JobDeleted {
+        /// Job id.
+        job_id: String,
+        /// When.
+        at: Millis,
+    },
+    /// A job run was created or changed state.
+    JobRunChanged {
+        /// Job id.
+        job_id: String,
+        /// Run id.
+        run_id: String,
+        /// New state.
+        status: RunStatus,
         /// Why.
         message: Option<String>,
         /// When.

@@ -7,8 +7,10 @@
 pub mod agent;
 pub mod app;
 pub mod client;
+pub mod client_jobs;
 pub mod error;
 pub mod event;
+pub mod job;
 pub mod protocol;
 pub mod resources;
 pub mod task;
@@ -21,6 +23,7 @@ pub use app::{
 pub use client::{Client, ClientError};
 pub use error::{ApiError, ValidationError};
 pub use event::Event;
+pub use job::{Job, JobDefinition, JobRun, RunStatus};
 pub use resources::{PortRange, Resources, ResourcesParseError};
 pub use task::{Task, TaskState};
 

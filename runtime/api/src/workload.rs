@@ -1,7 +1,8 @@
-//! Reading workload files (apps) from TOML or JSON, with errors that name file, line and column.
+//! Reading workload files (apps and jobs) from TOML or JSON, with errors that name file, line and column.
 
 use crate::app::AppDefinition;
 use crate::error::ValidationError;
+use crate::job::JobDefinition;
 use std::path::Path;
 
 /// A workload file that could not be read, parsed or validated.
@@ -51,7 +52,34 @@ pub fn read_app_file(path: &Path) -> Result<AppDefinition, WorkloadError> {
 
 /// Parses and validates an app definition from text; `name` is used in errors.
 pub fn parse_app(name: &str, text: &str, is_json: bool) -> Result<AppDefinition, WorkloadError> {
-    let app: AppDefinition = if is_json {
+    let app: AppDefinition = parse_text(name, text, is_json)?;
+    app.validate().map_err(|error| {
+        let (line, column) = locate_field(text, &error.field);
+        WorkloadError::Invalid { path: name.to_string(), line, column, error }
+    })?;
+    Ok(app)
+}
+
+/// Reads and validates a job definition from a `.toml` or `.json` file.
+pub fn read_job_file(path: &Path) -> Result<JobDefinition, WorkloadError> {
+    let display = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| WorkloadError::Io { path: display.clone(), source })?;
+    let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    parse_job(&display, &text, is_json)
+}
+
+/// Parses and validates a job definition from text; `name` is used in errors.
+pub fn parse_job(name: &str, text: &str, is_json: bool) -> Result<JobDefinition, WorkloadError> {
+    let job: JobDefinition = parse_text(name, text, is_json)?;
+    job.validate().map_err(|error| {
+        let (line, column) = locate_field(text, &error.field);
+        WorkloadError::Invalid { path: name.to_string(), line, column, error }
+    })?;
+    Ok(job)
+}
+
+fn parse_text<T: serde::de::DeserializeOwned>(name: &str, text: &str, is_json: bool) -> Result<T, WorkloadError> {
+    Ok(if is_json {
         serde_json::from_str(text).map_err(|e| WorkloadError::Syntax {
             path: name.to_string(),
             line: e.line(),
@@ -63,12 +91,7 @@ pub fn parse_app(name: &str, text: &str, is_json: bool) -> Result<AppDefinition,
             let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
             WorkloadError::Syntax { path: name.to_string(), line, column, message: e.message().trim().to_string() }
         })?
-    };
-    app.validate().map_err(|error| {
-        let (line, column) = locate_field(text, &error.field);
-        WorkloadError::Invalid { path: name.to_string(), line, column, error }
-    })?;
-    Ok(app)
+    })
 }
 
 /// 1-based line and column of a byte offset.
@@ -128,6 +151,19 @@ mod tests {
         let err = parse_app("web.json", text, true).expect_err("wrong type");
         let WorkloadError::Syntax { line, .. } = &err else { panic!("{err}") };
         assert_eq!(*line, 4, "{err}");
+    }
+
+    #[test]
+    fn job_errors_name_line_and_column() {
+        let text = "id = \"nightly\"\n\n[run]\ncmd = \"true\"\n\n[[schedules]]\ncron = \"61 * * * *\"\n";
+        let err = parse_job("nightly.toml", text, false).expect_err("bad minute");
+        assert!(err.to_string().starts_with("nightly.toml:7:1: schedules[0].cron:"), "{err}");
+        let err = parse_job("nightly.toml", &text.replace("cmd", "cmdd"), false).expect_err("unknown key");
+        let WorkloadError::Syntax { line, .. } = &err else { panic!("{err}") };
+        assert_eq!(*line, 4, "{err}");
+        let job = parse_job("n.json", r#"{"id":"n","run":{"cmd":"true","restart_policy":"ON_FAILURE"}}"#, true)
+            .expect("valid JSON job");
+        assert_eq!(job.run.restart_policy, crate::job::RestartPolicy::OnFailure);
     }
 
     #[test]
