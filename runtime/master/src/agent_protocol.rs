@@ -161,8 +161,12 @@ fn reconcile_report(
         after.message = Some(why.to_string());
         change.commands.push(kill_command(agent_id, &task.id, grace));
     };
+    let job_task = crate::jobs::is_job_task(&task) && state.job(&task.app_id).is_some();
     match (wanted, task.state) {
-        (None, _) => kill(&mut after, change, "its app was deleted"),
+        (_, TaskState::Unreachable) if job_task => {
+            kill(&mut after, change, "given up while its agent was unreachable");
+        }
+        (None, _) if !job_task => kill(&mut after, change, "its app was deleted"),
         (_, TaskState::Killing) => {
             change.commands.push(kill_command(agent_id, &task.id, grace));
         }
@@ -284,7 +288,7 @@ pub fn status_change(state: &mut ClusterState, agent_id: &str, update: &StatusUp
         if update.message.is_some() && task.state != TaskState::Killing {
             after.message = update.message.clone();
         }
-        if state.app(&task.app_id).is_none() && after.state.is_active() {
+        if !state.has_workload(&task.app_id) && after.state.is_active() {
             after.state = TaskState::Killing;
             change.commands.push(kill_command(agent_id, &task.id, DEFAULT_GRACE_SECS));
         }

@@ -53,17 +53,30 @@ pub struct Kill {
 }
 
 /// What a framework sees of the cluster during a cycle: read access to everything, write access
-/// only to its workloads' runtime bookkeeping.
+/// only to its workloads' runtime bookkeeping, and durable changes it stages for the allocator
+/// to commit (with the cycle's kills or launches).
 #[derive(Debug)]
 pub struct ClusterView<'a> {
     state: &'a mut ClusterState,
     now: Millis,
+    staged: Change,
 }
 
 impl<'a> ClusterView<'a> {
     /// A view at time `now`.
     pub fn new(state: &'a mut ClusterState, now: Millis) -> Self {
-        Self { state, now }
+        Self { state, now, staged: Change::default() }
+    }
+
+    /// Stages a change of the framework's own records (e.g. job runs) for the allocator to
+    /// persist in the cycle's commit; it is not visible in [`Self::state`] before then.
+    pub fn stage(&mut self, change: Change) {
+        self.staged.absorb(change);
+    }
+
+    /// Takes what was staged.
+    pub fn take_staged(&mut self) -> Change {
+        std::mem::take(&mut self.staged)
     }
 
     /// The cycle's time.
@@ -183,14 +196,16 @@ pub fn run_cycle(master: &Master, frameworks: &mut [Box<dyn Framework>]) {
     let state = &mut *guard;
 
     let mut kills = Vec::new();
-    {
+    let staged = {
         let mut view = ClusterView::new(state, now);
         for framework in frameworks.iter_mut() {
             kills.extend(framework.reconcile(&mut view));
         }
-    }
-    if !kills.is_empty() {
-        let change = kill_change(state, &kills, "stopped by its framework", now);
+        view.take_staged()
+    };
+    if !kills.is_empty() || !staged.is_empty() {
+        let mut change = kill_change(state, &kills, "stopped by its framework", now);
+        change.absorb(staged);
         if let Err(error) = master.commit(state, change) {
             warn!(%error, "Could not store task kills; retrying next cycle.");
             return;
@@ -210,7 +225,9 @@ pub fn run_cycle(master: &Master, frameworks: &mut [Box<dyn Framework>]) {
         }
         let accepts = {
             let mut view = ClusterView::new(state, now);
-            framework.resource_offers(&offers, &mut view)
+            let accepts = framework.resource_offers(&offers, &mut view);
+            change.absorb(view.take_staged());
+            accepts
         };
         for accept in accepts {
             match take_from_offer(&mut offers, &accept) {
@@ -223,7 +240,7 @@ pub fn run_cycle(master: &Master, frameworks: &mut [Box<dyn Framework>]) {
             }
         }
     }
-    if change.tasks.is_empty() {
+    if change.is_empty() {
         return;
     }
     let launched = change.tasks.len();

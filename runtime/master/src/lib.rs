@@ -7,12 +7,14 @@
 //! Layout: [`store`] (durable records), [`state`] (in-memory indexes), [`master`] (the shared
 //! core and its one commit path), [`agent_protocol`] and [`links`] (agents), [`allocator`]
 //! (offers, DRF, the [`Framework`] contract), [`services`] (the built-in framework of apps),
+//! [`jobs`] (the built-in framework of jobs and cron),
 //! [`api`] (HTTP). Entry points: [`start`] → [`MasterHandle`], [`run`], and [`router`] over a
 //! core made by [`build`] for tests without a socket.
 
 pub mod agent_protocol;
 pub mod allocator;
 pub mod api;
+pub mod jobs;
 pub mod links;
 pub mod master;
 pub mod services;
@@ -184,7 +186,8 @@ pub async fn start(config: MasterConfig) -> Result<MasterHandle, MasterError> {
             })
             .await
     });
-    let frameworks: Vec<Box<dyn Framework>> = vec![Box::new(services::ServicesFramework::new())];
+    let frameworks: Vec<Box<dyn Framework>> =
+        vec![Box::new(services::ServicesFramework::new()), Box::new(jobs::JobsFramework::new())];
     let loops =
         vec![tokio::spawn(allocator::run(master.clone(), frameworks)), tokio::spawn(housekeeping(master.clone()))];
     info!(%local_addr, data_dir = %config.data_dir.display(), "Master serving.");

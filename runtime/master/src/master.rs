@@ -10,7 +10,7 @@ use crate::links::AgentLinks;
 use crate::state::{ClusterState, uuid_meta_key};
 use crate::store::{AppRecord, Store, StoreError, StoreOp};
 use gantry_api::protocol::AgentCommand;
-use gantry_api::{Agent, Event, Task};
+use gantry_api::{Agent, Event, Job, JobRun, Task};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{Notify, broadcast, watch};
 
@@ -31,6 +31,14 @@ pub struct Change {
     pub status_uuids: Vec<(String, Vec<String>)>,
     /// Other meta entries.
     pub meta: Vec<(String, String)>,
+    /// Jobs to insert or replace.
+    pub jobs: Vec<Job>,
+    /// Jobs to forget (with their runs in memory; remove stored runs with `removed_job_runs`).
+    pub removed_jobs: Vec<String>,
+    /// Job runs to insert or replace.
+    pub job_runs: Vec<JobRun>,
+    /// Job runs to forget: job id, run id.
+    pub removed_job_runs: Vec<(String, String)>,
     /// Events to publish once stored.
     pub events: Vec<Event>,
     /// Commands to send once stored.
@@ -47,8 +55,29 @@ impl Change {
             && self.removed_tasks.is_empty()
             && self.status_uuids.is_empty()
             && self.meta.is_empty()
+            && self.jobs.is_empty()
+            && self.removed_jobs.is_empty()
+            && self.job_runs.is_empty()
+            && self.removed_job_runs.is_empty()
             && self.events.is_empty()
             && self.commands.is_empty()
+    }
+
+    /// Appends everything of `other` to this change.
+    pub fn absorb(&mut self, other: Change) {
+        self.apps.extend(other.apps);
+        self.removed_apps.extend(other.removed_apps);
+        self.agents.extend(other.agents);
+        self.tasks.extend(other.tasks);
+        self.removed_tasks.extend(other.removed_tasks);
+        self.status_uuids.extend(other.status_uuids);
+        self.meta.extend(other.meta);
+        self.jobs.extend(other.jobs);
+        self.removed_jobs.extend(other.removed_jobs);
+        self.job_runs.extend(other.job_runs);
+        self.removed_job_runs.extend(other.removed_job_runs);
+        self.events.extend(other.events);
+        self.commands.extend(other.commands);
     }
 
     fn ops(&self) -> Result<Vec<StoreOp>, StoreError> {
@@ -65,6 +94,10 @@ impl Change {
             ops.push(StoreOp::PutMeta(uuid_meta_key(task_id), serde_json::to_string(uuids)?));
         }
         ops.extend(self.meta.iter().map(|(k, v)| StoreOp::PutMeta(k.clone(), v.clone())));
+        ops.extend(self.removed_jobs.iter().cloned().map(StoreOp::DeleteJob));
+        ops.extend(self.jobs.iter().cloned().map(StoreOp::PutJob));
+        ops.extend(self.removed_job_runs.iter().map(|(j, r)| StoreOp::DeleteJobRun(j.clone(), r.clone())));
+        ops.extend(self.job_runs.iter().cloned().map(StoreOp::PutJobRun));
         Ok(ops)
     }
 }
@@ -176,6 +209,18 @@ impl Master {
         }
         for (task_id, uuids) in change.status_uuids {
             state.set_status_uuids(&task_id, uuids);
+        }
+        for id in &change.removed_jobs {
+            state.remove_job(id);
+        }
+        for job in change.jobs {
+            state.put_job(job);
+        }
+        for (job_id, run_id) in &change.removed_job_runs {
+            state.remove_job_run(job_id, run_id);
+        }
+        for run in change.job_runs {
+            state.put_job_run(run);
         }
         for event in change.events {
             let _ = self.events.send(event);

@@ -1,4 +1,4 @@
-//! The master's in-memory cluster state: apps, tasks and agents as loaded from the store, with
+//! The master's in-memory cluster state: apps, tasks, agents, jobs and job runs as loaded from the store, with
 //! the indexes the allocator and the API need (tasks by app, tasks by agent, each agent's used
 //! and free resources, maintained incrementally on every task change).
 //!
@@ -6,7 +6,7 @@
 //! decisions: callers persist a change first (see `master::Change`) and then apply it here.
 
 use crate::store::{AppRecord, Snapshot};
-use gantry_api::{Agent, AgentState, AppStatus, Millis, Resources, Task, TaskState};
+use gantry_api::{Agent, AgentState, AppStatus, Job, JobRun, Millis, Resources, Task, TaskState};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
@@ -57,6 +57,8 @@ pub struct ClusterState {
     tasks_by_agent: HashMap<String, BTreeSet<String>>,
     agents: BTreeMap<String, AgentEntry>,
     status_uuids: HashMap<String, Vec<String>>,
+    jobs: BTreeMap<String, Job>,
+    job_runs: HashMap<String, BTreeMap<String, JobRun>>,
 }
 
 /// Whether a task holds resources on its agent.
@@ -78,6 +80,12 @@ impl ClusterState {
         }
         for agent in snapshot.agents {
             state.put_agent(agent);
+        }
+        for job in snapshot.jobs {
+            state.put_job(job);
+        }
+        for run in snapshot.job_runs {
+            state.put_job_run(run);
         }
         for task in snapshot.tasks {
             state.put_task(task);
@@ -120,6 +128,57 @@ impl ClusterState {
     /// Forgets an app (its tasks stay until they are terminal and pruned).
     pub fn remove_app(&mut self, id: &str) -> Option<AppEntry> {
         self.apps.remove(id)
+    }
+
+    /// Whether an app or a job has this id (they share one namespace).
+    pub fn has_workload(&self, id: &str) -> bool {
+        self.apps.contains_key(id) || self.jobs.contains_key(id)
+    }
+
+    /// Every job, by id.
+    pub fn jobs(&self) -> impl Iterator<Item = &Job> {
+        self.jobs.values()
+    }
+
+    /// One job.
+    pub fn job(&self, id: &str) -> Option<&Job> {
+        self.jobs.get(id)
+    }
+
+    /// Inserts or replaces a job.
+    pub fn put_job(&mut self, job: Job) {
+        self.jobs.insert(job.definition.id.clone(), job);
+    }
+
+    /// Forgets a job and its runs (its tasks stay until they are terminal and pruned).
+    pub fn remove_job(&mut self, id: &str) -> Option<Job> {
+        self.job_runs.remove(id);
+        self.jobs.remove(id)
+    }
+
+    /// Runs of one job, by run id (ids sort by creation time).
+    pub fn job_runs(&self, job_id: &str) -> impl Iterator<Item = &JobRun> {
+        self.job_runs.get(job_id).into_iter().flat_map(|runs| runs.values())
+    }
+
+    /// One run.
+    pub fn job_run(&self, job_id: &str, run_id: &str) -> Option<&JobRun> {
+        self.job_runs.get(job_id).and_then(|runs| runs.get(run_id))
+    }
+
+    /// Inserts or replaces a run.
+    pub fn put_job_run(&mut self, run: JobRun) {
+        self.job_runs.entry(run.job_id.clone()).or_default().insert(run.id.clone(), run);
+    }
+
+    /// Forgets a run.
+    pub fn remove_job_run(&mut self, job_id: &str, run_id: &str) -> Option<JobRun> {
+        let runs = self.job_runs.get_mut(job_id)?;
+        let run = runs.remove(run_id);
+        if runs.is_empty() {
+            self.job_runs.remove(job_id);
+        }
+        run
     }
 
     /// One task.

@@ -1,4 +1,4 @@
-//! The master's durable state store: apps, tasks, agents and a small `meta` table.
+//! The master's durable state store: apps, tasks, agents, jobs, job runs and a small `meta` table.
 //!
 //! Everything the master acknowledges (an API answer, a status-update ack) is committed here
 //! first, in one durable transaction per request ([`Store::write`] takes a whole batch). The
@@ -6,7 +6,7 @@
 //! [`RedbStore`] is the real implementation (`<data_dir>/state.redb`); [`MemStore`] is an
 //! in-memory recording double for tests.
 
-use gantry_api::{Agent, App, Task};
+use gantry_api::{Agent, App, Job, JobRun, Task};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -17,6 +17,14 @@ const APPS: TableDefinition<&str, &str> = TableDefinition::new("apps");
 const TASKS: TableDefinition<&str, &str> = TableDefinition::new("tasks");
 const AGENTS: TableDefinition<&str, &str> = TableDefinition::new("agents");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+const JOBS: TableDefinition<&str, &str> = TableDefinition::new("jobs");
+/// Job runs keyed `<job id>/<run id>`.
+const JOB_RUNS: TableDefinition<&str, &str> = TableDefinition::new("job_runs");
+
+/// The key of a job run in the `job_runs` table.
+fn run_key(job_id: &str, run_id: &str) -> String {
+    format!("{job_id}/{run_id}")
+}
 
 /// An app as stored: the API view plus the version of its last configuration change (scaling
 /// bumps `app.version` but not `config_version`, so running tasks are not replaced).
@@ -47,6 +55,14 @@ pub enum StoreOp {
     PutMeta(String, String),
     /// Remove a meta entry.
     DeleteMeta(String),
+    /// Insert or replace a job (its `status` is not meaningful in the store).
+    PutJob(Job),
+    /// Remove a job by id.
+    DeleteJob(String),
+    /// Insert or replace a job run.
+    PutJobRun(JobRun),
+    /// Remove a job run: job id, run id.
+    DeleteJobRun(String, String),
 }
 
 /// Everything in the store, as loaded at start.
@@ -60,6 +76,10 @@ pub struct Snapshot {
     pub agents: Vec<Agent>,
     /// Meta entries.
     pub meta: BTreeMap<String, String>,
+    /// Jobs by id.
+    pub jobs: Vec<Job>,
+    /// Every job run.
+    pub job_runs: Vec<JobRun>,
 }
 
 /// Why the store failed.
@@ -116,7 +136,7 @@ impl RedbStore {
             .map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
         let db = redb::Database::create(data_dir.join("state.redb")).map_err(redb_err)?;
         let txn = db.begin_write().map_err(redb_err)?;
-        for table in [APPS, TASKS, AGENTS, META] {
+        for table in [APPS, TASKS, AGENTS, META, JOBS, JOB_RUNS] {
             txn.open_table(table).map_err(redb_err)?;
         }
         txn.commit().map_err(redb_err)?;
@@ -155,6 +175,8 @@ impl Store for RedbStore {
             let mut tasks = txn.open_table(TASKS).map_err(redb_err)?;
             let mut agents = txn.open_table(AGENTS).map_err(redb_err)?;
             let mut meta = txn.open_table(META).map_err(redb_err)?;
+            let mut jobs = txn.open_table(JOBS).map_err(redb_err)?;
+            let mut job_runs = txn.open_table(JOB_RUNS).map_err(redb_err)?;
             for op in batch {
                 match op {
                     StoreOp::PutApp(r) => {
@@ -182,6 +204,20 @@ impl Store for RedbStore {
                     StoreOp::DeleteMeta(k) => {
                         meta.remove(k.as_str()).map_err(redb_err)?;
                     }
+                    StoreOp::PutJob(j) => {
+                        jobs.insert(j.definition.id.as_str(), serde_json::to_string(j)?.as_str()).map_err(redb_err)?;
+                    }
+                    StoreOp::DeleteJob(id) => {
+                        jobs.remove(id.as_str()).map_err(redb_err)?;
+                    }
+                    StoreOp::PutJobRun(r) => {
+                        job_runs
+                            .insert(run_key(&r.job_id, &r.id).as_str(), serde_json::to_string(r)?.as_str())
+                            .map_err(redb_err)?;
+                    }
+                    StoreOp::DeleteJobRun(job_id, run_id) => {
+                        job_runs.remove(run_key(job_id, run_id).as_str()).map_err(redb_err)?;
+                    }
                 }
             }
         }
@@ -199,7 +235,9 @@ impl Store for RedbStore {
             let (k, v) = entry.map_err(redb_err)?;
             meta.insert(k.value().to_string(), v.value().to_string());
         }
-        Ok(Snapshot { apps, tasks, agents, meta })
+        let jobs = read_table::<Job>(&txn, JOBS, "jobs")?.into_iter().map(|(_, v)| v).collect();
+        let job_runs = read_table::<JobRun>(&txn, JOB_RUNS, "job_runs")?.into_iter().map(|(_, v)| v).collect();
+        Ok(Snapshot { apps, tasks, agents, meta, jobs, job_runs })
     }
 }
 
@@ -215,6 +253,8 @@ struct MemInner {
     tasks: BTreeMap<String, Task>,
     agents: BTreeMap<String, Agent>,
     meta: BTreeMap<String, String>,
+    jobs: BTreeMap<String, Job>,
+    job_runs: BTreeMap<String, JobRun>,
     batches: Vec<Vec<StoreOp>>,
 }
 
@@ -263,6 +303,18 @@ impl Store for MemStore {
                 StoreOp::DeleteMeta(k) => {
                     inner.meta.remove(k);
                 }
+                StoreOp::PutJob(j) => {
+                    inner.jobs.insert(j.definition.id.clone(), j.clone());
+                }
+                StoreOp::DeleteJob(id) => {
+                    inner.jobs.remove(id);
+                }
+                StoreOp::PutJobRun(r) => {
+                    inner.job_runs.insert(run_key(&r.job_id, &r.id), r.clone());
+                }
+                StoreOp::DeleteJobRun(job_id, run_id) => {
+                    inner.job_runs.remove(&run_key(job_id, run_id));
+                }
             }
         }
         Ok(())
@@ -275,6 +327,8 @@ impl Store for MemStore {
             tasks: inner.tasks.values().cloned().collect(),
             agents: inner.agents.values().cloned().collect(),
             meta: inner.meta.clone(),
+            jobs: inner.jobs.values().cloned().collect(),
+            job_runs: inner.job_runs.values().cloned().collect(),
         })
     }
 }
@@ -340,6 +394,12 @@ mod tests {
             StoreOp::DeleteTask("web.2".to_string()),
             StoreOp::PutAgent(agent("a1")),
             StoreOp::PutMeta("master-id".to_string(), "m1".to_string()),
+            StoreOp::PutJob(job("nightly")),
+            StoreOp::PutJob(job("gone")),
+            StoreOp::DeleteJob("gone".to_string()),
+            StoreOp::PutJobRun(run("nightly", "r1")),
+            StoreOp::PutJobRun(run("nightly", "r2")),
+            StoreOp::DeleteJobRun("nightly".to_string(), "r2".to_string()),
         ]
     }
 
@@ -348,6 +408,17 @@ mod tests {
         assert_eq!(snapshot.tasks, vec![task("web.1")]);
         assert_eq!(snapshot.agents, vec![agent("a1")]);
         assert_eq!(snapshot.meta.get("master-id").map(String::as_str), Some("m1"));
+        assert_eq!(snapshot.jobs, vec![job("nightly")]);
+        assert_eq!(snapshot.job_runs, vec![run("nightly", "r1")]);
+    }
+
+    fn job(id: &str) -> Job {
+        let definition = serde_json::from_str(&format!(r#"{{"id":"{id}","run":{{"cmd":"true"}}}}"#)).expect("valid");
+        Job { definition, created_at: 1, updated_at: 2, status: Default::default() }
+    }
+
+    fn run(job_id: &str, id: &str) -> JobRun {
+        JobRun::new(job_id, id.to_string(), gantry_api::job::RunTrigger::Manual, 3)
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod agents;
 pub mod apps;
 pub mod events;
+pub mod jobs;
 pub mod system;
 pub mod tasks;
 
@@ -90,6 +91,7 @@ pub fn router(master: Arc<Master>) -> Router {
     Router::new()
         .merge(system::routes())
         .merge(apps::routes())
+        .merge(jobs::routes())
         .merge(tasks::routes())
         .merge(agents::routes())
         .merge(events::routes())

@@ -31,8 +31,9 @@ impl Framework for ServicesFramework {
         "services"
     }
 
-    fn owns(&self, _task: &Task) -> bool {
-        true
+    /// Every task but job runs' (see `crate::jobs`).
+    fn owns(&self, task: &Task) -> bool {
+        !crate::jobs::is_job_task(task)
     }
 
     fn reconcile(&mut self, view: &mut ClusterView<'_>) -> Vec<Kill> {
@@ -44,7 +45,8 @@ impl Framework for ServicesFramework {
             let definition = &entry.record.app.definition;
             let id = definition.id.clone();
             let has_checks = !definition.health_checks.is_empty();
-            let tasks = view.state().tasks_of_app(&id);
+            let mut tasks = view.state().tasks_of_app(&id);
+            tasks.retain(|t| self.owns(t));
             let stable = entry.runtime.failures > 0 && tasks.iter().any(|t| backoff::is_stable(t, has_checks, now));
             let decisions = reconcile(&ReconcileInput {
                 instances: definition.instances,
