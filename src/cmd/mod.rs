@@ -6,6 +6,7 @@ pub mod app;
 pub mod dev;
 pub mod down;
 pub mod executor;
+pub mod job;
 pub mod master;
 pub mod node;
 pub mod plan;
@@ -38,6 +39,9 @@ pub enum Command {
     /// Deploys and manages apps (long-running services).
     #[command(subcommand)]
     App(app::AppCommand),
+    /// Deploys jobs (run to completion, on request or on a cron schedule) and manages their runs.
+    #[command(subcommand)]
+    Job(job::JobCommand),
     /// Lists, inspects and kills tasks; shows their logs.
     #[command(subcommand)]
     Task(task::TaskCommand),
@@ -92,6 +96,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Agent(args) => agent::run(args).await,
         Command::Dev(args) => dev::run(args).await,
         Command::App(command) => app::run(command).await,
+        Command::Job(command) => job::run(command).await,
         Command::Task(command) => task::run(command).await,
         Command::Node(command) => node::run(command).await,
         Command::Plan(args) => plan::run(args).await,
