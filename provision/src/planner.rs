@@ -87,6 +87,8 @@ pub enum Reason {
     Changed(Vec<String>),
     /// No longer desired (scaled down, or its pool was removed).
     Removed,
+    /// The whole cluster is being taken down (`down`: nothing is desired).
+    Teardown,
     /// Named like this cluster's hosts, at the provider, but neither desired nor in the journal.
     Unknown,
     /// Recorded in the journal, no longer desired and not at the provider: forgotten.
@@ -250,7 +252,7 @@ pub fn plan(desired: &Desired, journal: &JournalState, observed: &BTreeMap<Strin
         let seen = observed.get(name);
         match wanted.get(name) {
             Some(host) => plan_desired(host, record, seen, &mut actions),
-            None => plan_removal(name, record, seen, &mut actions),
+            None => plan_removal(name, record, seen, desired.hosts.is_empty(), &mut actions),
         }
     }
     actions.sort_by_key(order_key);
@@ -306,6 +308,7 @@ fn plan_removal(
     name: &str,
     record: Option<&crate::journal::HostRecord>,
     seen: Option<&ObservedHost>,
+    teardown: bool,
     actions: &mut Vec<Action>,
 ) {
     let (role, pool) = match record {
@@ -317,14 +320,15 @@ fn plan_removal(
     };
     let host = HostRef { name: name.to_string(), role, pool };
     let drained = record.is_some_and(|r| r.phase == HostPhase::Drained && r.pending.is_none());
+    let removed = if teardown { Reason::Teardown } else { Reason::Removed };
     if role == Role::Agent && seen.is_some_and(|o| o.running) && !drained {
-        actions.push(Action::Drain { host: host.clone(), reason: Reason::Removed });
+        actions.push(Action::Drain { host: host.clone(), reason: removed.clone() });
     }
     let reason = match (record, seen) {
         (Some(r), _) if r.pending == Some(ActionKind::Destroy) => Reason::Resume(ActionKind::Destroy),
         (None, _) => Reason::Unknown,
         (Some(_), None) => Reason::Gone,
-        (Some(_), Some(_)) => Reason::Removed,
+        (Some(_), Some(_)) => removed,
     };
     actions.push(Action::Destroy { host, reason });
 }

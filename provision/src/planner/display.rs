@@ -17,6 +17,7 @@ impl fmt::Display for Reason {
             Self::Resume(kind) => write!(f, "resuming an interrupted {}", kind.verb()),
             Self::Changed(keys) => write!(f, "{} changed", keys.join(", ")),
             Self::Removed => f.write_str("no longer in the cluster file"),
+            Self::Teardown => f.write_str("the cluster is taken down"),
             Self::Unknown => f.write_str("at the provider but not in the journal: nothing may leak"),
             Self::Gone => f.write_str("already gone at the provider: forget it"),
         }

@@ -340,3 +340,16 @@ proptest! {
         prop_assert!(journal.hosts.values().all(|h| h.phase == HostPhase::Bootstrapped && h.pending.is_none()));
     }
 }
+
+#[test]
+fn down_says_the_cluster_is_taken_down() {
+    let desired = desired_hosts(1, &[("w", 1)], "1");
+    let (mut journal, mut observed) = (JournalState::default(), Observed::new());
+    apply(&plan(&desired, &journal, &observed), &mut journal, &mut observed);
+    let down = plan(&Desired::empty("dev", "dev.toml"), &journal, &observed);
+    assert_eq!(kinds_for(&down, "w-0"), vec![ActionKind::Drain, ActionKind::Destroy]);
+    assert!(down.actions.iter().all(|a| a.reason() == &Reason::Teardown), "{down}");
+    assert!(down.to_string().contains("the cluster is taken down"), "{down}");
+    let scaled = plan(&desired_hosts(1, &[], "1"), &journal, &observed);
+    assert_eq!(scaled.actions[0].reason(), &Reason::Removed, "scaling down is not a teardown");
+}
