@@ -161,8 +161,22 @@ async fn example_job_files_parse_and_deploy_and_the_api_refuses_what_it_must() {
     let run = cluster.client.start_job_run("report").await.expect("start report");
     assert_eq!(wait_run_ended(&cluster, "report", &run.id).await.status, RunStatus::Success);
 
-    // Errors as for apps: 404, 409 (ids shared with apps, active runs), 422 with the field.
+    // A run that fits no agent says why, and can still be stopped.
     let client = &cluster.client;
+    let mut huge = job("huge", "true");
+    huge.run.cpus = 64.0;
+    client.put_job(&huge).await.expect("deploy huge");
+    let run = client.start_job_run("huge").await.expect("start huge");
+    let waiting = wait_for("the run to say why it waits", Duration::from_secs(30), || async {
+        let run = client.get_job_run("huge", &run.id).await.ok()?;
+        run.message.as_deref().is_some_and(|m| m.starts_with("waiting for resources")).then_some(run)
+    })
+    .await;
+    assert_eq!(waiting.status, RunStatus::Initial, "{waiting:?}");
+    client.stop_job_run("huge", &run.id).await.expect("stop huge");
+    assert_eq!(wait_run_ended(&cluster, "huge", &run.id).await.message.as_deref(), Some("stopped on request"));
+
+    // Errors as for apps: 404, 409 (ids shared with apps, active runs), 422 with the field.
     assert_eq!(client.start_job_run("nope").await.expect_err("no job").status(), Some(404));
     assert_eq!(client.get_job_run("report", "nope").await.expect_err("no run").status(), Some(404));
     assert_eq!(client.create_job(&job("report", "true")).await.expect_err("exists").status(), Some(409));

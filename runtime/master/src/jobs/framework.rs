@@ -1,7 +1,7 @@
 //! The jobs framework as an allocator [`Framework`]: every cycle it checks each job's schedules
 //! (starting runs that are due), advances every unfinished run with the pure state machine,
 //! stages the run changes on the view, asks for kills, and turns offers into the runs' tasks
-//! with `gantry_scheduler::place`.
+//! with `gantry_scheduler::place`; a run that cannot be placed says why in its message.
 
 use crate::allocator::{Accept, ClusterView, Framework, Kill, Offer};
 use crate::jobs::cron::{Compiled, Fire, fire};
@@ -11,7 +11,7 @@ use crate::master::Change;
 use gantry_api::job::RunTrigger;
 use gantry_api::protocol::LaunchTask;
 use gantry_api::{Event, Job, JobDefinition, JobRun, Millis, Task, TaskState};
-use gantry_scheduler::{AgentSlot, PlacementRequest, place};
+use gantry_scheduler::{AgentSlot, PlacementOutcome, PlacementRequest, place};
 use std::collections::{BTreeMap, HashMap};
 use tracing::{info, warn};
 
@@ -183,7 +183,9 @@ impl Framework for JobsFramework {
             })
             .collect();
         let now = view.now();
+        let no_agents = view.active_agents() == 0;
         let mut accepts = Vec::new();
+        let mut waiting = Change::default();
         for launch in pending {
             let Some(job) = view.state().job(&launch.job_id) else { continue };
             let definition = &job.definition;
@@ -195,15 +197,30 @@ impl Framework for JobsFramework {
                 constraints: &[],
                 count: 1,
             };
-            if slots.is_empty() {
-                continue;
-            }
-            let outcome = place(&request, &mut slots, &[]);
+            let outcome = if no_agents {
+                PlacementOutcome { placed: Vec::new(), reason: Some(crate::services::framework::NO_AGENTS.to_string()) }
+            } else if slots.is_empty() {
+                PlacementOutcome { placed: Vec::new(), reason: Some("every agent's resources are in use".to_string()) }
+            } else {
+                place(&request, &mut slots, &[])
+            };
             for placed in &outcome.placed {
                 let Some(offer) = offers.get(placed.agent_index) else { continue };
                 accepts.push(build_accept(definition, &launch.run_id, launch.attempt, offer, now));
             }
+            if outcome.placed.is_empty() {
+                let reason = outcome.reason.unwrap_or_else(|| "not enough free resources on any agent".to_string());
+                let message = format!("waiting for resources: {reason}");
+                let run = view.state().job_run(&launch.job_id, &launch.run_id);
+                if let Some(run) = run.filter(|r| r.message.as_deref() != Some(message.as_str())) {
+                    let mut run = run.clone();
+                    run.message = Some(message);
+                    waiting.events.push(run_event(&run, now));
+                    waiting.job_runs.push(run);
+                }
+            }
         }
+        view.stage(waiting);
         accepts
     }
 }

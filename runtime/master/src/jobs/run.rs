@@ -145,7 +145,12 @@ pub fn advance(run: &JobRun, spec: &RunSpec, tasks: &[&Task], now: Millis) -> St
         return Step { run: next, action: Some(RunAction::Launch { attempt: 1 }) };
     };
     match latest.state {
-        TaskState::Staging => next.status = RunStatus::Starting,
+        TaskState::Staging => {
+            if next.status != RunStatus::Starting {
+                next.message = None;
+            }
+            next.status = RunStatus::Starting;
+        }
         TaskState::Running => {
             next.status = RunStatus::Active;
             next.started_at = next.started_at.or(Some(now));
