@@ -56,6 +56,9 @@ pub struct AppDefinition {
     /// Free-form labels, shown by the API.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// How a change of the definition rolls out over the running instances (a deployment).
+    #[serde(default)]
+    pub upgrade_strategy: UpgradeStrategy,
 }
 
 fn default_cpus() -> f64 {
@@ -69,6 +72,104 @@ fn default_instances() -> u32 {
 }
 fn default_kill_grace_period() -> f64 {
     5.0
+}
+
+/// How a deployment replaces an app's instances (Marathon's upgrade strategy with Nomad's
+/// deadline, auto-revert and canaries). The defaults keep every instance serving and allow a
+/// full second set of instances during the change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeStrategy {
+    /// Share of `instances` (0.0–1.0) that must stay ready (running and healthy) during a change;
+    /// at least `ceil(minimum_health_capacity × instances)` ready instances are kept.
+    #[serde(default = "default_minimum_health_capacity")]
+    pub minimum_health_capacity: f64,
+    /// Share of `instances` (0.0–1.0) that may run in addition during a change: at most
+    /// `instances + floor(maximum_over_capacity × instances)` instances run at once (one more
+    /// when that bound and the minimum health capacity would leave no room to move).
+    #[serde(default = "default_maximum_over_capacity")]
+    pub maximum_over_capacity: f64,
+    /// Seconds a deployment may go without progress (one more new instance ready) before it
+    /// fails; 0 disables the deadline.
+    #[serde(default = "default_progress_deadline")]
+    pub progress_deadline: f64,
+    /// Whether a failed deployment rolls back to the previous version by itself.
+    #[serde(default)]
+    pub auto_rollback: bool,
+    /// New instances started first (canaries); the deployment then pauses until promoted.
+    #[serde(default)]
+    pub canary: u32,
+    /// Whether healthy canaries promote themselves (no `gantry deployment promote`).
+    #[serde(default)]
+    pub auto_promote: bool,
+}
+
+fn default_minimum_health_capacity() -> f64 {
+    1.0
+}
+fn default_maximum_over_capacity() -> f64 {
+    1.0
+}
+fn default_progress_deadline() -> f64 {
+    600.0
+}
+
+impl Default for UpgradeStrategy {
+    fn default() -> Self {
+        Self {
+            minimum_health_capacity: default_minimum_health_capacity(),
+            maximum_over_capacity: default_maximum_over_capacity(),
+            progress_deadline: default_progress_deadline(),
+            auto_rollback: false,
+            canary: 0,
+            auto_promote: false,
+        }
+    }
+}
+
+impl UpgradeStrategy {
+    /// Ready instances a deployment of `instances` keeps: `ceil(minimum_health_capacity × n)`.
+    pub fn min_ready(&self, instances: u32) -> u32 {
+        let n = f64::from(instances) * self.minimum_health_capacity.clamp(0.0, 1.0);
+        // Tolerate float noise such as 0.7 × 10 = 7.000000000000001.
+        (n - 1e-9).ceil().max(0.0) as u32
+    }
+
+    /// Instances a deployment of `instances` may run at once: `n + floor(maximum_over_capacity × n)`,
+    /// one more when that equals [`Self::min_ready`] (otherwise nothing could move).
+    pub fn max_active(&self, instances: u32) -> u32 {
+        let surge = (f64::from(instances) * self.maximum_over_capacity.clamp(0.0, 1.0) + 1e-9).floor() as u32;
+        let max = instances.saturating_add(surge);
+        if instances > 0 && max <= self.min_ready(instances) { max.saturating_add(1) } else { max }
+    }
+
+    /// Checks ranges; `field` prefixes are `upgrade_strategy.*`.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        for (name, value) in [
+            ("minimum_health_capacity", self.minimum_health_capacity),
+            ("maximum_over_capacity", self.maximum_over_capacity),
+        ] {
+            if !value.is_finite() || !(0.0..=1.0).contains(&value) {
+                return Err(ValidationError::new(
+                    format!("upgrade_strategy.{name}"),
+                    format!("`{name}` is a share of the instances between 0.0 and 1.0, got {value}"),
+                ));
+            }
+        }
+        if !self.progress_deadline.is_finite() || self.progress_deadline < 0.0 {
+            return Err(ValidationError::new(
+                "upgrade_strategy.progress_deadline",
+                "`progress_deadline` is a non-negative number of seconds (0 disables it)",
+            ));
+        }
+        if self.auto_promote && self.canary == 0 {
+            return Err(ValidationError::new(
+                "upgrade_strategy.auto_promote",
+                "`auto_promote` needs `canary` (the number of canary instances) to be at least 1",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A named port of an app.
@@ -434,6 +535,13 @@ impl AppDefinition {
         if !self.kill_grace_period.is_finite() || self.kill_grace_period < 0.0 {
             return Err(ValidationError::new("kill_grace_period", "must be a non-negative number of seconds"));
         }
+        self.upgrade_strategy.validate()?;
+        if self.upgrade_strategy.canary > self.instances && self.instances > 0 {
+            return Err(ValidationError::new(
+                "upgrade_strategy.canary",
+                format!("{} canaries exceed the {} instances", self.upgrade_strategy.canary, self.instances),
+            ));
+        }
         Ok(())
     }
 
@@ -495,4 +603,45 @@ pub struct AppStatus {
     /// When the next launch is allowed, while the app backs off after failures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff_until: Option<Millis>,
+    /// The id of the app's active deployment, if a change is rolling out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strategy(min: f64, over: f64) -> UpgradeStrategy {
+        UpgradeStrategy { minimum_health_capacity: min, maximum_over_capacity: over, ..UpgradeStrategy::default() }
+    }
+
+    #[test]
+    fn upgrade_strategy_bounds_and_defaults() {
+        let d = UpgradeStrategy::default();
+        assert_eq!((d.min_ready(3), d.max_active(3)), (3, 6));
+        assert_eq!((strategy(0.5, 0.0).min_ready(3), strategy(0.5, 0.0).max_active(3)), (2, 3));
+        assert_eq!(strategy(0.7, 0.0).min_ready(10), 7, "no float noise");
+        // Nothing could move: one extra instance is allowed (as Marathon does).
+        assert_eq!(strategy(1.0, 0.0).max_active(3), 4);
+        assert_eq!(strategy(0.6, 0.5).max_active(1), 2);
+        assert_eq!(strategy(0.0, 0.0).max_active(0), 0);
+    }
+
+    #[test]
+    fn upgrade_strategy_is_validated() {
+        let mut app: AppDefinition =
+            toml::from_str("id = \"a\"\ncmd = \"true\"\n[upgrade_strategy]\ncanary = 1\n").expect("parses");
+        assert_eq!(app.upgrade_strategy.canary, 1);
+        assert!(app.validate().is_ok());
+        app.upgrade_strategy.minimum_health_capacity = 1.5;
+        assert_eq!(app.validate().expect_err("range").field, "upgrade_strategy.minimum_health_capacity");
+        app.upgrade_strategy = UpgradeStrategy { canary: 2, ..UpgradeStrategy::default() };
+        assert_eq!(app.validate().expect_err("too many").field, "upgrade_strategy.canary");
+        app.upgrade_strategy = UpgradeStrategy { auto_promote: true, ..UpgradeStrategy::default() };
+        assert_eq!(app.validate().expect_err("no canary").field, "upgrade_strategy.auto_promote");
+        assert!(
+            toml::from_str::<AppDefinition>("id = \"a\"\ncmd = \"x\"\n[upgrade_strategy]\ncanaries = 1\n").is_err()
+        );
+    }
 }

@@ -10,6 +10,9 @@
 //! `DELETE /api/v1/jobs/{id}?stop_current_runs=BOOL`, `GET|POST /api/v1/jobs/{id}/runs`
 //! (`POST` starts a run now), `GET /api/v1/jobs/{id}/runs/{run}`,
 //! `POST /api/v1/jobs/{id}/runs/{run}/stop`.
+//! Versions and deployments (methods in `client_deployments`): `GET /api/v1/apps/{id}/versions`,
+//! `POST /api/v1/apps/{id}/rollback`; `GET /api/v1/deployments?app=ID`, `GET /api/v1/deployments/{id}`,
+//! `POST /api/v1/deployments/{id}/cancel`, `POST /api/v1/deployments/{id}/promote`.
 
 use crate::agent::Agent;
 use crate::app::{App, AppDefinition};

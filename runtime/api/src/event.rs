@@ -2,6 +2,7 @@
 
 use crate::Millis;
 use crate::agent::AgentState;
+use crate::deployment::DeploymentStatus;
 use crate::job::RunStatus;
 use crate::task::TaskState;
 use serde::{Deserialize, Serialize};
@@ -78,6 +79,21 @@ pub enum Event {
         hostname: String,
         /// New standing.
         state: AgentState,
+        /// When.
+        at: Millis,
+    },
+    /// A deployment started, changed status, or was promoted.
+    DeploymentChanged {
+        /// Deployment id.
+        deployment_id: String,
+        /// Its app.
+        app_id: String,
+        /// The version it rolls out.
+        version: u64,
+        /// New status.
+        status: DeploymentStatus,
+        /// Why, when it failed or was stopped.
+        reason: Option<String>,
         /// When.
         at: Millis,
     },

@@ -7,7 +7,9 @@
 pub mod agent;
 pub mod app;
 pub mod client;
+pub mod client_deployments;
 pub mod client_jobs;
+pub mod deployment;
 pub mod error;
 pub mod event;
 pub mod job;
@@ -18,9 +20,11 @@ pub mod workload;
 
 pub use agent::{Agent, AgentInfo, AgentState};
 pub use app::{
-    App, AppDefinition, AppStatus, Backoff, Constraint, ConstraintOperator, HealthCheck, HealthProtocol, PortDefinition,
+    App, AppDefinition, AppStatus, Backoff, Constraint, ConstraintOperator, HealthCheck, HealthProtocol,
+    PortDefinition, UpgradeStrategy,
 };
 pub use client::{Client, ClientError};
+pub use deployment::{AppVersion, Deployment, DeploymentKind, DeploymentStatus};
 pub use error::{ApiError, ValidationError};
 pub use event::Event;
 pub use job::{Job, JobDefinition, JobRun, RunStatus};

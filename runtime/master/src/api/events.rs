@@ -27,6 +27,7 @@ pub fn event_name(event: &Event) -> &'static str {
         Event::JobUpdated { .. } => "job_updated",
         Event::JobDeleted { .. } => "job_deleted",
         Event::JobRunChanged { .. } => "job_run_changed",
+        Event::DeploymentChanged { .. } => "deployment_changed",
     }
 }
 
