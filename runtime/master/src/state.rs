@@ -32,6 +32,8 @@ pub struct AppEntry {
     pub record: AppRecord,
     /// Backoff and waiting.
     pub runtime: AppRuntime,
+    /// Stored versions and deployments (see `services::history`).
+    pub history: crate::services::history::AppHistory,
 }
 
 /// An agent with its free resources and when it was last heard from.
@@ -90,6 +92,11 @@ impl ClusterState {
         for task in snapshot.tasks {
             state.put_task(task);
         }
+        for (app_id, history) in crate::services::history::from_meta(&snapshot.meta) {
+            if let Some(entry) = state.apps.get_mut(&app_id) {
+                entry.history = history;
+            }
+        }
         for (key, value) in snapshot.meta {
             if let Some(task_id) = key.strip_prefix("status-uuids/") {
                 let uuids: Vec<String> = serde_json::from_str(&value).unwrap_or_default();
@@ -114,13 +121,18 @@ impl ClusterState {
         self.apps.get_mut(id).map(|e| &mut e.runtime)
     }
 
+    /// One app's versions and deployments, to change after they were stored.
+    pub fn app_history_mut(&mut self, id: &str) -> Option<&mut crate::services::history::AppHistory> {
+        self.apps.get_mut(id).map(|e| &mut e.history)
+    }
+
     /// Inserts or replaces an app, keeping its runtime bookkeeping.
     pub fn put_app(&mut self, record: AppRecord) {
         let id = record.app.definition.id.clone();
         match self.apps.get_mut(&id) {
             Some(entry) => entry.record = record,
             None => {
-                self.apps.insert(id, AppEntry { record, runtime: AppRuntime::default() });
+                self.apps.insert(id, AppEntry { record, runtime: AppRuntime::default(), history: Default::default() });
             }
         }
     }
@@ -343,6 +355,7 @@ impl ClusterState {
             instances: entry.record.app.definition.instances,
             waiting: entry.runtime.waiting.clone(),
             backoff_until: entry.runtime.backoff_until.filter(|until| *until > now),
+            deployment: entry.history.active().map(|d| d.id.clone()),
             ..AppStatus::default()
         };
         for task in self.tasks_of_app(app_id) {

@@ -1,25 +1,31 @@
-//! `/api/v1/apps`: create, read, update, scale, restart and delete apps.
+//! `/api/v1/apps`: create, read, update, scale, restart, roll back and delete apps, and list
+//! their versions.
 //!
-//! Versioning: every change bumps `version`. A change of anything but `instances` (and a
-//! restart) also moves the app's configuration version, so running instances are replaced
-//! rolling; a change of `instances` alone is a scale and keeps them. An unchanged definition is
-//! a no-op. Every change resets the app's backoff.
+//! Versioning: every change bumps `version` and is kept (see `services::history`); a change of
+//! an existing app starts a deployment (see `services::deployment`) that supersedes the active
+//! one. A change of anything but `instances` and `upgrade_strategy` (and a restart) also moves
+//! the app's configuration version, so running instances are replaced under the upgrade
+//! strategy; a change of those alone is a scale and keeps them. A rollback deploys a stored
+//! version again as a new version. An unchanged definition is a no-op. Every change resets the
+//! app's backoff.
 
 use crate::allocator::{Kill, kill_change};
 use crate::api::{ApiFailure, parse_json};
-use crate::master::{Change, Master};
-use crate::services::backoff;
+use crate::master::Master;
+use crate::services::versions::{self, Prepared, VersionError};
+use crate::services::{backoff, history};
 use crate::state::ClusterState;
-use crate::store::AppRecord;
+use crate::store::StoreOp;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use gantry_api::client::ScaleRequest;
-use gantry_api::{App, AppDefinition, Event, Millis};
+use gantry_api::deployment::RollbackRequest;
+use gantry_api::{App, AppDefinition, AppVersion, DeploymentKind, Event, Millis};
 use std::sync::Arc;
-use tracing::info;
+use tracing::{info, warn};
 
 /// The routes of this resource.
 pub fn routes() -> Router<Arc<Master>> {
@@ -28,6 +34,8 @@ pub fn routes() -> Router<Arc<Master>> {
         .route("/api/v1/apps/{id}", get(show).put(put).delete(delete))
         .route("/api/v1/apps/{id}/scale", post(scale))
         .route("/api/v1/apps/{id}/restart", post(restart))
+        .route("/api/v1/apps/{id}/versions", get(list_versions))
+        .route("/api/v1/apps/{id}/rollback", post(rollback))
 }
 
 /// An app with its live status.
@@ -74,46 +82,46 @@ async fn create(State(master): State<Arc<Master>>, body: Bytes) -> Result<(Statu
 fn insert(master: &Master, state: &mut ClusterState, definition: AppDefinition) -> Result<App, ApiFailure> {
     let now = gantry_api::now_millis();
     let id = definition.id.clone();
-    let app = App { definition, version: 1, created_at: now, updated_at: now, status: Default::default() };
-    let change = Change {
-        events: vec![Event::AppUpdated { app_id: id.clone(), version: 1, at: now }],
-        apps: vec![AppRecord { app, config_version: 1 }],
-        ..Change::default()
-    };
-    master.commit(state, change)?;
+    let prepared = versions::create(definition, now).map_err(version_failure)?;
+    master.commit(state, prepared.change)?;
+    versions::apply(state, &id, prepared.history);
     info!(app_id = %id, "App created.");
     app_view(state, &id, now).ok_or_else(|| not_found(&id))
 }
 
-/// Stores a new version of an existing app; `reconfigure` replaces its instances.
+fn version_failure(error: VersionError) -> ApiFailure {
+    match error {
+        VersionError::NoApp(id) => not_found(&id),
+        VersionError::NoVersion { .. } => ApiFailure::not_found(error.to_string()),
+        VersionError::Encode(_) => ApiFailure::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+    }
+}
+
+/// Stores a prepared new version (and its deployment) and answers with the app.
+fn store_version(master: &Master, state: &mut ClusterState, prepared: Prepared) -> Result<App, ApiFailure> {
+    let now = gantry_api::now_millis();
+    let id = prepared.record.app.definition.id.clone();
+    let (version, config_version) = (prepared.record.app.version, prepared.record.config_version);
+    master.commit(state, prepared.change)?;
+    versions::apply(state, &id, prepared.history);
+    if let Some(runtime) = state.app_runtime_mut(&id) {
+        backoff::reset(runtime);
+    }
+    let deployment = prepared.deployment_id.unwrap_or_default();
+    info!(app_id = %id, version, reconfigure = config_version == version, %deployment, "App updated.");
+    app_view(state, &id, now).ok_or_else(|| not_found(&id))
+}
+
+/// Stores a new version of an existing app, rolled out by a deployment of `kind`.
 fn update(
     master: &Master,
     state: &mut ClusterState,
     definition: AppDefinition,
-    reconfigure: bool,
+    kind: DeploymentKind,
 ) -> Result<App, ApiFailure> {
-    let now = gantry_api::now_millis();
-    let id = definition.id.clone();
-    let entry = state.app(&id).ok_or_else(|| not_found(&id))?;
-    let mut record = entry.record.clone();
-    record.app.definition = definition;
-    record.app.version += 1;
-    record.app.updated_at = now;
-    if reconfigure {
-        record.config_version = record.app.version;
-    }
-    let version = record.app.version;
-    let change = Change {
-        events: vec![Event::AppUpdated { app_id: id.clone(), version, at: now }],
-        apps: vec![record],
-        ..Change::default()
-    };
-    master.commit(state, change)?;
-    if let Some(runtime) = state.app_runtime_mut(&id) {
-        backoff::reset(runtime);
-    }
-    info!(app_id = %id, version, reconfigure, "App updated.");
-    app_view(state, &id, now).ok_or_else(|| not_found(&id))
+    let prepared =
+        versions::new_version(state, definition, kind, None, gantry_api::now_millis()).map_err(version_failure)?;
+    store_version(master, state, prepared)
 }
 
 async fn put(
@@ -132,13 +140,11 @@ async fn put(
     let Some(entry) = state.app(&id) else {
         return insert(&master, &mut state, definition).map(|app| (StatusCode::CREATED, Json(app)));
     };
-    let current = &entry.record.app.definition;
-    if *current == definition {
+    if entry.record.app.definition == definition {
         let app = app_view(&state, &id, gantry_api::now_millis()).ok_or_else(|| not_found(&id))?;
         return Ok((StatusCode::OK, Json(app)));
     }
-    let only_instances = AppDefinition { instances: definition.instances, ..current.clone() } == definition;
-    update(&master, &mut state, definition, !only_instances).map(|app| (StatusCode::OK, Json(app)))
+    update(&master, &mut state, definition, DeploymentKind::Update).map(|app| (StatusCode::OK, Json(app)))
 }
 
 async fn scale(
@@ -150,14 +156,52 @@ async fn scale(
     let mut state = master.lock();
     let entry = state.app(&id).ok_or_else(|| not_found(&id))?;
     let definition = AppDefinition { instances: request.instances, ..entry.record.app.definition.clone() };
-    update(&master, &mut state, definition, false).map(Json)
+    definition.validate().map_err(|e| ApiFailure::invalid(Some(e.field), e.message))?;
+    update(&master, &mut state, definition, DeploymentKind::Scale).map(Json)
 }
 
 async fn restart(State(master): State<Arc<Master>>, Path(id): Path<String>) -> Result<Json<App>, ApiFailure> {
     let mut state = master.lock();
     let entry = state.app(&id).ok_or_else(|| not_found(&id))?;
     let definition = entry.record.app.definition.clone();
-    update(&master, &mut state, definition, true).map(Json)
+    update(&master, &mut state, definition, DeploymentKind::Restart).map(Json)
+}
+
+async fn list_versions(
+    State(master): State<Arc<Master>>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<AppVersion>>, ApiFailure> {
+    let state = master.lock();
+    let entry = state.app(&id).ok_or_else(|| not_found(&id))?;
+    let mut list = entry.history.versions.clone();
+    if !list.iter().any(|v| v.version == entry.record.app.version) {
+        let app = &entry.record.app;
+        list.push(AppVersion { version: app.version, created_at: app.updated_at, definition: app.definition.clone() });
+    }
+    Ok(Json(list))
+}
+
+async fn rollback(
+    State(master): State<Arc<Master>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<App>, ApiFailure> {
+    let request: RollbackRequest = if body.is_empty() { RollbackRequest::default() } else { parse_json(&body)? };
+    let mut state = master.lock();
+    let entry = state.app(&id).ok_or_else(|| not_found(&id))?;
+    let current = entry.record.app.version;
+    let to = match request.to {
+        Some(to) => to,
+        None => entry.history.versions.iter().rev().map(|v| v.version).find(|v| *v < current).ok_or_else(|| {
+            ApiFailure::conflict(format!("app `{id}` has no version before {current} to roll back to"))
+        })?,
+    };
+    if to == current {
+        return Err(ApiFailure::conflict(format!("version {to} is the current version of app `{id}`")));
+    }
+    let prepared = versions::rollback(&state, &id, to, None, gantry_api::now_millis()).map_err(version_failure)?;
+    info!(app_id = %id, to, "App rolling back.");
+    store_version(&master, &mut state, prepared).map(Json)
 }
 
 async fn delete(State(master): State<Arc<Master>>, Path(id): Path<String>) -> Result<Json<App>, ApiFailure> {
@@ -175,6 +219,11 @@ async fn delete(State(master): State<Arc<Master>>, Path(id): Path<String>) -> Re
     change.removed_apps.push(id.clone());
     change.events.push(Event::AppDeleted { app_id: id.clone(), at: now });
     master.commit(&mut state, change)?;
+    let forget = [StoreOp::DeleteMeta(history::versions_key(&id)), StoreOp::DeleteMeta(history::deployments_key(&id))];
+    if let Err(error) = master.store.write(&forget) {
+        // Harmless: a new app of this id overwrites its history when it is created.
+        warn!(app_id = %id, %error, "Could not forget the deleted app's history.");
+    }
     info!(app_id = %id, killed = kills.len(), "App deleted.");
     Ok(Json(app))
 }

@@ -4,6 +4,7 @@
 
 pub mod agents;
 pub mod apps;
+pub mod deployments;
 pub mod events;
 pub mod jobs;
 pub mod system;
@@ -92,6 +93,7 @@ pub fn router(master: Arc<Master>) -> Router {
         .merge(system::routes())
         .merge(apps::routes())
         .merge(jobs::routes())
+        .merge(deployments::routes(&master))
         .merge(tasks::routes())
         .merge(agents::routes())
         .merge(events::routes())

@@ -1,9 +1,11 @@
 //! The services framework as an allocator [`Framework`]: runs the pure reconciler for every app,
 //! then turns offers into tasks with `gantry_scheduler::place`, and records why instances wait.
+//! Rolling replacements follow the app's upgrade strategy and active deployment
+//! ([`deployment::rollout`]).
 
 use crate::allocator::{Accept, ClusterView, Framework, Kill, Offer};
-use crate::services::backoff;
 use crate::services::reconcile::{ReconcileInput, reconcile};
+use crate::services::{backoff, deployment};
 use gantry_api::app::HealthProtocol;
 use gantry_api::protocol::{LaunchTask, NamedPort, TaskHealthCheck, TaskHealthCheckKind};
 use gantry_api::{AppDefinition, Millis, Resources, Task, TaskState};
@@ -56,6 +58,7 @@ impl Framework for ServicesFramework {
                 tasks: &tasks,
                 now,
                 backoff_until: if stable { None } else { entry.runtime.backoff_until },
+                rollout: deployment::rollout(definition, entry.history.active()),
             });
             kills.extend(decisions.kill.into_iter().map(|task_id| {
                 let replaced = tasks.iter().any(|t| t.id == task_id && t.app_version < entry.record.config_version);

@@ -8,8 +8,12 @@
 //!   and *ready* when RUNNING and, if the app has health checks, reported healthy.
 //! - Scale down kills extra current instances, unready first (unhealthy, then staging, then
 //!   running of unknown health), then newest.
-//! - Rolling replacement: an old-version instance is kept while current instances that are
-//!   ready number fewer than `instances`; the rest are killed, unready first.
+//! - Rolling replacement under a [`Rollout`] (the app's upgrade strategy): old-version
+//!   instances are kept while current ready instances number fewer than `min_ready` (so ready
+//!   old + current never drop below it, if they were not below already); the rest are killed,
+//!   unready first. Launches stop at `max_active` active instances (old + current). While
+//!   canaries are unpromoted (`new_cap`), at most that many current instances run and no old
+//!   instance is stopped (canaries are extra capacity, as in Nomad).
 //! - No launch before `backoff_until`. A deleted app kills every active instance.
 
 use gantry_api::{Millis, Task, TaskState};
@@ -31,6 +35,26 @@ pub struct ReconcileInput<'a> {
     pub now: Millis,
     /// No launches before this time.
     pub backoff_until: Option<Millis>,
+    /// Limits of a rolling replacement.
+    pub rollout: Rollout,
+}
+
+/// Limits of a rolling replacement, from the app's upgrade strategy and deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rollout {
+    /// Ready instances (old and current) to keep while replacing.
+    pub min_ready: u32,
+    /// Active instances (old and current) allowed at once; canaries are exempt.
+    pub max_active: u32,
+    /// While canaries are unpromoted: at most this many current instances, no old one stopped.
+    pub new_cap: Option<u32>,
+}
+
+impl Rollout {
+    /// No limits beyond "keep old instances until `instances` current ones are ready".
+    pub fn unlimited(instances: u32) -> Self {
+        Self { min_ready: instances, max_active: u32::MAX, new_cap: None }
+    }
 }
 
 /// What to do for one app.
@@ -93,10 +117,20 @@ pub fn reconcile(input: &ReconcileInput<'_>) -> Decisions {
     decisions.kill.extend(current.iter().take(excess).map(|t| t.id.clone()));
     let kept_current = &current[excess..];
     let current_ready = kept_current.iter().filter(|t| is_ready(t, checks)).count();
-    let old_allowed = target.saturating_sub(current_ready);
+    let rollout = input.rollout;
+    let old_allowed = match rollout.new_cap {
+        Some(_) => old.len(),
+        None => (rollout.min_ready as usize).min(target).saturating_sub(current_ready),
+    };
     let old_excess = old.len().saturating_sub(old_allowed);
     decisions.kill.extend(old.iter().take(old_excess).map(|t| t.id.clone()));
-    let missing = u32::try_from(target.saturating_sub(kept_current.len())).unwrap_or(u32::MAX);
+    let active_after = old.len() - old_excess + kept_current.len();
+    let mut missing = target.saturating_sub(kept_current.len());
+    match rollout.new_cap {
+        Some(cap) => missing = missing.min((cap as usize).saturating_sub(kept_current.len())),
+        None => missing = missing.min((rollout.max_active as usize).saturating_sub(active_after)),
+    }
+    let missing = u32::try_from(missing).unwrap_or(u32::MAX);
     if input.backoff_until.is_some_and(|until| until > input.now) {
         decisions.delayed = missing;
     } else {
@@ -139,6 +173,7 @@ mod tests {
             tasks,
             now: 100,
             backoff_until: None,
+            rollout: Rollout::unlimited(instances),
         }
     }
 
