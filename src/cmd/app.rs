@@ -1,4 +1,5 @@
-//! `gantry app`: deploy, list, show, scale, restart and delete apps.
+//! `gantry app`: deploy, list, show, scale, restart and delete apps; list their versions and
+//! roll back to one.
 
 use super::ClientArgs;
 use crate::output::{self, Format};
@@ -43,6 +44,23 @@ pub enum AppCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Lists the app's stored versions, oldest first.
+    Versions {
+        /// App id.
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Deploys a previous version again (as a new version), rolled out as a deployment.
+    Rollback {
+        /// App id.
+        id: String,
+        /// The version to return to; the one before the current version if omitted.
+        #[arg(long)]
+        to: Option<u64>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Stops every instance and removes the app.
     Delete {
         /// App id.
@@ -58,7 +76,11 @@ pub async fn run(command: AppCommand) -> anyhow::Result<()> {
         AppCommand::Deploy { file, client } => {
             let definition = gantry_api::workload::read_app_file(&file)?;
             let app = client.client()?.put_app(&definition).await?;
-            done(&client, &app, &format!("App {} deployed (version {}).", app.definition.id, app.version))
+            let rollout = match &app.status.deployment {
+                Some(id) => format!("; deployment {id} rolls it out (`gantry deployment show {id}`)"),
+                None => String::new(),
+            };
+            done(&client, &app, &format!("App {} deployed (version {}){rollout}.", app.definition.id, app.version))
         }
         AppCommand::List { client } => {
             let apps = client.client()?.list_apps().await?;
@@ -84,6 +106,31 @@ pub async fn run(command: AppCommand) -> anyhow::Result<()> {
         AppCommand::Restart { id, client } => {
             let app = client.client()?.restart_app(&id).await?;
             done(&client, &app, &format!("App {id} is restarting (version {}).", app.version))
+        }
+        AppCommand::Versions { id, client } => {
+            let versions = client.client()?.app_versions(&id).await?;
+            if client.output == Format::Json {
+                return output::json(&versions);
+            }
+            let rows: Vec<Vec<String>> = versions
+                .iter()
+                .map(|v| {
+                    let d = &v.definition;
+                    let what = d.cmd.clone().or_else(|| d.args.as_ref().map(|a| a.join(" "))).unwrap_or_default();
+                    vec![v.version.to_string(), output::age(v.created_at), d.instances.to_string(), what]
+                })
+                .collect();
+            output::table(&["VERSION", "AGE", "INSTANCES", "COMMAND"], &rows);
+            Ok(())
+        }
+        AppCommand::Rollback { id, to, client } => {
+            let app = client.client()?.rollback_app(&id, to).await?;
+            let deployment = app.status.deployment.clone().unwrap_or_else(|| "-".to_string());
+            done(
+                &client,
+                &app,
+                &format!("App {id} is rolling back (version {}, deployment {deployment}).", app.version),
+            )
         }
         AppCommand::Delete { id, client } => {
             let app = client.client()?.delete_app(&id).await?;
@@ -155,6 +202,9 @@ fn show(app: &App) {
     );
     if let Some(waiting) = &s.waiting {
         println!("waiting:    {waiting}");
+    }
+    if let Some(deployment) = &s.deployment {
+        println!("deployment: {deployment} (`gantry deployment show {deployment}`)");
     }
     if let Some(until) = s.backoff_until {
         let seconds = until.saturating_sub(gantry_api::now_millis()) / 1000;

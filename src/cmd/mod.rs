@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod app;
+pub mod deployment;
 pub mod dev;
 pub mod down;
 pub mod executor;
@@ -39,6 +40,9 @@ pub enum Command {
     /// Deploys and manages apps (long-running services).
     #[command(subcommand)]
     App(app::AppCommand),
+    /// Lists, shows, cancels and promotes deployments (rollouts of app changes).
+    #[command(subcommand)]
+    Deployment(deployment::DeploymentCommand),
     /// Deploys jobs (run to completion, on request or on a cron schedule) and manages their runs.
     #[command(subcommand)]
     Job(job::JobCommand),
@@ -97,6 +101,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Dev(args) => dev::run(args).await,
         Command::App(command) => app::run(command).await,
         Command::Job(command) => job::run(command).await,
+        Command::Deployment(command) => deployment::run(command).await,
         Command::Task(command) => task::run(command).await,
         Command::Node(command) => node::run(command).await,
         Command::Plan(args) => plan::run(args).await,
