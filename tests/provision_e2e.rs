@@ -146,6 +146,12 @@ async fn up_status_scale_and_down() {
         assert!(line.contains("bootstrapped") && line.contains("running") && line.contains("ACTIVE"), "{status}");
     }
     assert!(status.lines().any(|l| l.starts_with("master-0") && l.contains("serving")), "{status}");
+    let mut json = env.command("status");
+    let json: serde_json::Value =
+        serde_json::from_slice(&json.args(["--output", "json"]).output().expect("status -o json").stdout)
+            .expect("status prints JSON");
+    assert_eq!(json["master_url"], url.as_str());
+    assert_eq!(json["hosts"].as_array().map(Vec::len), Some(4), "{json}");
     wait_for("hello to run", Duration::from_secs(30), || running_hello(&client)).await;
 
     assert!(env.ok("plan").contains("No changes"));

@@ -6,7 +6,11 @@
 //! provider and bootstrap goes through: [`provider::Provider`] (make hosts exist) and
 //! [`transport::Transport`] (run commands and copy files on a host), each with a recording fake.
 //!
-//! How `up` will use it (the engine and the bootstrap phases are not written yet):
+//! It also performs plans: the [`engine`] applies a plan's actions stage by stage, journaling
+//! each one, through a provider, an [`access::Connector`] (how a host is reached: transport,
+//! directory layout, address) and the [`bootstrap`] phases (one named, idempotent phase per file;
+//! daemons run under systemd or gantry's own [`supervisor`]); [`cluster_api`] is what the phases
+//! ask the cluster they install. How `up` uses it (see `src/cmd/up.rs`):
 //!
 //! ```text
 //! let file = ClusterFile::load(path)?;                       // errors: file:line:col: key: … (hint: …)
@@ -17,11 +21,8 @@
 //! let observed = provider::observed(&provider.list_hosts().await?);
 //! let plan = planner::plan(&desired, journal.state(), &observed);
 //! print!("{plan}");
-//! for action in &plan.actions {
-//!     journal.record(RecordKind::Intent, action, None)?;     // durable before acting
-//!     /* provider / transport call */
-//!     journal.record(RecordKind::Done, action, None)?;       // or Failed with the error
-//! }
+//! let engine = Engine { provider, connector, api, progress, runtime, binary, options, cluster };
+//! let report = engine.apply(&plan, &mut journal).await?;     // intent → act → done/failed, per action
 //! ```
 //!
 //! It must not depend on the runtime's master or agent crates (the provisioner installs the

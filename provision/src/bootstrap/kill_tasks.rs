@@ -22,20 +22,20 @@ impl Phase for KillTasks {
                 return Ok(PhaseOutcome::Skipped("a master runs no tasks".to_string()));
             }
             let tasks = format!("{}/tasks/", host.access.layout.work_dir().display());
-            // The needle is assembled at run time so that this script's own command line (and
-            // the commands it runs) never contain it.
+            // The needle is assembled at run time and handed to grep in a file, so that neither
+            // this script's command line nor grep's contains it.
             let (head, tail) = tasks.split_at(tasks.len() - 3);
             let script = format!(
                 r#"{ALIVE_FN}
-needle="$(printf %s {head})$(printf %s {tail})"
+pattern=$(mktemp) || exit 1
+trap 'rm -f "$pattern"' EXIT
+printf '%s%s' {head} {tail} > "$pattern"
 killed=0
 for round in 1 2 3 4 5 6 7 8 9 10; do
   found=0
-  for d in /proc/[0-9]*; do
-    pid=${{d#/proc/}}
-    alive "$pid" || continue
-    c=$(tr '\0' ' ' < "$d/cmdline" 2>/dev/null; tr '\0' ' ' < "$d/environ" 2>/dev/null)
-    case "$c" in *"$needle"*) kill -KILL "$pid" 2>/dev/null && found=$((found+1));; esac
+  for pid in $(grep -lsFf "$pattern" /proc/[0-9]*/cmdline /proc/[0-9]*/environ | cut -d/ -f3 | sort -u); do
+    [ "$pid" = "$$" ] && continue
+    alive "$pid" && kill -KILL "$pid" 2>/dev/null && found=$((found+1))
   done
   killed=$((killed+found))
   [ $found -eq 0 ] && break

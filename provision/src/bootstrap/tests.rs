@@ -4,7 +4,7 @@ use crate::cluster_api::FakeClusterApi;
 use crate::transport::{FakeTransport, TransportCall};
 use std::path::Path;
 
-fn context(role: Role, transport: Arc<FakeTransport>) -> HostContext {
+fn context(role: Role, transport: Arc<dyn crate::transport::Transport>) -> HostContext {
     HostContext {
         name: "master-0".to_string(),
         role,
@@ -102,4 +102,27 @@ async fn destroy_refuses_to_remove_the_root_directory() {
 #[test]
 fn quoting_survives_single_quotes() {
     assert_eq!(quote("it's"), r"'it'\''s'");
+}
+
+#[tokio::test]
+async fn kill_tasks_kills_the_sandboxes_processes_and_nothing_else() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("hosts/w-0");
+    let spawn = |sandbox: PathBuf| {
+        std::process::Command::new("sleep").arg("1000").env("GANTRY_SANDBOX", sandbox).spawn().expect("spawn sleep")
+    };
+    let mut task = spawn(root.join("work/tasks/hello.1"));
+    let mut bystander = spawn(dir.path().join("hosts/w-1/work/tasks/hello.2"));
+    let transport = Arc::new(crate::transport::LocalTransport::new("w-0").in_dir(dir.path()));
+    let mut host = context(Role::Agent, transport);
+    host.access.layout = HostLayout::new(&root);
+    let outcome = KillTasks.run(&mut host).await.expect("kill-tasks");
+    assert_eq!(outcome, PhaseOutcome::Done("1 processes killed".to_string()));
+    let status = task.wait().expect("reap");
+    assert!(!status.success(), "the task was killed");
+    assert!(bystander.try_wait().expect("try_wait").is_none(), "another host's task still runs");
+    let again = KillTasks.run(&mut host).await.expect("kill-tasks again");
+    assert_eq!(again, PhaseOutcome::Skipped("no task processes".to_string()));
+    let _ = bystander.kill();
+    let _ = bystander.wait();
 }
