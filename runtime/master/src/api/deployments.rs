@@ -147,3 +147,102 @@ async fn promote(State(master): State<Arc<Master>>, Path(id): Path<String>) -> R
     let d = find(&state, &id)?;
     Ok(Json(deployment_view(&state, d, now)))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{MasterConfig, MemStore, build, router};
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::{Method, Request, StatusCode};
+    use gantry_api::{App, AppVersion, Deployment, DeploymentKind, DeploymentStatus};
+    use serde_json::{Value, json};
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    async fn call(router: &Router, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(body)
+            .expect("request");
+        let response = router.clone().oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    fn web(release: &str, canary: u32) -> Value {
+        json!({"id": "web", "cmd": "serve", "instances": 2, "env": {"RELEASE": release},
+               "upgrade_strategy": {"canary": canary}})
+    }
+
+    #[tokio::test]
+    async fn versions_rollback_cancel_and_promote() {
+        let store = Arc::new(MemStore::new());
+        let (_shutdown, rx) = tokio::sync::watch::channel(false);
+        let config = MasterConfig::new("127.0.0.1:0".parse().expect("addr"), "/nonexistent".into());
+        let router = router(build(config, store, rx).expect("build"));
+
+        let (status, body) = call(&router, Method::PUT, "/api/v1/apps/web", Some(web("1", 0))).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let app: App = serde_json::from_value(body).expect("app");
+        assert_eq!(app.status.deployment, None, "creating an app is no deployment");
+        let (status, _) = call(&router, Method::POST, "/api/v1/apps/web/rollback", None).await;
+        assert_eq!(status, StatusCode::CONFLICT, "nothing to roll back to");
+
+        let (_, body) = call(&router, Method::PUT, "/api/v1/apps/web", Some(web("2", 1))).await;
+        let app: App = serde_json::from_value(body).expect("app");
+        let id = app.status.deployment.expect("a deployment");
+        let (_, body) = call(&router, Method::GET, "/api/v1/deployments?app=web", None).await;
+        let list: Vec<Deployment> = serde_json::from_value(body).expect("list");
+        assert_eq!(list.len(), 1);
+        assert_eq!((list[0].kind, list[0].from_version, list[0].to_version), (DeploymentKind::Update, 1, 2));
+        assert!(!list[0].promoted);
+        assert_eq!(list[0].steps.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["canary", "promote", "replace"]);
+        let (_, body) = call(&router, Method::GET, "/api/v1/apps/web/versions", None).await;
+        let versions: Vec<AppVersion> = serde_json::from_value(body).expect("versions");
+        assert_eq!(versions.iter().map(|v| v.version).collect::<Vec<_>>(), vec![1, 2]);
+
+        let (status, body) = call(&router, Method::POST, &format!("/api/v1/deployments/{id}/promote"), None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let promoted: Deployment = serde_json::from_value(body).expect("deployment");
+        assert!(promoted.promoted);
+        let (status, _) = call(&router, Method::POST, &format!("/api/v1/deployments/{id}/promote"), None).await;
+        assert_eq!(status, StatusCode::CONFLICT, "promoted already");
+
+        let (status, body) = call(&router, Method::POST, &format!("/api/v1/deployments/{id}/cancel"), None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let cancelled: Deployment = serde_json::from_value(body).expect("deployment");
+        assert_eq!(cancelled.status, DeploymentStatus::Cancelled);
+        let rollback = cancelled.rollback_id.expect("rollback");
+        let (_, body) = call(&router, Method::GET, &format!("/api/v1/deployments/{rollback}"), None).await;
+        let rollback: Deployment = serde_json::from_value(body).expect("deployment");
+        assert_eq!((rollback.kind, rollback.from_version, rollback.to_version), (DeploymentKind::Rollback, 2, 3));
+        assert!(rollback.promoted, "rollbacks have no canaries");
+        let (_, body) = call(&router, Method::GET, "/api/v1/apps/web", None).await;
+        let app: App = serde_json::from_value(body).expect("app");
+        assert_eq!(app.definition.env.get("RELEASE").map(String::as_str), Some("1"));
+        let (status, _) = call(&router, Method::POST, &format!("/api/v1/deployments/{id}/cancel"), None).await;
+        assert_eq!(status, StatusCode::CONFLICT, "cancelled already");
+
+        let (status, body) = call(&router, Method::POST, "/api/v1/apps/web/rollback", Some(json!({"to": 9}))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        let (status, _) = call(&router, Method::POST, "/api/v1/apps/web/rollback", Some(json!({"to": 2}))).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = call(&router, Method::GET, "/api/v1/deployments/nope", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = call(&router, Method::GET, "/api/v1/deployments?app=nope", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (_, body) = call(&router, Method::POST, "/api/v1/apps/web/scale", Some(json!({"instances": 3}))).await;
+        let app: App = serde_json::from_value(body).expect("app");
+        let (_, body) = call(&router, Method::GET, "/api/v1/deployments?app=web", None).await;
+        let list: Vec<Deployment> = serde_json::from_value(body).expect("list");
+        let last = list.last().expect("the scale");
+        assert_eq!(
+            (last.kind, last.to_version, Some(last.id.clone())),
+            (DeploymentKind::Scale, app.version, app.status.deployment)
+        );
+    }
+}

@@ -132,3 +132,127 @@ fn drive(master: &Master, state: &mut ClusterState, id: &str, now: Millis) -> Re
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::master::Change;
+    use crate::store::{MemStore, Store};
+    use crate::{MasterConfig, build};
+    use gantry_api::{AppDefinition, DeploymentKind, Resources, Task, TaskState, UpgradeStrategy};
+
+    fn master() -> (Arc<Master>, Arc<MemStore>, tokio::sync::watch::Sender<bool>) {
+        let store = Arc::new(MemStore::new());
+        let (shutdown, rx) = tokio::sync::watch::channel(false);
+        let config = MasterConfig::new("127.0.0.1:0".parse().expect("address"), "/nonexistent".into());
+        let master = build(config, store.clone(), rx).expect("build");
+        (master, store, shutdown)
+    }
+
+    fn definition(id: &str, cmd: &str, strategy: UpgradeStrategy) -> AppDefinition {
+        let mut d: AppDefinition =
+            serde_json::from_value(serde_json::json!({"id": id, "cmd": cmd, "instances": 2})).expect("valid");
+        d.upgrade_strategy = strategy;
+        d
+    }
+
+    fn task(app: &str, n: usize, version: u64, state: TaskState) -> Task {
+        Task {
+            id: format!("{app}.{version}.{n}"),
+            app_id: app.into(),
+            app_version: version,
+            agent_id: "a".into(),
+            host: "h".into(),
+            state,
+            healthy: None,
+            ports: vec![],
+            resources: Resources::default(),
+            staged_at: 1,
+            started_at: Some(1),
+            finished_at: None,
+            exit_code: None,
+            message: None,
+        }
+    }
+
+    fn commit_tasks(master: &Master, tasks: Vec<Task>) {
+        let mut state = master.lock();
+        master.commit(&mut state, Change { tasks, ..Change::default() }).expect("store tasks");
+    }
+
+    fn deploy(master: &Master, definition: AppDefinition) -> String {
+        let mut state = master.lock();
+        let now = gantry_api::now_millis();
+        let prepared = if state.app(&definition.id).is_some() {
+            versions::new_version(&state, definition.clone(), DeploymentKind::Update, None, now).expect("version")
+        } else {
+            versions::create(definition.clone(), now).expect("create")
+        };
+        master.commit(&mut state, prepared.change).expect("store");
+        versions::apply(&mut state, &definition.id, prepared.history);
+        prepared.deployment_id.unwrap_or_default()
+    }
+
+    fn deployment(master: &Master, app: &str, id: &str) -> gantry_api::Deployment {
+        let state = master.lock();
+        state.app(app).and_then(|e| e.history.deployments.iter().find(|d| d.id == id).cloned()).expect("deployment")
+    }
+
+    #[test]
+    fn stalled_deployment_rolls_back_and_everything_is_stored_first() {
+        let (master, store, _shutdown) = master();
+        let strategy = UpgradeStrategy { progress_deadline: 0.001, auto_rollback: true, ..UpgradeStrategy::default() };
+        deploy(&master, definition("web", "serve v1", strategy.clone()));
+        commit_tasks(&master, vec![task("web", 1, 1, TaskState::Running), task("web", 2, 1, TaskState::Running)]);
+        let id = deploy(&master, definition("web", "serve v2", strategy));
+        std::thread::sleep(Duration::from_millis(5));
+        tick(&master);
+
+        let failed = deployment(&master, "web", &id);
+        assert_eq!(failed.status, DeploymentStatus::RolledBack);
+        assert!(failed.reason.as_deref().is_some_and(|r| r.contains("progress deadline")), "{failed:?}");
+        let rollback_id = failed.rollback_id.clone().expect("rollback");
+        let rollback = deployment(&master, "web", &rollback_id);
+        assert_eq!((rollback.kind, rollback.from_version, rollback.to_version), (DeploymentKind::Rollback, 2, 3));
+        let app = master.lock().app("web").map(|e| e.record.clone()).expect("app");
+        assert_eq!((app.app.version, app.config_version), (3, 3));
+        assert_eq!(app.app.definition.cmd.as_deref(), Some("serve v1"));
+
+        // What is in memory is what the store holds: a restarted master sees the same history.
+        let reloaded = ClusterState::from_snapshot(store.load().expect("load"));
+        let history = master.lock().app("web").map(|e| e.history.clone()).expect("history");
+        assert_eq!(reloaded.app("web").map(|e| e.history.clone()), Some(history.clone()));
+        assert_eq!(history.versions.iter().map(|v| v.version).collect::<Vec<_>>(), vec![1, 2, 3]);
+
+        // The rollback's instances come up and the old ones go: it succeeds.
+        let mut done = vec![task("web", 1, 1, TaskState::Killed), task("web", 2, 1, TaskState::Killed)];
+        done.extend([task("web", 3, 3, TaskState::Running), task("web", 4, 3, TaskState::Running)]);
+        commit_tasks(&master, done);
+        tick(&master);
+        assert_eq!(deployment(&master, "web", &rollback_id).status, DeploymentStatus::Succeeded);
+        assert_eq!(master.lock().app_status("web", 0).deployment, None);
+    }
+
+    #[test]
+    fn without_auto_rollback_a_stalled_deployment_fails_and_progress_restarts_the_deadline() {
+        let (master, _store, _shutdown) = master();
+        let strategy = UpgradeStrategy { progress_deadline: 0.5, ..UpgradeStrategy::default() };
+        deploy(&master, definition("api", "serve v1", strategy.clone()));
+        commit_tasks(&master, vec![task("api", 1, 1, TaskState::Running), task("api", 2, 1, TaskState::Running)]);
+        let id = deploy(&master, definition("api", "serve v2", strategy));
+        std::thread::sleep(Duration::from_millis(350));
+        commit_tasks(&master, vec![task("api", 3, 2, TaskState::Running)]);
+        tick(&master);
+        let progressed = deployment(&master, "api", &id);
+        assert_eq!((progressed.status, progressed.progress.new_ready), (DeploymentStatus::Running, 1));
+        std::thread::sleep(Duration::from_millis(350));
+        tick(&master);
+        assert_eq!(deployment(&master, "api", &id).status, DeploymentStatus::Running, "the deadline restarted");
+        std::thread::sleep(Duration::from_millis(300));
+        tick(&master);
+        let failed = deployment(&master, "api", &id);
+        assert_eq!(failed.status, DeploymentStatus::Failed);
+        assert!(failed.rollback_id.is_none());
+        assert_eq!(master.lock().app("api").map(|e| e.record.app.version), Some(2), "no rollback");
+    }
+}
