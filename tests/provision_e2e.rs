@@ -161,6 +161,21 @@ async fn up_status_scale_and_down() {
     assert!(!again.contains("] "), "a second up runs no phase: {again}");
     assert_eq!(env.pid_files(), pids, "no daemon was restarted");
 
+    // A host whose daemons died is bootstrapped again by the next up (and only that host).
+    let run = env.state().join("hosts/workers-1/run");
+    for file in ["agent.pid", "agent.daemon.pid"] {
+        let pid: i32 = std::fs::read_to_string(run.join(file)).expect("pid file").trim().parse().expect("a pid");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).expect("kill");
+    }
+    wait_for("workers-1 to be unreachable", Duration::from_secs(30), || async {
+        (!active_agents(&client).await.contains(&"workers-1".to_string())).then_some(())
+    })
+    .await;
+    let heal = env.ok("up");
+    assert!(heal.contains("workers-1  (agent, pool workers: UNREACHABLE at the master: bootstrap again)"), "{heal}");
+    assert!(heal.contains("[workers-1] start … done") && !heal.contains("[workers-0]"), "{heal}");
+    assert_eq!(active_agents(&client).await, ["workers-0", "workers-1", "workers-2"]);
+
     env.set_count(3, 4);
     let grow = env.ok("up");
     assert!(grow.contains("1 to create, 0 to change, 0 to destroy") && grow.contains("workers-3"), "{grow}");

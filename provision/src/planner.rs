@@ -93,6 +93,8 @@ pub enum Reason {
     Unknown,
     /// Recorded in the journal, no longer desired and not at the provider: forgotten.
     Gone,
+    /// Bootstrapped, but the live cluster says it is not serving (why): bootstrapped again.
+    Unhealthy(String),
 }
 
 /// A host an action applies to.
@@ -257,6 +259,20 @@ pub fn plan(desired: &Desired, journal: &JournalState, observed: &BTreeMap<Strin
     }
     actions.sort_by_key(order_key);
     Plan { cluster: desired.cluster.clone(), source: desired.source.clone(), actions, ignored }
+}
+
+/// Adds a bootstrap for every desired host the live cluster reports unhealthy (`unhealthy`: host
+/// → why) that the plan does not act on already, so `up` restarts daemons that died. Pure: the
+/// caller asks the cluster. Bootstrap phases are idempotent, so only what is broken changes.
+pub fn heal(plan: &mut Plan, desired: &Desired, unhealthy: &BTreeMap<String, String>) {
+    for host in &desired.hosts {
+        if let Some(why) = unhealthy.get(&host.name)
+            && !plan.actions.iter().any(|a| a.host_name() == host.name)
+        {
+            plan.actions.push(Action::Bootstrap { host: host.clone(), reason: Reason::Unhealthy(why.clone()) });
+        }
+    }
+    plan.actions.sort_by_key(order_key);
 }
 
 fn plan_desired(

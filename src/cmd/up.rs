@@ -5,15 +5,17 @@
 
 use crate::output::Format;
 use anyhow::Context;
+use gantry_api::AgentState;
 use gantry_provider_local::LocalProvider;
 use gantry_provision::access::Connector;
 use gantry_provision::bootstrap::RuntimeSettings;
-use gantry_provision::cluster_api::HttpClusterApi;
-use gantry_provision::cluster_file::{ClusterFile, ProviderKind};
+use gantry_provision::cluster_api::{ClusterApi, HttpClusterApi};
+use gantry_provision::cluster_file::{ClusterFile, ProviderKind, Role};
 use gantry_provision::engine::{Engine, EngineOptions, PRIMARY_MASTER, Progress, ProgressEvent};
-use gantry_provision::journal::{self, ClusterLock, Journal, JournalState};
+use gantry_provision::journal::{self, ClusterLock, HostPhase, Journal, JournalState};
 use gantry_provision::planner::{self, ActionKind, Desired, Plan};
 use gantry_provision::provider::{self, Provider};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -63,10 +65,40 @@ impl ClusterSession {
         Ok(Journal::read_state(&self.state_dir)?)
     }
 
-    /// The plan from `desired` to reality.
+    /// The plan from `desired` to reality, including bootstraps of hosts the live cluster reports
+    /// unhealthy (daemons that died).
     pub async fn plan(&self, desired: &Desired, journal: &JournalState) -> anyhow::Result<Plan> {
         let hosts = self.provider.list_hosts().await.context("cannot list the cluster's hosts")?;
-        Ok(planner::plan(desired, journal, &provider::observed(&hosts)))
+        let mut plan = planner::plan(desired, journal, &provider::observed(&hosts));
+        if !desired.hosts.is_empty() {
+            planner::heal(&mut plan, desired, &self.unhealthy(journal).await);
+        }
+        Ok(plan)
+    }
+
+    /// Bootstrapped hosts the live cluster reports not serving: host → why.
+    async fn unhealthy(&self, journal: &JournalState) -> BTreeMap<String, String> {
+        let mut unhealthy = BTreeMap::new();
+        let Some(url) = self.master_url().await else { return unhealthy };
+        let api = HttpClusterApi;
+        let settled = journal.hosts.iter().filter(|(_, r)| r.phase == HostPhase::Bootstrapped && r.pending.is_none());
+        for (name, record) in settled {
+            let why = match record.role {
+                Role::Master if name == PRIMARY_MASTER => match api.health(&url).await {
+                    Ok(()) => continue,
+                    Err(_) => "the master's API does not answer".to_string(),
+                },
+                Role::Master => continue,
+                Role::Agent => match api.agent(&url, name).await {
+                    Ok(Some(view)) if view.state == AgentState::Active => continue,
+                    Ok(Some(view)) => format!("{} at the master", view.state),
+                    Ok(None) => "not registered at the master".to_string(),
+                    Err(_) => continue,
+                },
+            };
+            unhealthy.insert(name.clone(), why);
+        }
+        unhealthy
     }
 
     /// An engine for this cluster, reporting to `progress`.

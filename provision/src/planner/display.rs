@@ -20,6 +20,7 @@ impl fmt::Display for Reason {
             Self::Teardown => f.write_str("the cluster is taken down"),
             Self::Unknown => f.write_str("at the provider but not in the journal: nothing may leak"),
             Self::Gone => f.write_str("already gone at the provider: forget it"),
+            Self::Unhealthy(why) => write!(f, "{why}: bootstrap again"),
         }
     }
 }

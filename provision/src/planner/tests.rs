@@ -353,3 +353,22 @@ fn down_says_the_cluster_is_taken_down() {
     let scaled = plan(&desired_hosts(1, &[], "1"), &journal, &observed);
     assert_eq!(scaled.actions[0].reason(), &Reason::Removed, "scaling down is not a teardown");
 }
+
+#[test]
+fn unhealthy_hosts_are_bootstrapped_again() {
+    let desired = desired_hosts(1, &[("w", 2)], "1");
+    let (mut journal, mut observed) = (JournalState::default(), Observed::new());
+    apply(&plan(&desired, &journal, &observed), &mut journal, &mut observed);
+    let mut healed = plan(&desired, &journal, &observed);
+    let unhealthy = BTreeMap::from([
+        ("w-1".to_string(), "UNREACHABLE at the master".to_string()),
+        ("gone-0".to_string(), "not desired: ignored".to_string()),
+    ]);
+    heal(&mut healed, &desired, &unhealthy);
+    assert_eq!(healed.actions.len(), 1, "{healed}");
+    assert_eq!(kinds_for(&healed, "w-1"), vec![ActionKind::Bootstrap]);
+    assert!(
+        healed.to_string().contains("w-1  (agent, pool w: UNREACHABLE at the master: bootstrap again)"),
+        "{healed}"
+    );
+}
