@@ -72,7 +72,7 @@ impl Poller {
         let flag = stop.clone();
         let app = app.to_string();
         let handle = tokio::spawn(async move {
-            let http = reqwest::Client::builder().timeout(Duration::from_millis(800)).build().expect("http client");
+            let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("http client");
             let mut ports = BTreeSet::new();
             let (mut fewest, mut most_active, mut rounds) = (usize::MAX, 0, 0);
             while !flag.load(Ordering::SeqCst) {
