@@ -94,19 +94,32 @@ impl LocalProvider {
         if let Some(existing) = self.read_host(&spec.name)? {
             return Ok(self.describe(&existing));
         }
-        let dir = self.host_dir(&spec.name);
-        for sub in HOST_DIRS {
-            std::fs::create_dir_all(dir.join(sub)).map_err(fail)?;
-        }
         // `api_port` is the cluster's API, served by the primary master; other masters (HA)
         // listen on free ports so they do not collide on this one machine.
         let api_port = match (spec.role, self.settings.api_port) {
             (Role::Agent, _) => None,
-            (Role::Master, port) if port != 0 && spec.name == PRIMARY_MASTER => Some(port),
+            (Role::Master, port) if port != 0 && spec.name == PRIMARY_MASTER => {
+                if TcpListener::bind(("127.0.0.1", port)).is_err() {
+                    return Err(self.error(
+                        "create",
+                        &spec.name,
+                        ErrorKind::Conflict,
+                        format!(
+                            "port {port} on 127.0.0.1 is in use, so the master cannot serve its API there \
+                             (hint: stop what listens on it, or set [local] api_port = 0 to pick a free port)"
+                        ),
+                    ));
+                }
+                Some(port)
+            }
             (Role::Master, _) => {
                 Some(free_port().map_err(|e| self.error("create", &spec.name, ErrorKind::Transient, e.to_string()))?)
             }
         };
+        let dir = self.host_dir(&spec.name);
+        for sub in HOST_DIRS {
+            std::fs::create_dir_all(dir.join(sub)).map_err(fail)?;
+        }
         let host = HostFile {
             cluster: spec.cluster.clone(),
             name: spec.name.clone(),
@@ -235,6 +248,16 @@ mod tests {
         for sub in HOST_DIRS {
             assert!(provider.host_dir("w-0").join(sub).is_dir(), "{sub}");
         }
+        let taken = TcpListener::bind("127.0.0.1:0").expect("a port");
+        let port = taken.local_addr().expect("address").port();
+        let busy = LocalProvider::new(
+            "busy",
+            &dir.path().join("busy"),
+            LocalSection { api_port: port, ..LocalSection::default() },
+        );
+        let err = busy.create_host(&spec("master-0", Role::Master)).await.expect_err("the port is taken");
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+        assert!(err.to_string().contains(&format!("port {port} on 127.0.0.1 is in use")), "{err}");
         let other = LocalProvider::new("other", dir.path(), LocalSection::default());
         assert!(other.list_hosts().await.expect("list").is_empty(), "another cluster's hosts are not listed");
         let names: Vec<String> = provider.list_hosts().await.expect("list").into_iter().map(|h| h.name).collect();
