@@ -220,8 +220,8 @@ async fn broken_version_stops_says_why_and_rolls_back_on_the_deadline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn canaries_wait_for_promotion_and_cancel_reverts() {
-    let cluster = Cluster::start(3).await;
+async fn canaries_wait_for_promotion_survive_a_master_restart_and_cancel_reverts() {
+    let mut cluster = Cluster::start(3).await;
     let client = cluster.client.clone();
     let mut v1 = with_version(web_app("bird", 2), "1");
     v1.constraints.clear();
@@ -237,6 +237,13 @@ async fn canaries_wait_for_promotion_and_cancel_reverts() {
     assert!(paused.reason.as_deref().is_some_and(|r| r.contains("gantry deployment promote")), "{paused:#?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(deployment(&client, &id).await.status, DeploymentStatus::Paused, "it waits for promotion");
+
+    // A master restart keeps the paused deployment, and the restarted master drives it on.
+    cluster.kill_master();
+    cluster.start_master();
+    cluster.wait_agents_active(3).await;
+    let after_restart = deployment(&client, &id).await;
+    assert_eq!((after_restart.status, after_restart.progress.new_ready), (DeploymentStatus::Paused, 1));
     let (ok, stdout, stderr) = gantry(&cluster.master_url, &["deployment", "promote", &id]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("promoted"), "{stdout}");
