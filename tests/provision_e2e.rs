@@ -207,27 +207,52 @@ async fn up_status_scale_and_down() {
     assert!(again.contains("is down"), "down is idempotent: {again}");
 }
 
+/// Starts `up`, sends `signal` once an agent's bootstrap has begun, and returns its stderr.
+fn interrupt_up(env: &Env, signal: nix::sys::signal::Signal) -> String {
+    let mut child = env.command("up").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn up");
+    let stdout = child.stdout.take().expect("stdout");
+    let (started, bootstrap_started) = std::sync::mpsc::channel();
+    // Keeps reading to the end, so `up` never writes into a closed pipe.
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("[workers-") && line.contains("inspect") {
+                let _ = started.send(());
+            }
+        }
+    });
+    bootstrap_started.recv_timeout(Duration::from_secs(60)).expect("an agent's bootstrap starts");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("a pid"));
+    nix::sys::signal::kill(pid, signal).expect("signal up");
+    let output = child.wait_with_output().expect("reap up");
+    reader.join().expect("the reader ends with up");
+    assert!(!output.status.success(), "an interrupted up does not succeed");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_up_interrupted_with_ctrl_c_is_resumed() {
+    let env = Env::new();
+    let stderr = interrupt_up(&env, nix::sys::signal::Signal::SIGINT);
+    assert!(stderr.contains("interrupted: the journal records what was under way"), "{stderr}");
+    let plan = env.ok("plan");
+    assert!(plan.contains("resuming an interrupted bootstrap"), "{plan}");
+    env.ok("up");
+    let client = env.client();
+    let url = client.base().to_string();
+    assert_eq!(active_agents(&client).await, ["workers-0", "workers-1", "workers-2"]);
+    env.ok("down");
+    assert_down(&env, &url).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_up_killed_mid_bootstrap_is_resumed() {
     let env = Env::new();
-    let mut child = env.command("up").stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn up");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut seen = Vec::new();
-    for line in std::io::BufReader::new(stdout).lines() {
-        let line = line.expect("a line");
-        let mid_bootstrap = line.starts_with("[workers-") && line.contains("inspect");
-        seen.push(line);
-        if mid_bootstrap {
-            break;
-        }
-    }
-    child.kill().expect("SIGKILL up");
-    child.wait().expect("reap up");
+    interrupt_up(&env, nix::sys::signal::Signal::SIGKILL);
     let journal = std::fs::read_to_string(env.state().join("journal.jsonl")).expect("journal");
     assert!(!journal.contains(r#""kind":"done","action":"bootstrap","host":"workers"#), "killed too late:\n{journal}");
 
     let plan = env.ok("plan");
-    assert!(plan.contains("resuming an interrupted bootstrap"), "{plan}\n(seen: {seen:?})");
+    assert!(plan.contains("resuming an interrupted bootstrap"), "{plan}");
     let resumed = env.ok("up");
     assert!(resumed.contains("Cluster `local` is up"), "{resumed}");
     let client = env.client();
