@@ -126,3 +126,23 @@ async fn kill_tasks_kills_the_sandboxes_processes_and_nothing_else() {
     let _ = bystander.kill();
     let _ = bystander.wait();
 }
+
+#[tokio::test]
+async fn wait_unreachable_waits_only_for_agents_with_tasks() {
+    use crate::cluster_api::AgentView;
+    use gantry_api::AgentState;
+    let mut host = context(Role::Agent, Arc::new(FakeTransport::new("w-0")));
+    host.name = "w-0".to_string();
+    let outcome = WaitUnreachable.run(&mut host).await.expect("no master");
+    assert_eq!(outcome, PhaseOutcome::Skipped("no master".to_string()));
+    host.master_url = Some("http://10.0.0.5:5050".to_string());
+    let api = Arc::new(FakeClusterApi::new());
+    host.api = api.clone();
+    let outcome = WaitUnreachable.run(&mut host).await.expect("idle agent");
+    assert_eq!(outcome, PhaseOutcome::Skipped("no tasks to replace".to_string()));
+    api.set_agent("w-0", Some(AgentView { state: AgentState::Active, tasks: 2 }));
+    let err = WaitUnreachable.run(&mut host).await.expect_err("never marked unreachable");
+    assert!(err.to_string().contains("ACTIVE with 2 tasks"), "{err}");
+    api.set_agent("w-0", Some(AgentView { state: AgentState::Unreachable, tasks: 2 }));
+    assert!(matches!(WaitUnreachable.run(&mut host).await, Ok(PhaseOutcome::Done(_))));
+}

@@ -23,11 +23,10 @@ impl Phase for WaitUnreachable {
             };
             let started = Instant::now();
             let mut last = String::new();
+            let mut first = true;
             while started.elapsed() < host.ready_timeout {
                 match host.api.agent(&url, &host.name).await {
-                    Err(e) if started.elapsed().is_zero() || last.is_empty() => {
-                        return Ok(PhaseOutcome::Skipped(format!("master not reachable: {e}")));
-                    }
+                    Err(e) if first => return Ok(PhaseOutcome::Skipped(format!("master not reachable: {e}"))),
                     Err(e) => last = e.to_string(),
                     Ok(None) => return Ok(PhaseOutcome::Skipped("not registered".to_string())),
                     Ok(Some(view)) if view.state == AgentState::Unreachable => {
@@ -38,6 +37,7 @@ impl Phase for WaitUnreachable {
                     }
                     Ok(Some(view)) => last = format!("{} with {} tasks", view.state, view.tasks),
                 }
+                first = false;
                 tokio::time::sleep(POLL).await;
             }
             Err(BootstrapError::NotReady {
