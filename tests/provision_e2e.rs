@@ -209,23 +209,29 @@ async fn up_status_scale_and_down() {
 
 /// Starts `up`, sends `signal` once an agent's bootstrap has begun, and returns its stderr.
 fn interrupt_up(env: &Env, signal: nix::sys::signal::Signal) -> String {
-    let mut child = env.command("up").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn up");
+    interrupt(env, "up", "inspect", signal)
+}
+
+/// Starts `gantry <verb>`, sends `signal` once an agent's `phase` has finished, and returns its
+/// stderr.
+fn interrupt(env: &Env, verb: &str, phase: &'static str, signal: nix::sys::signal::Signal) -> String {
+    let mut child = env.command(verb).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn gantry");
     let stdout = child.stdout.take().expect("stdout");
     let (started, bootstrap_started) = std::sync::mpsc::channel();
     // Keeps reading to the end, so `up` never writes into a closed pipe.
     let reader = std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("[workers-") && line.contains("inspect") {
+            if line.starts_with("[workers-") && line.contains(phase) {
                 let _ = started.send(());
             }
         }
     });
-    bootstrap_started.recv_timeout(Duration::from_secs(60)).expect("an agent's bootstrap starts");
+    bootstrap_started.recv_timeout(Duration::from_secs(60)).expect("the phase runs on an agent");
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("a pid"));
-    nix::sys::signal::kill(pid, signal).expect("signal up");
-    let output = child.wait_with_output().expect("reap up");
-    reader.join().expect("the reader ends with up");
-    assert!(!output.status.success(), "an interrupted up does not succeed");
+    nix::sys::signal::kill(pid, signal).expect("signal gantry");
+    let output = child.wait_with_output().expect("reap gantry");
+    reader.join().expect("the reader ends with gantry");
+    assert!(!output.status.success(), "an interrupted {verb} does not succeed");
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
@@ -328,4 +334,16 @@ async fn the_supervisor_restarts_its_daemon_and_stops_with_it() {
     assert!(!pid_file.exists() && !daemon_pid_file.exists(), "the pid files are removed");
     let log = std::fs::read_to_string(env.path().join("sleeper.log")).expect("log");
     assert!(log.contains("restarting"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_killed_midway_is_resumed_and_leaks_nothing() {
+    let env = Env::new();
+    env.ok("up");
+    let url = env.client().base().to_string();
+    interrupt(&env, "down", "stop … done", nix::sys::signal::Signal::SIGKILL);
+    assert!(env.state().join("journal.jsonl").exists(), "the killed down left its journal");
+    let down = env.ok("down");
+    assert!(down.contains("is down"), "{down}");
+    assert_down(&env, &url).await;
 }
