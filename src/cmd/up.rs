@@ -14,7 +14,7 @@ use gantry_provision::cluster_file::{ClusterFile, ProviderKind, Role};
 use gantry_provision::engine::{Engine, EngineOptions, PRIMARY_MASTER, Progress, ProgressEvent};
 use gantry_provision::journal::{self, ClusterLock, HostPhase, Journal, JournalState};
 use gantry_provision::planner::{self, ActionKind, Desired, Plan};
-use gantry_provision::provider::{self, Provider};
+use gantry_provision::provider::{self, Provider, TransportKind};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -104,7 +104,12 @@ impl ClusterSession {
     /// An engine for this cluster, reporting to `progress`.
     pub fn engine<'a>(&'a self, progress: &'a dyn Progress) -> anyhow::Result<Engine<'a>> {
         let binary = std::env::current_exe().context("cannot find this gantry binary to install it")?;
-        let parallelism = (*self.file.ssh.parallelism.get_ref()).max(16) as usize;
+        // Hosts reached over SSH are bootstrapped `[ssh] parallelism` at a time; local hosts are
+        // directories on this machine, so only the engine's own bound applies.
+        let parallelism = match self.provider.capabilities().transport {
+            TransportKind::Ssh => *self.file.ssh.parallelism.get_ref() as usize,
+            TransportKind::Local => EngineOptions::default().parallelism,
+        };
         Ok(Engine {
             cluster: self.file.name().to_string(),
             provider: &self.provider,
