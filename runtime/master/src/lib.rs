@@ -188,8 +188,11 @@ pub async fn start(config: MasterConfig) -> Result<MasterHandle, MasterError> {
     });
     let frameworks: Vec<Box<dyn Framework>> =
         vec![Box::new(services::ServicesFramework::new()), Box::new(jobs::JobsFramework::new())];
-    let loops =
-        vec![tokio::spawn(allocator::run(master.clone(), frameworks)), tokio::spawn(housekeeping(master.clone()))];
+    let loops = vec![
+        tokio::spawn(allocator::run(master.clone(), frameworks)),
+        tokio::spawn(housekeeping(master.clone())),
+        tokio::spawn(services::driver::run(master.clone())),
+    ];
     info!(%local_addr, data_dir = %config.data_dir.display(), "Master serving.");
     Ok(MasterHandle { local_addr, shutdown, server, loops })
 }

@@ -82,6 +82,9 @@ async fn create(State(master): State<Arc<Master>>, body: Bytes) -> Result<(Statu
 fn insert(master: &Master, state: &mut ClusterState, definition: AppDefinition) -> Result<App, ApiFailure> {
     let now = gantry_api::now_millis();
     let id = definition.id.clone();
+    if state.job(&id).is_some() {
+        return Err(ApiFailure::conflict(format!("a job is named `{id}`; jobs and apps share one namespace")));
+    }
     let prepared = versions::create(definition, now).map_err(version_failure)?;
     master.commit(state, prepared.change)?;
     versions::apply(state, &id, prepared.history);

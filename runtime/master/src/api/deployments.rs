@@ -3,14 +3,13 @@
 //! A deployment is answered with its live progress, steps and (while it cannot move) the
 //! reason, from `services::deployment::evaluate`. Cancel ends an active deployment and deploys
 //! the version it started from again (a rollback deployment); promote lets a deployment paused
-//! on its canaries go on. Building the routes also starts the deployment driver
-//! (`services::driver`) of the master they serve.
+//! on its canaries go on. The deployment driver (`services::driver`) moves deployments along.
 
 use crate::api::ApiFailure;
 use crate::master::Master;
 use crate::services::deployment::{EvalInput, evaluate, finished_steps};
+use crate::services::history;
 use crate::services::versions::{self, Ending};
-use crate::services::{driver, history};
 use crate::state::ClusterState;
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
@@ -20,9 +19,8 @@ use serde::Deserialize;
 use std::sync::Arc;
 use tracing::info;
 
-/// The routes of this resource; starts the deployment driver of `master`.
-pub fn routes(master: &Arc<Master>) -> Router<Arc<Master>> {
-    driver::spawn(master);
+/// The routes of this resource.
+pub fn routes() -> Router<Arc<Master>> {
     Router::new()
         .route("/api/v1/deployments", get(list))
         .route("/api/v1/deployments/{id}", get(show))

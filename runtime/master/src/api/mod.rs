@@ -93,7 +93,7 @@ pub fn router(master: Arc<Master>) -> Router {
         .merge(system::routes())
         .merge(apps::routes())
         .merge(jobs::routes())
-        .merge(deployments::routes(&master))
+        .merge(deployments::routes())
         .merge(tasks::routes())
         .merge(agents::routes())
         .merge(events::routes())

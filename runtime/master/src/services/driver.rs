@@ -3,8 +3,8 @@
 //! transitions it returns (progress, pause, promotion, success, failure and auto-rollback)
 //! through [`Master::commit`], so every state a user can see was stored first.
 //!
-//! It is started with the HTTP application ([`spawn`], once per master) and holds the master
-//! only weakly between ticks, so a stopped master is dropped (and its store closed) promptly.
+//! [`run`] is started by the master next to the allocator and holds the master only weakly
+//! between ticks, so a stopped master is dropped (and its store closed) promptly.
 
 use crate::master::Master;
 use crate::services::deployment::{EvalInput, Transition, evaluate};
@@ -12,43 +12,33 @@ use crate::services::history;
 use crate::services::versions::{self, Ending};
 use crate::state::ClusterState;
 use gantry_api::{DeploymentStatus, Millis};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
 
 /// The longest time between two evaluations.
 const TICK: Duration = Duration::from_millis(500);
 
-/// Starts the driver of `master` on the current tokio runtime, unless it runs already or there
-/// is no runtime (a router built outside one, in a synchronous test).
-pub fn spawn(master: &Arc<Master>) {
-    static STARTED: Mutex<Vec<Weak<Master>>> = Mutex::new(Vec::new());
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-    let mut started = STARTED.lock().unwrap_or_else(|p| p.into_inner());
-    started.retain(|w| w.strong_count() > 0);
-    if started.iter().any(|w| w.upgrade().is_some_and(|m| Arc::ptr_eq(&m, master))) {
-        return;
-    }
-    started.push(Arc::downgrade(master));
-    let weak = Arc::downgrade(master);
+/// Runs the driver of `master` until shutdown. It holds the master only weakly between ticks.
+pub async fn run(master: Arc<Master>) {
+    let weak = Arc::downgrade(&master);
     let mut events = master.subscribe();
     let mut shutdown = master.shutdown_signal();
-    runtime.spawn(async move {
-        loop {
-            if *shutdown.borrow() {
-                return;
-            }
-            match weak.upgrade() {
-                Some(master) => tick(&master),
-                None => return,
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(TICK) => {}
-                _ = events.recv() => {}
-                _ = shutdown.changed() => return,
-            }
+    drop(master);
+    loop {
+        if *shutdown.borrow() {
+            return;
         }
-    });
+        match weak.upgrade() {
+            Some(master) => tick(&master),
+            None => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = events.recv() => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 /// Evaluates every active deployment once and stores what changed.
