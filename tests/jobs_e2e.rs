@@ -183,6 +183,11 @@ async fn example_job_files_parse_and_deploy_and_the_api_refuses_what_it_must() {
     let app: gantry_api::AppDefinition = serde_json::from_str(r#"{"id":"svc","cmd":"sleep 600"}"#).expect("app");
     client.put_app(&app).await.expect("deploy app");
     assert_eq!(client.put_job(&job("svc", "true")).await.expect_err("app id").status(), Some(409));
+    let named_like_a_job: gantry_api::AppDefinition =
+        serde_json::from_str(r#"{"id":"report","cmd":"sleep 600"}"#).expect("app");
+    let err = client.put_app(&named_like_a_job).await.expect_err("job id");
+    assert_eq!(err.status(), Some(409), "{err}");
+    assert!(err.to_string().contains("share one namespace"), "{err}");
     let mut bad = job("bad", "true");
     bad.run.cpus = 0.0;
     let err = client.put_job(&bad).await.expect_err("invalid");

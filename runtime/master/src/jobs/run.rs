@@ -107,6 +107,10 @@ fn finish(run: &mut JobRun, status: RunStatus, message: String, now: Millis) {
 pub fn advance(run: &JobRun, spec: &RunSpec, tasks: &[&Task], now: Millis) -> Step {
     let mut next = run.clone();
     refresh_attempts(&mut next, tasks, now);
+    // A task may start and end between two evaluations: the run started when its first task did.
+    if next.started_at.is_none() {
+        next.started_at = tasks.iter().filter_map(|t| t.started_at).min();
+    }
     let latest = next.attempts.last().cloned();
     let live = latest.as_ref().filter(|a| is_live(a.state));
     if next.status.is_terminal() {
@@ -191,6 +195,18 @@ mod tests {
 
     fn run() -> JobRun {
         JobRun::new("j", "r1".to_string(), RunTrigger::Manual, 0)
+    }
+
+    #[test]
+    fn a_task_that_ran_and_ended_between_two_evaluations_still_starts_the_run() {
+        let spec = spec(RestartPolicy::Never, None);
+        let mut run = run();
+        run.status = RunStatus::Starting;
+        let finished = task(1, TaskState::Finished, 500);
+        let step = advance(&run, &spec, &[&finished], 600);
+        assert_eq!(step.run.status, RunStatus::Success);
+        assert_eq!(step.run.started_at, Some(500));
+        assert_eq!(step.run.finished_at, Some(600));
     }
 
     fn task(attempt: u32, state: TaskState, at: Millis) -> Task {
