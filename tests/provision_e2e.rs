@@ -52,7 +52,11 @@ impl Env {
     }
 
     fn command(&self, verb: &str) -> Command {
-        let mut command = Command::new(BIN);
+        self.command_with(Path::new(BIN), verb)
+    }
+
+    fn command_with(&self, binary: &Path, verb: &str) -> Command {
+        let mut command = Command::new(binary);
         command
             .arg(verb)
             .arg(self.file())
@@ -199,6 +203,27 @@ async fn up_status_scale_and_down() {
     .await;
     let host = wait_for("hello to run on a remaining host", Duration::from_secs(30), || running_hello(&client)).await;
     assert!(host == "workers-0" || host == "workers-1", "hello runs on {host}");
+
+    // A new gantry build (here: the same binary with a byte appended) is rolled out to every host.
+    let build = env.path().join("new-build/gantry");
+    std::fs::create_dir_all(build.parent().expect("a parent")).expect("dir");
+    let mut bytes = std::fs::read(BIN).expect("read the binary");
+    bytes.push(0);
+    std::fs::write(&build, bytes).expect("write the new build");
+    std::fs::set_permissions(&build, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let master_pid = std::fs::read_to_string(env.state().join("hosts/master-0/run/master.daemon.pid")).expect("pid");
+    let output = env.command_with(&build, "up").output().expect("run the new build");
+    let (rollout, stderr) = texts(&output);
+    assert!(output.status.success(), "{rollout}\n{stderr}");
+    assert!(
+        rollout.contains("0 to create, 3 to change, 0 to destroy") && rollout.contains("gantry changed"),
+        "{rollout}"
+    );
+    assert!(rollout.contains("[workers-1] start … done: restarted with the new config"), "{rollout}");
+    let new_pid = std::fs::read_to_string(env.state().join("hosts/master-0/run/master.daemon.pid")).expect("pid");
+    assert_ne!(master_pid, new_pid, "the master runs the new build");
+    assert_eq!(active_agents(&client).await, ["workers-0", "workers-1"]);
+    wait_for("hello to run after the rollout", Duration::from_secs(30), || running_hello(&client)).await;
 
     let down = env.ok("down");
     assert!(down.contains("Deleted app hello."), "{down}");

@@ -100,6 +100,8 @@ pub struct HostContext {
     pub ready_timeout: Duration,
     /// What `inspect` found.
     pub facts: Option<HostFacts>,
+    /// SHA-256 of the gantry binary on the host, once `upload-binary` placed or verified it.
+    pub binary_sha256: Option<String>,
 }
 
 impl HostContext {

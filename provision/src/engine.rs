@@ -379,6 +379,7 @@ impl Engine<'_> {
             api: self.api.clone(),
             ready_timeout: self.options.ready_timeout,
             facts: None,
+            binary_sha256: None,
         };
         for phase in phases {
             let started = Instant::now();

@@ -3,13 +3,12 @@
 
 use super::up::{ClusterArgs, ClusterSession, plan_json};
 use crate::output::Format;
-use gantry_provision::planner::Desired;
 
 /// Runs `gantry plan`.
 pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let session = ClusterSession::open(&args)?;
     let journal = session.read_journal()?;
-    let plan = session.plan(&Desired::from_cluster_file(&session.file), &journal).await?;
+    let plan = session.plan(&session.desired()?, &journal).await?;
     if args.output == Format::Json {
         return crate::output::json(&plan_json(&plan));
     }

@@ -60,6 +60,16 @@ impl ClusterSession {
         Ok(Self { file, state_dir, provider })
     }
 
+    /// The hosts the file asks for, with the identity of this gantry binary as a setting: a new
+    /// build reconfigures every host (its binary is replaced and its daemon restarted).
+    pub fn desired(&self) -> anyhow::Result<Desired> {
+        let exe = std::env::current_exe().context("cannot find this gantry binary")?;
+        let meta = std::fs::metadata(&exe).with_context(|| format!("cannot read {}", exe.display()))?;
+        let built = meta.modified().map(|t| humantime::format_rfc3339_seconds(t).to_string()).unwrap_or_default();
+        let identity = format!("{} ({} bytes, {built})", env!("CARGO_PKG_VERSION"), meta.len());
+        Ok(Desired::from_cluster_file(&self.file).with_setting("gantry", &identity))
+    }
+
     /// The journal's state without creating anything (empty when there is no journal yet).
     pub fn read_journal(&self) -> anyhow::Result<JournalState> {
         Ok(Journal::read_state(&self.state_dir)?)
@@ -203,7 +213,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let session = ClusterSession::open(&args)?;
     let _lock = ClusterLock::acquire(&session.state_dir)?;
     let mut journal = Journal::open(&session.state_dir)?;
-    let desired = Desired::from_cluster_file(&session.file);
+    let desired = session.desired()?;
     let plan = session.plan(&desired, journal.state()).await?;
     let say = |line: String| if json { eprintln!("{line}") } else { println!("{line}") };
     say(plan.to_string().trim_end().to_string());

@@ -1,6 +1,6 @@
-//! `start`: runs the daemon, or restarts it when its config changed since it was started (the
-//! checksum of the env file and start script it was started with is kept in `run/<role>.started`).
-//! A daemon already running with this config is left alone.
+//! `start`: runs the daemon, or restarts it when its config or binary changed since it was started
+//! (the checksum of the env file, start script and binary it was started with is kept in
+//! `run/<role>.started`). A daemon already running with this config is left alone.
 
 use super::{ALIVE_FN, BootstrapError, HostContext, Phase, PhaseOutcome, quote, stop};
 use crate::transport::{TransportError, Upload, UploadSource, sha256_hex};
@@ -32,6 +32,7 @@ impl Phase for Start {
             let service = if systemd { layout.unit_file(host.role) } else { layout.start_script(host.role) };
             let mut config = read_or_empty(host, &layout.env_file(host.role)).await?;
             config.extend(read_or_empty(host, &service).await?);
+            config.extend(host.binary_sha256.as_deref().unwrap_or_default().as_bytes());
             let config = sha256_hex(&config);
             let stamp = read_or_empty(host, &layout.started_stamp(host.role)).await?;
             let unit = quote(host.unit_name());

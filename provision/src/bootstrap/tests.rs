@@ -23,6 +23,7 @@ fn context(role: Role, transport: Arc<dyn crate::transport::Transport>) -> HostC
         api: Arc::new(FakeClusterApi::new()),
         ready_timeout: Duration::from_millis(300),
         facts: None,
+        binary_sha256: None,
     }
 }
 

@@ -21,6 +21,7 @@ impl Phase for UploadBinary {
                 mode: 0o755,
             };
             let uploaded = host.access.transport.upload(&upload).await?;
+            host.binary_sha256 = Some(uploaded.sha256.clone());
             let size = format!("{:.1} MB", uploaded.bytes as f64 / 1e6);
             Ok(if uploaded.changed {
                 PhaseOutcome::Done(size)

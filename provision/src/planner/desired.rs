@@ -39,6 +39,16 @@ pub struct Desired {
 }
 
 impl Desired {
+    /// Adds `key = value` to every host's settings: something outside the cluster file that,
+    /// when it changes, requires reconfiguring every host (`up` adds the gantry binary's identity,
+    /// so a new build is rolled out).
+    pub fn with_setting(mut self, key: &str, value: &str) -> Self {
+        for host in &mut self.hosts {
+            host.settings.insert(key.to_string(), value.to_string());
+        }
+        self
+    }
+
     /// No hosts at all: what `down` plans towards.
     pub fn empty(cluster: &str, source: &str) -> Self {
         Self { cluster: cluster.to_string(), source: source.to_string(), hosts: Vec::new() }
