@@ -2,6 +2,7 @@
 //! binary. Each command lives in its own file under `cmd/`; this file only parses and dispatches.
 
 mod cmd;
+mod discover;
 mod output;
 
 use clap::Parser;

@@ -158,6 +158,20 @@ async fn up_status_scale_and_down() {
     assert_eq!(json["hosts"].as_array().map(Vec::len), Some(4), "{json}");
     wait_for("hello to run", Duration::from_secs(30), || running_hello(&client)).await;
 
+    // Client commands find the cluster's master without --master: by name, or as the only one.
+    for extra in [&["--cluster", "local"][..], &[][..]] {
+        let output = Command::new(BIN)
+            .args(["app", "list", "-o", "json"])
+            .args(extra)
+            .env_remove("GANTRY_MASTER")
+            .env("GANTRY_STATE_DIR", env.state_root())
+            .output()
+            .expect("gantry app list");
+        let (stdout, stderr) = texts(&output);
+        assert!(output.status.success(), "app list {extra:?}: {stderr}");
+        assert!(stdout.contains("\"hello\""), "app list {extra:?} reached the cluster: {stdout}");
+    }
+
     assert!(env.ok("plan").contains("No changes"));
     let pids = env.pid_files();
     let again = env.ok("up");

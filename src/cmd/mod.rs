@@ -71,9 +71,13 @@ pub enum Command {
 /// Options of every command that talks to a master.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
-    /// The master's URL.
-    #[arg(long, global = true, env = "GANTRY_MASTER", default_value = "http://127.0.0.1:5050")]
-    pub master: String,
+    /// The master's URL [default: the master of --cluster, else of the only or most recently
+    /// brought-up cluster in the state dir, else http://127.0.0.1:5050].
+    #[arg(long, global = true, env = "GANTRY_MASTER")]
+    pub master: Option<String>,
+    /// A cluster brought up by `gantry up`, by name: talk to its master.
+    #[arg(long, global = true, env = "GANTRY_CLUSTER")]
+    pub cluster: Option<String>,
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
@@ -82,7 +86,9 @@ pub struct ClientArgs {
 impl ClientArgs {
     /// A client of the chosen master.
     pub fn client(&self) -> anyhow::Result<gantry_api::Client> {
-        Ok(gantry_api::Client::new(&self.master)?)
+        let root = crate::discover::state_root();
+        let url = crate::discover::master_url(self.master.as_deref(), self.cluster.as_deref(), root.as_deref())?;
+        Ok(gantry_api::Client::new(&url)?)
     }
 }
 

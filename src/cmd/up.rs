@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// File in the state dir holding the master URL (for client commands).
-pub const MASTER_URL_FILE: &str = "master_url";
+pub use crate::discover::MASTER_URL_FILE;
 
 /// Arguments of `plan`, `up`, `status` and `down`.
 #[derive(Debug, Clone, clap::Args)]
