@@ -23,6 +23,9 @@ impl Env {
         let apps = dir.path().join("apps");
         std::fs::create_dir_all(&apps).expect("apps dir");
         std::fs::copy(repo_root().join("configs/apps/hello.toml"), apps.join("hello.toml")).expect("copy hello.toml");
+        std::fs::create_dir_all(dir.path().join("jobs")).expect("jobs dir");
+        std::fs::copy(repo_root().join("configs/jobs/nightly.toml"), dir.path().join("jobs/nightly.toml"))
+            .expect("copy nightly.toml");
         let port_base = 40000 + (support::free_port() % 1000) * 20;
         let text = std::fs::read_to_string(repo_root().join("configs/local.toml")).expect("configs/local.toml");
         let text = text
@@ -157,6 +160,8 @@ async fn up_status_scale_and_down() {
     assert_eq!(json["master_url"], url.as_str());
     assert_eq!(json["hosts"].as_array().map(Vec::len), Some(4), "{json}");
     wait_for("hello to run", Duration::from_secs(30), || running_hello(&client)).await;
+    let job = client.get_job("nightly-backup").await.expect("the file's job is deployed");
+    assert_eq!(job.definition.schedules.len(), 1);
 
     // Client commands find the cluster's master without --master: by name, or as the only one.
     for extra in [&["--cluster", "local"][..], &[][..]] {
@@ -176,6 +181,7 @@ async fn up_status_scale_and_down() {
     let pids = env.pid_files();
     let again = env.ok("up");
     assert!(again.contains("No changes") && again.contains("Workload hello: unchanged"), "{again}");
+    assert!(again.contains("Workload nightly-backup: unchanged"), "{again}");
     assert!(!again.contains("] "), "a second up runs no phase: {again}");
     assert_eq!(env.pid_files(), pids, "no daemon was restarted");
 

@@ -340,6 +340,15 @@ impl ClusterFile {
             .map(|a| self.base_dir().join(a.get_ref()))
             .collect()
     }
+
+    /// The job files of `[[workload]]` entries, resolved against the cluster file's directory.
+    pub fn job_files(&self) -> Vec<PathBuf> {
+        self.workloads
+            .iter()
+            .filter_map(|w| w.get_ref().job.as_ref())
+            .map(|j| self.base_dir().join(j.get_ref()))
+            .collect()
+    }
 }
 
 fn default_provider() -> Spanned<ProviderKind> {

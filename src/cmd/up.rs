@@ -234,7 +234,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     }
     if json {
         let workloads: Vec<_> =
-            workloads.iter().map(|(id, what)| serde_json::json!({"app": id, "result": what})).collect();
+            workloads.iter().map(|(id, what)| serde_json::json!({"workload": id, "result": what})).collect();
         crate::output::json(&serde_json::json!({
             "plan": plan_json(&plan), "master_url": master_url, "state_dir": session.state_dir, "workloads": workloads,
         }))?;
@@ -245,7 +245,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Puts every `[[workload]]` app; returns (app id, what happened).
+/// Puts every `[[workload]]` app and job; returns (id, what happened).
 async fn deploy_workloads(file: &ClusterFile, master_url: &str) -> anyhow::Result<Vec<(String, String)>> {
     let client = gantry_api::Client::new(master_url)?;
     let mut results = Vec::new();
@@ -262,6 +262,20 @@ async fn deploy_workloads(file: &ClusterFile, master_url: &str) -> anyhow::Resul
             .with_context(|| format!("cannot deploy {} from {}", definition.id, path.display()))?;
         let what = if before.is_some() { "updated" } else { "deployed" };
         results.push((app.definition.id.clone(), format!("{what} (version {})", app.version)));
+    }
+    for path in file.job_files() {
+        let definition = gantry_api::workload::read_job_file(&path)?;
+        let before = client.get_job(&definition.id).await.ok();
+        if before.as_ref().is_some_and(|job| job.definition == definition) {
+            results.push((definition.id.clone(), "unchanged".to_string()));
+            continue;
+        }
+        client
+            .put_job(&definition)
+            .await
+            .with_context(|| format!("cannot deploy job {} from {}", definition.id, path.display()))?;
+        let what = if before.is_some() { "updated" } else { "deployed" };
+        results.push((definition.id.clone(), format!("job {what}")));
     }
     Ok(results)
 }

@@ -100,7 +100,9 @@ fn zero_and_two_masters_are_rejected() {
     let (line, column, _, text) = fault(&GOOD.replace("masters = 1", "masters = 2"));
     assert_eq!((line, column), (8, 11), "{text}");
     assert!(text.contains("2 masters cannot be run"), "{text}");
-    parse(&GOOD.replace("masters = 1", "masters = 3")).expect("3 masters are fine");
+    let (line, _, _, text) = fault(&GOOD.replace("masters = 1", "masters = 3"));
+    assert_eq!(line, 8, "{text}");
+    assert!(text.contains("this build runs exactly one master") && text.contains("masters = 1"), "{text}");
 }
 
 #[test]
@@ -154,7 +156,7 @@ fn master_pools_must_add_up_to_runtime_masters() {
     let (line, column, key, msg) = fault(&text);
     assert_eq!((line, column, key.as_str()), (21, 8, "pool[1].role"), "{msg}");
     assert!(msg.contains("master pools hold 3 hosts but runtime.masters is 1"), "{msg}");
-    parse(&text.replace("masters = 1", "masters = 3")).expect("counts add up");
+    parse(&text.replace("count = 3\nrole = \"master\"", "count = 1\nrole = \"master\"")).expect("counts add up");
 }
 
 #[test]
@@ -190,7 +192,11 @@ fn workload_files_are_checked() {
 
     let err = load("[[workload]]\njob = \"jobs/backup.toml\"\n").expect_err("job");
     assert_eq!((err.position(), err.key()), (Some((23, 7)), Some("workload[0].job")), "{err}");
-    assert!(err.to_string().contains("jobs issue"), "{err}");
+    assert!(err.to_string().contains("jobs/backup.toml"), "{err}");
+    fs::create_dir(dir.path().join("jobs")).expect("mkdir");
+    fs::write(dir.path().join("jobs/backup.toml"), "id = \"backup\"\n[run]\ncmd = \"true\"\n").expect("write");
+    let file = load("[[workload]]\njob = \"jobs/backup.toml\"\n").expect("a valid job workload");
+    assert_eq!(file.job_files(), vec![dir.path().join("jobs/backup.toml")]);
 
     let err = load("[[workload]]\n").expect_err("empty");
     assert_eq!(err.key(), Some("workload[0]"), "{err}");

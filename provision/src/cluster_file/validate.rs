@@ -52,7 +52,16 @@ pub(super) fn validate(file: &ClusterFile, text: &str) -> Result<(), ClusterFile
 fn check_runtime(file: &ClusterFile, at: &At<'_>) -> Result<(), ClusterFileError> {
     let rt = &file.runtime;
     match *rt.masters.get_ref() {
-        1 | 3 | 5 => {}
+        1 => {}
+        3 | 5 => {
+            return Err(at.invalid(
+                rt.masters.span(),
+                "runtime.masters",
+                "highly available masters arrive with master replication; this build runs exactly one master"
+                    .to_string(),
+                "set `masters = 1` for now",
+            ));
+        }
         0 => {
             return Err(at.invalid(
                 rt.masters.span(),
@@ -209,12 +218,18 @@ fn check_workloads(file: &ClusterFile, at: &At<'_>) -> Result<(), ClusterFileErr
                 ));
             }
             (None, Some(job)) => {
-                return Err(at.invalid(
-                    job.span(),
-                    &format!("workload[{i}].job"),
-                    "job workloads are not deployable yet (they arrive with the jobs issue)".to_string(),
-                    "remove this [[workload]] or deploy the job later with the jobs command",
-                ));
+                let path = file.base_dir().join(job.get_ref());
+                if let Err(source) = gantry_api::workload::read_job_file(&path) {
+                    let (line, column) = span_pos(at.text, &job.span());
+                    return Err(ClusterFileError::Workload {
+                        path: at.path.clone(),
+                        line,
+                        column,
+                        key: format!("workload[{i}].job"),
+                        source: Box::new(source),
+                        hint: "job paths are relative to the cluster file; fix the file it names".to_string(),
+                    });
+                }
             }
             (Some(app), None) => {
                 let path = file.base_dir().join(app.get_ref());
@@ -234,7 +249,7 @@ fn check_workloads(file: &ClusterFile, at: &At<'_>) -> Result<(), ClusterFileErr
                 return Err(at.invalid(
                     workload.span(),
                     &format!("workload[{i}]"),
-                    "a [[workload]] needs `app = \"…\"` (or `job`, later)".to_string(),
+                    "a [[workload]] needs `app = \"…\"` or `job = \"…\"`".to_string(),
                     hint_for("app"),
                 ));
             }
