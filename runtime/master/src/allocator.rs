@@ -306,6 +306,26 @@ pub fn kill_change(state: &ClusterState, kills: &[Kill], message: &str, now: Mil
     change
 }
 
+/// A new task in STAGING on an offer's agent; frameworks fill in version, ports and resources.
+pub fn staging_task(offer: &Offer, id: String, workload_id: &str, now: Millis) -> Task {
+    Task {
+        id,
+        app_id: workload_id.to_string(),
+        app_version: 0,
+        agent_id: offer.agent_id.clone(),
+        host: offer.hostname.clone(),
+        state: TaskState::Staging,
+        healthy: None,
+        ports: Vec::new(),
+        resources: Resources::default(),
+        staged_at: now,
+        started_at: None,
+        finished_at: None,
+        exit_code: None,
+        message: None,
+    }
+}
+
 /// Runs cycles until shutdown: when woken and at least every second.
 pub async fn run(master: std::sync::Arc<Master>, mut frameworks: Vec<Box<dyn Framework>>) {
     let mut shutdown = master.shutdown_signal();

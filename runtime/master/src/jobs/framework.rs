@@ -10,7 +10,7 @@ use crate::jobs::{is_job_task, new_run_id, parse_task_id, task_id};
 use crate::master::Change;
 use gantry_api::job::RunTrigger;
 use gantry_api::protocol::LaunchTask;
-use gantry_api::{Event, Job, JobDefinition, JobRun, Millis, Task, TaskState};
+use gantry_api::{Event, Job, JobDefinition, JobRun, Millis, Task};
 use gantry_scheduler::{AgentSlot, PlacementOutcome, PlacementRequest, place};
 use std::collections::{BTreeMap, HashMap};
 use tracing::{info, warn};
@@ -244,22 +244,7 @@ pub fn build_accept(definition: &JobDefinition, run_id: &str, attempt: u32, offe
         health_checks: Vec::new(),
         kill_grace_period_secs: definition.run.kill_grace_period,
     };
-    let task = Task {
-        id,
-        app_id: definition.id.clone(),
-        app_version: 0,
-        agent_id: offer.agent_id.clone(),
-        host: offer.hostname.clone(),
-        state: TaskState::Staging,
-        healthy: None,
-        ports: Vec::new(),
-        resources,
-        staged_at: now,
-        started_at: None,
-        finished_at: None,
-        exit_code: None,
-        message: None,
-    };
+    let task = Task { resources, ..crate::allocator::staging_task(offer, id, &definition.id, now) };
     Accept { offer_id: offer.id, task, launch }
 }
 

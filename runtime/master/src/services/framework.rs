@@ -8,7 +8,7 @@ use crate::services::reconcile::{ReconcileInput, reconcile};
 use crate::services::{backoff, deployment};
 use gantry_api::app::HealthProtocol;
 use gantry_api::protocol::{LaunchTask, NamedPort, TaskHealthCheck, TaskHealthCheckKind};
-use gantry_api::{AppDefinition, Millis, Resources, Task, TaskState};
+use gantry_api::{AppDefinition, Millis, Resources, Task};
 use gantry_scheduler::{AgentSlot, PlacedOn, PlacementRequest, place};
 use std::collections::BTreeMap;
 
@@ -214,20 +214,10 @@ pub fn build_accept(definition: &AppDefinition, version: u64, offer: &Offer, por
         kill_grace_period_secs: definition.kill_grace_period,
     };
     let task = Task {
-        id: task_id,
-        app_id: definition.id.clone(),
         app_version: version,
-        agent_id: offer.agent_id.clone(),
-        host: offer.hostname.clone(),
-        state: TaskState::Staging,
-        healthy: None,
         ports: ports.to_vec(),
         resources,
-        staged_at: now,
-        started_at: None,
-        finished_at: None,
-        exit_code: None,
-        message: None,
+        ..crate::allocator::staging_task(offer, task_id, &definition.id, now)
     };
     Accept { offer_id: offer.id, task, launch }
 }
