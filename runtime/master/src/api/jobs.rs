@@ -138,12 +138,7 @@ async fn put(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Job>), ApiFailure> {
     let definition = parse_definition(&body)?;
-    if definition.id != id {
-        return Err(ApiFailure::invalid(
-            Some("id".to_string()),
-            format!("the body's id `{}` differs from the path's `{id}`", definition.id),
-        ));
-    }
+    super::same_id(&definition.id, &id)?;
     let mut state = master.lock();
     let Some(existing) = state.job(&id) else {
         refuse_app_id(&state, &id)?;

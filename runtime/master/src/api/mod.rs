@@ -87,6 +87,17 @@ fn field_of(message: &str) -> Option<String> {
     None
 }
 
+/// Refuses a body whose `id` differs from the one in the path (`PUT /api/v1/<resource>/{id}`).
+pub fn same_id(body_id: &str, path_id: &str) -> Result<(), ApiFailure> {
+    if body_id == path_id {
+        return Ok(());
+    }
+    Err(ApiFailure::invalid(
+        Some("id".to_string()),
+        format!("the body's id `{body_id}` differs from the path's `{path_id}`"),
+    ))
+}
+
 /// The whole HTTP application: the public API v1 and the agent protocol.
 pub fn router(master: Arc<Master>) -> Router {
     Router::new()
