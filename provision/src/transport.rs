@@ -9,9 +9,11 @@
 
 pub mod fake;
 pub mod local;
+pub mod ssh;
 
 pub use fake::{FakeTransport, TransportCall};
 pub use local::LocalTransport;
+pub use ssh::{HostKeyPolicy, HostKeyProblem, KeyAttempt, SshSettings, SshTransport};
 
 use futures_util::future::BoxFuture;
 use sha2::{Digest, Sha256};
@@ -98,6 +100,51 @@ pub enum TransportError {
         /// Why.
         message: String,
     },
+    /// Nothing accepted the TCP connection (no sshd on that port yet, or a firewall rejects it).
+    #[error("{host}: connection to {addr} refused; is sshd running and listening on that port?")]
+    Refused {
+        /// The host.
+        host: String,
+        /// The address and port tried.
+        addr: String,
+    },
+    /// The TCP connection or the SSH handshake did not complete in time.
+    #[error(
+        "{host}: {stage} with {addr} did not complete within {}; check the address, the port and firewalls",
+        humantime::format_duration(*.after)
+    )]
+    ConnectTimeout {
+        /// The host.
+        host: String,
+        /// The address and port tried.
+        addr: String,
+        /// `TCP connect` or `SSH handshake`.
+        stage: &'static str,
+        /// The connect timeout.
+        after: Duration,
+    },
+    /// The host accepted none of the keys tried for the user.
+    #[error(
+        "{host}: user {user} was not accepted with any key tried ({}); add a public key to that user's \
+         authorized_keys on the host, or set [ssh] key_file",
+        KeyAttempt::list(.tried)
+    )]
+    Auth {
+        /// The host.
+        host: String,
+        /// The login user.
+        user: String,
+        /// Each key file tried, in order, and what happened.
+        tried: Vec<KeyAttempt>,
+    },
+    /// The host's key is not the one recorded, or is unknown under the strict policy.
+    #[error("{host}: {problem}")]
+    HostKey {
+        /// The host.
+        host: String,
+        /// What is wrong and where.
+        problem: HostKeyProblem,
+    },
     /// The command did not finish in time; it was killed.
     #[error("{host}: `{script}` did not finish within {}", humantime::format_duration(*.after))]
     Timeout {
@@ -143,9 +190,17 @@ pub enum TransportError {
 }
 
 impl TransportError {
-    /// Whether retrying may succeed (connection failures, timeouts, checksum mismatches).
+    /// Whether retrying may succeed (connection failures, timeouts, checksum mismatches). A
+    /// rejected key or a wrong host key is permanent until a person acts.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Connect { .. } | Self::Timeout { .. } | Self::Checksum { .. })
+        matches!(
+            self,
+            Self::Connect { .. }
+                | Self::Refused { .. }
+                | Self::ConnectTimeout { .. }
+                | Self::Timeout { .. }
+                | Self::Checksum { .. }
+        )
     }
 }
 

@@ -1,0 +1,274 @@
+//! [`SshTransport`]: the host is reached over SSH (libssh2 through the `ssh2` crate).
+//!
+//! One session per host, opened on first use and reused; a session found broken when a channel
+//! is opened is replaced once, which is safe because nothing ran on it yet. libssh2 is blocking,
+//! so every call runs on `spawn_blocking` and the async runtime never waits on a socket.
+//! Commands run under `/bin/sh -c` in their own session on the host (sshd calls `setsid`), so a
+//! timeout kills the whole process group. Uploads go to a temp name beside the destination, are
+//! checksummed on the host with `sha256sum`, chmodded and renamed into place.
+//!
+//! Not here: ssh-agent, jump hosts, sudo, passwords.
+
+mod auth;
+mod connect;
+mod exec;
+mod files;
+mod known_hosts;
+
+pub use auth::KeyAttempt;
+pub use known_hosts::HostKeyProblem;
+
+use super::{Command, CommandOutput, Transport, TransportError, Upload, UploadSource, Uploaded, sha256_hex};
+use crate::cluster_file::{KnownHosts, SshSection};
+use connect::Connection;
+use exec::ExecError;
+use futures_util::future::BoxFuture;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The environment variable holding the passphrase of encrypted key files.
+pub const PASSPHRASE_ENV: &str = "GANTRY_SSH_PASSPHRASE";
+
+/// What to do with a host key that is not in known_hosts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HostKeyPolicy {
+    /// The host must be listed and its key must match.
+    #[default]
+    Strict,
+    /// An unlisted host's key is appended to known_hosts; a different key is still refused.
+    AcceptNew,
+}
+
+impl From<KnownHosts> for HostKeyPolicy {
+    fn from(k: KnownHosts) -> Self {
+        match k {
+            KnownHosts::Strict => Self::Strict,
+            KnownHosts::AcceptNew => Self::AcceptNew,
+        }
+    }
+}
+
+/// How to reach and log in to one host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshSettings {
+    /// Host name or IP address.
+    pub address: String,
+    /// Port of sshd.
+    pub port: u16,
+    /// Login user.
+    pub user: String,
+    /// Private keys tried in order; the first the host accepts is used.
+    pub identity_files: Vec<PathBuf>,
+    /// The OpenSSH known_hosts file checked (and appended to under [`HostKeyPolicy::AcceptNew`]).
+    pub known_hosts: PathBuf,
+    /// Host key policy.
+    pub policy: HostKeyPolicy,
+    /// Limit for the TCP connect and for the SSH handshake, each.
+    pub connect_timeout: Duration,
+    /// Limit for an upload or a file read (a command brings its own timeout).
+    pub command_timeout: Duration,
+}
+
+impl SshSettings {
+    /// Port 22, the user's default keys (`~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`),
+    /// `~/.ssh/known_hosts`, strict, 10 s to connect, 10 min per file transfer.
+    pub fn new(address: impl Into<String>, user: impl Into<String>) -> Self {
+        let ssh_dir =
+            std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root")).join(".ssh");
+        Self {
+            address: address.into(),
+            port: 22,
+            user: user.into(),
+            identity_files: ["id_ed25519", "id_ecdsa", "id_rsa"].iter().map(|k| ssh_dir.join(k)).collect(),
+            known_hosts: ssh_dir.join("known_hosts"),
+            policy: HostKeyPolicy::Strict,
+            connect_timeout: Duration::from_secs(10),
+            command_timeout: Duration::from_secs(600),
+        }
+    }
+
+    /// Settings for `address` from a cluster file's `[ssh]` section; `key_file` is the section's
+    /// resolved key file (see `ClusterFile::ssh_key_file`), tried alone when given.
+    pub fn from_section(address: impl Into<String>, ssh: &SshSection, key_file: Option<PathBuf>) -> Self {
+        let mut settings = Self::new(address, ssh.user.clone());
+        settings.port = ssh.port;
+        if let Some(key) = key_file {
+            settings.identity_files = vec![key];
+        }
+        settings.policy = ssh.known_hosts.into();
+        settings.connect_timeout = ssh.connect_timeout.get_ref().0;
+        settings
+    }
+
+    /// `address:port`, bracketed for IPv6, for messages.
+    pub fn target(&self) -> String {
+        if self.address.contains(':') {
+            format!("[{}]:{}", self.address, self.port)
+        } else {
+            format!("{}:{}", self.address, self.port)
+        }
+    }
+}
+
+/// Runs commands and copies files on one host over one reused SSH session.
+#[derive(Clone)]
+pub struct SshTransport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    host: String,
+    settings: SshSettings,
+    connection: Mutex<Option<Connection>>,
+}
+
+impl fmt::Debug for SshTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SshTransport")
+            .field("host", &self.inner.host)
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an operation on a session failed.
+enum OpError {
+    /// The session is unusable and nothing ran: reconnect and try again.
+    Broken(String),
+    /// Report this; `drop` says whether the session must be discarded.
+    Fail { error: TransportError, drop: bool },
+}
+
+impl OpError {
+    fn keep(error: TransportError) -> Self {
+        Self::Fail { error, drop: false }
+    }
+}
+
+impl SshTransport {
+    /// A transport for `host` (its name in messages); connects on first use.
+    pub fn new(host: impl Into<String>, settings: SshSettings) -> Self {
+        Self { inner: Arc::new(Inner { host: host.into(), settings, connection: Mutex::new(None) }) }
+    }
+
+    /// The settings used.
+    pub fn settings(&self) -> &SshSettings {
+        &self.inner.settings
+    }
+
+    /// Connects now (otherwise the first call does); a no-op when a session is open.
+    pub async fn connect(&self) -> Result<(), TransportError> {
+        self.blocking(|inner| inner.with_session(|_| Ok(()))).await
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Inner) -> Result<T, TransportError> + Send + 'static,
+    ) -> Result<T, TransportError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || op(&inner)).await.map_err(|e| TransportError::Connect {
+            host: self.inner.host.clone(),
+            message: format!("the SSH worker thread failed: {e}"),
+        })?
+    }
+}
+
+impl Inner {
+    /// Runs `op` on the host's session, connecting first if needed and reconnecting once if the
+    /// reused session turns out to be broken.
+    fn with_session<T>(&self, op: impl Fn(&Connection) -> Result<T, OpError>) -> Result<T, TransportError> {
+        let mut slot = self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut reconnected = false;
+        loop {
+            let fresh = slot.is_none();
+            let connection = match slot.take() {
+                Some(c) => c,
+                None => connect::connect(&self.host, &self.settings)?,
+            };
+            match op(&connection) {
+                Ok(value) => {
+                    *slot = Some(connection);
+                    return Ok(value);
+                }
+                Err(OpError::Broken(message)) if !fresh && !reconnected => {
+                    tracing::debug!(host = %self.host, %message, "SSH session broken; reconnecting.");
+                    reconnected = true;
+                }
+                Err(OpError::Broken(message)) => {
+                    return Err(TransportError::Connect { host: self.host.clone(), message });
+                }
+                Err(OpError::Fail { error, drop }) => {
+                    if !drop {
+                        *slot = Some(connection);
+                    }
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// Maps an [`ExecError`] of `script` to an [`OpError`].
+    fn exec_error(&self, script: &str, after: Duration, e: ExecError) -> OpError {
+        match e {
+            ExecError::Broken(message) => OpError::Broken(message),
+            ExecError::TimedOut { session_ok } => OpError::Fail {
+                error: TransportError::Timeout { host: self.host.clone(), script: script.to_string(), after },
+                drop: !session_ok,
+            },
+            ExecError::Failed(message) => {
+                OpError::Fail { error: TransportError::Connect { host: self.host.clone(), message }, drop: true }
+            }
+        }
+    }
+
+    fn run(&self, command: &Command) -> Result<CommandOutput, TransportError> {
+        let script = exec::with_env(&command.script, &command.env);
+        self.with_session(|c| {
+            let out = exec::exec(c, &self.settings, &script, None, command.timeout)
+                .map_err(|e| self.exec_error(&command.script, command.timeout, e))?;
+            Ok(CommandOutput {
+                exit_code: out.exit_code,
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            })
+        })
+    }
+}
+
+impl Transport for SshTransport {
+    fn host(&self) -> &str {
+        &self.inner.host
+    }
+
+    fn run<'a>(&'a self, command: &'a Command) -> BoxFuture<'a, Result<CommandOutput, TransportError>> {
+        let command = command.clone();
+        Box::pin(self.blocking(move |inner| inner.run(&command)))
+    }
+
+    fn upload<'a>(&'a self, upload: &'a Upload) -> BoxFuture<'a, Result<Uploaded, TransportError>> {
+        let upload = upload.clone();
+        Box::pin(async move {
+            let content = match &upload.source {
+                UploadSource::Bytes(bytes) => bytes.clone(),
+                UploadSource::File(path) => tokio::fs::read(path).await.map_err(|source| TransportError::Io {
+                    host: self.inner.host.clone(),
+                    op: "read",
+                    path: path.clone(),
+                    source,
+                })?,
+            };
+            let sha256 = sha256_hex(&content);
+            let bytes = content.len() as u64;
+            let expected = sha256.clone();
+            let changed = self.blocking(move |inner| files::upload(inner, &upload, &content, &expected)).await?;
+            Ok(Uploaded { sha256, bytes, changed })
+        })
+    }
+
+    fn read_file<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, Result<Vec<u8>, TransportError>> {
+        let path = path.to_path_buf();
+        Box::pin(self.blocking(move |inner| files::read_file(inner, &path)))
+    }
+}

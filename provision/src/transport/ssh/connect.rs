@@ -1,0 +1,87 @@
+//! Opening a session: TCP connect with a timeout, the SSH handshake, the host key check and
+//! public-key login. Each failure becomes the [`TransportError`] a user can act on.
+
+use super::{SshSettings, auth, known_hosts};
+use crate::transport::TransportError;
+use ssh2::{ErrorCode, Session};
+use std::io::ErrorKind;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// An authenticated session and its socket (kept to wait for readiness with `poll`).
+pub(super) struct Connection {
+    pub(super) session: Session,
+    pub(super) socket: TcpStream,
+}
+
+/// libssh2's code for a blocking call that ran past the session timeout.
+pub(super) const ERROR_TIMEOUT: i32 = -9;
+/// libssh2's code for a socket that timed out (older code paths).
+const ERROR_SOCKET_TIMEOUT: i32 = -30;
+
+/// Whether `e` is libssh2 giving up after the session timeout.
+pub(super) fn is_timeout(e: &ssh2::Error) -> bool {
+    matches!(e.code(), ErrorCode::Session(ERROR_TIMEOUT | ERROR_SOCKET_TIMEOUT))
+}
+
+/// Milliseconds for `Session::set_timeout` (0 would mean "no limit", so at least 1).
+pub(super) fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
+}
+
+/// Connects, checks the host key and logs in.
+pub(super) fn connect(host: &str, s: &SshSettings) -> Result<Connection, TransportError> {
+    let target = s.target();
+    let connect_error = |message: String| TransportError::Connect { host: host.to_string(), message };
+    let addrs = (s.address.as_str(), s.port)
+        .to_socket_addrs()
+        .map_err(|e| connect_error(format!("cannot resolve {}: {e}", s.address)))?;
+    let mut last = None;
+    let mut stream = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, s.connect_timeout) {
+            Ok(tcp) => {
+                stream = Some(tcp);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let stream = match (stream, last) {
+        (Some(tcp), _) => tcp,
+        (None, Some(e)) if e.kind() == ErrorKind::ConnectionRefused => {
+            return Err(TransportError::Refused { host: host.to_string(), addr: target });
+        }
+        (None, Some(e)) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+            return Err(TransportError::ConnectTimeout {
+                host: host.to_string(),
+                addr: target,
+                stage: "TCP connect",
+                after: s.connect_timeout,
+            });
+        }
+        (None, Some(e)) => return Err(connect_error(format!("cannot connect to {target}: {e}"))),
+        (None, None) => return Err(connect_error(format!("{} resolves to no address", s.address))),
+    };
+    let _ = stream.set_nodelay(true);
+    let socket = stream.try_clone().map_err(|e| connect_error(format!("cannot use the socket to {target}: {e}")))?;
+    let mut session = Session::new().map_err(|e| connect_error(format!("cannot start an SSH session: {e}")))?;
+    session.set_tcp_stream(stream);
+    session.set_timeout(millis(s.connect_timeout));
+    session.handshake().map_err(|e| {
+        if is_timeout(&e) {
+            TransportError::ConnectTimeout {
+                host: host.to_string(),
+                addr: target.clone(),
+                stage: "SSH handshake",
+                after: s.connect_timeout,
+            }
+        } else {
+            connect_error(format!("SSH handshake with {target} failed: {e}"))
+        }
+    })?;
+    known_hosts::verify(&session, host, s)?;
+    auth::authenticate(&session, host, s)?;
+    tracing::debug!(%host, addr = %target, user = %s.user, "SSH session opened.");
+    Ok(Connection { session, socket })
+}

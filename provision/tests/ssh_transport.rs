@@ -1,0 +1,322 @@
+//! `SshTransport` against a real OpenSSH `sshd` started per test on 127.0.0.1 (no traffic leaves
+//! loopback). Needs root (to log in as root), `/usr/sbin/sshd` and `ssh-keygen`; without them each
+//! test prints `SKIPPED: <reason>` and passes. No wall-clock assertions: errors are checked by kind.
+
+use gantry_provision::transport::{
+    Command, HostKeyPolicy, HostKeyProblem, SshSettings, SshTransport, Transport, TransportError, Upload, UploadSource,
+    sha256_hex,
+};
+use std::fs;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+const SSHD: &str = "/usr/sbin/sshd";
+
+/// A running sshd, killed on drop.
+struct Sshd {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Sshd {
+    fn client_key(&self) -> PathBuf {
+        self.dir.path().join("client_key")
+    }
+
+    fn known_hosts(&self) -> PathBuf {
+        self.dir.path().join("known_hosts")
+    }
+
+    fn settings(&self, policy: HostKeyPolicy) -> SshSettings {
+        let mut s = SshSettings::new("127.0.0.1", "root");
+        s.port = self.port;
+        s.identity_files = vec![self.client_key()];
+        s.known_hosts = self.known_hosts();
+        s.policy = policy;
+        s.connect_timeout = Duration::from_secs(10);
+        s.command_timeout = Duration::from_secs(60);
+        s
+    }
+
+    fn transport(&self) -> SshTransport {
+        SshTransport::new("sshd-test", self.settings(HostKeyPolicy::AcceptNew))
+    }
+
+    /// The pids of this sshd's children (one per open connection).
+    fn connection_pids(&self) -> Vec<i32> {
+        let pid = self.child.id();
+        let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        children.split_whitespace().filter_map(|p| p.parse().ok()).collect()
+    }
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(tool)).find(|p| p.is_file())
+}
+
+fn keygen(path: &Path) {
+    let ok = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "gantry-test", "-f"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .status()
+        .expect("ssh-keygen runs");
+    assert!(ok.success(), "ssh-keygen failed for {}", path.display());
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Starts sshd, or prints why it cannot and returns `None`.
+fn start() -> Option<Sshd> {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let reason = if !root {
+        Some("not running as root (sshd must accept root logins)")
+    } else if !Path::new(SSHD).is_file() {
+        Some("/usr/sbin/sshd is not installed")
+    } else if which("ssh-keygen").is_none() {
+        Some("ssh-keygen is not installed")
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        println!("SKIPPED: {reason}");
+        return None;
+    }
+    fs::create_dir_all("/run/sshd").expect("sshd's privilege separation dir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    keygen(&d.join("host_key"));
+    keygen(&d.join("client_key"));
+    fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).expect("authorized_keys");
+    let port = free_port();
+    let config = format!(
+        "Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nAuthorizedKeysFile {auth}\n\
+         PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+         PermitRootLogin yes\nStrictModes no\nUsePAM no\nPidFile {pid}\n",
+        host_key = d.join("host_key").display(),
+        auth = d.join("authorized_keys").display(),
+        pid = d.join("sshd.pid").display(),
+    );
+    fs::write(d.join("sshd_config"), config).expect("sshd_config");
+    let log = fs::File::create(d.join("sshd.log")).expect("log");
+    let child = std::process::Command::new(SSHD)
+        .args(["-D", "-e", "-f"])
+        .arg(d.join("sshd_config"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("sshd starts");
+    let sshd = Sshd { child, dir, port };
+    for _ in 0..200 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(sshd);
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let log = fs::read_to_string(sshd.dir.path().join("sshd.log")).unwrap_or_default();
+    panic!("sshd did not listen on port {port}; its log:\n{log}");
+}
+
+fn cmd(script: &str) -> Command {
+    Command::new(script, Duration::from_secs(30))
+}
+
+fn bytes(dest: &Path, content: &[u8], mode: u32) -> Upload {
+    Upload { source: UploadSource::Bytes(content.to_vec()), dest: dest.to_path_buf(), mode }
+}
+
+#[tokio::test]
+async fn runs_commands_with_output_and_exit_codes_on_one_session() {
+    let Some(sshd) = start() else { return };
+    let t = sshd.transport();
+    let mut c = cmd("echo out; echo err >&2; echo \"$GREETING\"; exit 3");
+    c.env.insert("GREETING".into(), "it's me".into());
+    let out = t.run(&c).await.expect("runs");
+    assert_eq!(out.exit_code, Some(3));
+    assert_eq!(out.stdout, "out\nit's me\n");
+    assert_eq!(out.stderr, "err\n");
+    let ok = t.run(&cmd("true")).await.expect("runs again");
+    assert!(ok.success());
+    assert_eq!(sshd.connection_pids().len(), 1, "the session is reused");
+    let big = t.run(&cmd("head -c 300000 /dev/zero | tr '\\0' x; head -c 200000 /dev/zero | tr '\\0' y >&2")).await;
+    let big = big.expect("large output");
+    assert_eq!((big.stdout.len(), big.stderr.len()), (300_000, 200_000));
+}
+
+#[tokio::test]
+async fn a_command_past_its_timeout_is_killed_and_the_session_still_works() {
+    let Some(sshd) = start() else { return };
+    let t = sshd.transport();
+    let pidfile = sshd.dir.path().join("sleep.pid");
+    let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
+    let err = t.run(&Command::new(script, Duration::from_millis(500))).await.expect_err("times out");
+    assert!(matches!(err, TransportError::Timeout { .. }), "{err}");
+    assert!(err.is_retryable());
+    let pid: i32 = fs::read_to_string(&pidfile).expect("pid written").trim().parse().expect("a pid");
+    let mut alive = true;
+    for _ in 0..100 {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        alive = stat.split(") ").nth(1).is_some_and(|rest| !rest.starts_with('Z'));
+        if !alive {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!alive, "the remote `sleep` (pid {pid}) outlived the timeout");
+    assert!(t.run(&cmd("true")).await.expect("runs after a timeout").success());
+}
+
+#[tokio::test]
+async fn uploads_are_atomic_checksummed_idempotent_and_keep_the_mode() {
+    let Some(sshd) = start() else { return };
+    let t = sshd.transport();
+    let dest = sshd.dir.path().join("remote/etc/gantry/agent.toml");
+    let first = t.upload(&bytes(&dest, b"hello", 0o640)).await.expect("upload");
+    assert!(first.changed);
+    assert_eq!((first.sha256.as_str(), first.bytes), (sha256_hex(b"hello").as_str(), 5));
+    assert_eq!(fs::read(&dest).expect("read"), b"hello");
+    assert_eq!(fs::metadata(&dest).expect("stat").permissions().mode() & 0o7777, 0o640);
+    assert!(!t.upload(&bytes(&dest, b"hello", 0o640)).await.expect("again").changed);
+    assert!(t.upload(&bytes(&dest, b"hello", 0o600)).await.expect("new mode").changed);
+    assert_eq!(fs::metadata(&dest).expect("stat").permissions().mode() & 0o7777, 0o600);
+    let src = sshd.dir.path().join("gantry.bin");
+    let content: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+    fs::write(&src, &content).expect("write");
+    let from_file = t
+        .upload(&Upload { source: UploadSource::File(src), dest: dest.clone(), mode: 0o755 })
+        .await
+        .expect("file upload");
+    assert!(from_file.changed);
+    assert_eq!(from_file.sha256, sha256_hex(&content));
+    assert_eq!(fs::read(&dest).expect("read"), content);
+    assert_eq!(fs::metadata(&dest).expect("stat").permissions().mode() & 0o7777, 0o755);
+    let leftovers: Vec<_> = fs::read_dir(dest.parent().expect("parent"))
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .filter(|n| n != "agent.toml")
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+}
+
+#[tokio::test]
+async fn reads_files_and_reports_missing_ones_as_not_found() {
+    let Some(sshd) = start() else { return };
+    let t = sshd.transport();
+    let path = sshd.dir.path().join("data.bin");
+    fs::write(&path, b"\x00\x01binary\xff").expect("write");
+    assert_eq!(t.read_file(&path).await.expect("read"), b"\x00\x01binary\xff");
+    let err = t.read_file(&sshd.dir.path().join("missing")).await.expect_err("missing");
+    assert!(matches!(err, TransportError::NotFound { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn accept_new_records_the_host_key_and_strict_then_accepts_it() {
+    let Some(sshd) = start() else { return };
+    let strict = SshTransport::new("h", sshd.settings(HostKeyPolicy::Strict));
+    let err = strict.connect().await.expect_err("unknown host");
+    assert!(matches!(&err, TransportError::HostKey { problem: HostKeyProblem::Unknown { .. }, .. }), "{err}");
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains(&sshd.known_hosts().display().to_string()), "{err}");
+    sshd.transport().connect().await.expect("accept-new connects");
+    let recorded = fs::read_to_string(sshd.known_hosts()).expect("known_hosts written");
+    assert!(recorded.starts_with(&format!("[127.0.0.1]:{} ssh-ed25519 ", sshd.port)), "{recorded}");
+    let strict = SshTransport::new("h", sshd.settings(HostKeyPolicy::Strict));
+    assert!(strict.run(&cmd("true")).await.expect("strict connects").success());
+    sshd.transport().connect().await.expect("accept-new again");
+    assert_eq!(fs::read_to_string(sshd.known_hosts()).expect("read"), recorded, "nothing appended twice");
+}
+
+#[tokio::test]
+async fn a_changed_host_key_is_refused_naming_the_known_hosts_line() {
+    let Some(sshd) = start() else { return };
+    let other = sshd.dir.path().join("other_host_key");
+    keygen(&other);
+    let other_pub = fs::read_to_string(other.with_extension("pub")).expect("pub");
+    let key = other_pub.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    fs::write(sshd.known_hosts(), format!("# hosts\n[127.0.0.1]:{} {key}\n", sshd.port)).expect("write");
+    for policy in [HostKeyPolicy::Strict, HostKeyPolicy::AcceptNew] {
+        let err = SshTransport::new("h", sshd.settings(policy)).connect().await.expect_err("mismatch");
+        match &err {
+            TransportError::HostKey { problem: HostKeyProblem::Mismatch { file, line, .. }, .. } => {
+                assert_eq!((file, *line), (&sshd.known_hosts(), Some(2)));
+            }
+            _ => panic!("expected a host key mismatch, got {err}"),
+        }
+        assert!(err.to_string().contains(&format!("{} line 2", sshd.known_hosts().display())), "{err}");
+        assert!(!err.is_retryable());
+    }
+}
+
+#[tokio::test]
+async fn a_key_the_host_does_not_know_is_rejected_naming_each_key_tried() {
+    let Some(sshd) = start() else { return };
+    let wrong = sshd.dir.path().join("wrong_key");
+    keygen(&wrong);
+    let missing = sshd.dir.path().join("id_missing");
+    let mut settings = sshd.settings(HostKeyPolicy::AcceptNew);
+    settings.identity_files = vec![missing.clone(), wrong.clone()];
+    let err = SshTransport::new("h", settings).connect().await.expect_err("rejected");
+    match &err {
+        TransportError::Auth { user, tried, .. } => {
+            assert_eq!(user, "root");
+            assert_eq!(tried.iter().map(|k| &k.path).collect::<Vec<_>>(), [&missing, &wrong]);
+        }
+        _ => panic!("expected an auth error, got {err}"),
+    }
+    let message = err.to_string();
+    assert!(message.contains("user root") && message.contains(&wrong.display().to_string()), "{message}");
+    assert!(!err.is_retryable());
+}
+
+#[tokio::test]
+async fn a_closed_port_is_refused() {
+    let Some(sshd) = start() else { return };
+    let mut settings = sshd.settings(HostKeyPolicy::AcceptNew);
+    settings.port = free_port();
+    let err = SshTransport::new("h", settings).run(&cmd("true")).await.expect_err("refused");
+    assert!(matches!(err, TransportError::Refused { .. }), "{err}");
+    assert!(err.is_retryable());
+}
+
+#[tokio::test]
+async fn a_listener_that_never_sends_a_banner_times_out() {
+    let Some(sshd) = start() else { return };
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut settings = sshd.settings(HostKeyPolicy::AcceptNew);
+    settings.port = silent.local_addr().expect("addr").port();
+    settings.connect_timeout = Duration::from_millis(500);
+    let err = SshTransport::new("h", settings).connect().await.expect_err("times out");
+    assert!(matches!(err, TransportError::ConnectTimeout { stage: "SSH handshake", .. }), "{err}");
+    assert!(err.is_retryable());
+    drop(silent);
+}
+
+#[tokio::test]
+async fn a_broken_session_is_replaced_once() {
+    let Some(sshd) = start() else { return };
+    let t = sshd.transport();
+    assert!(t.run(&cmd("true")).await.expect("first").success());
+    for pid in sshd.connection_pids() {
+        // SAFETY: kill has no memory preconditions; the pid is a child of the sshd this test started.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+    let out = t.run(&cmd("echo again")).await.expect("reconnects");
+    assert_eq!(out.stdout, "again\n");
+}
