@@ -13,7 +13,7 @@ pub mod ssh;
 
 pub use fake::{FakeTransport, TransportCall};
 pub use local::LocalTransport;
-pub use ssh::{HostKeyPolicy, HostKeyProblem, KeyAttempt, SshSettings, SshTransport};
+pub use ssh::{HostKeyPolicy, HostKeyProblem, KeyAttempt, Passphrase, SshSettings, SshTransport};
 
 use futures_util::future::BoxFuture;
 use sha2::{Digest, Sha256};

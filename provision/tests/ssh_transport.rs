@@ -3,8 +3,8 @@
 //! test prints `SKIPPED: <reason>` and passes. No wall-clock assertions: errors are checked by kind.
 
 use gantry_provision::transport::{
-    Command, HostKeyPolicy, HostKeyProblem, SshSettings, SshTransport, Transport, TransportError, Upload, UploadSource,
-    sha256_hex,
+    Command, HostKeyPolicy, HostKeyProblem, Passphrase, SshSettings, SshTransport, Transport, TransportError, Upload,
+    UploadSource, sha256_hex,
 };
 use std::fs;
 use std::net::{TcpListener, TcpStream};
@@ -66,8 +66,12 @@ fn which(tool: &str) -> Option<PathBuf> {
 }
 
 fn keygen(path: &Path) {
+    keygen_with(path, "ed25519", "");
+}
+
+fn keygen_with(path: &Path, kind: &str, passphrase: &str) {
     let ok = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "gantry-test", "-f"])
+        .args(["-q", "-t", kind, "-N", passphrase, "-C", "gantry-test", "-f"])
         .arg(path)
         .stdin(Stdio::null())
         .status()
@@ -319,4 +323,27 @@ async fn a_broken_session_is_replaced_once() {
     }
     let out = t.run(&cmd("echo again")).await.expect("reconnects");
     assert_eq!(out.stdout, "again\n");
+}
+
+#[tokio::test]
+async fn encrypted_and_ecdsa_keys_log_in_with_the_passphrase() {
+    let Some(sshd) = start() else { return };
+    let ecdsa = sshd.dir.path().join("ecdsa_key");
+    keygen_with(&ecdsa, "ecdsa", "s3cret");
+    let authorized = sshd.dir.path().join("authorized_keys");
+    let mut keys = fs::read_to_string(&authorized).expect("read");
+    keys.push_str(&fs::read_to_string(ecdsa.with_extension("pub")).expect("pub"));
+    fs::write(&authorized, keys).expect("write");
+    let mut settings = sshd.settings(HostKeyPolicy::AcceptNew);
+    settings.identity_files = vec![ecdsa.clone()];
+    settings.passphrase = Some(Passphrase("wrong".into()));
+    let err = SshTransport::new("h", settings.clone()).connect().await.expect_err("wrong passphrase");
+    assert!(
+        matches!(&err, TransportError::Auth { tried, .. } if tried[0].outcome.contains("GANTRY_SSH_PASSPHRASE")),
+        "{err}"
+    );
+    settings.passphrase = Some(Passphrase("s3cret".into()));
+    let t = SshTransport::new("h", settings);
+    assert!(t.run(&cmd("true")).await.expect("logs in").success());
+    assert!(!format!("{t:?}").contains("s3cret"), "the passphrase is never printed");
 }

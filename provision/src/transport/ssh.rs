@@ -5,7 +5,7 @@
 //! so every call runs on `spawn_blocking` and the async runtime never waits on a socket.
 //! Commands run under `/bin/sh -c` in their own session on the host (sshd calls `setsid`), so a
 //! timeout kills the whole process group. Uploads go to a temp name beside the destination, are
-//! checksummed on the host with `sha256sum`, chmodded and renamed into place.
+//! checksummed on the host with `sha256sum`, chmodded, fsynced and renamed into place.
 //!
 //! Not here: ssh-agent, jump hosts, sudo, passwords.
 
@@ -50,6 +50,16 @@ impl From<KnownHosts> for HostKeyPolicy {
     }
 }
 
+/// A key passphrase; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Passphrase(pub String);
+
+impl fmt::Debug for Passphrase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Passphrase(<redacted>)")
+    }
+}
+
 /// How to reach and log in to one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshSettings {
@@ -61,6 +71,8 @@ pub struct SshSettings {
     pub user: String,
     /// Private keys tried in order; the first the host accepts is used.
     pub identity_files: Vec<PathBuf>,
+    /// Passphrase for encrypted keys (unencrypted keys ignore it).
+    pub passphrase: Option<Passphrase>,
     /// The OpenSSH known_hosts file checked (and appended to under [`HostKeyPolicy::AcceptNew`]).
     pub known_hosts: PathBuf,
     /// Host key policy.
@@ -73,7 +85,8 @@ pub struct SshSettings {
 
 impl SshSettings {
     /// Port 22, the user's default keys (`~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`),
-    /// `~/.ssh/known_hosts`, strict, 10 s to connect, 10 min per file transfer.
+    /// the passphrase from `GANTRY_SSH_PASSPHRASE` if set, `~/.ssh/known_hosts`, strict, 10 s to
+    /// connect, 10 min per file transfer.
     pub fn new(address: impl Into<String>, user: impl Into<String>) -> Self {
         let ssh_dir =
             std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root")).join(".ssh");
@@ -82,6 +95,7 @@ impl SshSettings {
             port: 22,
             user: user.into(),
             identity_files: ["id_ed25519", "id_ecdsa", "id_rsa"].iter().map(|k| ssh_dir.join(k)).collect(),
+            passphrase: std::env::var(PASSPHRASE_ENV).ok().map(Passphrase),
             known_hosts: ssh_dir.join("known_hosts"),
             policy: HostKeyPolicy::Strict,
             connect_timeout: Duration::from_secs(10),

@@ -1,4 +1,5 @@
-//! Public-key login: each identity file in order, the passphrase from `GANTRY_SSH_PASSPHRASE`.
+//! Public-key login: each identity file in order, with the settings' passphrase (by default
+//! from `GANTRY_SSH_PASSPHRASE`).
 //! A refusal names the user and what happened with every key, so the fix is obvious.
 
 use super::{PASSPHRASE_ENV, SshSettings};
@@ -41,13 +42,13 @@ impl fmt::Display for KeyAttempt {
 
 /// Logs in as `s.user` with the first key the host accepts.
 pub(super) fn authenticate(session: &Session, host: &str, s: &SshSettings) -> Result<(), TransportError> {
-    let passphrase = std::env::var(PASSPHRASE_ENV).ok();
+    let passphrase = s.passphrase.as_ref().map(|p| p.0.as_str());
     let mut tried = Vec::new();
     for key in &s.identity_files {
         let outcome = if !key.is_file() {
             "no such file".to_string()
         } else {
-            match session.userauth_pubkey_file(&s.user, None, key, passphrase.as_deref()) {
+            match session.userauth_pubkey_file(&s.user, None, key, passphrase) {
                 Ok(()) if session.authenticated() => {
                     tracing::debug!(%host, user = %s.user, key = %key.display(), "SSH login accepted.");
                     return Ok(());

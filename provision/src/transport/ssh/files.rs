@@ -1,7 +1,7 @@
 //! Uploads and reads over exec channels (no SFTP subsystem needed on the host). An upload is
 //! skipped when the destination already has the content and mode; otherwise it is streamed to a
-//! hidden temp name beside the destination, checked with `sha256sum` on the host, chmodded and
-//! renamed into place with `mv -f` (atomic on one filesystem).
+//! hidden temp name beside the destination, checked with `sha256sum` on the host, chmodded,
+//! fsynced and renamed into place with `mv -f` (atomic on one filesystem).
 
 use super::exec::{self, Exec, quote};
 use super::{Inner, OpError};
@@ -54,7 +54,15 @@ pub(super) fn upload(inner: &Inner, upload: &Upload, content: &[u8], sha256: &st
                     actual,
                 }));
             }
-            let moved = run(&format!("chmod {:o} -- {t} && mv -f -- {t} {d}", upload.mode), None)?;
+            // `sync FILE` needs coreutils 8.24+; older hosts fall back to a full sync.
+            let moved = run(
+                &format!(
+                    "chmod {:o} -- {t} && {{ sync -- {t} 2>/dev/null || sync; }} && mv -f -- {t} {d} && \
+                     {{ sync -- {dir_q} 2>/dev/null || true; }}",
+                    upload.mode
+                ),
+                None,
+            )?;
             if !moved.success() {
                 return Err(io("rename", &tmp, &moved));
             }
