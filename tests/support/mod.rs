@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod testhosts;
 use gantry_api::{Client, Task, TaskState};
 use std::future::Future;
 use std::net::TcpListener;
