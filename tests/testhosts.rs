@@ -173,3 +173,48 @@ fn procs_naming(dir: &std::path::Path) -> Vec<String> {
         .filter(|c| c.contains(&needle))
         .collect()
 }
+
+#[test]
+fn leftovers_of_a_crashed_run_are_cleaned_up() {
+    if std::env::var_os("GANTRY_LAB_CRASH").is_some() {
+        // The crashing run: create a lab and die without dropping it.
+        if let Some(lab) = lab(2) {
+            println!("PREFIX {}", lab.prefix());
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            std::process::abort();
+        }
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    let out = Command::new(exe)
+        .args(["leftovers_of_a_crashed_run_are_cleaned_up", "--exact", "--nocapture", "--test-threads=1"])
+        .env("GANTRY_LAB_CRASH", "1")
+        .output()
+        .expect("run the crashing test");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let Some(prefix) = text.lines().find_map(|l| l.split("PREFIX ").nth(1)).map(|p| p.trim().to_string()) else {
+        match text.lines().find_map(|l| l.find("SKIPPED: ").map(|i| &l[i..])) {
+            Some(skip) => println!("{skip}"),
+            None => panic!("the crashing run printed no prefix: {text}{}", String::from_utf8_lossy(&out.stderr)),
+        }
+        return;
+    };
+    assert!(!out.status.success(), "the crashing run did not crash");
+    // Another test's Lab::new (which runs cleanup_stale too) may already have removed it.
+    let left = stdout("ip", &["netns", "list"]).contains(&prefix);
+    let started = Instant::now();
+    support::testhosts::cleanup_stale();
+    println!("stale lab {prefix} (left behind: {left}) removed in {:?}", started.elapsed());
+    assert!(!stdout("ip", &["netns", "list"]).contains(&prefix), "a namespace remains");
+    assert!(!stdout("ip", &["link", "show"]).contains(&prefix), "a link remains");
+    assert!(!std::path::Path::new("/run/gantry-labs").join(&prefix).exists(), "the registry entry remains");
+    let temp_dirs: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .expect("read the temp dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("gantry-lab-{prefix}")))
+        .collect();
+    assert!(temp_dirs.is_empty(), "temp dirs remain: {temp_dirs:?}");
+    let cgroups = stdout("sh", &["-c", "ls /sys/fs/cgroup/unified /sys/fs/cgroup 2>/dev/null"]);
+    assert!(!cgroups.contains(&format!("gantry-lab-{prefix}")), "the cgroup remains");
+}
