@@ -347,3 +347,18 @@ async fn encrypted_and_ecdsa_keys_log_in_with_the_passphrase() {
     assert!(t.run(&cmd("true")).await.expect("logs in").success());
     assert!(!format!("{t:?}").contains("s3cret"), "the passphrase is never printed");
 }
+
+#[tokio::test]
+async fn failures_on_the_host_name_the_path_and_the_cause() {
+    let Some(sshd) = start() else { return };
+    let t = sshd.transport();
+    let file = sshd.dir.path().join("a_file");
+    fs::write(&file, b"x").expect("write");
+    let big: Vec<u8> = vec![7; 4_000_000];
+    let err = t.upload(&bytes(&file.join("below/dest"), &big, 0o644)).await.expect_err("parent is a file");
+    assert!(matches!(&err, TransportError::Io { op: "write", .. }), "{err}");
+    assert!(err.to_string().contains("Not a directory"), "{err}");
+    let err = t.read_file(sshd.dir.path()).await.expect_err("a directory");
+    assert!(matches!(&err, TransportError::Io { op: "read", .. }), "{err}");
+    assert!(t.run(&cmd("true")).await.expect("the session still works").success());
+}

@@ -1,5 +1,5 @@
-//! Running one command on a session: `/bin/sh -c` through an exec channel, stdout and stderr
-//! read together without blocking (libssh2 non-blocking mode, `poll` on the socket), a deadline,
+//! Running one command on a session: `/bin/sh -c` through an exec channel, input written and
+//! stdout and stderr read together without blocking (libssh2 non-blocking mode, `poll` on the socket), a deadline,
 //! and on timeout the channel closed and the command's process group killed.
 //!
 //! The remote command first prints its shell's pid: sshd starts it with `setsid`, so that pid is
@@ -65,19 +65,39 @@ pub(super) fn exec(
         .map_err(|e| ExecError::Broken(format!("cannot start a command: {e}")))?;
     let mut out = Exec::default();
     let result = (|| {
-        if let Some(bytes) = stdin {
-            session.set_timeout(millis(timeout));
-            channel.write_all(bytes).map_err(|e| match e.kind() {
-                ErrorKind::TimedOut => ExecError::TimedOut { session_ok: false },
-                _ => ExecError::Failed(format!("sending input failed: {e}")),
-            })?;
-            channel.send_eof().map_err(|e| ExecError::Failed(format!("closing input failed: {e}")))?;
-        }
         session.set_blocking(false);
+        let mut pending = stdin.unwrap_or_default();
+        let mut input_open = stdin.is_some();
         let mut buf = vec![0u8; 32 * 1024];
         loop {
             let mut progressed = false;
             let mut open = false;
+            if input_open && channel.eof() {
+                // The command exited without reading all its input: its status and stderr say why.
+                input_open = false;
+            }
+            if input_open {
+                let sent = if pending.is_empty() {
+                    channel.send_eof().map(|()| 0).map_err(std::io::Error::from)
+                } else {
+                    channel.write(pending)
+                };
+                match sent {
+                    Ok(0) if pending.is_empty() => {
+                        input_open = false;
+                        progressed = true;
+                    }
+                    Ok(n) => {
+                        pending = &pending[n..];
+                        progressed |= n > 0;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => open = true,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "A remote command did not take all its input.");
+                        input_open = false;
+                    }
+                }
+            }
             for (stream_id, sink) in [(0, &mut out.stdout), (1, &mut out.stderr)] {
                 match channel.stream(stream_id).read(&mut buf) {
                     Ok(0) => {}
