@@ -87,6 +87,7 @@ impl Lab {
         run_ok(Command::new("ip").args(["link", "add", &bridge, "type", "bridge"]));
         run_ok(Command::new("ip").args(["addr", "add", &format!("10.77.{subnet}.1/24"), "dev", &bridge]));
         run_ok(Command::new("ip").args(["link", "set", &bridge, "up"]));
+        disable_ipv6(&bridge);
         let mounts = cgroup_mount_script();
         for i in 0..n {
             let host = lab.create_host(i, &mounts);
@@ -132,9 +133,15 @@ impl Lab {
         std::fs::create_dir(&cgroup).expect("create the host cgroup");
 
         run_ok(Command::new("ip").args(["netns", "add", &netns]));
+        // IPv4 only: no link-local IPv6 chatter, and partitions (on `ip saddr`) are complete.
+        let _ = Command::new("ip")
+            .args(["netns", "exec", &netns, "sh", "-c"])
+            .arg("for f in all default lo; do echo 1 > /proc/sys/net/ipv6/conf/$f/disable_ipv6; done 2>/dev/null")
+            .output();
         run_ok(
             Command::new("ip").args(["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns]),
         );
+        disable_ipv6(&veth);
         run_ok(Command::new("ip").args(["link", "set", &veth, "master", &self.bridge(), "up"]));
         run_ok(Command::new("ip").args(["-n", &netns, "addr", "add", &format!("{address}/24"), "dev", "eth0"]));
         run_ok(Command::new("ip").args(["-n", &netns, "link", "set", "eth0", "up"]));
@@ -175,13 +182,13 @@ impl Lab {
             "#!/bin/sh\n\
              # Launcher of one gantry test host: runs as PID 1 of its own namespaces.\n\
              set -e\n\
-             H={d}\n\
+             H='{d}'\n\
              hostname {name}\n\
-             for d in etc usr var; do\n  mount -t overlay overlay -o lowerdir=/$d,upperdir=$H/$d.upper,workdir=$H/$d.work /$d\ndone\n\
-             for d in opt srv home root; do mount --bind $H/$d /$d; done\n\
+             for d in etc usr var; do\n  mount -t overlay overlay -o \"lowerdir=/$d,upperdir=$H/$d.upper,workdir=$H/$d.work\" /$d\ndone\n\
+             for d in opt srv home root; do mount --bind \"$H/$d\" /$d; done\n\
              mount -t tmpfs -o mode=755 tmpfs /run\n\
              mkdir -p /run/gantry-lab /run/sshd\n\
-             mount --bind $H /run/gantry-lab\n\
+             mount --bind \"$H\" /run/gantry-lab\n\
              mount -t tmpfs -o mode=1777 tmpfs /tmp\n\
              mount -t proc proc /proc\n\
              {cgroup_mounts}\
@@ -556,6 +563,11 @@ fn pick_prefix() -> (String, u8) {
         }
     }
     panic!("no free lab prefix and subnet");
+}
+
+/// Turns IPv6 off on one of the lab's interfaces in the root namespace (where the kernel has it).
+fn disable_ipv6(link: &str) {
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{link}/disable_ipv6"), "1");
 }
 
 fn run_ok(cmd: &mut Command) {
