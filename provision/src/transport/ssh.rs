@@ -286,3 +286,26 @@ impl Transport for SshTransport {
         Box::pin(self.blocking(move |inner| files::read_file(inner, &path)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster_file::ClusterFile;
+
+    #[test]
+    fn settings_follow_the_cluster_file_ssh_section() {
+        let text = "version = 1\n[cluster]\nname = \"dev\"\nprovider = \"local\"\n\
+                    [ssh]\nuser = \"ops\"\nkey_file = \"keys/id\"\nport = 2222\nknown_hosts = \"accept-new\"\n\
+                    connect_timeout = \"3s\"\n";
+        let file = ClusterFile::parse(Path::new("/etc/gantry/c.toml"), text).expect("parses");
+        let s = SshSettings::from_section("10.0.0.5", &file.ssh, file.ssh_key_file());
+        assert_eq!((s.user.as_str(), s.port, s.policy), ("ops", 2222, HostKeyPolicy::AcceptNew));
+        assert_eq!(s.identity_files, [PathBuf::from("/etc/gantry/keys/id")]);
+        assert_eq!(s.connect_timeout, Duration::from_secs(3));
+        assert_eq!(s.target(), "10.0.0.5:2222");
+        let defaults = SshSettings::from_section("h", &SshSection::default(), None);
+        let names: Vec<_> = defaults.identity_files.iter().filter_map(|p| p.file_name()).collect();
+        assert_eq!(names, ["id_ed25519", "id_ecdsa", "id_rsa"]);
+        assert_eq!(defaults.policy, HostKeyPolicy::Strict);
+    }
+}
