@@ -17,6 +17,7 @@ struct InProcessCluster {
     agents: Vec<Option<gantry_agent::AgentHandle>>,
     client: Client,
     url: String,
+    port_base: u16,
 }
 
 fn agent_config(dir: &std::path::Path, url: &str, i: usize, port_base: u16) -> gantry_agent::AgentConfig {
@@ -48,14 +49,14 @@ impl InProcessCluster {
         let master = gantry_master::start(config).await.expect("master starts");
         let url = format!("http://{}", master.local_addr());
         let client = Client::new(&url).expect("client");
-        let port_base = 40000 + (master.local_addr().port() % 40) * 500;
+        let port_base = support::port_block(500);
         let mut handles = Vec::new();
         for i in 0..agents {
             handles.push(Some(
                 gantry_agent::start(agent_config(dir.path(), &url, i, port_base)).await.expect("agent starts"),
             ));
         }
-        let cluster = Self { dir, master: Some(master), agents: handles, client, url };
+        let cluster = Self { dir, master: Some(master), agents: handles, client, url, port_base };
         cluster.wait_active(agents).await;
         cluster
     }
@@ -126,7 +127,7 @@ async fn agents_restart_without_losing_tasks_and_resources_are_accounted() {
     let agent = cluster.agents[1].take().expect("agent 1");
     let id = agent.agent_id().to_string();
     agent.shutdown().await;
-    let port_base = 40000 + (cluster.master.as_ref().expect("master").local_addr().port() % 40) * 500;
+    let port_base = cluster.port_base;
     let restarted =
         gantry_agent::start(agent_config(cluster.dir.path(), &cluster.url, 1, port_base)).await.expect("restart");
     assert_eq!(restarted.agent_id(), id, "the agent id persists in its work dir");

@@ -26,7 +26,7 @@ impl Env {
         std::fs::create_dir_all(dir.path().join("jobs")).expect("jobs dir");
         std::fs::copy(repo_root().join("configs/jobs/nightly.toml"), dir.path().join("jobs/nightly.toml"))
             .expect("copy nightly.toml");
-        let port_base = 40000 + (support::free_port() % 1000) * 20;
+        let port_base = support::port_block(100);
         let text = std::fs::read_to_string(repo_root().join("configs/local.toml")).expect("configs/local.toml");
         let text = text
             .replace("api_port = 5050", "api_port = 0")

@@ -21,9 +21,24 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub master_url: String,
     pub master_port: u16,
+    /// First port of agent 0's range; agent i offers 100 ports from `port_base + 100 i`.
+    pub port_base: u16,
     pub master: Option<Child>,
     pub agents: Vec<Option<Child>>,
     pub client: Client,
+}
+
+/// A block of `size` ports for agents' port ranges: below the kernel's ephemeral range (32768
+/// and up, where outgoing connections take their local ports) and distinct for every call in
+/// this test process, so clusters running side by side never offer the same port.
+pub fn port_block(size: u16) -> u16 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const HIGH: u32 = 32_700;
+    let slots = (HIGH - LOW) / u32::from(size);
+    let first = std::process::id() % slots;
+    let slot = (first + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) % slots;
+    u16::try_from(LOW + slot * u32::from(size)).expect("below 32700")
 }
 
 pub fn free_port() -> u16 {
@@ -37,7 +52,8 @@ impl Cluster {
         let master_port = free_port();
         let master_url = format!("http://127.0.0.1:{master_port}");
         let client = Client::new(&master_url).expect("client");
-        let mut cluster = Cluster { dir, master_url, master_port, master: None, agents: Vec::new(), client };
+        let port_base = port_block(600);
+        let mut cluster = Cluster { dir, master_url, master_port, port_base, master: None, agents: Vec::new(), client };
         cluster.start_master();
         for i in 0..agents {
             let child = cluster.spawn_agent(i);
@@ -67,7 +83,7 @@ impl Cluster {
     }
 
     pub fn spawn_agent(&self, i: usize) -> Child {
-        let base = 31000 + (self.master_port as usize % 50) * 600 + i * 100;
+        let base = usize::from(self.port_base) + i * 100;
         let log = self.log_file(&format!("agent-{i}.log"));
         Command::new(BIN)
             .args(["agent", "--master", &self.master_url])
@@ -189,12 +205,32 @@ pub fn kill_all(dir: &Path) {
     loop {
         let pids = processes_naming(dir);
         if pids.is_empty() || Instant::now() > deadline {
+            remove_task_cgroups(dir);
             return;
         }
         for pid in pids {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Removes the cgroups of every task sandbox below `dir` (a `tasks/<id>/cgroup` file names
+/// one): executors killed with the cluster cannot remove their own.
+fn remove_task_cgroups(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let in_tasks = path.parent().and_then(Path::file_name).is_some_and(|name| name == "tasks");
+        match gantry_agent::cgroup::TaskCgroup::from_sandbox(&path) {
+            Some(cgroup) if in_tasks => {
+                let _ = cgroup.kill_and_remove(Duration::from_secs(2));
+            }
+            _ => remove_task_cgroups(&path),
+        }
     }
 }
 
