@@ -2,6 +2,7 @@
 //! master reports). Field names match the TOML and JSON workload files in `configs/apps/`.
 
 use crate::Millis;
+use crate::command::TaskCommand;
 use crate::error::ValidationError;
 use crate::resources::Resources;
 use serde::{Deserialize, Serialize};
@@ -386,42 +387,15 @@ impl AppDefinition {
     /// Checks everything the types cannot: names, amounts, references between fields.
     pub fn validate(&self) -> Result<(), ValidationError> {
         validate_id(&self.id).map_err(|m| ValidationError::new("id", m))?;
-        match (&self.cmd, &self.args) {
-            (None, None) => {
-                return Err(ValidationError::new(
-                    "cmd",
-                    "set `cmd` (a shell command) or `args` (a program and its arguments)",
-                ));
-            }
-            (Some(_), Some(_)) => return Err(ValidationError::new("args", "set only one of `cmd` and `args`")),
-            (Some(cmd), None) if cmd.trim().is_empty() => return Err(ValidationError::new("cmd", "`cmd` is empty")),
-            (None, Some(args)) if args.is_empty() || args[0].is_empty() => {
-                return Err(ValidationError::new("args", "`args` needs at least the program to run"));
-            }
-            _ => {}
-        }
-        for (field, value) in [("cpus", self.cpus), ("mem", self.mem), ("disk", self.disk)] {
-            if !value.is_finite() || value < 0.0 {
-                return Err(ValidationError::new(
-                    field,
-                    format!("`{field}` must be a non-negative number, got {value}"),
-                ));
-            }
-        }
-        if self.cpus <= 0.0 {
-            return Err(ValidationError::new("cpus", "`cpus` must be greater than 0 (e.g. 0.1)"));
-        }
-        if self.mem <= 0.0 {
-            return Err(ValidationError::new("mem", "`mem` must be greater than 0 MiB (e.g. 32)"));
-        }
-        for key in self.env.keys() {
-            if key.is_empty() || key.contains('=') || key.contains('\0') {
-                return Err(ValidationError::new(
-                    format!("env.{key}"),
-                    "environment names must be non-empty and contain no `=`",
-                ));
-            }
-        }
+        let command = TaskCommand {
+            cmd: &self.cmd,
+            args: &self.args,
+            env: &self.env,
+            cpus: self.cpus,
+            mem: self.mem,
+            disk: self.disk,
+        };
+        command.validate("")?;
         let mut names = std::collections::BTreeSet::new();
         let mut fixed = std::collections::BTreeSet::new();
         for (i, port) in self.ports.iter().enumerate() {

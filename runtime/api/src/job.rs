@@ -8,6 +8,7 @@
 
 use crate::Millis;
 use crate::app::validate_id;
+use crate::command::TaskCommand;
 use crate::error::ValidationError;
 use crate::resources::Resources;
 use crate::task::TaskState;
@@ -165,44 +166,9 @@ impl JobDefinition {
     pub fn validate(&self) -> Result<(), ValidationError> {
         validate_id(&self.id).map_err(|m| ValidationError::new("id", m))?;
         let run = &self.run;
-        match (&run.cmd, &run.args) {
-            (None, None) => {
-                return Err(ValidationError::new(
-                    "run.cmd",
-                    "set `run.cmd` (a shell command) or `run.args` (a program and its arguments)",
-                ));
-            }
-            (Some(_), Some(_)) => return Err(ValidationError::new("run.args", "set only one of `cmd` and `args`")),
-            (Some(cmd), None) if cmd.trim().is_empty() => {
-                return Err(ValidationError::new("run.cmd", "`cmd` is empty"));
-            }
-            (None, Some(args)) if args.is_empty() || args[0].is_empty() => {
-                return Err(ValidationError::new("run.args", "`args` needs at least the program to run"));
-            }
-            _ => {}
-        }
-        for (field, value) in [("cpus", run.cpus), ("mem", run.mem), ("disk", run.disk)] {
-            if !value.is_finite() || value < 0.0 {
-                return Err(ValidationError::new(
-                    format!("run.{field}"),
-                    format!("`{field}` must be a non-negative number, got {value}"),
-                ));
-            }
-        }
-        if run.cpus <= 0.0 {
-            return Err(ValidationError::new("run.cpus", "`cpus` must be greater than 0 (e.g. 0.1)"));
-        }
-        if run.mem <= 0.0 {
-            return Err(ValidationError::new("run.mem", "`mem` must be greater than 0 MiB (e.g. 32)"));
-        }
-        for key in run.env.keys() {
-            if key.is_empty() || key.contains('=') || key.contains('\0') {
-                return Err(ValidationError::new(
-                    format!("run.env.{key}"),
-                    "environment names must be non-empty and contain no `=`",
-                ));
-            }
-        }
+        let command =
+            TaskCommand { cmd: &run.cmd, args: &run.args, env: &run.env, cpus: run.cpus, mem: run.mem, disk: run.disk };
+        command.validate("run.")?;
         if let Some(deadline) = run.active_deadline
             && (!deadline.is_finite() || deadline <= 0.0)
         {

@@ -9,6 +9,7 @@ pub mod app;
 pub mod client;
 pub mod client_deployments;
 pub mod client_jobs;
+mod command;
 pub mod deployment;
 pub mod error;
 pub mod event;
