@@ -4,6 +4,7 @@
 mod cmd;
 mod discover;
 mod output;
+mod session;
 
 use clap::Parser;
 use std::process::ExitCode;

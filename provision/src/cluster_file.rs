@@ -8,11 +8,13 @@
 //! (the master pools' counts must then add up to `runtime.masters`).
 
 mod error;
+mod onprem;
 #[cfg(test)]
 mod tests;
 mod validate;
 
 pub use error::ClusterFileError;
+pub use onprem::{OnpremHost, OnpremSection, name_from_address};
 
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -36,12 +38,16 @@ pub struct ClusterFile {
     /// Settings of the cluster runtime (masters and agents).
     #[serde(default)]
     pub runtime: RuntimeSection,
-    /// Pools of hosts, `[[pool]]`; each host of a pool is named `<pool>-<index>`.
+    /// Pools of hosts, `[[pool]]`; each host of a pool is named `<pool>-<index>`. Not with
+    /// `onprem`, whose hosts are listed in `[[onprem.host]]`.
     #[serde(default, rename = "pool")]
     pub pools: Vec<Pool>,
     /// Settings of the `local` provider; allowed only with `provider = "local"`.
     #[serde(default)]
     pub local: Option<Spanned<LocalSection>>,
+    /// The existing hosts of an `onprem` cluster; allowed only with `provider = "onprem"`.
+    #[serde(default)]
+    pub onprem: Option<Spanned<OnpremSection>>,
     /// SSH defaults for providers that reach their hosts over SSH.
     #[serde(default)]
     pub ssh: SshSection,
@@ -95,7 +101,7 @@ impl ProviderKind {
 
     /// Whether this build can provision with it.
     pub fn is_available(self) -> bool {
-        matches!(self, Self::Local)
+        matches!(self, Self::Local | Self::Onprem)
     }
 }
 
@@ -219,10 +225,22 @@ pub struct SshSection {
     /// (trust on first use, then strict).
     #[serde(default)]
     pub known_hosts: KnownHosts,
+    /// The OpenSSH known_hosts file checked (and appended to under `accept-new`), relative to the
+    /// cluster file unless absolute. Default `~/.ssh/known_hosts`.
+    #[serde(default)]
+    pub known_hosts_file: Option<PathBuf>,
+    /// Run every command through `sudo` (a login user that is not root): without a password
+    /// (NOPASSWD), or with the one in `GANTRY_SUDO_PASSWORD`. Default false.
+    #[serde(default)]
+    pub sudo: bool,
+    /// A jump host, `[ssh.bastion]`: hosts are reached through it (SSH direct-tcpip), and so is
+    /// the master's API.
+    #[serde(default)]
+    pub bastion: Option<Spanned<Bastion>>,
     /// Give up connecting after this long, e.g. `"10s"`. Default 10s.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Spanned<HumanDuration>,
-    /// Hosts bootstrapped at once (at least 1). Default 10.
+    /// Hosts bootstrapped at once (at least 1). Default 50.
     #[serde(default = "default_parallelism")]
     pub parallelism: Spanned<u32>,
 }
@@ -234,10 +252,30 @@ impl Default for SshSection {
             key_file: None,
             port: default_ssh_port(),
             known_hosts: KnownHosts::default(),
+            known_hosts_file: None,
+            sudo: false,
+            bastion: None,
             connect_timeout: default_connect_timeout(),
             parallelism: default_parallelism(),
         }
     }
+}
+
+/// `[ssh.bastion]`: the jump host every SSH connection (and the master API) goes through.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bastion {
+    /// IP address or DNS name of the bastion.
+    pub address: String,
+    /// Port of its sshd. Default 22.
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    /// Login user on the bastion; default `[ssh] user`.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Private key for the bastion (relative to the cluster file); default `[ssh] key_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 /// SSH host key policy.
@@ -332,6 +370,21 @@ impl ClusterFile {
         self.ssh.key_file.as_ref().map(|k| self.base_dir().join(k))
     }
 
+    /// The `[ssh] known_hosts_file`, resolved against [`Self::base_dir`].
+    pub fn ssh_known_hosts_file(&self) -> Option<PathBuf> {
+        self.ssh.known_hosts_file.as_ref().map(|k| self.base_dir().join(k))
+    }
+
+    /// `path` resolved against [`Self::base_dir`] (absolute paths stay as they are).
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        self.base_dir().join(path)
+    }
+
+    /// The `[onprem]` section (defaults, with no hosts, when absent).
+    pub fn onprem(&self) -> OnpremSection {
+        self.onprem.as_ref().map(|o| o.get_ref().clone()).unwrap_or_default()
+    }
+
     /// App files to deploy, resolved against [`Self::base_dir`], in file order.
     pub fn app_files(&self) -> Vec<PathBuf> {
         self.workloads
@@ -388,5 +441,5 @@ fn default_connect_timeout() -> Spanned<HumanDuration> {
     Spanned::new(0..0, HumanDuration(Duration::from_secs(10)))
 }
 fn default_parallelism() -> Spanned<u32> {
-    Spanned::new(0..0, 10)
+    Spanned::new(0..0, 50)
 }

@@ -5,7 +5,7 @@ use super::up::{ClusterArgs, ClusterSession};
 use crate::output::{self, Format};
 use gantry_provision::cluster_api::{ClusterApi, HttpClusterApi};
 use gantry_provision::cluster_file::Role;
-use gantry_provision::provider::{HostState, Provider};
+use gantry_provision::provider::HostState;
 use std::collections::BTreeMap;
 
 /// Runs `gantry status`.
@@ -13,7 +13,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let session = ClusterSession::open(&args)?;
     let journal = session.read_journal()?;
     let provider_hosts: BTreeMap<String, HostState> =
-        session.provider.list_hosts().await?.into_iter().map(|h| (h.name, h.state)).collect();
+        session.hosts.provider().list_hosts().await?.into_iter().map(|h| (h.name, h.state)).collect();
     let desired = session.desired()?;
     let mut roles: BTreeMap<String, Role> = desired.hosts.iter().map(|h| (h.name.clone(), h.role)).collect();
     for (name, record) in &journal.hosts {

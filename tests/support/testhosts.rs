@@ -264,6 +264,12 @@ impl Lab {
         ha.nft_set("delete", hb.address);
         hb.nft_set("delete", ha.address);
     }
+
+    /// Host `i` drops every packet from this machine (the bridge's address), so only other lab
+    /// hosts reach it: what a host behind a bastion looks like to the provisioner.
+    pub fn hide_from_gateway(&self, i: usize) {
+        self.hosts[i].nft_set("add", self.gateway());
+    }
 }
 
 impl Drop for Lab {
@@ -488,12 +494,19 @@ fn prerequisites() -> Result<PathBuf, Skip> {
 }
 
 fn has_kill_file(cgroup2: &Path) -> bool {
-    // The root cgroup has no cgroup.kill; look at a child instead.
-    std::fs::read_dir(cgroup2)
+    // The root cgroup has no cgroup.kill; look at a child, making one when there is none.
+    let child = std::fs::read_dir(cgroup2)
         .into_iter()
         .flatten()
         .flatten()
-        .any(|e| e.path().is_dir() && e.path().join("cgroup.kill").exists())
+        .any(|e| e.path().is_dir() && e.path().join("cgroup.kill").exists());
+    if child {
+        return true;
+    }
+    let probe = cgroup2.join(format!("gantry-lab-probe-{}", std::process::id()));
+    let found = std::fs::create_dir(&probe).is_ok() && probe.join("cgroup.kill").exists();
+    let _ = std::fs::remove_dir(&probe);
+    found
 }
 
 fn in_path(tool: &str) -> bool {

@@ -236,3 +236,55 @@ fn toml_syntax_error_points_at_the_fault() {
     assert_eq!((line, column, key.as_str()), (8, 11, "runtime.masters"), "{text}");
     assert!(text.starts_with("c.toml:8:11: runtime.masters: "), "{text}");
 }
+
+const ONPREM: &str = r#"version = 1
+[cluster]
+name = "rack"
+provider = "onprem"
+[[onprem.host]]
+address = "10.0.0.1"
+role = "master"
+[[onprem.host]]
+address = "10.0.0.2"
+"#;
+
+#[test]
+fn onprem_hosts_are_named_and_checked() {
+    let file = parse(ONPREM).expect("valid");
+    let desired = crate::planner::Desired::from_cluster_file(&file);
+    let names: Vec<&str> = desired.hosts.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["master-0", "host-10-0-0-2"]);
+    assert_eq!(desired.hosts[1].settings["ssh"], "root@10.0.0.2:22");
+    assert_eq!(file.ssh.parallelism.get_ref(), &50, "default fan-out well above Terraform's 10");
+
+    let (line, column, key, text) = fault(&format!("{ONPREM}[[pool]]\nname = \"w\"\n"));
+    assert_eq!((line, column, key.as_str()), (11, 8, "pool[0].name"), "{text}");
+    assert!(text.contains("[[onprem.host]]"), "{text}");
+    let (_, _, key, text) = fault(&ONPREM.replace("role = \"master\"", ""));
+    assert_eq!(key, "onprem.host", "{text}");
+    assert!(text.contains("0 hosts have role = \"master\""), "{text}");
+    let (line, _, key, _) = fault(&ONPREM.replace("address = \"10.0.0.2\"", "address = \"10.0.0.1\""));
+    assert_eq!((line, key.as_str()), (9, "onprem.host[1].address"));
+    let (_, _, key, text) = fault(&format!("{ONPREM}[[onprem.host]]\naddress = \"h3\"\nname = \"host-10-0-0-2\"\n"));
+    assert_eq!(key, "onprem.host[2]", "{text}");
+    assert!(text.contains("taken by onprem.host[1]"), "{text}");
+    let (_, _, key, _) = fault(&format!("{ONPREM}name = \"Bad_Name\"\n"));
+    assert_eq!(key, "onprem.host[1].name");
+    let (_, _, key, _) = fault(&ONPREM.replace("role = \"master\"", "role = \"master\"\nname = \"boss\""));
+    assert_eq!(key, "onprem.host[0].name");
+    let (_, _, key, _) = fault(&ONPREM.replace(
+        "[[onprem.host]]\naddress = \"10.0.0.1\"",
+        "[onprem]\ninstall_dir = \"/\"\n[[onprem.host]]\naddress = \"10.0.0.1\"",
+    ));
+    assert_eq!(key, "onprem.install_dir");
+    let (_, _, key, text) = fault(&format!("{ONPREM}resources = \"cpus=lots\"\n"));
+    assert_eq!(key, "onprem.host[1].resources", "{text}");
+    let (_, _, key, _) = fault(&format!("{ONPREM}colour = \"red\"\n"));
+    assert_eq!(key, "onprem.host[1].colour");
+    let (_, _, key, text) = fault(&GOOD.replace("[[pool]]\nname = \"gpu\"", "[onprem]\n[[pool]]\nname = \"gpu\""));
+    assert_eq!(key, "onprem", "{text}");
+    let (_, _, key, text) = fault("version = 1\n[cluster]\nname = \"r\"\nprovider = \"onprem\"\n");
+    assert_eq!(key, "cluster.provider", "{text}");
+    let (_, _, key, _) = fault(&format!("{ONPREM}[ssh.bastion]\naddress = \"\"\n"));
+    assert_eq!(key, "ssh.bastion.address");
+}

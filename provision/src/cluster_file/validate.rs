@@ -1,6 +1,8 @@
 //! Semantic checks of a parsed cluster file: the values serde accepts but a cluster cannot have.
 //! The first fault found is returned, pointing at the offending value.
 
+mod onprem;
+
 use super::error::{ClusterFileError, hint_for, span_pos};
 use super::{ClusterFile, Role, SCHEMA_VERSION};
 use std::collections::HashMap;
@@ -29,7 +31,7 @@ pub(super) fn validate(file: &ClusterFile, text: &str) -> Result<(), ClusterFile
             file.cluster.provider.span(),
             "cluster.provider",
             format!("provider `{provider}` is not available yet"),
-            "use provider = \"local\"; onprem, aws, gce and azure arrive with their providers",
+            "use provider = \"local\" or \"onprem\"; aws, gce and azure arrive with their providers",
         ));
     }
     if let Some(local) = &file.local
@@ -42,8 +44,19 @@ pub(super) fn validate(file: &ClusterFile, text: &str) -> Result<(), ClusterFile
             "remove the [local] section or set provider = \"local\"",
         ));
     }
+    if let Some(section) = &file.onprem
+        && provider != super::ProviderKind::Onprem
+    {
+        return Err(at.invalid(
+            section.span(),
+            "onprem",
+            format!("[onprem] lists existing hosts, but this cluster's provider is `{provider}`"),
+            "remove the [onprem] section or set provider = \"onprem\"",
+        ));
+    }
     check_runtime(file, &at)?;
     check_pools(file, &at)?;
+    onprem::check(file, &at)?;
     check_local(file, &at)?;
     check_ssh(file, &at)?;
     check_workloads(file, &at)
@@ -258,7 +271,7 @@ fn check_workloads(file: &ClusterFile, at: &At<'_>) -> Result<(), ClusterFileErr
     Ok(())
 }
 
-fn check_label(at: &At<'_>, value: &Spanned<String>, key: &str) -> Result<(), ClusterFileError> {
+pub(super) fn check_label(at: &At<'_>, value: &Spanned<String>, key: &str) -> Result<(), ClusterFileError> {
     let name = value.get_ref();
     let problem = if name.is_empty() {
         Some("must not be empty".to_string())
@@ -280,13 +293,13 @@ fn check_label(at: &At<'_>, value: &Spanned<String>, key: &str) -> Result<(), Cl
 }
 
 /// Where errors point: the file's name and text.
-struct At<'a> {
+pub(super) struct At<'a> {
     path: String,
     text: &'a str,
 }
 
 impl At<'_> {
-    fn invalid(&self, span: Range<usize>, key: &str, message: String, hint: &str) -> ClusterFileError {
+    pub(super) fn invalid(&self, span: Range<usize>, key: &str, message: String, hint: &str) -> ClusterFileError {
         let (line, column) = span_pos(self.text, &span);
         ClusterFileError::Invalid {
             path: self.path.clone(),

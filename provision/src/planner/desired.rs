@@ -64,6 +64,9 @@ impl Desired {
             rt.heartbeat_interval.get_ref(),
             rt.agent_unreachable_timeout.get_ref()
         );
+        if file.provider() == ProviderKind::Onprem {
+            return Self::from_onprem(file, &runtime);
+        }
         let local = (file.provider() == ProviderKind::Local).then(|| file.local());
         let mut hosts = Vec::new();
         let master_pools: Vec<_> = file.pools.iter().filter(|p| *p.role.get_ref() == Role::Master).collect();
@@ -101,6 +104,38 @@ impl Desired {
             }
         }
         Self { cluster: file.name().to_string(), source: file.source.display().to_string(), hosts }
+    }
+}
+
+impl Desired {
+    /// The hosts of an `onprem` file, in file order with masters first. Where and how a host is
+    /// reached (user, address, port, sudo) and the install dir are settings: changing them
+    /// reconfigures the host.
+    fn from_onprem(file: &ClusterFile, runtime: &str) -> Self {
+        let onprem = file.onprem();
+        let mut masters = Vec::new();
+        let mut agents = Vec::new();
+        for entry in &onprem.hosts {
+            let h = entry.get_ref();
+            let role = *h.role.get_ref();
+            let name = h.cluster_name(masters.len());
+            let resources = h.resources.as_ref().map(|r| r.get_ref().as_str());
+            let mut desired = host(name, role, "onprem", 0, resources, &h.attributes, runtime);
+            let user = h.user.clone().unwrap_or_else(|| file.ssh.user.clone());
+            let port = h.port.unwrap_or(file.ssh.port);
+            let settings = &mut desired.settings;
+            settings.insert("ssh".to_string(), format!("{user}@{}:{port}", h.address.get_ref()));
+            settings.insert("sudo".to_string(), h.sudo.unwrap_or(file.ssh.sudo).to_string());
+            settings.insert("install_dir".to_string(), onprem.install_dir.get_ref().clone());
+            if role == Role::Master {
+                settings.insert("api_port".to_string(), onprem.api_port.to_string());
+                masters.push(desired);
+            } else {
+                agents.push(desired);
+            }
+        }
+        masters.extend(agents);
+        Self { cluster: file.name().to_string(), source: file.source.display().to_string(), hosts: masters }
     }
 }
 

@@ -1,0 +1,285 @@
+//! End-to-end tests of the `onprem` provider: the real binary bootstraps test hosts (network
+//! namespaces with their own sshd, tests/support/testhosts.rs) over real SSH. Needs root; each
+//! test prints `SKIPPED: <reason>` and returns when this machine lacks a prerequisite.
+
+mod support;
+
+use gantry_api::{AgentState, Client, TaskState};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+use support::testhosts::{Host, Lab, Skip};
+use support::{BIN, wait_for};
+
+/// The service the cluster file deploys: its tasks are `sleep` processes with a marker argument.
+const SERVICE: &str = "id = \"svc\"\ncmd = \"exec sleep 100042\"\ninstances = 4\ncpus = 0.1\nmem = 16\n";
+const MARKER: &str = "sleep 100042";
+
+fn lab(n: usize) -> Option<Lab> {
+    match Lab::new(n) {
+        Ok(lab) => Some(lab),
+        Err(Skip(reason)) => {
+            println!("SKIPPED: {reason}");
+            None
+        }
+    }
+}
+
+/// A cluster file for some of a lab's hosts, its state dir and the runs of the binary on it.
+struct Env {
+    dir: tempfile::TempDir,
+    name: String,
+}
+
+impl Env {
+    fn new(lab: &Lab) -> Env {
+        let dir = tempfile::Builder::new().prefix("gantry-onprem-e2e-").tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("svc.toml"), SERVICE).expect("write the app file");
+        Env { dir, name: format!("op-{}", lab.prefix()) }
+    }
+
+    fn file(&self) -> PathBuf {
+        self.dir.path().join("cluster.toml")
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state").join(&self.name)
+    }
+
+    /// Writes the cluster file: `[ssh]` with the lab's key and known_hosts, `extra` after it,
+    /// then one `[[onprem.host]]` per (host, role, extra keys).
+    fn write(&self, lab: &Lab, ssh_extra: &str, hosts: &[(&Host, &str, &str)]) {
+        let mut text = format!(
+            "version = 1\n[cluster]\nname = \"{}\"\nprovider = \"onprem\"\n\n[[workload]]\napp = \"svc.toml\"\n\n\
+             [ssh]\nkey_file = \"{}\"\nknown_hosts_file = \"{}\"\nconnect_timeout = \"2s\"\n{ssh_extra}\n",
+            self.name,
+            lab.client_key().display(),
+            lab.known_hosts_file().display()
+        );
+        for (host, role, extra) in hosts {
+            text.push_str(&format!(
+                "\n[[onprem.host]]\naddress = \"{}\"\nrole = \"{role}\"\nattributes = {{ rack = \"r{}\" }}\n{extra}\n",
+                host.address(),
+                host.index()
+            ));
+        }
+        std::fs::write(self.file(), text).expect("write the cluster file");
+    }
+
+    fn run(&self, verb: &str) -> Output {
+        let started = Instant::now();
+        let out = Command::new(BIN)
+            .arg(verb)
+            .arg(self.file())
+            .env("GANTRY_STATE_DIR", self.dir.path().join("state"))
+            .env_remove("SSH_AUTH_SOCK")
+            .output()
+            .expect("run gantry");
+        println!(
+            "gantry {verb}: {} in {:?}\n{}{}",
+            out.status,
+            started.elapsed(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn run_ok(&self, verb: &str) -> String {
+        let out = self.run(verb);
+        assert!(out.status.success(), "gantry {verb} failed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn run_err(&self, verb: &str) -> String {
+        let out = self.run(verb);
+        assert!(!out.status.success(), "gantry {verb} should fail");
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    }
+}
+
+/// What gantry may leave on a host: the names of its files outside the lab's own (overlay upper
+/// dirs and bound dirs), its tmpfs /tmp and /run, and gantry processes.
+fn footprint(host: &Host) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for sub in ["etc.upper", "usr.upper", "var.upper", "opt", "srv", "home", "root"] {
+        collect(&host.dir().join(sub), &host.dir().join(sub), &mut names);
+    }
+    let remote = host.run_ok("find /tmp /run -xdev 2>/dev/null | grep -v '^/run/sshd' || true");
+    names.extend(remote.lines().map(|l| format!("remote:{l}")));
+    let processes = host.run_ok("ps -e -o args= | grep -v -e '^ps ' -e grep || true");
+    names.extend(processes.lines().filter(|l| l.contains("gantry") || l.contains(MARKER)).map(|l| format!("ps:{l}")));
+    names.retain(|n| !n.contains("/var/log/") && !n.ends_with("/.ssh") && !n.contains("/.cache"));
+    names
+}
+
+fn collect(root: &Path, dir: &Path, names: &mut BTreeSet<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        names.insert(format!("{}:{}", root.display(), path.strip_prefix(root).unwrap_or(&path).display()));
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            collect(root, &path, names);
+        }
+    }
+}
+
+/// Task states of `svc` by agent hostname.
+async fn tasks_by_host(client: &Client) -> BTreeMap<String, Vec<TaskState>> {
+    let mut by_host: BTreeMap<String, Vec<TaskState>> = BTreeMap::new();
+    for task in client.list_tasks(Some("svc"), false).await.unwrap_or_default() {
+        by_host.entry(task.host.clone()).or_default().push(task.state);
+    }
+    by_host
+}
+
+fn running_on(by_host: &BTreeMap<String, Vec<TaskState>>, host: &str) -> usize {
+    by_host.get(host).map_or(0, |states| states.iter().filter(|s| **s == TaskState::Running).count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn onprem_cluster_lifecycle_on_test_hosts() {
+    let Some(lab) = lab(5) else { return };
+    let env = Env::new(&lab);
+    let (master, agents) = (lab.host(0), [lab.host(1), lab.host(2), lab.host(3)]);
+    let before: Vec<BTreeSet<String>> = lab.hosts().iter().map(footprint).collect();
+    let mut hosts = vec![(master, "master", "")];
+    hosts.extend(agents.iter().map(|h| (*h, "agent", "")));
+    env.write(&lab, "", &hosts);
+
+    // Up: 1 master + 3 agents, the service deployed.
+    let out = env.run_ok("up");
+    assert!(out.contains("Workload svc: deployed"), "{out}");
+    let url = format!("http://{}:5050", master.address());
+    assert!(out.contains(&url), "{out}");
+    let client = Client::new(&url).expect("client");
+    let nodes = client.list_agents().await.expect("agents");
+    let active: BTreeSet<String> =
+        nodes.iter().filter(|a| a.state == AgentState::Active).map(|a| a.info.hostname.clone()).collect();
+    let names: BTreeSet<String> =
+        agents.iter().map(|h| format!("host-{}", h.address().to_string().replace('.', "-"))).collect();
+    assert_eq!(active, names, "every agent registered under its name");
+    for node in &nodes {
+        assert_eq!(node.info.attributes.get("provider").map(String::as_str), Some("onprem"), "{node:?}");
+        assert!(node.info.attributes.contains_key("rack"), "{node:?}");
+    }
+    let by_host = wait_for("4 running svc tasks", Duration::from_secs(60), || async {
+        let by_host = tasks_by_host(&client).await;
+        (by_host.keys().map(|h| running_on(&by_host, h)).sum::<usize>() == 4).then_some(by_host)
+    })
+    .await;
+    assert!(master.run_ok("ls /opt/gantry/bin").contains("gantry"), "the binary is installed on the master");
+
+    // A second up changes nothing.
+    let out = env.run_ok("up");
+    assert!(out.contains("No changes"), "{out}");
+    assert!(!out.contains("upload-binary"), "{out}");
+
+    // Cut off an agent that runs tasks: they are replaced on the others; restored, its stale
+    // tasks are killed.
+    let victim = *agents.iter().max_by_key(|h| running_on(&by_host, &host_name(h))).expect("an agent");
+    let victim_name = host_name(victim);
+    assert!(running_on(&by_host, &victim_name) > 0);
+    assert!(victim.run_ok("ps -e -o args=").contains(MARKER), "the victim runs svc tasks");
+    victim.cut_off();
+    wait_for("svc tasks replaced away from the cut-off agent", Duration::from_secs(60), || async {
+        let by_host = tasks_by_host(&client).await;
+        let elsewhere: usize = by_host.keys().filter(|h| **h != victim_name).map(|h| running_on(&by_host, h)).sum();
+        (elsewhere == 4).then_some(())
+    })
+    .await;
+    victim.restore();
+    wait_for("the restored agent ACTIVE with its stale tasks killed", Duration::from_secs(60), || async {
+        let active = client
+            .list_agents()
+            .await
+            .ok()?
+            .iter()
+            .any(|a| a.info.hostname == victim_name && a.state == AgentState::Active);
+        let out = victim.run("ps -e -o args=");
+        (active && out.status.success() && !String::from_utf8_lossy(&out.stdout).contains(MARKER)).then_some(())
+    })
+    .await;
+
+    // Add a host: only it is bootstrapped.
+    let added = lab.host(4);
+    hosts.push((added, "agent", ""));
+    env.write(&lab, "", &hosts);
+    let out = env.run_ok("up");
+    let bootstrapped: BTreeSet<&str> = out
+        .lines()
+        .filter(|l| l.contains("] upload-binary"))
+        .filter_map(|l| l.strip_prefix('[')?.split(']').next())
+        .collect();
+    assert_eq!(bootstrapped, BTreeSet::from([host_name(added).as_str()]), "{out}");
+
+    // Remove a host: drained, uninstalled, its filesystem as before gantry.
+    let removed = agents[0];
+    hosts.retain(|(h, _, _)| h.index() != removed.index());
+    env.write(&lab, "", &hosts);
+    let out = env.run_ok("up");
+    assert!(out.contains(&format!("[{}] remove-files", host_name(removed))), "{out}");
+    assert_eq!(footprint(removed), before[removed.index()], "{} is as it was before gantry", removed.name());
+    wait_for("4 svc tasks running on the remaining agents", Duration::from_secs(60), || async {
+        let by_host = tasks_by_host(&client).await;
+        let on_removed = running_on(&by_host, &host_name(removed));
+        let total: usize = by_host.keys().map(|h| running_on(&by_host, h)).sum();
+        (on_removed == 0 && total == 4).then_some(())
+    })
+    .await;
+
+    // Down: every host clean, the state dir gone.
+    let out = env.run_ok("down");
+    assert!(out.contains("is down"), "{out}");
+    for host in lab.hosts() {
+        assert_eq!(footprint(host), before[host.index()], "{} is as it was before gantry", host.name());
+    }
+    assert!(!env.state().exists(), "the state dir is removed");
+}
+
+fn host_name(host: &Host) -> String {
+    format!("host-{}", host.address().to_string().replace('.', "-"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_problems_are_reported_per_host_with_the_cause() {
+    let Some(lab) = lab(2) else { return };
+    let env = Env::new(&lab);
+    let (master, agent) = (lab.host(0), lab.host(1));
+
+    // A key the hosts do not accept: the error names the user and the key tried.
+    let wrong = env.dir.path().join("wrong_key");
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&wrong)
+        .status()
+        .expect("ssh-keygen");
+    assert!(ok.success());
+    let key_line = format!("key_file = \"{}\"", wrong.display());
+    env.write(&lab, "", &[(master, "master", &key_line)]);
+    let err = env.run_err("up");
+    assert!(err.contains("master-0"), "{err}");
+    assert!(err.contains("root") && err.contains(&wrong.display().to_string()), "{err}");
+    assert!(err.contains("rejected"), "{err}");
+
+    // A closed port: refused.
+    env.write(&lab, "", &[(master, "master", "port = 2")]);
+    let err = env.run_err("up");
+    assert!(err.contains("refused") && err.contains(&format!("{}:2", master.address())), "{err}");
+
+    // An unreachable host: a connect timeout, not a hang. The master comes up; the agent is cut off.
+    env.write(&lab, "", &[(master, "master", ""), (agent, "agent", "")]);
+    agent.cut_off();
+    let err = env.run_err("up");
+    agent.restore();
+    assert!(err.contains(&host_name(agent)), "{err}");
+    assert!(err.contains("did not complete within 2s"), "{err}");
+
+    // Once reachable, the next up finishes the job; down cleans both.
+    let out = env.run_ok("up");
+    assert!(out.contains(&format!("[{}] wait-ready", host_name(agent))), "{out}");
+    env.run_ok("down");
+    assert!(!master.run_ok("ls /opt").contains("gantry"), "nothing left on the master");
+    assert!(!agent.run_ok("ls /opt").contains("gantry"), "nothing left on the agent");
+}
