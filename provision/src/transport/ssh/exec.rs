@@ -154,7 +154,7 @@ fn take_pid(stdout: &mut Vec<u8>) -> Option<u32> {
 /// Kills process group `pid` on the host; false if that failed (the session may be the problem).
 fn kill_group(c: &Connection, s: &SshSettings, pid: u32) -> bool {
     let killed = c.session.channel_session().and_then(|mut ch| {
-        ch.exec(&format!("kill -KILL -- -{pid} 2>/dev/null"))?;
+        ch.exec(&format!("kill -s KILL -- -{pid} 2>/dev/null"))?;
         ch.wait_close()
     });
     if let Err(e) = &killed {
