@@ -14,7 +14,8 @@ pub mod ssh;
 pub use fake::{FakeTransport, TransportCall};
 pub use local::LocalTransport;
 pub use ssh::{
-    HostKeyPolicy, HostKeyProblem, KeyAttempt, LocalForward, Passphrase, SshSettings, SshTransport, forward_local,
+    HostKeyPolicy, HostKeyProblem, KeyAttempt, LocalForward, Passphrase, SshSettings, SshTransport, Sudo, SudoProblem,
+    forward_local,
 };
 
 use futures_util::future::BoxFuture;
@@ -152,6 +153,16 @@ pub enum TransportError {
         /// Each key file tried, in order, and what happened.
         tried: Vec<KeyAttempt>,
     },
+    /// sudo would not run commands as root for the login user (checked once per session).
+    #[error("{host}: user {user}: {problem}")]
+    Sudo {
+        /// The host.
+        host: String,
+        /// The login user.
+        user: String,
+        /// What sudo wanted or said.
+        problem: SudoProblem,
+    },
     /// The host's key is not the one recorded, or is unknown under the strict policy.
     #[error("{host}: {problem}")]
     HostKey {
@@ -211,7 +222,7 @@ impl TransportError {
     /// that is still booting refuses until its sshd listens, so a caller bringing up fresh
     /// machines must retry it, but a wrong port refuses the same way, so callers retry against a
     /// deadline, never indefinitely. False for what stays wrong until a person acts: a rejected
-    /// key, a wrong or unknown host key, a missing file, a failed read or write.
+    /// key, a wrong or unknown host key, sudo refusing, a missing file, a failed read or write.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,

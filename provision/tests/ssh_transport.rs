@@ -1,16 +1,17 @@
 //! `SshTransport` against a real OpenSSH `sshd` started per test on 127.0.0.1 (no traffic leaves
 //! loopback). Needs root (to log in as root), `/usr/sbin/sshd` and `ssh-keygen`; without them each
 //! test prints `SKIPPED: <reason>` and passes. No wall-clock assertions: errors are checked by kind.
-//! The agent tests also need `ssh-agent` and `ssh-add`; the bastion tests run two sshds.
+//! The agent tests also need `ssh-agent` and `ssh-add`; the bastion tests run two sshds; the sudo
+//! tests need `sudo` and create (and remove) users and sudoers.d files with unique names.
 
 use gantry_provision::transport::{
-    Command, HostKeyPolicy, HostKeyProblem, Passphrase, SshSettings, SshTransport, Transport, TransportError, Upload,
-    UploadSource, forward_local, sha256_hex,
+    Command, HostKeyPolicy, HostKeyProblem, Passphrase, SshSettings, SshTransport, Sudo, SudoProblem, Transport,
+    TransportError, Upload, UploadSource, forward_local, sha256_hex,
 };
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
@@ -608,4 +609,131 @@ fn a_forwarded_connection_the_bastion_cannot_carry_is_closed_and_later_ones_are_
         let read = stream.read_to_end(&mut back);
         assert!(matches!(read, Ok(0)), "expected the connection closed, got {read:?}");
     }
+}
+
+/// A login user made for one test (home, `~/.ssh/authorized_keys` with the client key, a
+/// password, a sudoers.d rule); removed with its home and rule on drop, even when the test fails.
+struct TestUser {
+    name: String,
+    password: String,
+    sudoers: PathBuf,
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.sudoers);
+        let _ = std::process::Command::new("userdel")
+            .args(["-r", "-f", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Creates user `gt<tag><pid>` whose sudoers rule is `<name> ALL=(ALL) <rule>ALL`, or prints why
+/// it cannot (no sudo, no useradd).
+fn sudo_user(sshd: &Sshd, tag: &str, rule: &str) -> Option<TestUser> {
+    let missing = ["sudo", "useradd", "userdel", "chpasswd"]
+        .into_iter()
+        .find(|tool| which(tool).is_none() && !Path::new("/usr/sbin").join(tool).is_file());
+    if let Some(tool) = missing {
+        println!("SKIPPED: {tool} is not installed");
+        return None;
+    }
+    let name = format!("gt{tag}{}", std::process::id());
+    let user = TestUser {
+        password: format!("pw-{name}-x"),
+        sudoers: PathBuf::from(format!("/etc/sudoers.d/gantry-test-{name}")),
+        name,
+    };
+    let run = |program: &str, args: &[&str], input: Option<String>| {
+        let mut child = std::process::Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(input.unwrap_or_default().as_bytes()).expect("input");
+        drop(stdin);
+        assert!(child.wait().expect("waits").success(), "{program} {args:?} failed");
+    };
+    run("useradd", &["-m", "-s", "/bin/sh", &user.name], None);
+    run("chpasswd", &[], Some(format!("{}:{}\n", user.name, user.password)));
+    let ssh_dir = Path::new("/home").join(&user.name).join(".ssh");
+    fs::create_dir_all(&ssh_dir).expect("~/.ssh");
+    fs::copy(sshd.client_key().with_extension("pub"), ssh_dir.join("authorized_keys")).expect("authorized_keys");
+    run("chown", &["-R", &format!("{0}:{0}", user.name), &ssh_dir.to_string_lossy()], None);
+    fs::write(&user.sudoers, format!("{} ALL=(ALL) {rule}ALL\n", user.name)).expect("sudoers rule");
+    fs::set_permissions(&user.sudoers, fs::Permissions::from_mode(0o440)).expect("chmod sudoers rule");
+    Some(user)
+}
+
+impl TestUser {
+    fn settings(&self, sshd: &Sshd, sudo: Option<Sudo>) -> SshSettings {
+        let mut settings = sshd.settings(HostKeyPolicy::AcceptNew);
+        settings.user = self.name.clone();
+        settings.sudo = sudo;
+        settings
+    }
+}
+
+#[tokio::test]
+async fn sudo_runs_commands_uploads_reads_and_kills_as_root_for_a_nopasswd_user() {
+    let Some(sshd) = start() else { return };
+    let Some(user) = sudo_user(&sshd, "np", "NOPASSWD: ") else { return };
+    let plain = SshTransport::new("h", user.settings(&sshd, None));
+    assert_ne!(plain.run(&cmd("id -u")).await.expect("runs").stdout, "0\n", "the login user is not root");
+    let t = SshTransport::new("h", user.settings(&sshd, Some(Sudo::NoPassword)));
+    let mut c = cmd("id -u; echo \"$GREETING\"");
+    c.env.insert("GREETING".into(), "it's root".into());
+    assert_eq!(t.run(&c).await.expect("runs as root").stdout, "0\nit's root\n");
+    let root_only = sshd.dir.path().join("root-only");
+    fs::create_dir(&root_only).expect("mkdir");
+    fs::set_permissions(&root_only, fs::Permissions::from_mode(0o700)).expect("chmod");
+    let dest = root_only.join("etc/agent.toml");
+    assert!(t.upload(&bytes(&dest, b"as root", 0o600)).await.expect("uploads as root").changed);
+    assert_eq!(fs::read(&dest).expect("read"), b"as root");
+    assert_eq!(fs::metadata(&dest).expect("stat").uid(), 0);
+    assert_eq!(t.read_file(&dest).await.expect("reads as root"), b"as root");
+    assert!(plain.read_file(&dest).await.is_err(), "without sudo the file is out of reach");
+
+    // As root through sudo, and as the user whose login shell is /bin/sh (dash on Debian).
+    let home = Path::new("/home").join(&user.name);
+    for (transport, pidfile) in [(&t, root_only.join("sleep.pid")), (&plain, home.join("sleep.pid"))] {
+        let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
+        let err = transport.run(&Command::new(script, Duration::from_millis(500))).await.expect_err("times out");
+        assert!(matches!(err, TransportError::Timeout { .. }), "{err}");
+        let pid: i32 = fs::read_to_string(&pidfile).expect("pid written").trim().parse().expect("a pid");
+        let gone = eventually(|| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.split(") ").nth(1).is_none_or(|rest| rest.starts_with('Z'))
+        });
+        assert!(gone, "the `sleep` (pid {pid}, {}) outlived the timeout", pidfile.display());
+    }
+    assert_eq!(t.run(&cmd("id -u")).await.expect("runs after a timeout").stdout, "0\n");
+}
+
+#[tokio::test]
+async fn sudo_that_wants_a_password_fails_clearly_without_one_and_works_with_it() {
+    let Some(sshd) = start() else { return };
+    let Some(user) = sudo_user(&sshd, "pw", "") else { return };
+    let err = SshTransport::new("h", user.settings(&sshd, Some(Sudo::NoPassword))).connect().await.expect_err("asks");
+    assert!(matches!(&err, TransportError::Sudo { problem: SudoProblem::PasswordRequired, .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("GANTRY_SUDO_PASSWORD") && message.contains("NOPASSWD"), "{message}");
+    assert!(!err.is_retryable());
+
+    let wrong = Sudo::Password(Passphrase("not-it".into()));
+    let err = SshTransport::new("h", user.settings(&sshd, Some(wrong))).connect().await.expect_err("wrong password");
+    assert!(matches!(&err, TransportError::Sudo { problem: SudoProblem::WrongPassword { .. }, .. }), "{err}");
+
+    let right = Sudo::Password(Passphrase(user.password.clone()));
+    let t = SshTransport::new("h", user.settings(&sshd, Some(right)));
+    assert_eq!(t.run(&cmd("id -u")).await.expect("runs as root").stdout, "0\n");
+    let dest = sshd.dir.path().join("pw/file");
+    assert!(t.upload(&bytes(&dest, b"exact content", 0o644)).await.expect("uploads").changed);
+    assert_eq!(fs::read(&dest).expect("read"), b"exact content", "the password never reaches a command's input");
+    assert_eq!(fs::metadata(&dest).expect("stat").uid(), 0);
+    assert!(!format!("{t:?}").contains(&user.password), "the password is never printed");
 }

@@ -1,9 +1,9 @@
 //! Opening a session: TCP connect with a timeout (directly, or through a jump host), the SSH
-//! handshake, the host key check, and login. Each failure becomes the
+//! handshake, the host key check, login, and the sudo check. Each failure becomes the
 //! [`TransportError`] a user can act on.
 
 use super::pump::Pump;
-use super::{SshSettings, auth, jump, known_hosts};
+use super::{SshSettings, Sudo, auth, jump, known_hosts, sudo};
 use crate::transport::TransportError;
 use ssh2::{ErrorCode, Session};
 use std::io::ErrorKind;
@@ -17,6 +17,8 @@ use std::time::Duration;
 pub(super) struct Connection {
     pub(super) session: Session,
     pub(super) socket: OwnedFd,
+    /// How commands become root, once checked ([`SshSettings::sudo`]).
+    pub(super) sudo: Option<Sudo>,
     /// The proxy thread to the bastion, for a host reached through one.
     pub(super) _bridge: Option<Pump>,
 }
@@ -36,9 +38,9 @@ pub(super) fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
 }
 
-/// Connects (through `s.jump` if set), checks the host key and logs in.
+/// Connects (through `s.jump` if set), checks the host key, logs in and checks sudo.
 pub(super) fn connect(host: &str, s: &SshSettings) -> Result<Connection, TransportError> {
-    let connection = match &s.jump {
+    let mut connection = match &s.jump {
         None => {
             let tcp = tcp_connect(host, s)?;
             let _ = tcp.set_nodelay(true);
@@ -57,6 +59,10 @@ pub(super) fn connect(host: &str, s: &SshSettings) -> Result<Connection, Transpo
             open(host, s, stream, socket.into(), Some(bridge))?
         }
     };
+    if let Some(wanted) = &s.sudo {
+        let mode = sudo::resolve(&mut connection, host, s, wanted)?;
+        connection.sudo = Some(mode);
+    }
     Ok(connection)
 }
 
@@ -125,5 +131,5 @@ fn open(
     known_hosts::verify(&session, host, s)?;
     auth::authenticate(&session, host, s)?;
     tracing::debug!(%host, addr = %target, user = %s.user, "SSH session opened.");
-    Ok(Connection { session, socket, _bridge: bridge })
+    Ok(Connection { session, socket, sudo: None, _bridge: bridge })
 }

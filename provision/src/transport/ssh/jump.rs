@@ -1,6 +1,6 @@
 //! Jump hosts (bastions) and local port forwards through them. Both log in to the bastion with
-//! its own [`SshSettings`] (known_hosts check, keys, timeouts; it may have a jump host itself)
-//! and open `direct-tcpip` channels, which the bastion's sshd connects to the target; a
+//! its own [`SshSettings`] (known_hosts check, keys, timeouts; it may have a jump host itself;
+//! its `sudo` is ignored) and open `direct-tcpip` channels, which the bastion's sshd connects to the target; a
 //! [`Pump`] thread bridges the channels to local sockets.
 //!
 //! For [`SshSettings::jump`], the host's own session runs over one end of a socket pair whose
@@ -52,7 +52,7 @@ pub fn forward_local(jump: &SshSettings, target: (String, u16)) -> Result<LocalF
         host: label.clone(),
         message: format!("cannot {what} for a forward to {shown}: {e}"),
     };
-    let connection = connect::connect(&label, jump)?;
+    let connection = connect::connect(&label, &without_sudo(jump))?;
     let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(|e| fail("listen on 127.0.0.1", e))?;
     listener.set_nonblocking(true).map_err(|e| fail("set up the listener", e))?;
     let addr = listener.local_addr().map_err(|e| fail("set up the listener", e))?;
@@ -71,7 +71,7 @@ pub(super) fn through(
     bastion: &SshSettings,
 ) -> Result<(UnixStream, Pump), TransportError> {
     let label = format!("bastion {} for {host}", bastion.target());
-    let connection = connect::connect(&label, bastion)?;
+    let connection = connect::connect(&label, &without_sudo(bastion))?;
     let channel = open_channel(&connection.session, host, s, bastion)?;
     let bridge_error = |e: std::io::Error| TransportError::Connect {
         host: host.to_string(),
@@ -82,6 +82,11 @@ pub(super) fn through(
     let pump = Pump::spawn("gantry-ssh-jump", connection, vec![Pipe::new(Box::new(theirs), channel)], None)
         .map_err(bridge_error)?;
     Ok((ours, pump))
+}
+
+/// A bastion only forwards connections: its settings' `sudo` is not checked.
+fn without_sudo(bastion: &SshSettings) -> SshSettings {
+    SshSettings { sudo: None, ..bastion.clone() }
 }
 
 /// Asks the bastion for a connection to `s.address:s.port` within `s.connect_timeout`.
