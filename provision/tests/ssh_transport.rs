@@ -737,3 +737,18 @@ async fn sudo_that_wants_a_password_fails_clearly_without_one_and_works_with_it(
     assert_eq!(fs::metadata(&dest).expect("stat").uid(), 0);
     assert!(!format!("{t:?}").contains(&user.password), "the password is never printed");
 }
+
+#[tokio::test]
+async fn jump_hosts_chain() {
+    let Some(outer) = start() else { return };
+    let Some(inner) = start() else { return };
+    let Some(target) = start() else { return };
+    let mut settings = through(&target, &inner);
+    settings.jump.as_mut().expect("a jump").jump = Some(Box::new(outer.settings(HostKeyPolicy::AcceptNew)));
+    let t = SshTransport::new("deep", settings);
+    assert_eq!(t.run(&cmd("echo deep")).await.expect("runs through two bastions").stdout, "deep\n");
+    let sessions = [&outer, &inner, &target].map(|s| s.connection_pids().len());
+    assert_eq!(sessions, [1, 1, 1], "one session on each hop");
+    drop(t);
+    assert!(eventually(|| outer.connection_pids().is_empty()), "the outer bastion session outlived the transport");
+}

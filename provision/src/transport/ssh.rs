@@ -15,8 +15,6 @@
 //! (the master's HTTP API during `gantry up`). With [`SshSettings::sudo`], every command, upload
 //! and read runs as root through `sudo`; whether sudo needs the password is checked once per
 //! session, so a host that asks for one when none is configured fails at connect with a hint.
-//!
-//! Not here: password logins (keys only), host-based auth, remote port forwards.
 
 mod auth;
 mod connect;
