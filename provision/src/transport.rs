@@ -13,7 +13,10 @@ pub mod ssh;
 
 pub use fake::{FakeTransport, TransportCall};
 pub use local::LocalTransport;
-pub use ssh::{HostKeyPolicy, HostKeyProblem, KeyAttempt, Passphrase, SshSettings, SshTransport};
+pub use ssh::{
+    HostKeyPolicy, HostKeyProblem, KeyAttempt, LocalForward, Passphrase, SshSettings, SshTransport, Sudo, SudoProblem,
+    forward_local,
+};
 
 use futures_util::future::BoxFuture;
 use sha2::{Digest, Sha256};
@@ -123,6 +126,19 @@ pub enum TransportError {
         /// The connect timeout.
         after: Duration,
     },
+    /// The host reached through a bastion could not be connected to by the bastion (nothing
+    /// listens there, no route, or the bastion forbids forwarding).
+    #[error("{host}: the bastion {bastion} could not open a connection to {addr}: {message}")]
+    JumpFailed {
+        /// The host.
+        host: String,
+        /// The bastion's address and port.
+        bastion: String,
+        /// The address and port the bastion was asked to connect to.
+        addr: String,
+        /// What the bastion answered.
+        message: String,
+    },
     /// The host accepted none of the keys tried for the user.
     #[error(
         "{host}: user {user} was not accepted with any key tried ({}); add a public key to that user's \
@@ -136,6 +152,16 @@ pub enum TransportError {
         user: String,
         /// Each key file tried, in order, and what happened.
         tried: Vec<KeyAttempt>,
+    },
+    /// sudo would not run commands as root for the login user (checked once per session).
+    #[error("{host}: user {user}: {problem}")]
+    Sudo {
+        /// The host.
+        host: String,
+        /// The login user.
+        user: String,
+        /// What sudo wanted or said.
+        problem: SudoProblem,
     },
     /// The host's key is not the one recorded, or is unknown under the strict policy.
     #[error("{host}: {problem}")]
@@ -190,13 +216,19 @@ pub enum TransportError {
 }
 
 impl TransportError {
-    /// Whether retrying may succeed (connection failures, timeouts, checksum mismatches). A
-    /// rejected key or a wrong host key is permanent until a person acts.
+    /// Whether retrying may succeed: the failure can be transient. True for a broken or
+    /// unreachable connection, a connect or command timeout, a checksum mismatch, and for a refused
+    /// connection, directly or behind a bastion ([`Self::Refused`], [`Self::JumpFailed`]): a host
+    /// that is still booting refuses until its sshd listens, so a caller bringing up fresh
+    /// machines must retry it, but a wrong port refuses the same way, so callers retry against a
+    /// deadline, never indefinitely. False for what stays wrong until a person acts: a rejected
+    /// key, a wrong or unknown host key, sudo refusing, a missing file, a failed read or write.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
             Self::Connect { .. }
                 | Self::Refused { .. }
+                | Self::JumpFailed { .. }
                 | Self::ConnectTimeout { .. }
                 | Self::Timeout { .. }
                 | Self::Checksum { .. }

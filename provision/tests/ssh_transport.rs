@@ -1,14 +1,17 @@
 //! `SshTransport` against a real OpenSSH `sshd` started per test on 127.0.0.1 (no traffic leaves
 //! loopback). Needs root (to log in as root), `/usr/sbin/sshd` and `ssh-keygen`; without them each
 //! test prints `SKIPPED: <reason>` and passes. No wall-clock assertions: errors are checked by kind.
+//! The agent tests also need `ssh-agent` and `ssh-add`; the bastion tests run two sshds; the sudo
+//! tests need `sudo` and create (and remove) users and sudoers.d files with unique names.
 
 use gantry_provision::transport::{
-    Command, HostKeyPolicy, HostKeyProblem, Passphrase, SshSettings, SshTransport, Transport, TransportError, Upload,
-    UploadSource, sha256_hex,
+    Command, HostKeyPolicy, HostKeyProblem, Passphrase, SshSettings, SshTransport, Sudo, SudoProblem, Transport,
+    TransportError, Upload, UploadSource, forward_local, sha256_hex,
 };
 use std::fs;
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
@@ -46,6 +49,7 @@ impl Sshd {
         s.policy = policy;
         s.connect_timeout = Duration::from_secs(10);
         s.command_timeout = Duration::from_secs(60);
+        s.use_agent = false;
         s
     }
 
@@ -108,9 +112,9 @@ fn start() -> Option<Sshd> {
     fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).expect("authorized_keys");
     let port = free_port();
     let config = format!(
-        "Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nAuthorizedKeysFile {auth}\n\
+        "Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nAuthorizedKeysFile {auth} .ssh/authorized_keys\n\
          PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
-         PermitRootLogin yes\nStrictModes no\nUsePAM no\nPidFile {pid}\n",
+         PermitRootLogin yes\nStrictModes no\nUsePAM no\nPidFile {pid}\nAllowTcpForwarding yes\n",
         host_key = d.join("host_key").display(),
         auth = d.join("authorized_keys").display(),
         pid = d.join("sshd.pid").display(),
@@ -361,4 +365,390 @@ async fn failures_on_the_host_name_the_path_and_the_cause() {
     let err = t.read_file(sshd.dir.path()).await.expect_err("a directory");
     assert!(matches!(&err, TransportError::Io { op: "read", .. }), "{err}");
     assert!(t.run(&cmd("true")).await.expect("the session still works").success());
+}
+
+/// Whether `done` became true within a generous bound (not a timing assertion: it only ends the wait).
+fn eventually(done: impl Fn() -> bool) -> bool {
+    for _ in 0..400 {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    done()
+}
+
+/// A running `ssh-agent -D` holding some keys, killed on drop.
+struct Agent {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts an agent with a socket in `dir` holding `keys`, or prints why it cannot.
+fn start_agent(dir: &Path, keys: &[&Path]) -> Option<Agent> {
+    if which("ssh-agent").is_none() || which("ssh-add").is_none() {
+        println!("SKIPPED: ssh-agent or ssh-add is not installed");
+        return None;
+    }
+    let socket = dir.join("agent.sock");
+    let child = std::process::Command::new("ssh-agent")
+        .args(["-D", "-a"])
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ssh-agent starts");
+    let agent = Agent { child, socket };
+    assert!(eventually(|| agent.socket.exists()), "ssh-agent made no socket");
+    for key in keys {
+        let added = std::process::Command::new("ssh-add")
+            .arg(key)
+            .env("SSH_AUTH_SOCK", &agent.socket)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("ssh-add runs");
+        assert!(added.success(), "ssh-add {} failed", key.display());
+    }
+    Some(agent)
+}
+
+#[tokio::test]
+async fn agent_keys_log_in_without_key_files() {
+    let Some(sshd) = start() else { return };
+    let Some(agent) = start_agent(sshd.dir.path(), &[&sshd.client_key()]) else { return };
+    let mut settings = sshd.settings(HostKeyPolicy::AcceptNew);
+    settings.identity_files = vec![sshd.dir.path().join("id_missing")];
+    settings.use_agent = true;
+    settings.agent_socket = Some(agent.socket.clone());
+    let out = SshTransport::new("h", settings).run(&cmd("echo via-agent")).await.expect("the agent's key logs in");
+    assert_eq!(out.stdout, "via-agent\n");
+}
+
+#[tokio::test]
+async fn agent_keys_the_host_rejects_and_an_unreachable_agent_are_named() {
+    let Some(sshd) = start() else { return };
+    let wrong = sshd.dir.path().join("agent_wrong_key");
+    keygen(&wrong);
+    let Some(agent) = start_agent(sshd.dir.path(), &[&wrong]) else { return };
+    let missing = sshd.dir.path().join("id_missing");
+    let mut settings = sshd.settings(HostKeyPolicy::AcceptNew);
+    settings.identity_files = vec![missing.clone()];
+    settings.use_agent = true;
+    settings.agent_socket = Some(agent.socket.clone());
+    let err = SshTransport::new("h", settings.clone()).connect().await.expect_err("rejected");
+    let TransportError::Auth { tried, .. } = &err else { panic!("expected an auth error, got {err}") };
+    assert_eq!(tried.len(), 2, "{err}");
+    assert_eq!(tried[0].path, PathBuf::from("ssh-agent:gantry-test"));
+    assert_eq!(tried[0].outcome, "rejected by the host");
+    assert_eq!(tried[1].path, missing);
+    assert!(!err.is_retryable());
+
+    let gone = sshd.dir.path().join("no-agent.sock");
+    settings.agent_socket = Some(gone.clone());
+    let err = SshTransport::new("h", settings).connect().await.expect_err("no agent, no key");
+    let TransportError::Auth { tried, .. } = &err else { panic!("expected an auth error, got {err}") };
+    assert_eq!(tried[0].path, PathBuf::from("ssh-agent"));
+    assert!(tried[0].outcome.contains(&gone.display().to_string()), "{err}");
+    assert!(err.to_string().contains("unreachable"), "{err}");
+}
+
+/// Settings for `target`'s sshd reached through `bastion`'s.
+fn through(target: &Sshd, bastion: &Sshd) -> SshSettings {
+    let mut settings = target.settings(HostKeyPolicy::AcceptNew);
+    settings.jump = Some(Box::new(bastion.settings(HostKeyPolicy::AcceptNew)));
+    settings
+}
+
+#[tokio::test]
+async fn a_host_behind_a_bastion_is_reached_through_it_and_the_bastion_session_ends_with_it() {
+    let Some(bastion) = start() else { return };
+    let Some(target) = start() else { return };
+    let t = SshTransport::new("behind", through(&target, &bastion));
+    let out = t.run(&cmd("echo $SSH_CONNECTION")).await.expect("runs through the bastion");
+    let fields: Vec<&str> = out.stdout.split_whitespace().collect();
+    assert_eq!(fields.last().copied(), Some(target.port.to_string().as_str()), "{}", out.stdout);
+    let dest = target.dir.path().join("up/file");
+    let content: Vec<u8> = (0..1_500_000u32).map(|i| (i % 253) as u8).collect();
+    assert!(t.upload(&bytes(&dest, &content, 0o644)).await.expect("uploads through the bastion").changed);
+    assert_eq!(t.read_file(&dest).await.expect("reads through the bastion"), content);
+    assert_eq!(bastion.connection_pids().len(), 1, "one bastion session");
+    assert_eq!(target.connection_pids().len(), 1, "one session to the host");
+    let bastion_known = fs::read_to_string(bastion.known_hosts()).expect("the bastion's key is recorded");
+    assert!(bastion_known.contains(&format!("[127.0.0.1]:{}", bastion.port)), "{bastion_known}");
+    drop(t);
+    assert!(eventually(|| bastion.connection_pids().is_empty()), "the bastion session outlived the transport");
+    assert!(eventually(|| target.connection_pids().is_empty()), "the host's session outlived the transport");
+}
+
+#[tokio::test]
+async fn failures_behind_a_bastion_name_the_hop_that_failed() {
+    let Some(bastion) = start() else { return };
+    let Some(target) = start() else { return };
+    let bastion_addr = format!("127.0.0.1:{}", bastion.port);
+
+    let mut settings = through(&target, &bastion);
+    let closed = free_port();
+    settings.jump.as_mut().expect("a jump").port = closed;
+    let err = SshTransport::new("behind", settings).connect().await.expect_err("bastion refused");
+    assert!(matches!(&err, TransportError::Refused { host, .. } if host.contains("bastion 127.0.0.1")), "{err}");
+
+    let mut settings = through(&target, &bastion);
+    let wrong = bastion.dir.path().join("wrong_key");
+    keygen(&wrong);
+    settings.jump.as_mut().expect("a jump").identity_files = vec![wrong];
+    let err = SshTransport::new("behind", settings).connect().await.expect_err("bastion login rejected");
+    assert!(
+        matches!(&err, TransportError::Auth { host, .. } if host.contains(&format!("bastion {bastion_addr}"))),
+        "{err}"
+    );
+
+    let mut settings = through(&target, &bastion);
+    settings.port = closed;
+    let err = SshTransport::new("behind", settings).connect().await.expect_err("nothing behind the bastion");
+    match &err {
+        TransportError::JumpFailed { host, bastion: b, addr, .. } => {
+            assert_eq!(
+                (host.as_str(), b.as_str(), addr.clone()),
+                ("behind", bastion_addr.as_str(), format!("127.0.0.1:{closed}"))
+            );
+        }
+        _ => panic!("expected a bastion connect failure, got {err}"),
+    }
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("the bastion {bastion_addr} could not open a connection to 127.0.0.1:{closed}")),
+        "{message}"
+    );
+    assert!(err.is_retryable());
+
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut settings = through(&target, &bastion);
+    settings.port = silent.local_addr().expect("addr").port();
+    settings.connect_timeout = Duration::from_millis(500);
+    let err = SshTransport::new("behind", settings).connect().await.expect_err("silent host behind the bastion");
+    assert!(
+        matches!(&err, TransportError::ConnectTimeout { host, stage: "SSH handshake", .. } if host == "behind"),
+        "{err}"
+    );
+    drop(silent);
+}
+
+/// A TCP server on 127.0.0.1 that echoes each connection's bytes back after the client's EOF.
+fn echo_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut data = Vec::new();
+                if stream.read_to_end(&mut data).is_ok() {
+                    let _ = stream.write_all(&data);
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Sends `data` to `addr`, half-closes, and returns everything received.
+fn exchange(addr: std::net::SocketAddr, data: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).expect("connects to the forward");
+    stream.write_all(data).expect("sends");
+    stream.shutdown(Shutdown::Write).expect("half-closes");
+    let mut back = Vec::new();
+    stream.read_to_end(&mut back).expect("receives");
+    back
+}
+
+#[test]
+fn a_local_forward_carries_connections_through_the_bastion_until_dropped() {
+    let Some(bastion) = start() else { return };
+    let echo = echo_server();
+    let forward = forward_local(&bastion.settings(HostKeyPolicy::AcceptNew), ("127.0.0.1".into(), echo))
+        .expect("the forward starts");
+    let addr = forward.addr();
+    assert!(addr.ip().is_loopback());
+    let request = b"GET /v1/health HTTP/1.1\r\nHost: master\r\n\r\n";
+    assert_eq!(exchange(addr, request), request);
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
+    let handles: Vec<_> = (0..3)
+        .map(|_| {
+            let big = big.clone();
+            std::thread::spawn(move || exchange(addr, &big) == big)
+        })
+        .collect();
+    for h in handles {
+        assert!(h.join().expect("client thread"), "a concurrent forwarded connection lost bytes");
+    }
+    assert_eq!(bastion.connection_pids().len(), 1, "one bastion session carries every connection");
+    drop(forward);
+    assert!(TcpStream::connect(addr).is_err(), "the listener is closed on drop");
+    assert!(eventually(|| bastion.connection_pids().is_empty()), "the bastion session outlived the forward");
+}
+
+#[test]
+fn a_forwarded_connection_the_bastion_cannot_carry_is_closed_and_later_ones_are_still_accepted() {
+    let Some(bastion) = start() else { return };
+    let closed = free_port();
+    let forward = forward_local(&bastion.settings(HostKeyPolicy::AcceptNew), ("127.0.0.1".into(), closed))
+        .expect("the forward starts");
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(forward.addr()).expect("the local side accepts");
+        // Only a guard against hanging; a forward that keeps the connection open fails the match.
+        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("read timeout");
+        let mut back = Vec::new();
+        let read = stream.read_to_end(&mut back);
+        assert!(matches!(read, Ok(0)), "expected the connection closed, got {read:?}");
+    }
+}
+
+/// A login user made for one test (home, `~/.ssh/authorized_keys` with the client key, a
+/// password, a sudoers.d rule); removed with its home and rule on drop, even when the test fails.
+struct TestUser {
+    name: String,
+    password: String,
+    sudoers: PathBuf,
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.sudoers);
+        let _ = std::process::Command::new("userdel")
+            .args(["-r", "-f", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Creates user `gt<tag><pid>` whose sudoers rule is `<name> ALL=(ALL) <rule>ALL`, or prints why
+/// it cannot (no sudo, no useradd).
+fn sudo_user(sshd: &Sshd, tag: &str, rule: &str) -> Option<TestUser> {
+    let missing = ["sudo", "useradd", "userdel", "chpasswd"]
+        .into_iter()
+        .find(|tool| which(tool).is_none() && !Path::new("/usr/sbin").join(tool).is_file());
+    if let Some(tool) = missing {
+        println!("SKIPPED: {tool} is not installed");
+        return None;
+    }
+    let name = format!("gt{tag}{}", std::process::id());
+    let user = TestUser {
+        password: format!("pw-{name}-x"),
+        sudoers: PathBuf::from(format!("/etc/sudoers.d/gantry-test-{name}")),
+        name,
+    };
+    let run = |program: &str, args: &[&str], input: Option<String>| {
+        let mut child = std::process::Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(input.unwrap_or_default().as_bytes()).expect("input");
+        drop(stdin);
+        assert!(child.wait().expect("waits").success(), "{program} {args:?} failed");
+    };
+    run("useradd", &["-m", "-s", "/bin/sh", &user.name], None);
+    run("chpasswd", &[], Some(format!("{}:{}\n", user.name, user.password)));
+    let ssh_dir = Path::new("/home").join(&user.name).join(".ssh");
+    fs::create_dir_all(&ssh_dir).expect("~/.ssh");
+    fs::copy(sshd.client_key().with_extension("pub"), ssh_dir.join("authorized_keys")).expect("authorized_keys");
+    run("chown", &["-R", &format!("{0}:{0}", user.name), &ssh_dir.to_string_lossy()], None);
+    fs::write(&user.sudoers, format!("{} ALL=(ALL) {rule}ALL\n", user.name)).expect("sudoers rule");
+    fs::set_permissions(&user.sudoers, fs::Permissions::from_mode(0o440)).expect("chmod sudoers rule");
+    Some(user)
+}
+
+impl TestUser {
+    fn settings(&self, sshd: &Sshd, sudo: Option<Sudo>) -> SshSettings {
+        let mut settings = sshd.settings(HostKeyPolicy::AcceptNew);
+        settings.user = self.name.clone();
+        settings.sudo = sudo;
+        settings
+    }
+}
+
+#[tokio::test]
+async fn sudo_runs_commands_uploads_reads_and_kills_as_root_for_a_nopasswd_user() {
+    let Some(sshd) = start() else { return };
+    let Some(user) = sudo_user(&sshd, "np", "NOPASSWD: ") else { return };
+    let plain = SshTransport::new("h", user.settings(&sshd, None));
+    assert_ne!(plain.run(&cmd("id -u")).await.expect("runs").stdout, "0\n", "the login user is not root");
+    let t = SshTransport::new("h", user.settings(&sshd, Some(Sudo::NoPassword)));
+    let mut c = cmd("id -u; echo \"$GREETING\"");
+    c.env.insert("GREETING".into(), "it's root".into());
+    assert_eq!(t.run(&c).await.expect("runs as root").stdout, "0\nit's root\n");
+    let root_only = sshd.dir.path().join("root-only");
+    fs::create_dir(&root_only).expect("mkdir");
+    fs::set_permissions(&root_only, fs::Permissions::from_mode(0o700)).expect("chmod");
+    let dest = root_only.join("etc/agent.toml");
+    assert!(t.upload(&bytes(&dest, b"as root", 0o600)).await.expect("uploads as root").changed);
+    assert_eq!(fs::read(&dest).expect("read"), b"as root");
+    assert_eq!(fs::metadata(&dest).expect("stat").uid(), 0);
+    assert_eq!(t.read_file(&dest).await.expect("reads as root"), b"as root");
+    assert!(plain.read_file(&dest).await.is_err(), "without sudo the file is out of reach");
+
+    // As root through sudo, and as the user whose login shell is /bin/sh (dash on Debian).
+    let home = Path::new("/home").join(&user.name);
+    for (transport, pidfile) in [(&t, root_only.join("sleep.pid")), (&plain, home.join("sleep.pid"))] {
+        let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
+        let err = transport.run(&Command::new(script, Duration::from_millis(500))).await.expect_err("times out");
+        assert!(matches!(err, TransportError::Timeout { .. }), "{err}");
+        let pid: i32 = fs::read_to_string(&pidfile).expect("pid written").trim().parse().expect("a pid");
+        let gone = eventually(|| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.split(") ").nth(1).is_none_or(|rest| rest.starts_with('Z'))
+        });
+        assert!(gone, "the `sleep` (pid {pid}, {}) outlived the timeout", pidfile.display());
+    }
+    assert_eq!(t.run(&cmd("id -u")).await.expect("runs after a timeout").stdout, "0\n");
+}
+
+#[tokio::test]
+async fn sudo_that_wants_a_password_fails_clearly_without_one_and_works_with_it() {
+    let Some(sshd) = start() else { return };
+    let Some(user) = sudo_user(&sshd, "pw", "") else { return };
+    let err = SshTransport::new("h", user.settings(&sshd, Some(Sudo::NoPassword))).connect().await.expect_err("asks");
+    assert!(matches!(&err, TransportError::Sudo { problem: SudoProblem::PasswordRequired, .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("GANTRY_SUDO_PASSWORD") && message.contains("NOPASSWD"), "{message}");
+    assert!(!err.is_retryable());
+
+    let wrong = Sudo::Password(Passphrase("not-it".into()));
+    let err = SshTransport::new("h", user.settings(&sshd, Some(wrong))).connect().await.expect_err("wrong password");
+    assert!(matches!(&err, TransportError::Sudo { problem: SudoProblem::WrongPassword { .. }, .. }), "{err}");
+
+    let right = Sudo::Password(Passphrase(user.password.clone()));
+    let t = SshTransport::new("h", user.settings(&sshd, Some(right)));
+    assert_eq!(t.run(&cmd("id -u")).await.expect("runs as root").stdout, "0\n");
+    let dest = sshd.dir.path().join("pw/file");
+    assert!(t.upload(&bytes(&dest, b"exact content", 0o644)).await.expect("uploads").changed);
+    assert_eq!(fs::read(&dest).expect("read"), b"exact content", "the password never reaches a command's input");
+    assert_eq!(fs::metadata(&dest).expect("stat").uid(), 0);
+    assert!(!format!("{t:?}").contains(&user.password), "the password is never printed");
+}
+
+#[tokio::test]
+async fn jump_hosts_chain() {
+    let Some(outer) = start() else { return };
+    let Some(inner) = start() else { return };
+    let Some(target) = start() else { return };
+    let mut settings = through(&target, &inner);
+    settings.jump.as_mut().expect("a jump").jump = Some(Box::new(outer.settings(HostKeyPolicy::AcceptNew)));
+    let t = SshTransport::new("deep", settings);
+    assert_eq!(t.run(&cmd("echo deep")).await.expect("runs through two bastions").stdout, "deep\n");
+    let sessions = [&outer, &inner, &target].map(|s| s.connection_pids().len());
+    assert_eq!(sessions, [1, 1, 1], "one session on each hop");
+    drop(t);
+    assert!(eventually(|| outer.connection_pids().is_empty()), "the outer bastion session outlived the transport");
 }

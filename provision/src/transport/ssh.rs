@@ -7,16 +7,28 @@
 //! timeout kills the whole process group. Uploads go to a temp name beside the destination, are
 //! checksummed on the host with `sha256sum`, chmodded, fsynced and renamed into place.
 //!
-//! Not here: ssh-agent, jump hosts, sudo, passwords.
+//! Login tries the ssh-agent's keys first (when [`SshSettings::use_agent`]), then the key files;
+//! a refusal lists every key tried. A host can be reached through a jump host
+//! ([`SshSettings::jump`]): the bastion's session opens a `direct-tcpip` channel to the host and a
+//! proxy thread bridges it to a socket pair under the host's own session (its own host key check
+//! and login), so jump hosts chain. [`forward_local`] forwards a local port through a bastion
+//! (the master's HTTP API during `gantry up`). With [`SshSettings::sudo`], every command, upload
+//! and read runs as root through `sudo`; whether sudo needs the password is checked once per
+//! session, so a host that asks for one when none is configured fails at connect with a hint.
 
 mod auth;
 mod connect;
 mod exec;
 mod files;
+mod jump;
 mod known_hosts;
+mod pump;
+mod sudo;
 
 pub use auth::KeyAttempt;
+pub use jump::{LocalForward, forward_local};
 pub use known_hosts::HostKeyProblem;
+pub use sudo::{Sudo, SudoProblem};
 
 use super::{Command, CommandOutput, Transport, TransportError, Upload, UploadSource, Uploaded, sha256_hex};
 use crate::cluster_file::{KnownHosts, SshSection};
@@ -30,6 +42,12 @@ use std::time::Duration;
 
 /// The environment variable holding the passphrase of encrypted key files.
 pub const PASSPHRASE_ENV: &str = "GANTRY_SSH_PASSPHRASE";
+
+/// The environment variable holding the sudo password of the login user (see [`Sudo::from_env`]).
+pub const SUDO_PASSWORD_ENV: &str = "GANTRY_SUDO_PASSWORD";
+
+/// The environment variable naming the ssh-agent's socket (OpenSSH's name).
+pub const AGENT_SOCKET_ENV: &str = "SSH_AUTH_SOCK";
 
 /// What to do with a host key that is not in known_hosts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -81,13 +99,25 @@ pub struct SshSettings {
     pub connect_timeout: Duration,
     /// Limit for an upload or a file read (a command brings its own timeout).
     pub command_timeout: Duration,
+    /// Try the ssh-agent's keys (before [`Self::identity_files`]).
+    pub use_agent: bool,
+    /// The ssh-agent's socket; `None` lets libssh2 read `SSH_AUTH_SOCK` itself.
+    pub agent_socket: Option<PathBuf>,
+    /// Reach this host through a jump host (bastion) with these settings; its own known_hosts
+    /// check, keys and timeouts apply to it, and it may have a jump host of its own (its `sudo`
+    /// is ignored). Reaching this host through it is limited by this host's `connect_timeout`.
+    pub jump: Option<Box<SshSettings>>,
+    /// Run every command (and the uploads and reads) as root through sudo.
+    pub sudo: Option<Sudo>,
 }
 
 impl SshSettings {
     /// Port 22, the user's default keys (`~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`),
     /// the passphrase from `GANTRY_SSH_PASSPHRASE` if set, `~/.ssh/known_hosts`, strict, 10 s to
-    /// connect, 10 min per file transfer.
+    /// connect, 10 min per file transfer; the ssh-agent at `SSH_AUTH_SOCK` when that is set; no
+    /// jump host, no sudo.
     pub fn new(address: impl Into<String>, user: impl Into<String>) -> Self {
+        let agent_socket = std::env::var_os(AGENT_SOCKET_ENV).filter(|s| !s.is_empty()).map(PathBuf::from);
         let ssh_dir =
             std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root")).join(".ssh");
         Self {
@@ -100,11 +130,16 @@ impl SshSettings {
             policy: HostKeyPolicy::Strict,
             connect_timeout: Duration::from_secs(10),
             command_timeout: Duration::from_secs(600),
+            use_agent: agent_socket.is_some(),
+            agent_socket,
+            jump: None,
+            sudo: None,
         }
     }
 
     /// Settings for `address` from a cluster file's `[ssh]` section; `key_file` is the section's
-    /// resolved key file (see `ClusterFile::ssh_key_file`), tried alone when given.
+    /// resolved key file (see `ClusterFile::ssh_key_file`), tried alone when given. The agent
+    /// follows [`Self::new`]; `jump` and `sudo` are left unset for the caller to decide.
     pub fn from_section(address: impl Into<String>, ssh: &SshSection, key_file: Option<PathBuf>) -> Self {
         let mut settings = Self::new(address, ssh.user.clone());
         settings.port = ssh.port;

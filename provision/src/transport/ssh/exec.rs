@@ -3,10 +3,11 @@
 //! and on timeout the channel closed and the command's process group killed.
 //!
 //! The remote command first prints its shell's pid: sshd starts it with `setsid`, so that pid is
-//! the process group to kill.
+//! the process group to kill. Under sudo the script (and the kill) is wrapped by [`super::sudo`];
+//! sudo without a terminal keeps the command in the caller's process group.
 
-use super::SshSettings;
-use super::connect::{Connection, is_timeout, millis};
+use super::connect::{Connection, millis};
+use super::{SshSettings, sudo};
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
@@ -55,19 +56,23 @@ pub(super) fn exec(
     timeout: Duration,
 ) -> Result<Exec, ExecError> {
     let deadline = Instant::now() + timeout;
+    let (wrapped, prefix) = match &c.sudo {
+        Some(mode) => (sudo::wrap(script, mode), sudo::input_prefix(mode)),
+        None => (script.to_string(), Vec::new()),
+    };
     let session = &c.session;
     session.set_blocking(true);
     session.set_timeout(millis(s.connect_timeout));
     let mut channel =
         session.channel_session().map_err(|e| ExecError::Broken(format!("cannot open a channel: {e}")))?;
     channel
-        .exec(&format!("echo $$; exec /bin/sh -c {}", quote(script)))
+        .exec(&format!("echo $$; exec /bin/sh -c {}", quote(&wrapped)))
         .map_err(|e| ExecError::Broken(format!("cannot start a command: {e}")))?;
     let mut out = Exec::default();
     let result = (|| {
         session.set_blocking(false);
-        let mut pending = stdin.unwrap_or_default();
-        let mut input_open = stdin.is_some();
+        let mut queue = [prefix.as_slice(), stdin.unwrap_or_default()];
+        let mut input_open = stdin.is_some() || !prefix.is_empty();
         let mut buf = vec![0u8; 32 * 1024];
         loop {
             let mut progressed = false;
@@ -77,18 +82,20 @@ pub(super) fn exec(
                 input_open = false;
             }
             if input_open {
-                let sent = if pending.is_empty() {
-                    channel.send_eof().map(|()| 0).map_err(std::io::Error::from)
-                } else {
-                    channel.write(pending)
+                let next = queue.iter().position(|part| !part.is_empty());
+                let sent = match next {
+                    None => channel.send_eof().map(|()| 0).map_err(std::io::Error::from),
+                    Some(i) => channel.write(queue[i]),
                 };
                 match sent {
-                    Ok(0) if pending.is_empty() => {
+                    Ok(0) if next.is_none() => {
                         input_open = false;
                         progressed = true;
                     }
                     Ok(n) => {
-                        pending = &pending[n..];
+                        if let Some(i) = next {
+                            queue[i] = &queue[i][n..];
+                        }
                         progressed |= n > 0;
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => open = true,
@@ -153,12 +160,21 @@ fn take_pid(stdout: &mut Vec<u8>) -> Option<u32> {
 
 /// Kills process group `pid` on the host; false if that failed (the session may be the problem).
 fn kill_group(c: &Connection, s: &SshSettings, pid: u32) -> bool {
-    let killed = c.session.channel_session().and_then(|mut ch| {
-        ch.exec(&format!("kill -KILL -- -{pid} 2>/dev/null"))?;
-        ch.wait_close()
-    });
+    let kill = format!("kill -s KILL -- -{pid} 2>/dev/null");
+    let killed = (|| -> std::io::Result<()> {
+        let mut ch = c.session.channel_session()?;
+        match &c.sudo {
+            Some(mode) => {
+                ch.exec(&sudo::wrap(&kill, mode))?;
+                ch.write_all(&sudo::input_prefix(mode))?;
+                ch.send_eof()?;
+            }
+            None => ch.exec(&kill)?,
+        }
+        Ok(ch.wait_close()?)
+    })();
     if let Err(e) = &killed {
-        tracing::warn!(host = %s.target(), pid, error = %e, timed_out = is_timeout(e), "Could not kill a timed-out command.");
+        tracing::warn!(host = %s.target(), pid, error = %e, "Could not kill a timed-out command.");
     }
     killed.is_ok()
 }
