@@ -3,17 +3,19 @@
 
 use crate::output::Format;
 use anyhow::Context;
+use futures_util::future::BoxFuture;
 use gantry_api::AgentState;
 use gantry_provider_local::LocalProvider;
 use gantry_provider_onprem::OnpremProvider;
 use gantry_provision::access::Connector;
 use gantry_provision::bootstrap::RuntimeSettings;
-use gantry_provision::cluster_api::{ClusterApi, HttpClusterApi};
+use gantry_provision::cluster_api::{AgentView, ClusterApi, ClusterApiError, HttpClusterApi};
 use gantry_provision::cluster_file::{ClusterFile, ProviderKind, Role};
 use gantry_provision::engine::{Engine, EngineOptions, PRIMARY_MASTER, Progress};
 use gantry_provision::journal::{self, HostPhase, Journal, JournalState};
 use gantry_provision::planner::{self, Desired, Plan};
 use gantry_provision::provider::{self, Provider, TransportKind};
+use gantry_provision::transport::LocalForward;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -67,19 +69,74 @@ pub struct ClusterSession {
     pub state_dir: PathBuf,
     /// The provider named by the file.
     pub hosts: Hosts,
+    /// How this machine reaches the master's API.
+    pub route: ApiRoute,
+    /// The forward through the bastion that `route` uses, kept open as long as the session.
+    _forward: Option<LocalForward>,
+}
+
+/// How this machine reaches the master's API: at its URL, or — behind a bastion — at a local
+/// port forwarded through the bastion. The master URL itself (what agents use, what `up`
+/// prints) never changes.
+#[derive(Debug, Clone, Default)]
+pub struct ApiRoute {
+    /// (master URL, local URL standing for it).
+    rewrite: Option<(String, String)>,
+}
+
+impl ApiRoute {
+    /// The URL to call for `url` from this machine.
+    pub fn reach(&self, url: &str) -> String {
+        match &self.rewrite {
+            Some((master, local)) if url.starts_with(master.as_str()) => url.replacen(master.as_str(), local, 1),
+            _ => url.to_string(),
+        }
+    }
+}
+
+/// The cluster API over HTTP, along an [`ApiRoute`].
+#[derive(Debug, Clone)]
+pub struct RoutedApi {
+    route: ApiRoute,
+}
+
+impl ClusterApi for RoutedApi {
+    fn health<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<(), ClusterApiError>> {
+        Box::pin(async move { HttpClusterApi.health(&self.route.reach(url)).await })
+    }
+
+    fn agent<'a>(
+        &'a self,
+        url: &'a str,
+        hostname: &'a str,
+    ) -> BoxFuture<'a, Result<Option<AgentView>, ClusterApiError>> {
+        Box::pin(async move { HttpClusterApi.agent(&self.route.reach(url), hostname).await })
+    }
 }
 
 impl ClusterSession {
-    /// Loads and validates the file and picks its provider (no side effects).
+    /// Loads and validates the file and picks its provider. Behind a bastion it also logs in to
+    /// the bastion to forward the master's API (and fails when the bastion cannot be reached).
     pub fn open(args: &ClusterArgs) -> anyhow::Result<Self> {
         let file = ClusterFile::load(&args.file)?;
         let state_dir = journal::state_dir(file.name(), args.state_dir.as_deref())?;
-        let hosts = match file.provider() {
-            ProviderKind::Local => Hosts::Local(LocalProvider::new(file.name(), &state_dir, file.local())),
-            ProviderKind::Onprem => Hosts::Onprem(Box::new(OnpremProvider::new(&file, &state_dir))),
+        let (hosts, forward) = match file.provider() {
+            ProviderKind::Local => (Hosts::Local(LocalProvider::new(file.name(), &state_dir, file.local())), None),
+            ProviderKind::Onprem => {
+                let provider = OnpremProvider::new(&file, &state_dir);
+                let forward = tokio::task::block_in_place(|| provider.api_forward())?;
+                (Hosts::Onprem(Box::new(provider)), forward)
+            }
             other => anyhow::bail!("provider `{other}` is not available in this build"),
         };
-        Ok(Self { file, state_dir, hosts })
+        let route =
+            ApiRoute { rewrite: forward.as_ref().map(|(url, f)| (url.clone(), format!("http://{}", f.addr()))) };
+        Ok(Self { file, state_dir, hosts, route, _forward: forward.map(|(_, f)| f) })
+    }
+
+    /// The cluster API as this machine reaches it.
+    pub fn api(&self) -> RoutedApi {
+        RoutedApi { route: self.route.clone() }
     }
 
     /// The hosts the file asks for, with the identity of this gantry binary as a setting: a new
@@ -112,7 +169,7 @@ impl ClusterSession {
     async fn unhealthy(&self, journal: &JournalState) -> BTreeMap<String, String> {
         let mut unhealthy = BTreeMap::new();
         let Some(url) = self.master_url().await else { return unhealthy };
-        let api = HttpClusterApi;
+        let api = self.api();
         let settled = journal.hosts.iter().filter(|(_, r)| r.phase == HostPhase::Bootstrapped && r.pending.is_none());
         for (name, record) in settled {
             let why = match record.role {
@@ -146,7 +203,7 @@ impl ClusterSession {
             cluster: self.file.name().to_string(),
             provider: self.hosts.provider(),
             connector: self.hosts.connector(),
-            api: Arc::new(HttpClusterApi),
+            api: Arc::new(self.api()),
             progress,
             runtime: RuntimeSettings::from_cluster_file(&self.file),
             binary,

@@ -283,3 +283,59 @@ async fn connection_problems_are_reported_per_host_with_the_cause() {
     assert!(!master.run_ok("ls /opt").contains("gantry"), "nothing left on the master");
     assert!(!agent.run_ok("ls /opt").contains("gantry"), "nothing left on the agent");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bastion_reaches_hosts_the_provisioner_cannot() {
+    let Some(lab) = lab(3) else { return };
+    let env = Env::new(&lab);
+    let (bastion, master, agent) = (lab.host(0), lab.host(1), lab.host(2));
+    lab.hide_from_gateway(1);
+    lab.hide_from_gateway(2);
+    assert!(bastion.accepts(Duration::from_secs(1)), "the bastion is reachable");
+    assert!(!master.accepts(Duration::from_secs(1)), "the master is reachable only through the bastion");
+    assert!(!agent.accepts(Duration::from_secs(1)), "the agent is reachable only through the bastion");
+    let bastion_section = format!("[ssh.bastion]\naddress = \"{}\"\n", bastion.address());
+    env.write(&lab, &bastion_section, &[(master, "master", ""), (agent, "agent", "")]);
+
+    let out = env.run_ok("up");
+    assert!(out.contains(&format!("[{}] wait-ready … done: ACTIVE", host_name(agent))), "{out}");
+    assert!(master.dir().join("opt/gantry/bin/gantry").is_file(), "installed on the master");
+    let status = env.run_ok("status");
+    assert!(status.contains("ACTIVE"), "status reaches the master's API through the bastion: {status}");
+    assert!(env.run_ok("up").contains("No changes"));
+    env.run_ok("down");
+    for host in [master, agent] {
+        assert!(!host.dir().join("opt/gantry").exists(), "{} is clean", host.name());
+    }
+    assert!(!bastion.dir().join("opt/gantry").exists(), "nothing is installed on the bastion");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_user_that_is_not_root_works_through_sudo() {
+    let Some(lab) = lab(2) else { return };
+    if !Path::new("/usr/bin/sudo").is_file() {
+        println!("SKIPPED: sudo is not installed");
+        return;
+    }
+    let env = Env::new(&lab);
+    let (master, agent) = (lab.host(0), lab.host(1));
+    // The lab's sshd takes the lab key for every user whose account is not locked (`-p *`);
+    // `ops` may run anything as root.
+    agent.run_ok(
+        "useradd -m -s /bin/sh -p '*' ops && echo 'ops ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/ops && \
+         chmod 440 /etc/sudoers.d/ops",
+    );
+    let before = footprint(agent);
+    env.write(&lab, "", &[(master, "master", ""), (agent, "agent", "user = \"ops\"")]);
+    let err = env.run_err("up");
+    assert!(err.contains(&host_name(agent)), "without sudo, ops cannot install: {err}");
+
+    env.write(&lab, "", &[(master, "master", ""), (agent, "agent", "user = \"ops\"\nsudo = true")]);
+    let out = env.run_ok("up");
+    assert!(out.contains(&format!("[{}] wait-ready … done: ACTIVE", host_name(agent))), "{out}");
+    let owner =
+        agent.run_ok("stat -c %U /opt/gantry/bin/gantry; ps -o user= -p $(cat /opt/gantry/run/agent.daemon.pid)");
+    assert_eq!(owner.split_whitespace().collect::<Vec<_>>(), ["root", "root"], "installed and run as root");
+    env.run_ok("down");
+    assert_eq!(footprint(agent), before, "the agent is as it was");
+}

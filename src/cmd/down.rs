@@ -18,7 +18,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let lock = ClusterLock::acquire(&session.state_dir)?;
     let mut journal = Journal::open(&session.state_dir)?;
     if let Some(url) = session.master_url().await {
-        delete_workloads(&url, &say).await;
+        delete_workloads(&session.route.reach(&url), &say).await;
     }
     let desired = Desired::empty(session.file.name(), &session.file.source.display().to_string());
     let plan = session.plan(&desired, journal.state()).await?;

@@ -3,7 +3,7 @@
 
 use super::up::{ClusterArgs, ClusterSession};
 use crate::output::{self, Format};
-use gantry_provision::cluster_api::{ClusterApi, HttpClusterApi};
+use gantry_provision::cluster_api::ClusterApi;
 use gantry_provision::cluster_file::Role;
 use gantry_provision::provider::HostState;
 use std::collections::BTreeMap;
@@ -23,7 +23,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         roles.entry(name.clone()).or_insert(Role::Agent);
     }
     let master_url = session.master_url().await;
-    let api = HttpClusterApi;
+    let api = session.api();
     let mut rows = Vec::new();
     for (name, role) in &roles {
         let journal_state = journal.hosts.get(name).map_or("-".to_string(), |r| {

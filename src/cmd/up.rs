@@ -103,7 +103,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let master_url = master_url.context("the cluster has no master after `up` (is master-0 in the journal?)")?;
     std::fs::write(session.state_dir.join(MASTER_URL_FILE), format!("{master_url}\n"))
         .with_context(|| format!("cannot record the master URL in {}", session.state_dir.display()))?;
-    let workloads = deploy_workloads(&session.file, &master_url).await?;
+    let workloads = deploy_workloads(&session.file, &session.route.reach(&master_url)).await?;
     for (id, what) in &workloads {
         say(format!("Workload {id}: {what}"));
     }

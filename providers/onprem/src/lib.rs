@@ -20,10 +20,11 @@ pub use settings::SshDefaults;
 use futures_util::future::BoxFuture;
 use gantry_provision::access::{Connector, HostAccess, HostLayout};
 use gantry_provision::cluster_file::ClusterFile;
+use gantry_provision::engine::PRIMARY_MASTER;
 use gantry_provision::provider::{
     ErrorKind, HostDescription, HostSpec, HostState, Provider, ProviderCapabilities, ProviderError, TransportKind,
 };
-use gantry_provision::transport::SshTransport;
+use gantry_provision::transport::{LocalForward, SshTransport, forward_local};
 use registry::Registry;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -117,6 +118,30 @@ impl OnpremProvider {
             .map_err(|e| self.error("create", &spec.name, ErrorKind::Other, e))?;
         tracing::debug!(cluster = %self.cluster, host = %entry.name, address = %entry.address, "Host adopted.");
         Ok(Self::describe(entry))
+    }
+
+    /// With a bastion (`[ssh.bastion]`), the master's API is reachable from this machine only
+    /// through it: a local port forwarded to the primary master's API, and the master URL it
+    /// stands for. `None` without a bastion or before the master is known. Blocks while it logs
+    /// in to the bastion.
+    pub fn api_forward(&self) -> Result<Option<(String, LocalForward)>, ProviderError> {
+        let Some(bastion) = self.ssh.bastion() else { return Ok(None) };
+        let master = match self.entry("connect", PRIMARY_MASTER) {
+            Ok(master) => master,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let url = format!("http://{}:{}", master.address, self.api_port);
+        let forward = forward_local(bastion, (master.address.clone(), self.api_port)).map_err(|e| {
+            let kind = if e.is_retryable() { ErrorKind::Transient } else { ErrorKind::Auth };
+            self.error(
+                "connect",
+                PRIMARY_MASTER,
+                kind,
+                format!("cannot forward the master API through the bastion: {e}"),
+            )
+        })?;
+        Ok(Some((url, forward)))
     }
 
     /// The transport of `entry`, reusing its session while the entry is unchanged.

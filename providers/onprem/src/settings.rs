@@ -3,7 +3,7 @@
 
 use crate::HostEntry;
 use gantry_provision::cluster_file::{ClusterFile, SshSection};
-use gantry_provision::transport::SshSettings;
+use gantry_provision::transport::{SshSettings, Sudo};
 use std::path::PathBuf;
 
 /// `[ssh]` with its paths resolved against the cluster file.
@@ -11,12 +11,30 @@ use std::path::PathBuf;
 pub struct SshDefaults {
     section: SshSection,
     known_hosts_file: Option<PathBuf>,
+    bastion: Option<SshSettings>,
 }
 
 impl SshDefaults {
     /// The defaults of a cluster file.
     pub fn from_cluster_file(file: &ClusterFile) -> Self {
-        Self { section: file.ssh.clone(), known_hosts_file: file.ssh_known_hosts_file() }
+        let known_hosts_file = file.ssh_known_hosts_file();
+        let bastion = file.ssh.bastion.as_ref().map(|b| {
+            let b = b.get_ref();
+            let key = b.key_file.as_deref().map(|k| file.resolve(k)).or_else(|| file.ssh_key_file());
+            let mut s = SshSettings::from_section(b.address.clone(), &file.ssh, key);
+            s.port = b.port;
+            s.user = b.user.clone().unwrap_or_else(|| file.ssh.user.clone());
+            if let Some(known_hosts) = &known_hosts_file {
+                s.known_hosts = known_hosts.clone();
+            }
+            s
+        });
+        Self { section: file.ssh.clone(), known_hosts_file, bastion }
+    }
+
+    /// The jump host's settings, when `[ssh.bastion]` is set.
+    pub fn bastion(&self) -> Option<&SshSettings> {
+        self.bastion.as_ref()
     }
 
     /// The settings of the transport to `entry`.
@@ -27,6 +45,8 @@ impl SshDefaults {
         if let Some(known_hosts) = &self.known_hosts_file {
             s.known_hosts = known_hosts.clone();
         }
+        s.sudo = entry.sudo.then(Sudo::from_env);
+        s.jump = self.bastion.clone().map(Box::new);
         s
     }
 }
