@@ -6,7 +6,7 @@ use anyhow::Context;
 use futures_util::future::BoxFuture;
 use gantry_api::AgentState;
 use gantry_provider_local::LocalProvider;
-use gantry_provider_onprem::OnpremProvider;
+use gantry_provider_onprem::{OnpremProvider, Secrets};
 use gantry_provision::access::Connector;
 use gantry_provision::bootstrap::RuntimeSettings;
 use gantry_provision::cluster_api::{AgentView, ClusterApi, ClusterApiError, HttpClusterApi};
@@ -15,7 +15,7 @@ use gantry_provision::engine::{Engine, EngineOptions, PRIMARY_MASTER, Progress};
 use gantry_provision::journal::{self, HostPhase, Journal, JournalState};
 use gantry_provision::planner::{self, Desired, Plan};
 use gantry_provision::provider::{self, Provider, TransportKind};
-use gantry_provision::transport::LocalForward;
+use gantry_provision::transport::{LocalForward, Passphrase};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -58,6 +58,26 @@ pub struct ClusterArgs {
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Format::Table)]
     pub output: Format,
+    /// Ask for the passphrase of encrypted SSH keys at the terminal (else GANTRY_SSH_PASSPHRASE).
+    #[arg(long)]
+    pub ask_passphrase: bool,
+    /// Ask for the sudo password of `sudo = true` hosts at the terminal (else GANTRY_SUDO_PASSWORD).
+    #[arg(long, short = 'K')]
+    pub ask_sudo_password: bool,
+}
+
+impl ClusterArgs {
+    /// The secrets the flags ask for, read from the terminal without echo.
+    fn secrets(&self) -> anyhow::Result<Secrets> {
+        let ask = |prompt: &str| -> anyhow::Result<Passphrase> {
+            let text = rpassword::prompt_password(prompt).context("cannot read from the terminal")?;
+            Ok(Passphrase(text))
+        };
+        Ok(Secrets {
+            passphrase: self.ask_passphrase.then(|| ask("SSH key passphrase: ")).transpose()?,
+            sudo_password: self.ask_sudo_password.then(|| ask("sudo password: ")).transpose()?,
+        })
+    }
 }
 
 /// A cluster file with its state dir and provider.
@@ -123,7 +143,7 @@ impl ClusterSession {
         let (hosts, forward) = match file.provider() {
             ProviderKind::Local => (Hosts::Local(LocalProvider::new(file.name(), &state_dir, file.local())), None),
             ProviderKind::Onprem => {
-                let provider = OnpremProvider::new(&file, &state_dir);
+                let provider = OnpremProvider::new(&file, &state_dir, args.secrets()?);
                 let forward = tokio::task::block_in_place(|| provider.api_forward())?;
                 (Hosts::Onprem(Box::new(provider)), forward)
             }

@@ -15,7 +15,7 @@ mod registry;
 mod settings;
 
 pub use registry::{HostEntry, REGISTRY_FILE};
-pub use settings::SshDefaults;
+pub use settings::{Secrets, SshDefaults};
 
 use futures_util::future::BoxFuture;
 use gantry_provision::access::{Connector, HostAccess, HostLayout};
@@ -44,8 +44,9 @@ pub struct OnpremProvider {
 }
 
 impl OnpremProvider {
-    /// The provider of a validated `onprem` cluster file, recording adopted hosts in `state_dir`.
-    pub fn new(file: &ClusterFile, state_dir: &Path) -> Self {
+    /// The provider of a validated `onprem` cluster file, recording adopted hosts in `state_dir`;
+    /// `secrets` were asked for at the prompt (environment variables serve otherwise).
+    pub fn new(file: &ClusterFile, state_dir: &Path, secrets: Secrets) -> Self {
         let onprem = file.onprem();
         let install_dir = onprem.install_dir.get_ref().clone();
         let mut listed = BTreeMap::new();
@@ -72,7 +73,7 @@ impl OnpremProvider {
             cluster: file.name().to_string(),
             listed,
             api_port: onprem.api_port,
-            ssh: SshDefaults::from_cluster_file(file),
+            ssh: SshDefaults::from_cluster_file(file, secrets),
             registry: Registry::new(state_dir),
             transports: Mutex::new(BTreeMap::new()),
         }

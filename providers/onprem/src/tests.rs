@@ -39,7 +39,7 @@ fn spec(name: &str, role: Role) -> HostSpec {
 
 fn provider(state: &Path, text: &str) -> OnpremProvider {
     let file = ClusterFile::parse(Path::new("/etc/gantry/rack.toml"), text).expect("valid");
-    OnpremProvider::new(&file, state)
+    OnpremProvider::new(&file, state, Secrets::default())
 }
 
 #[tokio::test]
