@@ -4,8 +4,10 @@
 //! `launch` with a RUNNING status update and `kill` with KILLED, each retried until the master
 //! acknowledges it (2xx). They launch nothing.
 //!
-//! Requests other than the command streams share one bounded pool (`max_in_flight`) so that
-//! 10,000 agents do not open 10,000 more connections at once.
+//! Requests other than the command streams are bounded (`max_in_flight` status updates and
+//! registrations, as many heartbeats) so that 10,000 agents do not open 10,000 more connections
+//! at once; heartbeats have their own bound so that a backlog of status updates never delays
+//! them into an unreachable verdict.
 
 use futures_util::StreamExt;
 use gantry_api::AgentInfo;
@@ -48,6 +50,7 @@ impl Fleet {
             master: master.trim_end_matches('/').to_string(),
             client,
             permits: Semaphore::new(max_in_flight),
+            heartbeat_permits: Semaphore::new(max_in_flight),
             counters: Arc::new(FleetCounters::default()),
         });
         let mut tasks = JoinSet::new();
@@ -74,6 +77,7 @@ struct Shared {
     master: String,
     client: reqwest::Client,
     permits: Semaphore,
+    heartbeat_permits: Semaphore,
     counters: Arc<FleetCounters>,
 }
 
@@ -83,12 +87,18 @@ impl Shared {
     }
 
     /// Posts `body` until a 2xx answer (at most `tries` times); returns the answer's body.
-    async fn post<T: serde::Serialize>(&self, path: &str, body: &T, tries: usize) -> Option<Vec<u8>> {
+    async fn post<T: serde::Serialize>(
+        &self,
+        path: &str,
+        body: &T,
+        tries: usize,
+        permits: &Semaphore,
+    ) -> Option<Vec<u8>> {
         let url = self.url(path);
         let mut delay = Duration::from_millis(50);
         for _ in 0..tries {
             let result = {
-                let _permit = self.permits.acquire().await.ok()?;
+                let _permit = permits.acquire().await.ok()?;
                 match self.client.post(&url).json(body).timeout(Duration::from_secs(30)).send().await {
                     Ok(response) if response.status().is_success() => response.bytes().await.ok(),
                     Ok(_) | Err(_) => None,
@@ -109,7 +119,7 @@ async fn run_agent(shared: Arc<Shared>, info: AgentInfo) {
     let id = info.id.clone();
     loop {
         let register = RegisterAgent { info: info.clone(), tasks: Vec::new() };
-        let Some(body) = shared.post("register", &register, usize::MAX).await else { return };
+        let Some(body) = shared.post("register", &register, usize::MAX, &shared.permits).await else { return };
         let heartbeat_ms = serde_json::from_slice::<Registered>(&body).map_or(1000, |r| r.heartbeat_interval_ms);
         let heartbeats =
             tokio::spawn(heartbeat(shared.clone(), id.clone(), Duration::from_millis(heartbeat_ms.max(10))));
@@ -125,7 +135,14 @@ async fn heartbeat(shared: Arc<Shared>, id: String, interval: Duration) {
     let millis = u64::try_from(interval.as_millis()).unwrap_or(1000).max(1);
     tokio::time::sleep(Duration::from_millis(offset % millis)).await;
     loop {
-        let _ = shared.post(&format!("{id}/heartbeat"), &Heartbeat { timestamp: gantry_api::now_millis() }, 1).await;
+        let _ = shared
+            .post(
+                &format!("{id}/heartbeat"),
+                &Heartbeat { timestamp: gantry_api::now_millis() },
+                1,
+                &shared.heartbeat_permits,
+            )
+            .await;
         tokio::time::sleep(interval).await;
     }
 }
@@ -167,7 +184,7 @@ async fn report(shared: Arc<Shared>, agent_id: String, task_id: String, state: T
         message: None,
         timestamp: gantry_api::now_millis(),
     };
-    if shared.post(&format!("{agent_id}/status"), &update, usize::MAX).await.is_some() {
+    if shared.post(&format!("{agent_id}/status"), &update, usize::MAX, &shared.permits).await.is_some() {
         let counter = if state == TaskState::Running { &shared.counters.running } else { &shared.counters.killed };
         counter.fetch_add(1, Ordering::Relaxed);
     }
