@@ -45,20 +45,6 @@ pub struct Args {
     pub store: StoreKind,
 }
 
-impl Default for Args {
-    fn default() -> Self {
-        Self {
-            agents: 10_000,
-            apps: 1_000,
-            instances: 100,
-            frameworks: 1_000,
-            tasks_per_framework: 100,
-            cycles: 5,
-            store: StoreKind::Redb,
-        }
-    }
-}
-
 /// Where the master under test keeps its state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StoreKind {
