@@ -1,0 +1,108 @@
+//! `launch`: submit → running latency of short tasks on a local cluster (master + 3 agents,
+//! see [`crate::cluster`]). Each task is a run of a one-off job (`POST /api/v1/jobs/{id}/runs`),
+//! submitted one after another; its latency runs from sending the request to receiving the
+//! task's RUNNING event on the master's event stream. The baseline is a raw fork+exec of the
+//! same command in the same run (`Command::spawn`, which returns once `exec` succeeded).
+
+use crate::cluster::LocalCluster;
+use crate::report::{Figure, Report, Target, progress};
+use crate::stats::Samples;
+use anyhow::bail;
+use gantry_api::{Event, TaskState};
+use std::time::{Duration, Instant};
+
+/// Options of `launch`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Tasks to launch.
+    #[arg(long, default_value_t = 500)]
+    pub tasks: usize,
+    /// The task's shell command.
+    #[arg(long, default_value = "sleep 0.5")]
+    pub cmd: String,
+}
+
+const JOB: &str = "bench-launch";
+
+/// Runs the scenario.
+pub fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
+    let bin = crate::binary::gantry()?;
+    let baseline = fork_exec(&args.cmd, args.tasks)?;
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
+        let cluster = LocalCluster::start(&bin, 3).await?;
+        report.note(format!("{} runs of a job `{}`, one after another, on master + 3 agents", args.tasks, args.cmd));
+        let definition = serde_json::from_value(
+            serde_json::json!({ "id": JOB, "run": { "cmd": args.cmd, "cpus": 0.1, "mem": 32 } }),
+        )?;
+        cluster.client.create_job(&definition).await?;
+        let mut events = crate::events::subscribe(&cluster.master_url).await?;
+        let mut latencies = Vec::with_capacity(args.tasks);
+        let mut staged = Vec::with_capacity(args.tasks);
+        let mut on_agent = Vec::with_capacity(args.tasks);
+        progress(&format!("{} launches", args.tasks));
+        for _ in 0..args.tasks {
+            let submitted = tokio::time::Instant::now();
+            let run = cluster.client.start_job_run(JOB).await?;
+            let prefix = format!("{JOB}_{}_", run.id);
+            let deadline = submitted + Duration::from_secs(30);
+            let mut staging_seen = None;
+            loop {
+                let Ok(Some((received, event))) = tokio::time::timeout_at(deadline, events.recv()).await else {
+                    bail!("run {} did not reach RUNNING within 30 s", run.id);
+                };
+                let Event::TaskChanged { task_id, state, .. } = event else { continue };
+                if !task_id.starts_with(&prefix) {
+                    continue;
+                }
+                if state == TaskState::Staging && staging_seen.is_none() {
+                    staging_seen = Some(received);
+                    staged.push(received - submitted);
+                }
+                if matches!(state, TaskState::Running | TaskState::Finished | TaskState::Failed) {
+                    latencies.push(received - submitted);
+                    if let Some(staging) = staging_seen {
+                        on_agent.push(received - staging);
+                    }
+                    break;
+                }
+            }
+        }
+        let samples = Samples::from_durations(&latencies);
+        report.add(
+            Figure::new("launch.p50_ms", samples.median(), "ms")
+                .target(Target::at_most(10.0))
+                .baseline(baseline.median()),
+        );
+        report.add(
+            Figure::new("launch.p99_ms", samples.percentile(99.0), "ms")
+                .target(Target::at_most(50.0))
+                .baseline(baseline.percentile(99.0)),
+        );
+        report.add(Figure::new("launch.max_ms", samples.max(), "ms"));
+        // Where the time goes: submit → STAGING is the master (run stored, allocator woken,
+        // offers, launch stored); STAGING → RUNNING is the agent, its executor and the status update.
+        let staged = Samples::from_durations(&staged);
+        report.add(Figure::new("launch.submit_to_staging_p50_ms", staged.median(), "ms"));
+        let on_agent = Samples::from_durations(&on_agent);
+        report.add(Figure::new("launch.staging_to_running_p50_ms", on_agent.median(), "ms"));
+        Ok(())
+    })
+}
+
+/// Spawn latencies of `n` raw `/bin/sh -c cmd` processes (reaped afterwards).
+fn fork_exec(cmd: &str, n: usize) -> anyhow::Result<Samples> {
+    let mut children = Vec::with_capacity(n);
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let child = std::process::Command::new("/bin/sh").args(["-c", cmd]).spawn()?;
+        times.push(started.elapsed());
+        children.push(crate::process::ChildGuard::new(child));
+    }
+    for mut child in children {
+        if let Some(mut inner) = child.0.take() {
+            let _ = inner.wait();
+        }
+    }
+    Ok(Samples::from_durations(&times))
+}
