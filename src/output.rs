@@ -11,6 +11,20 @@ pub enum Format {
     Json,
 }
 
+/// Prints a progress line of a long command (`up`, `down`) on stdout, or stderr when stdout
+/// carries JSON. A closed or broken stream is ignored: a reader that went away (`| head`) must
+/// not stop a command half-way through changing hosts.
+pub fn progress(to_stderr: bool, line: &str) {
+    use std::io::Write;
+    if to_stderr {
+        let _ = writeln!(std::io::stderr(), "{line}");
+    } else {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
+
 /// Prints `value` as JSON.
 pub fn json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);

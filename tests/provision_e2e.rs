@@ -392,3 +392,18 @@ async fn a_down_killed_midway_is_resumed_and_leaks_nothing() {
     assert!(down.contains("is down"), "{down}");
     assert_down(&env, &url).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_whose_reader_went_away_still_finishes() {
+    let env = Env::new();
+    env.ok("up");
+    let url = env.client().base().to_string();
+    // Like `gantry down … | head -1`: the reader closes the pipe after the first line.
+    let mut child = env.command("down").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn down");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut first = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut first).expect("read the first line");
+    let status = child.wait().expect("wait for down");
+    assert!(status.success(), "down stops for nobody reading its output: {status} (first line: {first})");
+    assert_down(&env, &url).await;
+}

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let json = args.output == Format::Json;
     let session = ClusterSession::open(&args)?;
-    let say = |line: String| if json { eprintln!("{line}") } else { println!("{line}") };
+    let say = |line: String| crate::output::progress(json, &line);
     let lock = ClusterLock::acquire(&session.state_dir)?;
     let mut journal = Journal::open(&session.state_dir)?;
     if let Some(url) = session.master_url().await {

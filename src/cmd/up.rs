@@ -9,7 +9,6 @@ use gantry_provision::cluster_file::ClusterFile;
 use gantry_provision::engine::{Engine, Progress, ProgressEvent};
 use gantry_provision::journal::{ClusterLock, Journal};
 use gantry_provision::planner::{ActionKind, Plan};
-use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -47,12 +46,7 @@ impl Progress for LinePrinter {
             }
             ProgressEvent::ActionStarted { .. } | ProgressEvent::ActionFailed { .. } => return,
         };
-        if self.to_stderr {
-            eprintln!("{line}");
-        } else {
-            println!("{line}");
-            let _ = std::io::stdout().flush();
-        }
+        crate::output::progress(self.to_stderr, &line);
     }
 }
 
@@ -93,7 +87,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let mut journal = Journal::open(&session.state_dir)?;
     let desired = session.desired()?;
     let plan = session.plan(&desired, journal.state()).await?;
-    let say = |line: String| if json { eprintln!("{line}") } else { println!("{line}") };
+    let say = |line: String| crate::output::progress(json, &line);
     say(plan.to_string().trim_end().to_string());
     let printer = LinePrinter { to_stderr: json };
     let engine = session.engine(&printer)?;
@@ -117,8 +111,8 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
             "plan": plan_json(&plan), "master_url": master_url, "state_dir": session.state_dir, "workloads": workloads,
         }))?;
     } else {
-        println!("API: {master_url}");
-        println!("export GANTRY_MASTER={master_url}");
+        say(format!("API: {master_url}"));
+        say(format!("export GANTRY_MASTER={master_url}"));
     }
     Ok(())
 }
