@@ -3,6 +3,7 @@
 //! a `pub mod`, and a variant of [`Scenario`].
 
 pub mod api;
+pub mod bootstrap;
 pub mod failover;
 pub mod footprint;
 pub mod launch;
@@ -24,6 +25,8 @@ pub enum Scenario {
     Footprint(footprint::Args),
     /// Latency of single-object writes at a fixed request rate, fsync on.
     Api(api::Args),
+    /// `gantry up` of N test hosts over SSH, against an Ansible playbook doing the same steps.
+    Bootstrap(bootstrap::Args),
 }
 
 impl Scenario {
@@ -36,6 +39,7 @@ impl Scenario {
             Self::Failover(_) => "failover",
             Self::Footprint(_) => "footprint",
             Self::Api(_) => "api",
+            Self::Bootstrap(_) => "bootstrap",
         }
     }
 
@@ -48,6 +52,7 @@ impl Scenario {
             Self::Failover(args) => failover::run(args, report),
             Self::Footprint(args) => footprint::run(args, report),
             Self::Api(args) => api::run(args, report),
+            Self::Bootstrap(args) => bootstrap::run(args, report),
         }
     }
 }
