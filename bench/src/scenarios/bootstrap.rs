@@ -55,7 +55,8 @@ pub fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
         let lab = Lab::new(n).map_err(|Skip(reason)| anyhow!("bootstrap needs test hosts: {reason}"))?;
         let work = tempfile::Builder::new().prefix("gantry-bench-bootstrap-").tempdir()?;
         progress(&format!("{n} hosts: gantry up"));
-        let gantry = gantry_up(&bin, &lab, work.path())?;
+        let (gantry, output) = gantry_up(&bin, &lab, work.path())?;
+        report.note(format!("{n} hosts, gantry up, slowest host per phase: {}", phase_maxima(&output)));
         let mut figure = Figure::new(format!("bootstrap.hosts_{n}.gantry_s"), gantry.as_secs_f64(), "s");
         if let Some(playbook) = &ansible {
             progress(&format!("{n} hosts: ansible-playbook"));
@@ -68,8 +69,8 @@ pub fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
 }
 
 /// `gantry up` of all lab hosts (it returns once every agent is registered and ACTIVE), then
-/// `gantry down`; returns the time of `up`.
-fn gantry_up(bin: &Path, lab: &Lab, work: &Path) -> anyhow::Result<Duration> {
+/// `gantry down`; returns the time of `up` and what it printed.
+fn gantry_up(bin: &Path, lab: &Lab, work: &Path) -> anyhow::Result<(Duration, String)> {
     let file = work.join("cluster.toml");
     let mut text = format!(
         "version = 1\n[cluster]\nname = \"bench-{}\"\nprovider = \"onprem\"\n[ssh]\nkey_file = \"{}\"\n\
@@ -84,7 +85,7 @@ fn gantry_up(bin: &Path, lab: &Lab, work: &Path) -> anyhow::Result<Duration> {
         text.push_str(&format!("[[onprem.host]]\naddress = \"{}\"\nrole = \"{role}\"\n", host.address()));
     }
     std::fs::write(&file, text)?;
-    let run = |verb: &str| -> anyhow::Result<Duration> {
+    let run = |verb: &str| -> anyhow::Result<(Duration, String)> {
         let started = Instant::now();
         let out = Command::new(bin)
             .arg(verb)
@@ -101,11 +102,43 @@ fn gantry_up(bin: &Path, lab: &Lab, work: &Path) -> anyhow::Result<Duration> {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        Ok(elapsed)
+        Ok((elapsed, String::from_utf8_lossy(&out.stdout).into_owned()))
     };
     let up = run("up")?;
     run("down")?;
     Ok(up)
+}
+
+/// From `up`'s progress lines (`[host] phase … done (12 ms)`), each phase's longest time on
+/// one host: `inspect 120 ms, upload-binary 3.1 s, …` in phase order.
+fn phase_maxima(output: &str) -> String {
+    let mut maxima: Vec<(String, f64)> = Vec::new();
+    for line in output.lines() {
+        let Some((_, rest)) = line.split_once("] ") else { continue };
+        let Some((phase, tail)) = rest.split_once(" … ") else { continue };
+        let Some(time) = tail.rsplit_once('(').map(|(_, t)| t.trim_end_matches(')')) else { continue };
+        let ms = match time.split_once(' ') {
+            Some((v, "ms")) => v.parse::<f64>().ok(),
+            Some((v, "s")) => v.parse::<f64>().ok().map(|s| s * 1000.0),
+            _ => None,
+        };
+        let Some(ms) = ms else { continue };
+        match maxima.iter_mut().find(|(p, _)| p == phase) {
+            Some((_, max)) => *max = max.max(ms),
+            None => maxima.push((phase.to_string(), ms)),
+        }
+    }
+    maxima.iter().map(|(p, ms)| format!("{p} {} ms", crate::report::number(*ms))).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn phase_maxima_reads_up_progress() {
+        let out = "[a] inspect … done: Linux (12 ms)\n[b] inspect … done (30 ms)\n\
+                   [a] upload-binary … done (12.5 s)\n[a] bootstrap complete (13 s)\nWorkload x: deployed\n";
+        assert_eq!(super::phase_maxima(out), "inspect 30 ms, upload-binary 12500 ms");
+    }
 }
 
 /// The same bootstrap by `ansible-playbook`, timed until every agent is registered.
