@@ -131,16 +131,6 @@ fn phase_maxima(output: &str) -> String {
     maxima.iter().map(|(p, ms)| format!("{p} {} ms", crate::report::number(*ms))).collect::<Vec<_>>().join(", ")
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn phase_maxima_reads_up_progress() {
-        let out = "[a] inspect … done: Linux (12 ms)\n[b] inspect … done (30 ms)\n\
-                   [a] upload-binary … done (12.5 s)\n[a] bootstrap complete (13 s)\nWorkload x: deployed\n";
-        assert_eq!(super::phase_maxima(out), "inspect 30 ms, upload-binary 12500 ms");
-    }
-}
-
 /// The same bootstrap by `ansible-playbook`, timed until every agent is registered.
 fn ansible_up(
     bin: &Path,
@@ -284,3 +274,13 @@ const PLAYBOOK: &str = r#"- hosts: masters
         --attributes "$GANTRY_ATTRIBUTES" > {{ dir }}/logs/agent.log 2>&1 < /dev/null &
     - wait_for: { host: "{{ ansible_host }}", port: "{{ agent_port }}", timeout: 60 }
 "#;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn phase_maxima_reads_up_progress() {
+        let out = "[a] inspect … done: Linux (12 ms)\n[b] inspect … done (30 ms)\n\
+                   [a] upload-binary … done (12.5 s)\n[a] bootstrap complete (13 s)\nWorkload x: deployed\n";
+        assert_eq!(super::phase_maxima(out), "inspect 30 ms, upload-binary 12500 ms");
+    }
+}
