@@ -31,7 +31,7 @@ pattern=$(mktemp) || exit 1
 trap 'rm -f "$pattern"' EXIT
 printf '%s%s' {head} {tail} > "$pattern"
 killed=0
-for round in 1 2 3 4 5 6 7 8 9 10; do
+for round in $(seq 25); do
   found=0
   for pid in $(grep -lsFf "$pattern" /proc/[0-9]*/cmdline /proc/[0-9]*/environ | cut -d/ -f3 | sort -u); do
     [ "$pid" = "$$" ] && continue
@@ -39,7 +39,7 @@ for round in 1 2 3 4 5 6 7 8 9 10; do
   done
   killed=$((killed+found))
   [ $found -eq 0 ] && break
-  sleep 0.1
+  sleep 0.02
 done
 echo "$killed""#,
                 head = quote(head),

@@ -10,7 +10,7 @@ use std::time::Duration;
 pub struct Stop;
 
 /// Stops the supervisor (SIGTERM, which it forwards to the daemon), then the daemon if it is still
-/// there (a supervisor killed with SIGKILL leaves it); SIGKILL after 10 s. Prints `stopped` when
+/// there (a supervisor killed with SIGKILL leaves it); SIGKILL after 10 s (polled every 20 ms). Prints `stopped` when
 /// something was running. A pid is trusted only if its command line names the pid file's host.
 pub(crate) fn stop_script(host: &HostContext) -> String {
     let layout = &host.access.layout;
@@ -25,7 +25,7 @@ stop() {{
   pid=$(cat "$1" 2>/dev/null)
   if [ -n "$pid" ] && ours "$pid"; then
     kill -TERM "$pid" 2>/dev/null; echo stopped
-    i=0; while alive "$pid" && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+    i=0; while alive "$pid" && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done
     alive "$pid" && kill -KILL "$pid" 2>/dev/null
   fi
   rm -f "$1"

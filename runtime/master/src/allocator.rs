@@ -11,7 +11,7 @@ use crate::master::{Change, Master};
 use crate::state::ClusterState;
 use gantry_api::protocol::{AgentCommand, LaunchTask};
 use gantry_api::{AgentState, Event, Millis, Resources, Task, TaskState};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use tracing::{debug, warn};
 
 /// Free resources of one agent, offered to a framework for one cycle.
@@ -110,7 +110,8 @@ impl<'a> ClusterView<'a> {
 pub trait Framework: Send {
     /// Name, for logs.
     fn name(&self) -> &str;
-    /// Whether a task belongs to this framework (for its DRF share).
+    /// Whether a task belongs to this framework (for its DRF share). All tasks of one app (one
+    /// `app_id`) belong to the same framework, so the allocator asks once per app and cycle.
     fn owns(&self, task: &Task) -> bool;
     /// Compares desired and actual state; returns tasks to stop and remembers what to launch.
     fn reconcile(&mut self, view: &mut ClusterView<'_>) -> Vec<Kill>;
@@ -262,8 +263,10 @@ fn framework_order(state: &ClusterState, frameworks: &[Box<dyn Framework>]) -> V
         total.add(&Resources::scalar(r.cpus, r.mem, r.disk, r.gpus));
     }
     let mut allocated = vec![Resources::default(); frameworks.len()];
+    let mut owners: HashMap<&str, Option<usize>> = HashMap::new();
     for task in state.tasks().filter(|t| !t.state.is_terminal()) {
-        if let Some(i) = frameworks.iter().position(|f| f.owns(task)) {
+        let owner = *owners.entry(task.app_id.as_str()).or_insert_with(|| frameworks.iter().position(|f| f.owns(task)));
+        if let Some(i) = owner {
             let r = &task.resources;
             allocated[i].add(&Resources::scalar(r.cpus, r.mem, r.disk, r.gpus));
         }
@@ -394,7 +397,7 @@ mod tests {
         Accept { offer_id, task, launch }
     }
 
-    /// A framework that wants 2 cpus on every offer and owns tasks named `<prefix>...`.
+    /// A framework that wants 2 cpus on every offer and owns the tasks of apps named `<prefix>...`.
     struct Greedy {
         prefix: &'static str,
         offered: std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>,
@@ -405,7 +408,7 @@ mod tests {
             self.prefix
         }
         fn owns(&self, task: &Task) -> bool {
-            task.id.starts_with(self.prefix)
+            task.app_id.starts_with(self.prefix)
         }
         fn reconcile(&mut self, _view: &mut ClusterView<'_>) -> Vec<Kill> {
             Vec::new()
@@ -420,6 +423,7 @@ mod tests {
                 .map(|o| {
                     let mut a = accept(o.id, &o.agent_id, 2.0, 100);
                     a.task.id = format!("{}{}", self.prefix, o.id);
+                    a.task.app_id = format!("{}app", self.prefix);
                     a.task.resources.ports.clear();
                     a
                 })
@@ -450,6 +454,7 @@ mod tests {
         };
         let mut held = accept(0, "a0", 2.0, 100).task;
         held.id = "heavy-held".into();
+        held.app_id = "heavy-app".into();
         held.resources.ports.clear();
         held.state = TaskState::Running;
         {
