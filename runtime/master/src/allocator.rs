@@ -329,18 +329,22 @@ pub fn staging_task(offer: &Offer, id: String, workload_id: &str, now: Millis) -
     }
 }
 
+/// Least time from the end of one cycle to the start of the next: a burst of changes is
+/// coalesced into one cycle, while a change after a quiet spell is handled at once.
+const COALESCE: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// Runs cycles until shutdown: when woken and at least every second.
 pub async fn run(master: std::sync::Arc<Master>, mut frameworks: Vec<Box<dyn Framework>>) {
     let mut shutdown = master.shutdown_signal();
     loop {
         run_cycle(&master, &mut frameworks);
+        let ended = tokio::time::Instant::now();
         tokio::select! {
             _ = master.woken() => {}
             _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
             _ = shutdown.changed() => return,
         }
-        // Coalesce bursts of changes into one cycle.
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        tokio::time::sleep_until(ended + COALESCE).await;
         if *shutdown.borrow() {
             return;
         }
