@@ -329,6 +329,7 @@ async fn a_login_user_that_is_not_root_works_through_sudo() {
     env.write(&lab, "", &[(master, "master", ""), (agent, "agent", "user = \"ops\"")]);
     let err = env.run_err("up");
     assert!(err.contains(&host_name(agent)), "without sudo, ops cannot install: {err}");
+    assert!(err.contains("cannot write /opt") && err.contains("sudo = true"), "the error says to use sudo: {err}");
 
     env.write(&lab, "", &[(master, "master", ""), (agent, "agent", "user = \"ops\"\nsudo = true")]);
     let out = env.run_ok("up");
