@@ -125,6 +125,10 @@ pub struct RedbStore {
     db: redb::Database,
 }
 
+/// redb's page cache. The master reads the store only when it starts (the state lives in
+/// memory), so redb's 1 GiB default would only hold written pages the master never reads again.
+const CACHE_BYTES: usize = 32 << 20;
+
 fn redb_err(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Redb(e.into())
 }
@@ -134,7 +138,10 @@ impl RedbStore {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
-        let db = redb::Database::create(data_dir.join("state.redb")).map_err(redb_err)?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(data_dir.join("state.redb"))
+            .map_err(redb_err)?;
         let txn = db.begin_write().map_err(redb_err)?;
         for table in [APPS, TASKS, AGENTS, META, JOBS, JOB_RUNS] {
             txn.open_table(table).map_err(redb_err)?;
