@@ -138,10 +138,8 @@ impl RedbStore {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
-        let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .create(data_dir.join("state.redb"))
-            .map_err(redb_err)?;
+        let db =
+            redb::Builder::new().set_cache_size(CACHE_BYTES).create(data_dir.join("state.redb")).map_err(redb_err)?;
         let txn = db.begin_write().map_err(redb_err)?;
         for table in [APPS, TASKS, AGENTS, META, JOBS, JOB_RUNS] {
             txn.open_table(table).map_err(redb_err)?;
