@@ -96,6 +96,8 @@ pub struct MasterHandle {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<Result<(), std::io::Error>>,
     loops: Vec<JoinHandle<()>>,
+    /// The core, to know when the last task holding it (and so the store) has let go.
+    master: std::sync::Weak<Master>,
 }
 
 impl MasterHandle {
@@ -137,6 +139,15 @@ impl MasterHandle {
         };
         for handle in self.loops {
             let _ = handle.await;
+        }
+        // Connection tasks of the server (a command stream being torn down) may still hold the
+        // core for a moment; the store closes when the last of them drops it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.master.strong_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if self.master.strong_count() > 0 {
+            warn!("The master's state is still held 5 s after shutdown; its store stays open until released.");
         }
         match result {
             Ok(Ok(())) => Ok(()),
@@ -194,7 +205,7 @@ pub async fn start(config: MasterConfig) -> Result<MasterHandle, MasterError> {
         tokio::spawn(services::driver::run(master.clone())),
     ];
     info!(%local_addr, data_dir = %config.data_dir.display(), "Master serving.");
-    Ok(MasterHandle { local_addr, shutdown, server, loops })
+    Ok(MasterHandle { local_addr, shutdown, server, loops, master: Arc::downgrade(&master) })
 }
 
 /// Unreachable detection, command-stream pings and pruning of finished tasks, until shutdown.
