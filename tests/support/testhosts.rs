@@ -638,9 +638,14 @@ fn teardown(prefix: &str, cgroup: &Path) {
     for dir in &host_cgroups {
         let _ = std::fs::write(dir.join("cgroup.kill"), "1");
     }
+    // Hosts' processes made cgroups of their own inside (an agent's task cgroups, left empty when
+    // their executor was killed): remove the deepest first, since a cgroup with children cannot go.
+    let mut dirs = Vec::new();
+    collect_cgroups(cgroup, &mut dirs);
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
     // Killed tasks are reaped asynchronously: rmdir fails with EBUSY for a moment.
     let deadline = Instant::now() + Duration::from_secs(10);
-    for dir in host_cgroups.iter().chain(std::iter::once(&cgroup.to_path_buf())) {
+    for dir in &dirs {
         while dir.exists() && std::fs::remove_dir(dir).is_err() && Instant::now() < deadline {
             let _ = std::fs::write(dir.join("cgroup.kill"), "1");
             std::thread::sleep(Duration::from_millis(20));
@@ -723,6 +728,19 @@ pub fn cleanup_stale() {
             if *p == prefix {
                 let _ = std::fs::remove_dir_all(path);
             }
+        }
+    }
+}
+
+/// `dir` and every cgroup below it.
+fn collect_cgroups(dir: &Path, into: &mut Vec<PathBuf>) {
+    if !dir.is_dir() {
+        return;
+    }
+    into.push(dir.to_path_buf());
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            collect_cgroups(&entry.path(), into);
         }
     }
 }
