@@ -70,6 +70,21 @@ pub enum UploadSource {
     File(PathBuf),
 }
 
+impl UploadSource {
+    /// The bytes to upload (reads the file; blocking). `host` names the upload in errors.
+    pub fn contents(&self, host: &str) -> Result<Vec<u8>, TransportError> {
+        match self {
+            Self::Bytes(bytes) => Ok(bytes.clone()),
+            Self::File(path) => std::fs::read(path).map_err(|source| TransportError::Io {
+                host: host.to_string(),
+                op: "read",
+                path: path.clone(),
+                source,
+            }),
+        }
+    }
+}
+
 /// A file to place on a host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upload {

@@ -2,7 +2,7 @@
 //! read, answers commands from a script (first rule whose pattern the script contains), and keeps
 //! uploaded files in memory so later reads see them.
 
-use super::{Command, CommandOutput, Transport, TransportError, Upload, UploadSource, Uploaded, sha256_hex};
+use super::{Command, CommandOutput, Transport, TransportError, Upload, Uploaded, sha256_hex};
 use futures_util::future::BoxFuture;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -108,15 +108,7 @@ impl Transport for FakeTransport {
 
     fn upload<'a>(&'a self, upload: &'a Upload) -> BoxFuture<'a, Result<Uploaded, TransportError>> {
         Box::pin(async move {
-            let content = match &upload.source {
-                UploadSource::Bytes(bytes) => bytes.clone(),
-                UploadSource::File(path) => std::fs::read(path).map_err(|source| TransportError::Io {
-                    host: self.host.clone(),
-                    op: "read",
-                    path: path.clone(),
-                    source,
-                })?,
-            };
+            let content = upload.source.contents(&self.host)?;
             let sha256 = sha256_hex(&content);
             let bytes = content.len() as u64;
             let mut inner = self.lock();
@@ -148,6 +140,7 @@ impl Transport for FakeTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::UploadSource;
     use std::time::Duration;
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 //! destination, fsynced, renamed over it, the directory fsynced, and the result re-read and
 //! checksummed.
 
-use super::{Command, CommandOutput, Transport, TransportError, Upload, UploadSource, Uploaded, sha256_hex};
+use super::{Command, CommandOutput, Transport, TransportError, Upload, Uploaded, sha256_hex};
 use futures_util::future::BoxFuture;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -39,10 +39,7 @@ impl LocalTransport {
     }
 
     fn upload_blocking(&self, upload: &Upload) -> Result<Uploaded, TransportError> {
-        let content = match &upload.source {
-            UploadSource::Bytes(bytes) => bytes.clone(),
-            UploadSource::File(path) => fs::read(path).map_err(self.io("read", path))?,
-        };
+        let content = upload.source.contents(&self.host)?;
         let sha256 = sha256_hex(&content);
         let bytes = content.len() as u64;
         let dest = &upload.dest;
@@ -176,6 +173,7 @@ impl Transport for LocalTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::UploadSource;
     use std::time::Duration;
 
     const HELLO_SHA256: &str = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";

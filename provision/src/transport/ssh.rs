@@ -30,7 +30,7 @@ pub use jump::{LocalForward, forward_local};
 pub use known_hosts::HostKeyProblem;
 pub use sudo::{Sudo, SudoProblem};
 
-use super::{Command, CommandOutput, Transport, TransportError, Upload, UploadSource, Uploaded, sha256_hex};
+use super::{Command, CommandOutput, Transport, TransportError, Upload, Uploaded, sha256_hex};
 use crate::cluster_file::{KnownHosts, SshSection};
 use connect::Connection;
 use exec::ExecError;
@@ -298,22 +298,12 @@ impl Transport for SshTransport {
 
     fn upload<'a>(&'a self, upload: &'a Upload) -> BoxFuture<'a, Result<Uploaded, TransportError>> {
         let upload = upload.clone();
-        Box::pin(async move {
-            let content = match &upload.source {
-                UploadSource::Bytes(bytes) => bytes.clone(),
-                UploadSource::File(path) => tokio::fs::read(path).await.map_err(|source| TransportError::Io {
-                    host: self.inner.host.clone(),
-                    op: "read",
-                    path: path.clone(),
-                    source,
-                })?,
-            };
+        Box::pin(self.blocking(move |inner| {
+            let content = upload.source.contents(&inner.host)?;
             let sha256 = sha256_hex(&content);
-            let bytes = content.len() as u64;
-            let expected = sha256.clone();
-            let changed = self.blocking(move |inner| files::upload(inner, &upload, &content, &expected)).await?;
-            Ok(Uploaded { sha256, bytes, changed })
-        })
+            let changed = files::upload(inner, &upload, &content, &sha256)?;
+            Ok(Uploaded { bytes: content.len() as u64, sha256, changed })
+        }))
     }
 
     fn read_file<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, Result<Vec<u8>, TransportError>> {
