@@ -1,0 +1,177 @@
+//! The rustls configurations of every link: TLS 1.3 only, the ring provider, and the cluster CA
+//! as the only root. Servers (the master's API, an agent's file endpoint) present their leaf
+//! with the CA behind it and verify client certificates against the CA; clients trust the CA
+//! alone and present a certificate where they have one.
+
+use crate::identity::Identity;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use std::sync::Arc;
+
+/// A TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM input holds no certificate or key.
+    #[error("{0}")]
+    Pem(String),
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The client verifier could not be built.
+    #[error("client certificate verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+}
+
+/// The crypto provider of every link.
+pub fn provider() -> Arc<CryptoProvider> {
+    // ring (rather than aws-lc-rs) keeps the build free of a C toolchain step and the binary
+    // self-contained; its lack of post-quantum key exchange is why rustls marks it deprecated.
+    #[allow(deprecated)]
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes()).filter_map(Result::ok).collect();
+    if certs.is_empty() {
+        return Err(TlsError::Pem(format!("{what}: no PEM certificate found")));
+    }
+    Ok(certs)
+}
+
+fn key(pem: &str, what: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| TlsError::Pem(format!("{what}: no PEM private key ({e})")))
+}
+
+fn roots(ca_pem: &str) -> Result<Arc<RootCertStore>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs(ca_pem, "the cluster CA")? {
+        roots.add(cert)?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// A server presenting `cert_pem` (with the CA appended to its chain) that verifies client
+/// certificates against `ca_pem`; clients without a certificate are admitted only when
+/// `optional_client_cert` (they must then show a token).
+pub fn server_config(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+    optional_client_cert: bool,
+) -> Result<ServerConfig, TlsError> {
+    let provider = provider();
+    let builder = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider.clone());
+    let verifier = if optional_client_cert { builder.allow_unauthenticated().build()? } else { builder.build()? };
+    let mut chain = certs(cert_pem, "the server certificate")?;
+    chain.extend(certs(ca_pem, "the cluster CA")?);
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key(key_pem, "the server key")?)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A client trusting only `ca_pem`, presenting `identity` (certificate and key PEM) if given.
+pub fn client_config(ca_pem: &str, identity: Option<(&str, &str)>) -> Result<ClientConfig, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots(ca_pem)?);
+    let mut config = match identity {
+        Some((cert, key_pem)) => {
+            builder.with_client_auth_cert(certs(cert, "the client certificate")?, key(key_pem, "the client key")?)?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A client that accepts any server certificate. Only for fetching the cluster CA before a join,
+/// whose hash is then checked against the join token: never for anything else.
+pub fn ca_fetch_client_config() -> Result<ClientConfig, TlsError> {
+    let provider = provider();
+    let mut config = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The identity of the first certificate a peer presented, if any.
+pub fn peer_identity(certs: Option<&[CertificateDer<'_>]>) -> Option<Identity> {
+    let first = certs?.first()?;
+    Identity::from_cert_der(first).ok()
+}
+
+#[derive(Debug)]
+struct AnyServer(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{Ca, LEAF_LIFETIME};
+
+    #[test]
+    fn configs_build_from_issued_material() {
+        let ca = Ca::generate("t").expect("ca");
+        let server = ca
+            .issue(
+                &Identity::Master("m".into()),
+                &["localhost".into()],
+                &["127.0.0.1".parse().expect("ip")],
+                LEAF_LIFETIME,
+            )
+            .expect("issue");
+        server_config(ca.cert_pem(), &server.cert_pem, &server.key_pem, true).expect("server");
+        client_config(ca.cert_pem(), Some((&server.cert_pem, &server.key_pem))).expect("client with identity");
+        client_config(ca.cert_pem(), None).expect("client");
+        assert!(client_config("junk", None).is_err());
+        let der = crate::pki::pem_certs(&server.cert_pem).pop().expect("cert");
+        let certs = [CertificateDer::from(der)];
+        assert_eq!(peer_identity(Some(&certs)), Some(Identity::Master("m".into())));
+        assert_eq!(peer_identity(None), None);
+    }
+}
