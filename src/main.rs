@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         return cmd::executor::run(args);
     }
     init_logging(cli.command.is_daemon());
+    gantry_trust::tls::install_default_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

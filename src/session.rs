@@ -16,9 +16,10 @@ use gantry_provision::journal::{self, HostPhase, Journal, JournalState};
 use gantry_provision::planner::{self, Desired, Plan};
 use gantry_provision::provider::{self, Provider, TransportKind};
 use gantry_provision::transport::{LocalForward, Passphrase};
+use gantry_provision::trust::ClusterTrust;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// The provider a cluster file names; each is also the [`Connector`] of its hosts.
 #[derive(Debug)]
@@ -91,6 +92,8 @@ pub struct ClusterSession {
     pub hosts: Hosts,
     /// How this machine reaches the master's API.
     pub route: ApiRoute,
+    /// The cluster's CA and tokens, once loaded.
+    trust: OnceLock<Arc<ClusterTrust>>,
     /// The forward through the bastion that `route` uses, kept open as long as the session.
     _forward: Option<LocalForward>,
 }
@@ -114,15 +117,16 @@ impl ApiRoute {
     }
 }
 
-/// The cluster API over HTTP, along an [`ApiRoute`].
+/// The cluster API over HTTPS with the cluster's admin credentials, along an [`ApiRoute`].
 #[derive(Debug, Clone)]
 pub struct RoutedApi {
     route: ApiRoute,
+    http: HttpClusterApi,
 }
 
 impl ClusterApi for RoutedApi {
     fn health<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<(), ClusterApiError>> {
-        Box::pin(async move { HttpClusterApi.health(&self.route.reach(url)).await })
+        Box::pin(async move { self.http.health(&self.route.reach(url)).await })
     }
 
     fn agent<'a>(
@@ -130,7 +134,7 @@ impl ClusterApi for RoutedApi {
         url: &'a str,
         hostname: &'a str,
     ) -> BoxFuture<'a, Result<Option<AgentView>, ClusterApiError>> {
-        Box::pin(async move { HttpClusterApi.agent(&self.route.reach(url), hostname).await })
+        Box::pin(async move { self.http.agent(&self.route.reach(url), hostname).await })
     }
 }
 
@@ -150,13 +154,38 @@ impl ClusterSession {
             other => anyhow::bail!("provider `{other}` is not available in this build"),
         };
         let route =
-            ApiRoute { rewrite: forward.as_ref().map(|(url, f)| (url.clone(), format!("http://{}", f.addr()))) };
-        Ok(Self { file, state_dir, hosts, route, _forward: forward.map(|(_, f)| f) })
+            ApiRoute { rewrite: forward.as_ref().map(|(url, f)| (url.clone(), format!("https://{}", f.addr()))) };
+        Ok(Self { file, state_dir, hosts, route, trust: OnceLock::new(), _forward: forward.map(|(_, f)| f) })
     }
 
     /// The cluster API as this machine reaches it.
     pub fn api(&self) -> RoutedApi {
-        RoutedApi { route: self.route.clone() }
+        RoutedApi { route: self.route.clone(), http: HttpClusterApi { credentials: self.credentials() } }
+    }
+
+    /// The cluster's CA and tokens in the state dir, made on first use (by `up`).
+    pub fn trust(&self) -> anyhow::Result<Arc<ClusterTrust>> {
+        if let Some(trust) = self.trust.get() {
+            return Ok(trust.clone());
+        }
+        let trust =
+            Arc::new(ClusterTrust::load_or_create(&self.state_dir, self.file.name()).with_context(|| {
+                format!("cannot prepare the cluster's CA and tokens in {}", self.state_dir.display())
+            })?);
+        Ok(self.trust.get_or_init(|| trust).clone())
+    }
+
+    /// The admin's credentials, when `up` made them (none before the first `up`).
+    pub fn credentials(&self) -> gantry_api::Credentials {
+        if !self.state_dir.join(gantry_trust::pki::CA_CERT_FILE).exists() {
+            return gantry_api::Credentials::default();
+        }
+        self.trust().map(|t| t.credentials(&self.state_dir)).unwrap_or_default()
+    }
+
+    /// A client of the master at `url` (as this machine reaches it) with the admin's credentials.
+    pub fn client(&self, url: &str) -> anyhow::Result<gantry_api::Client> {
+        Ok(gantry_api::Client::with_credentials(&self.route.reach(url), &self.credentials())?)
     }
 
     /// The hosts the file asks for, with the identity of this gantry binary as a setting: a new
@@ -213,6 +242,7 @@ impl ClusterSession {
     /// An engine for this cluster, reporting to `progress`.
     pub fn engine<'a>(&'a self, progress: &'a dyn Progress) -> anyhow::Result<Engine<'a>> {
         let binary = std::env::current_exe().context("cannot find this gantry binary to install it")?;
+        let trust = self.trust()?;
         // Hosts reached over SSH are bootstrapped `[ssh] parallelism` at a time; local hosts are
         // directories on this machine, so only the engine's own bound applies.
         let parallelism = match self.hosts.provider().capabilities().transport {
@@ -225,7 +255,7 @@ impl ClusterSession {
             connector: self.hosts.connector(),
             api: Arc::new(self.api()),
             progress,
-            runtime: RuntimeSettings::from_cluster_file(&self.file),
+            runtime: RuntimeSettings { trust: Some(trust), ..RuntimeSettings::from_cluster_file(&self.file) },
             binary,
             options: EngineOptions { parallelism, ..EngineOptions::default() },
         })

@@ -106,7 +106,7 @@ pub struct HostAccess {
 impl HostAccess {
     /// The master URL of a master reached through this access.
     pub fn master_url(&self) -> String {
-        format!("http://{}:{}", self.address, self.api_port)
+        format!("https://{}:{}", self.address, self.api_port)
     }
 }
 

@@ -57,6 +57,9 @@ pub struct RuntimeSettings {
     pub heartbeat_interval: Duration,
     /// When a silent agent is marked unreachable.
     pub agent_unreachable_timeout: Duration,
+    /// The cluster's CA and tokens, handed to the master and (the join token only) to agents;
+    /// `None` leaves the master to make its own (agents then cannot join).
+    pub trust: Option<std::sync::Arc<crate::trust::ClusterTrust>>,
 }
 
 impl RuntimeSettings {
@@ -65,13 +68,18 @@ impl RuntimeSettings {
         Self {
             heartbeat_interval: file.runtime.heartbeat_interval.get_ref().0,
             agent_unreachable_timeout: file.runtime.agent_unreachable_timeout.get_ref().0,
+            trust: None,
         }
     }
 }
 
 impl Default for RuntimeSettings {
     fn default() -> Self {
-        Self { heartbeat_interval: Duration::from_secs(1), agent_unreachable_timeout: Duration::from_secs(3) }
+        Self {
+            heartbeat_interval: Duration::from_secs(1),
+            agent_unreachable_timeout: Duration::from_secs(3),
+            trust: None,
+        }
     }
 }
 

@@ -41,18 +41,25 @@ pub trait ClusterApi: Send + Sync + fmt::Debug {
     ) -> BoxFuture<'a, Result<Option<AgentView>, ClusterApiError>>;
 }
 
-/// The real API over HTTP.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct HttpClusterApi;
+/// The real API over HTTPS, with the cluster's admin credentials.
+#[derive(Debug, Default, Clone)]
+pub struct HttpClusterApi {
+    /// The CA to trust and the token to send.
+    pub credentials: gantry_api::Credentials,
+}
 
-fn client(url: &str) -> Result<gantry_api::Client, ClusterApiError> {
-    gantry_api::Client::new(url).map_err(|e| ClusterApiError { url: url.to_string(), message: e.to_string() })
+impl HttpClusterApi {
+    fn client(&self, url: &str) -> Result<gantry_api::Client, ClusterApiError> {
+        gantry_api::Client::with_credentials(url, &self.credentials)
+            .map_err(|e| ClusterApiError { url: url.to_string(), message: e.to_string() })
+    }
 }
 
 impl ClusterApi for HttpClusterApi {
     fn health<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<(), ClusterApiError>> {
         Box::pin(async move {
-            let health = client(url)?
+            let health = self
+                .client(url)?
                 .health()
                 .await
                 .map_err(|e| ClusterApiError { url: url.to_string(), message: e.to_string() })?;
@@ -70,7 +77,8 @@ impl ClusterApi for HttpClusterApi {
         hostname: &'a str,
     ) -> BoxFuture<'a, Result<Option<AgentView>, ClusterApiError>> {
         Box::pin(async move {
-            let agents = client(url)?
+            let agents = self
+                .client(url)?
                 .list_agents()
                 .await
                 .map_err(|e| ClusterApiError { url: url.to_string(), message: e.to_string() })?;

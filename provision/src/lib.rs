@@ -39,3 +39,4 @@ pub mod planner;
 pub mod provider;
 pub mod supervisor;
 pub mod transport;
+pub mod trust;

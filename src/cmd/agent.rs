@@ -10,8 +10,13 @@ use std::path::PathBuf;
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
     /// The master's URL.
-    #[arg(long, env = "GANTRY_MASTER", default_value = "http://127.0.0.1:5050")]
+    #[arg(long, env = "GANTRY_MASTER", default_value = "https://127.0.0.1:5050")]
     pub master: String,
+    /// The cluster's join token (the master's DATA/join-token); needed until the agent holds a
+    /// valid certificate in WORK_DIR/tls. Prefer the environment variable: arguments are
+    /// visible to every user of the host.
+    #[arg(long, env = "GANTRY_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
     /// Work dir: agent id, task sandboxes. Keep it across restarts so tasks are re-adopted.
     #[arg(long)]
     pub work_dir: PathBuf,
@@ -61,6 +66,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         resources: args.resources,
         attributes: args.attributes,
         executor_path,
+        join_token: args.join_token,
     };
     gantry_agent::run(config).await.with_context(|| format!("agent with work dir {}", args.work_dir.display()))
 }

@@ -49,7 +49,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let master = gantry_master::start(gantry_master::MasterConfig::new(args.listen, data_dir.join("master")))
         .await
         .with_context(|| format!("cannot start the master on {}", args.listen))?;
-    let master_url = format!("http://{}", master.local_addr());
+    let master_url = format!("https://{}", master.local_addr());
+    let join_token = std::fs::read_to_string(data_dir.join("master").join(gantry_trust::token::JOIN_TOKEN_FILE))
+        .context("cannot read the master's join token")?;
     let executor_path = std::env::current_exe().context("cannot find the gantry binary to use as task executor")?;
     let mut agents = Vec::new();
     for i in 0..args.agents {
@@ -66,11 +68,18 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             resources: Some(resources),
             attributes: BTreeMap::from([("zone".to_string(), format!("z{}", i % 3))]),
             executor_path: executor_path.clone(),
+            join_token: Some(join_token.clone()),
         };
         agents.push(gantry_agent::start(config).await.with_context(|| format!("cannot start agent dev-{i}"))?);
     }
     println!("gantry dev cluster: 1 master, {} agents; state in {}", args.agents, data_dir.display());
-    println!("API: {master_url}   (export GANTRY_MASTER={master_url})");
+    let master_dir = data_dir.join("master");
+    println!("API: {master_url}");
+    println!(
+        "   export GANTRY_MASTER={master_url} GANTRY_CA_CERT={} GANTRY_TOKEN=$(cat {})",
+        master_dir.join(gantry_trust::pki::CA_CERT_FILE).display(),
+        master_dir.join(gantry_trust::token::ADMIN_TOKEN_FILE).display()
+    );
     println!("Try: gantry app deploy configs/apps/web.toml && gantry task list");
     println!("Ctrl-C stops the cluster; tasks keep running and are re-adopted by the next `gantry dev`.");
     wait_for_signal().await?;

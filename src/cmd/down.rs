@@ -18,7 +18,9 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let lock = ClusterLock::acquire(&session.state_dir)?;
     let mut journal = Journal::open(&session.state_dir)?;
     if let Some(url) = session.master_url().await {
-        delete_workloads(&session.route.reach(&url), &say).await;
+        if let Ok(client) = session.client(&url) {
+            delete_workloads(&client, &say).await;
+        }
     }
     let desired = Desired::empty(session.file.name(), &session.file.source.display().to_string());
     let plan = session.plan(&desired, journal.state()).await?;
@@ -48,10 +50,9 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
 
 /// Deletes every app and waits (up to a minute) until no task runs on a reachable agent. A master that does not
 /// answer is skipped: destroying the agents kills their tasks anyway.
-async fn delete_workloads(url: &str, say: &dyn Fn(String)) {
-    let Ok(client) = gantry_api::Client::new(url) else { return };
+async fn delete_workloads(client: &gantry_api::Client, say: &dyn Fn(String)) {
     let Ok(apps) = client.list_apps().await else {
-        say(format!("The master at {url} does not answer; its tasks are killed with the agents."));
+        say(format!("The master at {} does not answer; its tasks are killed with the agents.", client.base()));
         return;
     };
     for app in &apps {

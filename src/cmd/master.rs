@@ -20,6 +20,10 @@ pub struct MasterArgs {
     /// An agent silent this long is marked unreachable and its tasks are replaced elsewhere.
     #[arg(long, default_value = "3s", value_parser = super::parse_duration)]
     pub agent_unreachable_timeout: Duration,
+    /// Another DNS name or IP address clients reach this master by, for its certificate
+    /// (besides localhost, 127.0.0.1, ::1, the host name and the listen address); repeatable.
+    #[arg(long = "tls-san")]
+    pub tls_san: Vec<String>,
 }
 
 /// Runs the master.
@@ -34,5 +38,6 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     let mut config = gantry_master::MasterConfig::new(args.listen, args.data_dir.clone());
     config.heartbeat_interval = args.heartbeat_interval;
     config.agent_unreachable_timeout = args.agent_unreachable_timeout;
+    config.tls_names = args.tls_san;
     gantry_master::run(config).await.with_context(|| format!("master with data dir {}", args.data_dir.display()))
 }

@@ -11,13 +11,17 @@ pub mod job;
 pub mod master;
 pub mod node;
 pub mod plan;
+pub mod policy;
+pub mod secret;
 pub mod status;
 pub mod supervise;
 pub mod task;
+pub mod token;
 pub mod up;
 
 use crate::output::Format;
 use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
 
 /// gantry: one binary that provisions hosts, runs the cluster runtime and talks to it.
 #[derive(Debug, Parser)]
@@ -52,6 +56,15 @@ pub enum Command {
     /// Lists the cluster's agents.
     #[command(subcommand)]
     Node(node::NodeCommand),
+    /// Creates, lists, shows and revokes API tokens; a token carries policies.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// Applies, lists, shows and deletes policies: what a token's holder may read and change.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// Stores, lists, shows and deletes secrets; their values are written, never read back.
+    #[command(subcommand)]
+    Secret(secret::SecretCommand),
     /// Runs one task's executor (started by the agent; not for people).
     #[command(hide = true)]
     Executor(executor::ExecutorArgs),
@@ -69,26 +82,53 @@ pub enum Command {
 }
 
 /// Options of every command that talks to a master.
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct ClientArgs {
     /// The master's URL [default: the master of --cluster, else of the only or most recently
-    /// brought-up cluster in the state dir, else http://127.0.0.1:5050].
+    /// brought-up cluster in the state dir, else https://127.0.0.1:5050].
     #[arg(long, global = true, env = "GANTRY_MASTER")]
     pub master: Option<String>,
     /// A cluster brought up by `gantry up`, by name: talk to its master.
     #[arg(long, global = true, env = "GANTRY_CLUSTER")]
     pub cluster: Option<String>,
+    /// The API token to send [default: the admin token `gantry up` kept for the cluster].
+    #[arg(long, global = true, env = "GANTRY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The CA certificate (PEM) to trust the master by [default: the CA `gantry up` kept for the
+    /// cluster].
+    #[arg(long, global = true, env = "GANTRY_CA_CERT", value_name = "PATH")]
+    pub ca_cert: Option<PathBuf>,
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
 }
 
+// By hand so that the token never reaches a log or a panic message.
+impl std::fmt::Debug for ClientArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientArgs")
+            .field("master", &self.master)
+            .field("cluster", &self.cluster)
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .field("ca_cert", &self.ca_cert)
+            .field("output", &self.output)
+            .finish()
+    }
+}
+
 impl ClientArgs {
-    /// A client of the chosen master.
+    /// A client of the chosen master, with the credentials the options or the cluster's state dir
+    /// give (see [`crate::discover`]).
     pub fn client(&self) -> anyhow::Result<gantry_api::Client> {
         let root = crate::discover::state_root();
-        let url = crate::discover::master_url(self.master.as_deref(), self.cluster.as_deref(), root.as_deref())?;
-        Ok(gantry_api::Client::new(&url)?)
+        let (url, credentials) = crate::discover::connection(
+            self.master.as_deref(),
+            self.cluster.as_deref(),
+            self.ca_cert.as_deref(),
+            self.token.as_deref(),
+            root.as_deref(),
+        )?;
+        Ok(gantry_api::Client::with_credentials(&url, &credentials)?)
     }
 }
 
@@ -110,6 +150,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Deployment(command) => deployment::run(command).await,
         Command::Task(command) => task::run(command).await,
         Command::Node(command) => node::run(command).await,
+        Command::Token(command) => token::run(command).await,
+        Command::Policy(command) => policy::run(command).await,
+        Command::Secret(command) => secret::run(command).await,
         Command::Plan(args) => plan::run(args).await,
         Command::Up(args) => up::run(args).await,
         Command::Status(args) => status::run(args).await,

@@ -97,7 +97,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let master_url = master_url.context("the cluster has no master after `up` (is master-0 in the journal?)")?;
     std::fs::write(session.state_dir.join(MASTER_URL_FILE), format!("{master_url}\n"))
         .with_context(|| format!("cannot record the master URL in {}", session.state_dir.display()))?;
-    let workloads = deploy_workloads(&session.file, &session.route.reach(&master_url)).await?;
+    let workloads = deploy_workloads(&session.file, session.client(&master_url)?).await?;
     for (id, what) in &workloads {
         say(format!("Workload {id}: {what}"));
     }
@@ -112,14 +112,16 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         }))?;
     } else {
         say(format!("API: {master_url}"));
-        say(format!("export GANTRY_MASTER={master_url}"));
+        say(format!(
+            "Client commands use the admin token and CA in {} by themselves; elsewhere: export GANTRY_MASTER={master_url} GANTRY_CA_CERT=… GANTRY_TOKEN=…",
+            session.state_dir.display()
+        ));
     }
     Ok(())
 }
 
 /// Puts every `[[workload]]` app and job; returns (id, what happened).
-async fn deploy_workloads(file: &ClusterFile, master_url: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let client = gantry_api::Client::new(master_url)?;
+async fn deploy_workloads(file: &ClusterFile, client: gantry_api::Client) -> anyhow::Result<Vec<(String, String)>> {
     let mut results = Vec::new();
     for path in file.app_files() {
         let definition = gantry_api::workload::read_app_file(&path)?;

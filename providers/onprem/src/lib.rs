@@ -132,7 +132,7 @@ impl OnpremProvider {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let url = format!("http://{}:{}", master.address, self.api_port);
+        let url = format!("https://{}:{}", master.address, self.api_port);
         let forward = forward_local(bastion, (master.address.clone(), self.api_port)).map_err(|e| {
             let kind = if e.is_retryable() { ErrorKind::Transient } else { ErrorKind::Auth };
             self.error(

@@ -1,5 +1,7 @@
 //! `render-config`: renders the daemon's settings (`templates/<role>.env`) and places them on the
-//! host as `etc/<role>.env`; unchanged content is not rewritten.
+//! host as `etc/<role>.env` (0600: an agent's holds the join token); unchanged content is not
+//! rewritten. The master also gets the cluster's trust material in its data dir (the CA with its
+//! key, the join token and the admin token, 0600), which its first start adopts.
 
 use super::{BootstrapError, HostContext, Phase, PhaseOutcome, templates};
 use crate::cluster_file::Role;
@@ -41,6 +43,7 @@ pub(crate) fn context(host: &HostContext) -> Result<tera::Context, BootstrapErro
             c.insert("hostname", &host.name);
             c.insert("resources", &agent_resources(host));
             c.insert("attributes", &agent_attributes(host));
+            c.insert("join_token", &host.runtime.trust.as_ref().map(|t| t.join.to_string()).unwrap_or_default());
         }
     }
     Ok(c)
@@ -85,9 +88,23 @@ impl Phase for RenderConfig {
             };
             let text = templates::render(name, &context(host)?)?;
             let dest = host.access.layout.env_file(host.role);
-            let upload = Upload { source: UploadSource::Bytes(text.into_bytes()), dest, mode: 0o644 };
-            let uploaded = host.access.transport.upload(&upload).await?;
-            Ok(if uploaded.changed {
+            let upload = Upload { source: UploadSource::Bytes(text.into_bytes()), dest, mode: 0o600 };
+            let mut changed = host.access.transport.upload(&upload).await?.changed;
+            if let (Role::Master, Some(trust)) = (host.role, host.runtime.trust.clone()) {
+                let data_dir = host.access.layout.data_dir();
+                let files = [
+                    (gantry_trust::pki::CA_CERT_FILE, trust.ca.cert_pem().to_string(), 0o644),
+                    (gantry_trust::pki::CA_KEY_FILE, trust.ca.key_pem(), 0o600),
+                    (gantry_trust::token::JOIN_TOKEN_FILE, format!("{}\n", trust.join), 0o600),
+                    (gantry_trust::token::ADMIN_TOKEN_FILE, format!("{}\n", trust.admin_token), 0o600),
+                ];
+                for (file, text, mode) in files {
+                    let upload =
+                        Upload { source: UploadSource::Bytes(text.into_bytes()), dest: data_dir.join(file), mode };
+                    changed |= host.access.transport.upload(&upload).await?.changed;
+                }
+            }
+            Ok(if changed {
                 PhaseOutcome::Done(upload.dest.display().to_string())
             } else {
                 PhaseOutcome::Skipped("unchanged".to_string())

@@ -1,6 +1,7 @@
-//! The agent's HTTP endpoint: `GET /files/{task_id}/{stream}` serves pieces of a task's stdout
+//! The agent's HTTPS endpoint: `GET /files/{task_id}/{stream}` serves pieces of a task's stdout
 //! or stderr as [`FileChunk`]s, `GET /health` says the agent is up. Read-only; it serves nothing
-//! outside the sandboxes and only the two output streams.
+//! outside the sandboxes and only the two output streams. It is served over mutual TLS: only a
+//! client with a master's certificate of the cluster CA is answered.
 
 use crate::sandbox;
 use axum::extract::{Path, Query, State};
@@ -39,6 +40,7 @@ pub fn router(work_dir: PathBuf) -> Router {
     Router::new()
         .route("/health", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
         .route("/files/{task_id}/{stream}", get(file))
+        .layer(axum::middleware::from_fn(only_masters))
         .with_state(FilesState { work_dir })
 }
 
@@ -143,5 +145,20 @@ mod tests {
         std::fs::write(&path, vec![b'x'; (MAX_LENGTH + 10) as usize]).expect("write");
         let chunk = read_chunk(&path, query(None, Some(u64::MAX)), false).expect("read");
         assert_eq!(chunk.next_offset, MAX_LENGTH);
+    }
+}
+
+/// Serves a request only when its connection presented a master's certificate (the TLS
+/// listener already refused certificates of another CA and connections without one).
+async fn only_masters(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let peer = request.extensions().get::<axum::extract::ConnectInfo<gantry_trust::listener::Peer>>();
+    match peer.and_then(|p| p.0.identity.clone()) {
+        Some(gantry_trust::Identity::Master(_)) => next.run(request).await,
+        other => {
+            let who = other.map_or_else(|| "a client without a certificate".to_string(), |i| i.to_string());
+            let message = format!("{who} may not read sandbox files: only masters may");
+            (StatusCode::FORBIDDEN, Json(ApiError { message, field: None })).into_response()
+        }
     }
 }

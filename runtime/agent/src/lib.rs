@@ -12,6 +12,7 @@ pub mod env;
 pub mod executor;
 pub mod files;
 pub mod health;
+pub mod join;
 pub mod master_link;
 pub mod outcome;
 pub mod process;
@@ -50,6 +51,8 @@ pub struct AgentConfig {
     pub attributes: BTreeMap<String, String>,
     /// The `gantry` binary that runs as each task's executor (`<path> executor --sandbox DIR`).
     pub executor_path: PathBuf,
+    /// The cluster's join token; needed until the agent holds a valid certificate.
+    pub join_token: Option<String>,
 }
 
 /// Why the agent could not start or stopped.
@@ -86,6 +89,12 @@ pub enum AgentError {
     /// Signal handlers could not be installed.
     #[error("cannot wait for signals: {0}")]
     Signal(std::io::Error),
+    /// The agent could not get its certificate.
+    #[error(transparent)]
+    Join(#[from] join::JoinError),
+    /// A TLS configuration could not be built from the agent's credentials.
+    #[error("the agent's TLS configuration: {0}")]
+    Tls(#[from] gantry_trust::tls::TlsError),
 }
 
 /// A running agent. Dropping it leaves the agent running in the background of the runtime;
@@ -134,6 +143,7 @@ impl AgentHandle {
 /// Starts an agent: binds the file endpoint, loads or creates the agent id, recovers the tasks of
 /// the work dir, and connects to the master in the background.
 pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
+    gantry_trust::tls::install_default_provider();
     let work_dir_error = |source| AgentError::WorkDir { path: config.work_dir.clone(), source };
     std::fs::create_dir_all(&config.work_dir).map_err(work_dir_error)?;
     let work_dir = std::fs::canonicalize(&config.work_dir).map_err(work_dir_error)?;
@@ -147,10 +157,13 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     let endpoint_host = if local_addr.ip().is_unspecified() { hostname.clone() } else { local_addr.ip().to_string() };
     let endpoint = match local_addr {
         SocketAddr::V6(_) if !local_addr.ip().is_unspecified() => {
-            format!("http://[{endpoint_host}]:{}", local_addr.port())
+            format!("https://[{endpoint_host}]:{}", local_addr.port())
         }
-        _ => format!("http://{endpoint_host}:{}", local_addr.port()),
+        _ => format!("https://{endpoint_host}:{}", local_addr.port()),
     };
+    let credentials =
+        join::credentials(&work_dir, &agent_id, &config.master, config.join_token.as_deref(), Duration::from_secs(60))
+            .await?;
     let info = AgentInfo {
         id: agent_id.clone(),
         hostname: hostname.clone(),
@@ -160,8 +173,14 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         version: gantry_api::VERSION.to_string(),
     };
 
-    let client =
-        reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().map_err(AgentError::Client)?;
+    let client_tls =
+        gantry_trust::tls::client_config(&credentials.ca_pem, Some((&credentials.cert_pem, &credentials.key_pem)))?;
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(client_tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(AgentError::Client)?;
     let background = Background::default();
     let sink = Arc::new(HttpStatusSink::new(&config.master, &agent_id, client.clone()));
     let supervisor =
@@ -169,7 +188,12 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     supervisor.recover()?;
 
     let (stop_server, stopped) = oneshot::channel::<()>();
-    let app = files::router(work_dir);
+    let server_tls =
+        gantry_trust::tls::server_config(&credentials.ca_pem, &credentials.cert_pem, &credentials.key_pem, false)?;
+    let listener =
+        gantry_trust::listener::TlsListener::new(listener, gantry_trust::listener::TlsConfig::new(server_tls))
+            .map_err(|source| AgentError::Bind { addr: config.listen, source })?;
+    let app = files::router(work_dir).into_make_service_with_connect_info::<gantry_trust::listener::Peer>();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {

@@ -100,22 +100,89 @@ impl ClientError {
     }
 }
 
+/// How a client proves who it is and knows the master is genuine.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    /// A bearer token (`gantry token create`, or the admin token `up` stores).
+    pub token: Option<String>,
+    /// The cluster CA (PEM): the only root the client trusts.
+    pub ca_pem: Option<String>,
+    /// A client certificate and its key (PEM), instead of or besides a token.
+    pub identity: Option<(String, String)>,
+    /// Where the token came from, for error messages (`--token`, `GANTRY_TOKEN`, a file).
+    pub token_source: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .field("ca_pem", &self.ca_pem.is_some())
+            .field("identity", &self.identity.is_some())
+            .field("token_source", &self.token_source)
+            .finish()
+    }
+}
+
 /// A client of one master.
 #[derive(Debug, Clone)]
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    token: Option<String>,
+    token_source: Option<String>,
 }
 
 impl Client {
-    /// A client of the master at `base` (e.g. `http://127.0.0.1:5050`).
+    /// A client of the master at `base` without credentials: it trusts no certificate, so it
+    /// reaches no master over `https://`; only useful to see how a master refuses it. Use
+    /// [`Client::with_credentials`].
     pub fn new(base: &str) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
+        Self::with_credentials(base, &Credentials::default())
+    }
+
+    /// A client of the master at `base` (e.g. `https://127.0.0.1:5050`) that trusts
+    /// `credentials.ca_pem` alone and authenticates with its token and/or certificate.
+    pub fn with_credentials(base: &str, credentials: &Credentials) -> Result<Self, ClientError> {
+        let transport = |message: String| ClientError::Transport { url: base.to_string(), message };
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| ClientError::Transport { url: base.to_string(), message: e.to_string() })?;
-        Ok(Self { base: base.trim_end_matches('/').to_string(), http })
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(ca) = &credentials.ca_pem {
+            let identity = credentials.identity.as_ref().map(|(c, k)| (c.as_str(), k.as_str()));
+            let tls = gantry_trust::tls::client_config(ca, identity).map_err(|e| transport(e.to_string()))?;
+            builder = builder.tls_backend_preconfigured(tls);
+        } else {
+            let tls = gantry_trust::tls::no_roots_client_config().map_err(|e| transport(e.to_string()))?;
+            builder = builder.tls_backend_preconfigured(tls);
+        }
+        let http = builder.build().map_err(|e| transport(error_chain(&e)))?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+            token: credentials.token.as_ref().map(|t| t.trim().to_string()),
+            token_source: credentials.token_source.clone(),
+        })
+    }
+
+    /// The HTTP client, with the TLS settings of this client (for streams such as events).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// A request to `path` with this client's token.
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, format!("{}{}", self.base, path));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// Where this client's token came from, if it has one.
+    pub fn token_source(&self) -> Option<&str> {
+        self.token_source.as_deref()
     }
 
     /// The master URL.
@@ -129,8 +196,7 @@ impl Client {
         path: &str,
         body: Option<&(impl Serialize + ?Sized)>,
     ) -> Result<T, ClientError> {
-        let url = format!("{}{}", self.base, path);
-        let mut request = self.http.request(method, &url);
+        let mut request = self.request(method, path);
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -152,7 +218,26 @@ impl Client {
             ),
             field: None,
         });
-        Err(ClientError::Api { status: status.as_u16(), error })
+        Err(ClientError::Api { status: status.as_u16(), error: self.explain(status, error) })
+    }
+
+    /// Adds to a 401 or 403 which token was used and how to get the right one.
+    pub fn explain(&self, status: StatusCode, mut error: ApiError) -> ApiError {
+        let hint = match (status, &self.token_source) {
+            (StatusCode::UNAUTHORIZED, None) => {
+                " (no token was sent: pass --token or set GANTRY_TOKEN; `gantry up` stores an admin token in the cluster's state dir)"
+                    .to_string()
+            }
+            (StatusCode::UNAUTHORIZED, Some(source)) => {
+                format!(" (the token from {source} was refused; an admin can make a new one with `gantry token create`)")
+            }
+            (StatusCode::FORBIDDEN, Some(source)) => format!(
+                " (token from {source}; ask an admin for a token with a policy that grants it: `gantry token create --policy …`)"
+            ),
+            _ => String::new(),
+        };
+        error.message.push_str(&hint);
+        error
     }
 
     /// `GET /health`.
@@ -247,7 +332,8 @@ pub fn is_not_found(error: &ClientError) -> bool {
     error.status() == Some(StatusCode::NOT_FOUND.as_u16())
 }
 
-pub(crate) fn encode(segment: &str) -> String {
+/// Percent-encodes one path segment.
+pub fn encode(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
     for b in segment.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

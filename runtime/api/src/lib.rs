@@ -9,6 +9,7 @@ pub mod app;
 pub mod client;
 pub mod client_deployments;
 pub mod client_jobs;
+pub mod client_security;
 mod command;
 pub mod deployment;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod event;
 pub mod job;
 pub mod protocol;
 pub mod resources;
+pub mod security;
 pub mod task;
 pub mod workload;
 
@@ -24,7 +26,7 @@ pub use app::{
     App, AppDefinition, AppStatus, Backoff, Constraint, ConstraintOperator, HealthCheck, HealthProtocol,
     PortDefinition, UpgradeStrategy,
 };
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, Credentials};
 pub use deployment::{AppVersion, Deployment, DeploymentKind, DeploymentStatus};
 pub use error::{ApiError, ValidationError};
 pub use event::Event;

@@ -10,14 +10,16 @@
 use crate::allocator::task_event;
 use crate::api::{ApiFailure, parse_json};
 use crate::master::{Change, Master};
+use crate::security::auth::Caller;
 use crate::services::backoff;
 use crate::state::ClusterState;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use futures_util::StreamExt;
 use gantry_api::protocol::{AgentCommand, Heartbeat, PREFIX, RegisterAgent, Registered, StatusUpdate, TaskReport};
 use gantry_api::{Agent, AgentState, Event, Millis, Task, TaskState};
@@ -75,12 +77,20 @@ fn finish(task: &mut Task, state: TaskState, exit_code: Option<i32>, message: Op
     };
 }
 
-async fn register(State(master): State<Arc<Master>>, body: Bytes) -> Result<Json<Registered>, ApiFailure> {
+async fn register(
+    State(master): State<Arc<Master>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Result<Json<Registered>, ApiFailure> {
     let request: RegisterAgent = parse_json(&body)?;
     let id = request.info.id.clone();
-    if id.is_empty() {
-        return Err(ApiFailure::invalid(Some("info.id".to_string()), "the agent id is empty"));
+    if !matches!(&caller, Caller::Agent(agent) if *agent == id) {
+        return Err(ApiFailure::new(
+            StatusCode::FORBIDDEN,
+            format!("{} may not register as agent `{id}`", caller.describe()),
+        ));
     }
+    validate_info(&request.info)?;
     let now = gantry_api::now_millis();
     let mut state = master.lock();
     master.links().clear_queue(&id);
@@ -126,6 +136,35 @@ async fn register(State(master): State<Arc<Master>>, body: Bytes) -> Result<Json
         agent_id: id,
         heartbeat_interval_ms: u64::try_from(master.config.heartbeat_interval.as_millis()).unwrap_or(u64::MAX),
     }))
+}
+
+/// Refuses agent facts that could reach a template, an env file or a log line as something else:
+/// control characters anywhere, shell metacharacters in attributes, a non-URL endpoint.
+fn validate_info(info: &gantry_api::AgentInfo) -> Result<(), ApiFailure> {
+    crate::api::join::validate_agent_id(&info.id)?;
+    let invalid = |field: String, what: &str| {
+        Err(ApiFailure::invalid(Some(field), format!("{what}: letters, digits and `-_.:/=@,+` only")))
+    };
+    let plain = |text: &str| {
+        !text.is_empty()
+            && text.len() <= 256
+            && text.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/=@,+".contains(c))
+    };
+    if !plain(&info.hostname) {
+        return invalid("info.hostname".to_string(), "the hostname holds characters that are not allowed");
+    }
+    for (key, value) in &info.attributes {
+        if !plain(key) || !(value.is_empty() || plain(value)) {
+            return invalid(format!("info.attributes.{key}"), "the attribute holds characters that are not allowed");
+        }
+    }
+    if !(info.endpoint.starts_with("https://") && plain(&info.endpoint.replace(['[', ']'], ""))) {
+        return Err(ApiFailure::invalid(
+            Some("info.endpoint".to_string()),
+            "the endpoint must be an https:// URL of the agent's own address",
+        ));
+    }
+    Ok(())
 }
 
 /// Reconciles one task an agent reports at registration.
@@ -251,6 +290,15 @@ async fn status(
     let update: StatusUpdate = parse_json(&body)?;
     let now = gantry_api::now_millis();
     let mut state = master.lock();
+    if let Some(task) = state.task(&update.task_id)
+        && task.agent_id != agent_id
+    {
+        warn!(%agent_id, task_id = %update.task_id, owner = %task.agent_id, "Status update for another agent's task refused.");
+        return Err(ApiFailure::new(
+            StatusCode::FORBIDDEN,
+            format!("task `{}` is not assigned to agent `{agent_id}`", update.task_id),
+        ));
+    }
     let change = status_change(&mut state, &agent_id, &update, now);
     master.commit(&mut state, change)?;
     Ok(Json(serde_json::json!({})))

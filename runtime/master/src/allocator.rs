@@ -336,6 +336,7 @@ const COALESCE: std::time::Duration = std::time::Duration::from_millis(5);
 /// Runs cycles until shutdown: when woken and at least every second.
 pub async fn run(master: std::sync::Arc<Master>, mut frameworks: Vec<Box<dyn Framework>>) {
     let mut shutdown = master.shutdown_signal();
+    master.set_allocating(true);
     loop {
         run_cycle(&master, &mut frameworks);
         let ended = tokio::time::Instant::now();

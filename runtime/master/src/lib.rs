@@ -17,6 +17,7 @@ pub mod api;
 pub mod jobs;
 pub mod links;
 pub mod master;
+pub mod security;
 pub mod services;
 pub mod state;
 pub mod store;
@@ -47,6 +48,9 @@ pub struct MasterConfig {
     pub heartbeat_interval: Duration,
     /// An agent silent this long is marked unreachable and its tasks are replaced.
     pub agent_unreachable_timeout: Duration,
+    /// Extra names (DNS names or IP addresses) the master's certificate is issued for, besides
+    /// `localhost`, 127.0.0.1, ::1, the host name and the listen address.
+    pub tls_names: Vec<String>,
 }
 
 impl MasterConfig {
@@ -57,6 +61,7 @@ impl MasterConfig {
             data_dir,
             heartbeat_interval: Duration::from_secs(1),
             agent_unreachable_timeout: Duration::from_secs(3),
+            tls_names: Vec::new(),
         }
     }
 }
@@ -67,6 +72,9 @@ pub enum MasterError {
     /// The state store could not be opened, read or written.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The trust material (CA, tokens, secrets key) could not be loaded or made.
+    #[error(transparent)]
+    Security(#[from] security::SecurityError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -173,9 +181,38 @@ pub fn build(
             id
         }
     };
+    let names = server_names(&config);
+    let security = security::Security::open(&config.data_dir, &master_id, names, &snapshot.meta, store.clone())?;
     let state = ClusterState::from_snapshot(snapshot);
     info!(%master_id, apps = state.apps().count(), tasks = state.task_count(), agents = state.agents().count(), "State loaded.");
-    Ok(Arc::new(Master::new(config, master_id, store, state, shutdown)))
+    Ok(Arc::new(Master::new(config, master_id, store, state, shutdown, Arc::new(security))))
+}
+
+/// What the master's certificate names: loopback, the host name, the listen address (when it is
+/// not a wildcard) and the configured extra names.
+fn server_names(config: &MasterConfig) -> security::ServerNames {
+    let mut names = security::ServerNames {
+        dns: vec!["localhost".to_string()],
+        ips: vec![std::net::Ipv4Addr::LOCALHOST.into(), std::net::Ipv6Addr::LOCALHOST.into()],
+    };
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let host = host.trim();
+        if !host.is_empty() && host != "localhost" {
+            names.dns.push(host.to_string());
+        }
+    }
+    if !config.listen.ip().is_unspecified() && !names.ips.contains(&config.listen.ip()) {
+        names.ips.push(config.listen.ip());
+    }
+    for name in &config.tls_names {
+        match name.parse::<std::net::IpAddr>() {
+            Ok(ip) if !names.ips.contains(&ip) => names.ips.push(ip),
+            Ok(_) => {}
+            Err(_) if !names.dns.contains(name) => names.dns.push(name.clone()),
+            Err(_) => {}
+        }
+    }
+    names
 }
 
 /// Opens the store, loads the state, binds the listener, and spawns the HTTP server, the
@@ -188,7 +225,9 @@ pub async fn start(config: MasterConfig) -> Result<MasterHandle, MasterError> {
         .await
         .map_err(|source| MasterError::Bind { addr: config.listen, source })?;
     let local_addr = listener.local_addr().map_err(|source| MasterError::Bind { addr: config.listen, source })?;
-    let app = router(master.clone());
+    let listener = gantry_trust::listener::TlsListener::new(listener, master.security().server_tls())
+        .map_err(|source| MasterError::Bind { addr: config.listen, source })?;
+    let app = router(master.clone()).into_make_service_with_connect_info::<gantry_trust::listener::Peer>();
     let mut server_shutdown = master.shutdown_signal();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -215,6 +254,7 @@ async fn housekeeping(master: Arc<Master>) {
     let tick = (master.config.agent_unreachable_timeout / 4).clamp(Duration::from_millis(10), heartbeat);
     let mut last_ping = tokio::time::Instant::now();
     let mut last_prune = tokio::time::Instant::now();
+    let mut last_renewal_check = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
@@ -224,6 +264,13 @@ async fn housekeeping(master: Arc<Master>) {
         if last_ping.elapsed() >= heartbeat {
             master.links().ping_all();
             last_ping = tokio::time::Instant::now();
+        }
+        if last_renewal_check.elapsed() >= Duration::from_secs(3600) {
+            let now = i64::try_from(gantry_api::now_millis() / 1000).unwrap_or(i64::MAX);
+            if let Err(error) = master.security().renew_if_due(now) {
+                warn!(%error, "Could not renew the master's certificate; retrying in an hour.");
+            }
+            last_renewal_check = tokio::time::Instant::now();
         }
         if last_prune.elapsed() >= Duration::from_secs(10) {
             agent_protocol::prune_tasks(&master);

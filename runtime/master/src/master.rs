@@ -7,10 +7,12 @@
 
 use crate::MasterConfig;
 use crate::links::AgentLinks;
+use crate::security::Security;
 use crate::state::{ClusterState, uuid_meta_key};
 use crate::store::{AppRecord, Store, StoreError, StoreOp};
 use gantry_api::protocol::AgentCommand;
 use gantry_api::{Agent, Event, Job, JobRun, Task};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{Notify, broadcast, watch};
 
@@ -115,9 +117,9 @@ pub struct Master {
     links: Mutex<AgentLinks>,
     events: broadcast::Sender<Event>,
     wake: Notify,
-    /// Client for proxying to agents.
-    pub http: reqwest::Client,
     shutdown: watch::Receiver<bool>,
+    security: Arc<Security>,
+    allocating: AtomicBool,
 }
 
 impl Master {
@@ -128,13 +130,9 @@ impl Master {
         store: Arc<dyn Store>,
         state: ClusterState,
         shutdown: watch::Receiver<bool>,
+        security: Arc<Security>,
     ) -> Self {
         let (events, _) = broadcast::channel(1024);
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(3))
-            .timeout(std::time::Duration::from_secs(10))
-            .build()
-            .unwrap_or_default();
         Self {
             config,
             master_id,
@@ -143,9 +141,25 @@ impl Master {
             links: Mutex::new(AgentLinks::default()),
             events,
             wake: Notify::new(),
-            http,
             shutdown,
+            security,
+            allocating: AtomicBool::new(false),
         }
+    }
+
+    /// Trust: the CA, tokens, policies, secrets.
+    pub fn security(&self) -> &Security {
+        &self.security
+    }
+
+    /// Tells whether the allocator loop runs (set by the loop itself).
+    pub fn set_allocating(&self, running: bool) {
+        self.allocating.store(running, Ordering::SeqCst);
+    }
+
+    /// Whether the master serves: the allocator runs and no shutdown has begun.
+    pub fn ready(&self) -> bool {
+        self.allocating.load(Ordering::SeqCst) && !*self.shutdown.borrow()
     }
 
     /// Locks the cluster state. Never hold the guard across an `.await`.

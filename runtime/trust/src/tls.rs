@@ -26,12 +26,27 @@ pub enum TlsError {
     Verifier(#[from] rustls::server::VerifierBuilderError),
 }
 
+/// Makes ring the process-wide default provider, for HTTP clients built without a TLS
+/// configuration of their own (health checks of tasks over plain HTTP still build one).
+/// Idempotent; every configuration here calls it.
+pub fn install_default_provider() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let _ = ring_provider().install_default();
+    });
+}
+
 /// The crypto provider of every link.
 pub fn provider() -> Arc<CryptoProvider> {
+    install_default_provider();
+    Arc::new(ring_provider())
+}
+
+fn ring_provider() -> CryptoProvider {
     // ring (rather than aws-lc-rs) keeps the build free of a C toolchain step and the binary
     // self-contained; its lack of post-quantum key exchange is why rustls marks it deprecated.
     #[allow(deprecated)]
-    Arc::new(rustls::crypto::ring::default_provider())
+    rustls::crypto::ring::default_provider()
 }
 
 fn certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -88,6 +103,17 @@ pub fn client_config(ca_pem: &str, identity: Option<(&str, &str)>) -> Result<Cli
         }
         None => builder.with_no_client_auth(),
     };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A client that trusts no root at all: it reaches no server over TLS. What a client without
+/// the cluster CA gets, so it fails closed (with rustls' "unknown issuer") instead of open.
+pub fn no_roots_client_config() -> Result<ClientConfig, TlsError> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }

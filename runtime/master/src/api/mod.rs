@@ -7,8 +7,12 @@ pub mod apps;
 pub mod deployments;
 pub mod events;
 pub mod jobs;
+pub mod join;
+pub mod policies;
+pub mod secrets;
 pub mod system;
 pub mod tasks;
+pub mod tokens;
 
 use crate::master::Master;
 use crate::store::StoreError;
@@ -98,7 +102,8 @@ pub fn same_id(body_id: &str, path_id: &str) -> Result<(), ApiFailure> {
     ))
 }
 
-/// The whole HTTP application: the public API v1 and the agent protocol.
+/// The whole HTTP application: the public API v1 and the agent protocol, every route behind
+/// [`crate::security::auth::authorize`].
 pub fn router(master: Arc<Master>) -> Router {
     Router::new()
         .merge(system::routes())
@@ -108,8 +113,13 @@ pub fn router(master: Arc<Master>) -> Router {
         .merge(tasks::routes())
         .merge(agents::routes())
         .merge(events::routes())
+        .merge(tokens::routes())
+        .merge(policies::routes())
+        .merge(secrets::routes())
+        .merge(join::routes())
         .merge(crate::agent_protocol::routes())
         .fallback(|| async { ApiFailure::not_found("no such route; see the API routes in `gantry_api::client`") })
+        .layer(axum::middleware::from_fn_with_state(master.clone(), crate::security::auth::authorize))
         .with_state(master)
 }
 

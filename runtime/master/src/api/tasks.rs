@@ -96,22 +96,21 @@ async fn logs(
             .ok_or_else(|| ApiFailure::new(StatusCode::BAD_GATEWAY, format!("agent `{}` is unknown", task.agent_id)))?;
         (task.agent_id.clone(), agent.agent.info.endpoint.trim_end_matches('/').to_string())
     };
-    let url = format!("{endpoint}/files/{id}/{}", query.stream);
-    let unreachable = |e: reqwest::Error| {
+    let unreachable = |e: String| {
         ApiFailure::new(
             StatusCode::BAD_GATEWAY,
             format!("cannot read the logs of task `{id}`: agent `{agent_id}` at {endpoint} did not answer: {e}"),
         )
     };
-    let response = master
-        .http
-        .get(&url)
+    let (http, base) = agent_client(&master, &agent_id, &endpoint).await.map_err(unreachable)?;
+    let response = http
+        .get(format!("{base}/files/{id}/{}", query.stream))
         .query(&[("offset", query.offset.to_string()), ("length", query.length.to_string())])
         .send()
         .await
-        .map_err(unreachable)?;
+        .map_err(|e| unreachable(error_chain(&e)))?;
     let status = response.status();
-    let bytes = response.bytes().await.map_err(unreachable)?;
+    let bytes = response.bytes().await.map_err(|e| unreachable(error_chain(&e)))?;
     if status.is_success() {
         return serde_json::from_slice(&bytes).map(Json).map_err(|e| {
             ApiFailure::new(StatusCode::BAD_GATEWAY, format!("agent `{agent_id}` sent an unreadable file chunk: {e}"))
@@ -122,4 +121,46 @@ async fn logs(
         .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_string());
     let status = if status.is_client_error() { status } else { StatusCode::BAD_GATEWAY };
     Err(ApiFailure::new(status, format!("agent `{agent_id}`: {message}")))
+}
+
+/// A client that reaches agent `agent_id` only: at the address it registered (`endpoint`), over
+/// mutual TLS, presenting the master's certificate and accepting only a certificate issued to
+/// that agent (its `<id>.agent.gantry` name). Answers the client and the base URL to use.
+async fn agent_client(master: &Master, agent_id: &str, endpoint: &str) -> Result<(reqwest::Client, String), String> {
+    let url = reqwest::Url::parse(endpoint).map_err(|e| format!("its endpoint `{endpoint}` is not a URL: {e}"))?;
+    if url.scheme() != "https" {
+        return Err(format!("its endpoint `{endpoint}` is not https://"));
+    }
+    let host = url.host_str().ok_or_else(|| format!("its endpoint `{endpoint}` names no host"))?;
+    let port = url.port().ok_or_else(|| format!("its endpoint `{endpoint}` names no port"))?;
+    let addr = tokio::net::lookup_host((host.trim_matches(|c| c == '[' || c == ']'), port))
+        .await
+        .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{host}` resolves to no address"))?;
+    let name = gantry_trust::pki::agent_dns_name(agent_id);
+    let tls = master.security().agent_client_tls().map_err(|e| e.to_string())?;
+    let http = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .resolve(&name, addr)
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| error_chain(&e))?;
+    Ok((http, format!("https://{name}:{port}")))
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
 }

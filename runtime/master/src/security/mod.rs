@@ -1,0 +1,268 @@
+//! The master's side of trust: its CA and certificates, the join token, API tokens and
+//! policies, sealed secrets, and who may call what.
+//!
+//! [`Security::open`] loads (or, on a first start, creates) the trust material in the data dir:
+//! `ca.pem` and `ca-key.pem` (the cluster CA; `gantry up` puts them there, a master started by
+//! hand makes them), `join-token` and `admin-token` (0600), and `secrets.key` (0600, the key
+//! that seals secrets; kept apart from the store so a copy of the store alone reveals nothing).
+//! Tokens, policies, secrets and agents' key bindings live in the store's meta table and in
+//! memory here, behind their own lock; they never pass through [`crate::master::Change`].
+
+pub mod access;
+pub mod auth;
+pub mod records;
+
+use crate::store::{Store, StoreError, StoreOp};
+use gantry_trust::pki::{self, Ca};
+use gantry_trust::sealed::SealKey;
+use gantry_trust::token::{self, ADMIN_TOKEN_FILE, JOIN_TOKEN_FILE, JoinToken};
+use gantry_trust::{Identity, IssuedCert, listener::TlsConfig};
+use records::{Records, TokenRecord};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tracing::info;
+
+/// File name of the key that seals secrets, in the data dir.
+pub const SEAL_KEY_FILE: &str = "secrets.key";
+
+/// The trust material could not be loaded or made.
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    /// The CA or a certificate.
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    /// The secrets key.
+    #[error(transparent)]
+    Seal(#[from] gantry_trust::sealed::SealError),
+    /// A TLS configuration.
+    #[error(transparent)]
+    Tls(#[from] gantry_trust::tls::TlsError),
+    /// A token file.
+    #[error("{path}: {message}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The names and addresses a master's certificate is issued for.
+#[derive(Debug, Clone, Default)]
+pub struct ServerNames {
+    /// DNS names.
+    pub dns: Vec<String>,
+    /// IP addresses.
+    pub ips: Vec<IpAddr>,
+}
+
+/// The master's trust state.
+pub struct Security {
+    ca: Ca,
+    join: JoinToken,
+    seal: SealKey,
+    names: ServerNames,
+    master_id: String,
+    server_tls: TlsConfig,
+    /// The master's own certificate, presented to agents when it fetches their files.
+    identity: Mutex<IssuedCert>,
+    records: Mutex<Records>,
+    store: Arc<dyn Store>,
+    data_dir: PathBuf,
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Security").field("ca", &self.ca).field("data_dir", &self.data_dir).finish_non_exhaustive()
+    }
+}
+
+impl Security {
+    /// Loads or creates the trust material of the master `master_id` in `data_dir`, with the
+    /// records in `meta` (the store's meta table as loaded).
+    pub fn open(
+        data_dir: &Path,
+        master_id: &str,
+        names: ServerNames,
+        meta: &BTreeMap<String, String>,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, SecurityError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|source| pki::PkiError::Io { path: data_dir.display().to_string(), source })?;
+        let ca = match Ca::load(data_dir)? {
+            Some(ca) => ca,
+            None => {
+                let ca = Ca::generate(master_id)?;
+                ca.save(data_dir)?;
+                info!(path = %data_dir.join(pki::CA_CERT_FILE).display(), "Created the cluster CA.");
+                ca
+            }
+        };
+        let join = load_or_create_join_token(data_dir, &ca)?;
+        let (seal, created) = SealKey::load_or_create(&data_dir.join(SEAL_KEY_FILE))?;
+        if created {
+            info!(path = %data_dir.join(SEAL_KEY_FILE).display(), "Created the key that seals secrets.");
+        }
+        let mut records = Records::from_meta(meta);
+        if records.token("admin").is_none() {
+            let admin = load_or_create_admin_token(data_dir)?;
+            let record = TokenRecord {
+                name: "admin".to_string(),
+                policies: vec!["admin".to_string()],
+                hash: token::api_token_hash(&admin).map_err(|e| SecurityError::TokenFile {
+                    path: data_dir.join(ADMIN_TOKEN_FILE),
+                    message: e.to_string(),
+                })?,
+                created_at: gantry_api::now_millis(),
+                expires_at: None,
+            };
+            store.write(&[records::put_token(&record)?])?;
+            records.insert_token(record);
+        }
+        let identity =
+            ca.issue(&Identity::Master(master_id.to_string()), &names.dns, &names.ips, pki::LEAF_LIFETIME)?;
+        let server_tls = TlsConfig::new(gantry_trust::tls::server_config(
+            ca.cert_pem(),
+            &identity.cert_pem,
+            &identity.key_pem,
+            true,
+        )?);
+        info!(
+            data_dir = %data_dir.display(),
+            ca = pki::CA_CERT_FILE, join_token = JOIN_TOKEN_FILE, admin_token = ADMIN_TOKEN_FILE,
+            "Trust material ready: agents join with the join token; clients use the CA and the admin token."
+        );
+        Ok(Self {
+            ca,
+            join,
+            seal,
+            names,
+            master_id: master_id.to_string(),
+            server_tls,
+            identity: Mutex::new(identity),
+            records: Mutex::new(records),
+            store,
+            data_dir: data_dir.to_path_buf(),
+        })
+    }
+
+    /// The TLS configuration of the API listener.
+    pub fn server_tls(&self) -> TlsConfig {
+        self.server_tls.clone()
+    }
+
+    /// The cluster CA certificate (PEM).
+    pub fn ca_pem(&self) -> &str {
+        self.ca.cert_pem()
+    }
+
+    /// The cluster CA.
+    pub fn ca(&self) -> &Ca {
+        &self.ca
+    }
+
+    /// Whether `token` is this cluster's join token.
+    pub fn join_token_matches(&self, token: &JoinToken) -> bool {
+        token.ca_hash == self.ca.hash() && token.same_secret(&self.join)
+    }
+
+    /// The sealing key of secrets.
+    pub fn seal(&self) -> &SealKey {
+        &self.seal
+    }
+
+    /// The store the records are written to.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Locks the records. Never hold the guard across an `.await` or while taking the state lock.
+    pub fn records(&self) -> MutexGuard<'_, Records> {
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A TLS client configuration presenting the master's certificate (master → agent).
+    pub fn agent_client_tls(&self) -> Result<rustls::ClientConfig, SecurityError> {
+        let identity = self.identity.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Ok(gantry_trust::tls::client_config(self.ca.cert_pem(), Some((&identity.cert_pem, &identity.key_pem)))?)
+    }
+
+    /// Issues a fresh server certificate when less than a third of the current one's life is
+    /// left, for connections accepted from then on. Returns whether it renewed.
+    pub fn renew_if_due(&self, now_secs: i64) -> Result<bool, SecurityError> {
+        let current = self.identity.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let lifetime = i64::try_from(pki::LEAF_LIFETIME.as_secs()).unwrap_or(i64::MAX);
+        match pki::not_after(&current.cert_pem) {
+            Some(expires) if expires - now_secs > lifetime / 3 => return Ok(false),
+            _ => {}
+        }
+        let identity = self.ca.issue(
+            &Identity::Master(self.master_id.clone()),
+            &self.names.dns,
+            &self.names.ips,
+            pki::LEAF_LIFETIME,
+        )?;
+        self.server_tls.replace(gantry_trust::tls::server_config(
+            self.ca.cert_pem(),
+            &identity.cert_pem,
+            &identity.key_pem,
+            true,
+        )?);
+        *self.identity.lock().unwrap_or_else(|p| p.into_inner()) = identity;
+        info!("Renewed the master's certificate.");
+        Ok(true)
+    }
+
+    /// Persists `ops` and then applies `apply` to the records, both under the records lock.
+    pub fn write<T>(&self, ops: &[StoreOp], apply: impl FnOnce(&mut Records) -> T) -> Result<T, StoreError> {
+        let mut records = self.records();
+        if !ops.is_empty() {
+            self.store.write(ops)?;
+        }
+        Ok(apply(&mut records))
+    }
+}
+
+fn load_or_create_join_token(data_dir: &Path, ca: &Ca) -> Result<JoinToken, SecurityError> {
+    let path = data_dir.join(JOIN_TOKEN_FILE);
+    let invalid = |message: String| SecurityError::TokenFile { path: path.clone(), message };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let token = JoinToken::parse(&text).map_err(|e| invalid(e.to_string()))?;
+            if token.ca_hash != ca.hash() {
+                return Err(invalid(
+                    "this join token pins another CA than ca.pem: restore the matching ca.pem, or remove the token to make a new one (agents then need it)".to_string(),
+                ));
+            }
+            Ok(token)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let token = JoinToken::generate(&ca.hash());
+            gantry_trust::files::write_private(&path, format!("{token}\n").as_bytes())
+                .map_err(|e| invalid(e.to_string()))?;
+            info!(path = %path.display(), "Created the join token.");
+            Ok(token)
+        }
+        Err(e) => Err(invalid(e.to_string())),
+    }
+}
+
+fn load_or_create_admin_token(data_dir: &Path) -> Result<String, SecurityError> {
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let admin = token::new_api_token();
+            gantry_trust::files::write_private(&path, format!("{admin}\n").as_bytes())
+                .map_err(|e| SecurityError::TokenFile { path: path.clone(), message: e.to_string() })?;
+            info!(path = %path.display(), "Created the admin token.");
+            Ok(admin)
+        }
+        Err(e) => Err(SecurityError::TokenFile { path, message: e.to_string() }),
+    }
+}
