@@ -2,8 +2,9 @@
 //! launching, killing, exit codes, recovery across agent restarts, health checks, status update
 //! retries and the file endpoint. Tasks run for real through the `gantry executor` binary.
 //!
-//! The fake master speaks the master ↔ agent protocol over plain HTTP/1.1 on loopback (one
-//! request per connection; the command stream is a body that ends when the connection closes).
+//! The fake master speaks the master ↔ agent protocol over HTTP/1.1 with TLS on loopback (one
+//! request per connection; the command stream is a body that ends when the connection closes),
+//! with a CA of its own that the agent joins with a join token, as a real master's.
 
 use gantry_agent::{AgentConfig, AgentHandle};
 use gantry_api::protocol::{
@@ -41,8 +42,14 @@ struct Recorded {
     silent: bool,
 }
 
+type Stream = tokio_rustls::server::TlsStream<TcpStream>;
+
 struct FakeMaster {
     url: String,
+    ca: Arc<gantry_trust::Ca>,
+    join_token: String,
+    /// The fake master's own certificate, to call the agent's file endpoint as a master.
+    identity: gantry_trust::IssuedCert,
     recorded: Arc<Mutex<Recorded>>,
     wake: Arc<Notify>,
     server: tokio::task::JoinHandle<()>,
@@ -57,16 +64,50 @@ impl Drop for FakeMaster {
 impl FakeMaster {
     async fn start() -> FakeMaster {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the fake master");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let url = format!("https://{}", listener.local_addr().expect("address"));
+        let ca = Arc::new(gantry_trust::Ca::generate("fake").expect("a CA"));
+        let identity = ca
+            .issue(
+                &gantry_trust::Identity::Master("fake".into()),
+                &[],
+                &["127.0.0.1".parse().expect("ip")],
+                gantry_trust::pki::LEAF_LIFETIME,
+            )
+            .expect("the master's certificate");
+        let join_token = gantry_trust::JoinToken::generate(&ca.hash()).to_string();
+        let tls = gantry_trust::tls::server_config(ca.cert_pem(), &identity.cert_pem, &identity.key_pem, true)
+            .expect("server TLS");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
         let recorded = Arc::new(Mutex::new(Recorded::default()));
         let wake = Arc::new(Notify::new());
-        let (r, w) = (Arc::clone(&recorded), Arc::clone(&wake));
+        let (r, w, c) = (Arc::clone(&recorded), Arc::clone(&wake), Arc::clone(&ca));
         let server = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, Arc::clone(&r), Arc::clone(&w)));
+                let (r, w, c, acceptor) = (Arc::clone(&r), Arc::clone(&w), Arc::clone(&c), acceptor.clone());
+                tokio::spawn(async move {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        serve(stream, r, w, c).await;
+                    }
+                });
             }
         });
-        FakeMaster { url, recorded, wake, server }
+        FakeMaster { url, ca, join_token, identity, recorded, wake, server }
+    }
+
+    /// A GET of `path` on `agent`'s file endpoint, as a master (mutual TLS, the agent's name).
+    async fn get_from_agent(&self, agent: &AgentHandle, path: &str) -> reqwest::Response {
+        let tls = gantry_trust::tls::client_config(
+            self.ca.cert_pem(),
+            Some((&self.identity.cert_pem, &self.identity.key_pem)),
+        )
+        .expect("client TLS");
+        let name = gantry_trust::pki::agent_dns_name(agent.agent_id());
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .resolve(&name, agent.local_addr())
+            .build()
+            .expect("client");
+        http.get(format!("https://{name}:{}{path}", agent.local_addr().port())).send().await.expect("get")
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Recorded> {
@@ -108,10 +149,19 @@ impl FakeMaster {
     }
 }
 
-async fn serve(mut stream: TcpStream, recorded: Arc<Mutex<Recorded>>, wake: Arc<Notify>) {
+async fn serve(mut stream: Stream, recorded: Arc<Mutex<Recorded>>, wake: Arc<Notify>, ca: Arc<gantry_trust::Ca>) {
     let Some((method, path, body)) = read_request(&mut stream).await else { return };
     let agent_path = path.strip_prefix(PREFIX).unwrap_or("").to_string();
     let (status, answer) = match (method.as_str(), agent_path.as_str()) {
+        _ if path == "/internal/v1/ca" => (200, ca.cert_pem().to_string()),
+        _ if path == "/internal/v1/join" => {
+            let join: gantry_api::security::JoinRequest = serde_json::from_slice(&body).expect("a JoinRequest body");
+            let identity = gantry_trust::Identity::Agent(join.agent_id.clone());
+            let certificate =
+                ca.sign_csr(&join.csr, &identity, gantry_trust::pki::LEAF_LIFETIME).expect("the CSR is signed");
+            let answer = gantry_api::security::JoinResponse { certificate, ca: ca.cert_pem().to_string() };
+            (200, serde_json::to_string(&answer).expect("json"))
+        }
         ("POST", "/register") => {
             let register: RegisterAgent = serde_json::from_slice(&body).expect("a RegisterAgent body");
             let agent_id = register.info.id.clone();
@@ -150,7 +200,7 @@ async fn serve(mut stream: TcpStream, recorded: Arc<Mutex<Recorded>>, wake: Arc<
     let _ = stream.write_all(answer.as_bytes()).await;
 }
 
-async fn stream_commands(mut stream: TcpStream, recorded: Arc<Mutex<Recorded>>, wake: Arc<Notify>) {
+async fn stream_commands(mut stream: Stream, recorded: Arc<Mutex<Recorded>>, wake: Arc<Notify>) {
     let generation = recorded.lock().expect("lock").generation;
     let head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nConnection: close\r\n\r\n";
     if stream.write_all(head.as_bytes()).await.is_err() {
@@ -184,7 +234,7 @@ async fn stream_commands(mut stream: TcpStream, recorded: Arc<Mutex<Recorded>>, 
 }
 
 /// Reads one request: method, path (without query) and body.
-async fn read_request(stream: &mut TcpStream) -> Option<(String, String, Vec<u8>)> {
+async fn read_request(stream: &mut Stream) -> Option<(String, String, Vec<u8>)> {
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -267,6 +317,7 @@ fn config(master: &FakeMaster, work_dir: &WorkDir) -> AgentConfig {
         resources: Some(Resources::parse("cpus=2;mem=1024").expect("resources")),
         attributes: BTreeMap::from([("zone".to_string(), "a".to_string())]),
         executor_path: PathBuf::from(env!("CARGO_BIN_EXE_gantry")),
+        join_token: Some(master.join_token.clone()),
     }
 }
 
@@ -338,14 +389,9 @@ async fn registers_with_a_persistent_id_and_heartbeats() {
     assert_eq!(first.info.resources.cpus, 2.0);
     assert!(first.info.resources.disk > 0.0, "disk is detected");
     assert_eq!(first.info.resources.port_count(), 1001, "the default port range is offered");
-    assert_eq!(first.info.endpoint, format!("http://{}", agent.local_addr()));
+    assert_eq!(first.info.endpoint, format!("https://{}", agent.local_addr()));
     wait_for("a heartbeat", || (master.lock().heartbeats > 0).then_some(())).await;
-    let health: serde_json::Value = reqwest::get(format!("http://{}/health", agent.local_addr()))
-        .await
-        .expect("health answers")
-        .json()
-        .await
-        .expect("json");
+    let health: serde_json::Value = master.get_from_agent(&agent, "/health").await.json().await.expect("json");
     assert_eq!(health["status"], "ok");
     let id = agent.agent_id().to_string();
     agent.shutdown().await;
@@ -384,20 +430,21 @@ async fn a_task_gets_its_environment_and_finishes() {
         assert!(stdout.lines().any(|l| l == expected), "stdout has {expected}: {stdout}");
     }
 
-    let base = format!("http://{}/files", agent.local_addr());
-    let chunk: FileChunk = reqwest::get(format!("{base}/env.1/stderr")).await.expect("get").json().await.expect("json");
+    let base = "/files";
+    let chunk: FileChunk =
+        master.get_from_agent(&agent, &format!("{base}/env.1/stderr")).await.json().await.expect("json");
     assert_eq!(chunk.data, "oops\n");
     assert_eq!(chunk.next_offset, 5);
     assert!(chunk.eof, "the task ended and the whole file was read");
     let tail: FileChunk =
-        reqwest::get(format!("{base}/env.1/stderr?offset=-2")).await.expect("get").json().await.expect("json");
+        master.get_from_agent(&agent, &format!("{base}/env.1/stderr?offset=-2")).await.json().await.expect("json");
     assert_eq!((tail.offset, tail.data.as_str()), (3, "s\n"));
-    let unknown = reqwest::get(format!("{base}/nope/stdout")).await.expect("get");
+    let unknown = master.get_from_agent(&agent, &format!("{base}/nope/stdout")).await;
     assert_eq!(unknown.status(), 404);
     let body: gantry_api::ApiError = unknown.json().await.expect("an ApiError body");
     assert!(body.message.contains("nope"));
-    assert_eq!(reqwest::get(format!("{base}/env.1/task.json")).await.expect("get").status(), 400);
-    assert_eq!(reqwest::get(format!("{base}/env.1/..%2Fagent_id")).await.expect("get").status(), 400);
+    assert_eq!(master.get_from_agent(&agent, &format!("{base}/env.1/task.json")).await.status(), 400);
+    assert_eq!(master.get_from_agent(&agent, &format!("{base}/env.1/..%2Fagent_id")).await.status(), 400);
     agent.shutdown().await;
 }
 

@@ -36,6 +36,7 @@ fn agent_config(dir: &std::path::Path, url: &str, i: usize, port_base: u16) -> g
         }),
         attributes: BTreeMap::from([("zone".to_string(), format!("z{}", i % 2))]),
         executor_path: BIN.into(),
+        join_token: Some(support::seed_trust(&dir.join("master")).1),
     }
 }
 
@@ -47,8 +48,8 @@ impl InProcessCluster {
         config.heartbeat_interval = Duration::from_millis(200);
         config.agent_unreachable_timeout = Duration::from_millis(1000);
         let master = gantry_master::start(config).await.expect("master starts");
-        let url = format!("http://{}", master.local_addr());
-        let client = Client::new(&url).expect("client");
+        let url = format!("https://{}", master.local_addr());
+        let client = support::admin_client(&url, &dir.path().join("master"));
         let port_base = support::port_block(500);
         let mut handles = Vec::new();
         for i in 0..agents {

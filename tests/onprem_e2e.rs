@@ -43,6 +43,15 @@ impl Env {
         self.dir.path().join("cluster.toml")
     }
 
+    /// An admin client of the cluster's master at `url`, with what `up` keeps in the state dir.
+    fn client(&self, url: &str) -> Client {
+        let token = std::fs::read_to_string(self.state().join("admin-token")).expect("up keeps the admin token");
+        let ca = std::fs::read_to_string(self.state().join("ca.pem")).expect("up keeps the CA");
+        let credentials =
+            gantry_api::Credentials { token: Some(token.trim().to_string()), ca_pem: Some(ca), ..Default::default() };
+        Client::with_credentials(url, &credentials).expect("client")
+    }
+
     fn state(&self) -> PathBuf {
         self.dir.path().join("state").join(&self.name)
     }
@@ -151,9 +160,9 @@ async fn onprem_cluster_lifecycle_on_test_hosts() {
     // Up: 1 master + 3 agents, the service deployed.
     let out = env.run_ok("up");
     assert!(out.contains("Workload svc: deployed"), "{out}");
-    let url = format!("http://{}:5050", master.address());
+    let url = format!("https://{}:5050", master.address());
     assert!(out.contains(&url), "{out}");
-    let client = Client::new(&url).expect("client");
+    let client = env.client(&url);
     let nodes = client.list_agents().await.expect("agents");
     let active: BTreeSet<String> =
         nodes.iter().filter(|a| a.state == AgentState::Active).map(|a| a.info.hostname.clone()).collect();

@@ -86,7 +86,11 @@ impl Env {
 
     fn client(&self) -> Client {
         let url = std::fs::read_to_string(self.state().join("master_url")).expect("up records the master URL");
-        Client::new(url.trim()).expect("client")
+        let token = std::fs::read_to_string(self.state().join("admin-token")).expect("up keeps the admin token");
+        let ca = std::fs::read_to_string(self.state().join("ca.pem")).expect("up keeps the CA");
+        let credentials =
+            gantry_api::Credentials { token: Some(token.trim().to_string()), ca_pem: Some(ca), ..Default::default() };
+        Client::with_credentials(url.trim(), &credentials).expect("client")
     }
 
     fn pid_files(&self) -> Vec<(String, String)> {
@@ -132,7 +136,7 @@ async fn assert_down(env: &Env, master_url: &str) {
     })
     .await;
     assert!(!env.state().exists(), "down removes the cluster's state dir");
-    let address = master_url.trim_start_matches("http://");
+    let address = master_url.trim_start_matches("https://");
     assert!(std::net::TcpStream::connect(address).is_err(), "nothing listens on {address} any more");
 }
 

@@ -147,10 +147,10 @@ async fn scale_up_and_down_leaves_no_processes_and_unplaceable_apps_say_why() {
     assert_eq!(waiting, "no agent satisfies UNIQUE hostname: 3 agents, 4 instances");
 
     // The CLI shows it too, as a table and as JSON.
-    let (ok, stdout, stderr) = gantry(&cluster.master_url, &["app", "show", "unique"]);
+    let (ok, stdout, stderr) = cluster.gantry(&["app", "show", "unique"]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("waiting:    no agent satisfies UNIQUE hostname"), "{stdout}");
-    let (ok, stdout, _) = gantry(&cluster.master_url, &["app", "list", "--output", "json"]);
+    let (ok, stdout, _) = cluster.gantry(&["app", "list", "--output", "json"]);
     assert!(ok);
     let apps: Vec<gantry_api::App> = serde_json::from_str(&stdout).expect("JSON list of apps");
     assert_eq!(apps.len(), 2);
@@ -175,7 +175,7 @@ async fn every_example_app_deploys_and_runs() {
     entries.sort();
     assert!(entries.len() >= 3, "example apps exist");
     for path in entries {
-        let (ok, stdout, stderr) = gantry(&cluster.master_url, &["app", "deploy", path.to_str().expect("utf-8 path")]);
+        let (ok, stdout, stderr) = cluster.gantry(&["app", "deploy", path.to_str().expect("utf-8 path")]);
         assert!(ok, "deploy {}: {stderr}", path.display());
         assert!(stdout.contains("deployed"), "{stdout}");
         let app = gantry_api::workload::read_app_file(&path).expect("valid example");
@@ -188,17 +188,17 @@ async fn every_example_app_deploys_and_runs() {
     // Logs of a task, through the master and the agent.
     let hello = cluster.wait_running("hello", 1, false).await;
     let logs = wait_for("hello's greeting in its log", Duration::from_secs(10), || async {
-        let (ok, stdout, _) = gantry(&cluster.master_url, &["task", "logs", &hello[0].id]);
+        let (ok, stdout, _) = cluster.gantry(&["task", "logs", &hello[0].id]);
         (ok && stdout.contains("hello from")).then_some(stdout)
     })
     .await;
     assert!(logs.contains(&hello[0].id), "{logs}");
 
-    let (ok, stdout, _) = gantry(&cluster.master_url, &["node", "list"]);
+    let (ok, stdout, _) = cluster.gantry(&["node", "list"]);
     assert!(ok);
     assert_eq!(stdout.lines().filter(|l| l.contains("ACTIVE")).count(), 3, "{stdout}");
     for (id, _, _) in &ids {
-        let (ok, _, stderr) = gantry(&cluster.master_url, &["app", "delete", id]);
+        let (ok, _, stderr) = cluster.gantry(&["app", "delete", id]);
         assert!(ok, "{stderr}");
     }
     wait_for("no task processes after deleting every app", Duration::from_secs(30), || async {

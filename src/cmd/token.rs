@@ -128,7 +128,8 @@ fn expiry_clause(expires_at: Option<u64>) -> String {
 fn expires(expires_at: Option<u64>, now: u64) -> String {
     match expires_at {
         None => "never".to_string(),
-        Some(at) if at > now => format!("in {}", compact((at - now) / 1000)),
+        // Rounded up: a token made with `--ttl 30d` reads `in 30d`, not `in 29d`.
+        Some(at) if at > now => format!("in {}", compact((at - now).div_ceil(1000))),
         Some(at) => format!("expired {} ago", compact((now - at) / 1000)),
     }
 }
@@ -153,6 +154,7 @@ mod tests {
         assert_eq!(expires(None, now), "never");
         assert_eq!(expires(Some(now + 24 * 3600 * 1000), now), "in 24h");
         assert_eq!(expires(Some(now + 30 * 1000), now), "in 30s");
+        assert_eq!(expires(Some(now + 30 * 86_400 * 1000 - 20), now), "in 30d", "a fresh 30d token");
         assert_eq!(expires(Some(now - 3 * 86_400 * 1000), now), "expired 3d ago");
         assert_eq!(expires(Some(now), now), "expired 0s ago");
     }

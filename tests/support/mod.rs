@@ -44,17 +44,52 @@ pub fn port_block(size: u16) -> u16 {
     u16::try_from(LOW + slot * u32::from(size)).expect("below 32700")
 }
 
+/// Puts a cluster CA, a join token and an admin token into the master data dir `data_dir`, as
+/// `gantry up` does, so the master adopts them; answers the admin's credentials and the join
+/// token.
+pub fn seed_trust(data_dir: &Path) -> (gantry_api::Credentials, String) {
+    gantry_trust::tls::install_default_provider();
+    let trust = gantry_provision::trust::ClusterTrust::load_or_create(data_dir, "e2e").expect("trust material");
+    (trust.credentials(data_dir), trust.join.to_string())
+}
+
+/// An admin client of the master at `url` whose data dir was seeded by [`seed_trust`].
+pub fn admin_client(url: &str, data_dir: &Path) -> Client {
+    Client::with_credentials(url, &seed_trust(data_dir).0).expect("client")
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 impl Cluster {
+    /// Runs the binary with `args` against this cluster with the admin token and the CA, as a
+    /// user would with GANTRY_MASTER, GANTRY_TOKEN and GANTRY_CA_CERT; returns (success, stdout,
+    /// stderr).
+    pub fn gantry(&self, args: &[&str]) -> (bool, String, String) {
+        let data = self.path().join("master");
+        let token = std::fs::read_to_string(data.join("admin-token")).expect("admin token");
+        let output = Command::new(BIN)
+            .args(args)
+            .env("GANTRY_MASTER", &self.master_url)
+            .env("GANTRY_TOKEN", token.trim())
+            .env("GANTRY_CA_CERT", data.join("ca.pem"))
+            .env("GANTRY_STATE_DIR", self.path().join("no-state"))
+            .output()
+            .expect("run gantry");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).to_string(),
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
+    }
+
     /// Starts a master and `agents` agents and waits until every agent is registered.
     pub async fn start(agents: usize) -> Cluster {
         let dir = tempfile::Builder::new().prefix("gantry-e2e-").tempdir().expect("temp dir");
         let master_port = free_port();
-        let master_url = format!("http://127.0.0.1:{master_port}");
-        let client = Client::new(&master_url).expect("client");
+        let master_url = format!("https://127.0.0.1:{master_port}");
+        let client = admin_client(&master_url, &dir.path().join("master"));
         let port_base = port_block(600);
         let mut cluster = Cluster { dir, master_url, master_port, port_base, master: None, agents: Vec::new(), client };
         cluster.start_master();
@@ -95,6 +130,7 @@ impl Cluster {
             .args(["--hostname", &format!("host-{i}")])
             .args(["--resources", &format!("cpus=4;mem=4096;disk=10000;ports=[{}-{}]", base, base + 99)])
             .args(["--attributes", &format!("zone=z{}", i % 2)])
+            .env("GANTRY_JOIN_TOKEN", seed_trust(&self.path().join("master")).1)
             .env("GANTRY_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -253,9 +289,17 @@ where
     }
 }
 
-/// Runs the binary with `args` against the cluster and returns (success, stdout, stderr).
+/// Runs the binary with `args` against the master at `master_url`, without credentials, and
+/// returns (success, stdout, stderr).
 pub fn gantry(master_url: &str, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(BIN).args(args).env("GANTRY_MASTER", master_url).output().expect("run gantry");
+    let output = Command::new(BIN)
+        .args(args)
+        .env("GANTRY_MASTER", master_url)
+        .env("GANTRY_STATE_DIR", "/nonexistent/gantry-test-state")
+        .env_remove("GANTRY_TOKEN")
+        .env_remove("GANTRY_CA_CERT")
+        .output()
+        .expect("run gantry");
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).to_string(),

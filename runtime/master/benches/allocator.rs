@@ -53,7 +53,8 @@ fn main() {
     store.write(&ops).expect("memory store");
 
     let (_shutdown, rx) = tokio::sync::watch::channel(false);
-    let config = MasterConfig::new("127.0.0.1:0".parse().expect("addr"), "/nonexistent".into());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = MasterConfig::new("127.0.0.1:0".parse().expect("addr"), dir.path().to_path_buf());
     let started = Instant::now();
     let master = build(config, store.clone(), rx).expect("build");
     println!("load state:                       {:>8.1} ms", ms(started));

@@ -440,7 +440,8 @@ mod tests {
     fn offers_go_first_to_the_framework_with_the_lowest_dominant_share() {
         let store = std::sync::Arc::new(crate::store::MemStore::new());
         let (_tx, rx) = tokio::sync::watch::channel(false);
-        let config = crate::MasterConfig::new("127.0.0.1:0".parse().expect("addr"), "/nonexistent".into());
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = crate::MasterConfig::new("127.0.0.1:0".parse().expect("addr"), dir.path().to_path_buf());
         let master = crate::build(config, store.clone(), rx).expect("build");
         let agent = gantry_api::Agent {
             info: gantry_api::AgentInfo {

@@ -101,6 +101,7 @@ const MASTER_ID_KEY: &str = "master-id";
 #[derive(Debug)]
 pub struct MasterHandle {
     local_addr: SocketAddr,
+    data_dir: PathBuf,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<Result<(), std::io::Error>>,
     loops: Vec<JoinHandle<()>>,
@@ -112,6 +113,11 @@ impl MasterHandle {
     /// The address the API and the agent protocol are served on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The data dir (store and trust material).
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
     }
 
     /// Stops serving and the background loops; the store is closed when this returns.
@@ -244,7 +250,14 @@ pub async fn start(config: MasterConfig) -> Result<MasterHandle, MasterError> {
         tokio::spawn(services::driver::run(master.clone())),
     ];
     info!(%local_addr, data_dir = %config.data_dir.display(), "Master serving.");
-    Ok(MasterHandle { local_addr, shutdown, server, loops, master: Arc::downgrade(&master) })
+    Ok(MasterHandle {
+        local_addr,
+        data_dir: config.data_dir.clone(),
+        shutdown,
+        server,
+        loops,
+        master: Arc::downgrade(&master),
+    })
 }
 
 /// Unreachable detection, command-stream pings and pruning of finished tasks, until shutdown.

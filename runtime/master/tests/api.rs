@@ -19,14 +19,41 @@ struct TestApp {
     router: Router,
     store: Arc<MemStore>,
     _shutdown: watch::Sender<bool>,
+    _dir: tempfile::TempDir,
 }
 
 fn app() -> TestApp {
     let store = Arc::new(MemStore::new());
     let (shutdown, rx) = watch::channel(false);
-    let config = MasterConfig::new("127.0.0.1:0".parse().expect("addr"), "/nonexistent".into());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = MasterConfig::new("127.0.0.1:0".parse().expect("addr"), dir.path().to_path_buf());
     let master = build(config, store.clone(), rx).expect("build");
-    TestApp { router: router(master.clone()), master, store, _shutdown: shutdown }
+    TestApp { router: as_callers(router(master.clone()), dir.path()), master, store, _shutdown: shutdown, _dir: dir }
+}
+
+/// The router as callers with credentials reach it: requests of the agent protocol come from a
+/// connection with agent `a1`'s certificate (or the agent its path names), every other request
+/// carries the admin token, unless the test set an Authorization header itself.
+fn as_callers(router: Router, data_dir: &std::path::Path) -> Router {
+    let token = std::fs::read_to_string(data_dir.join("admin-token")).expect("admin token").trim().to_string();
+    router.layer(axum::middleware::map_request(move |mut request: Request<Body>| {
+        let token = token.clone();
+        async move {
+            let path = request.uri().path().to_string();
+            if let Some(rest) = path.strip_prefix("/internal/v1/agents/") {
+                let id = rest.split('/').next().filter(|_| rest.contains('/')).unwrap_or("a1").to_string();
+                let peer = gantry_trust::listener::Peer {
+                    addr: "127.0.0.1:1".parse().expect("addr"),
+                    identity: Some(gantry_trust::Identity::Agent(id)),
+                };
+                request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            } else if !request.headers().contains_key("authorization") {
+                let value = format!("Bearer {token}").parse().expect("header value");
+                request.headers_mut().insert("authorization", value);
+            }
+            request
+        }
+    }))
 }
 
 async fn call(router: &Router, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
@@ -59,6 +86,10 @@ fn error(value: Value) -> ApiError {
 #[tokio::test]
 async fn health_and_version() {
     let t = app();
+    let (status, body) = call(&t.router, Method::GET, "/health", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "not ready before the allocator runs");
+    assert_eq!(serde_json::from_value::<Health>(body).expect("health").status, "starting");
+    t.master.set_allocating(true);
     let (status, body) = call(&t.router, Method::GET, "/health", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(serde_json::from_value::<Health>(body).expect("health").status, "ok");
@@ -192,7 +223,7 @@ fn register_body(tasks: Vec<TaskReport>) -> Value {
         info: gantry_api::AgentInfo {
             id: "a1".into(),
             hostname: "host-1".into(),
-            endpoint: "http://127.0.0.1:9".into(),
+            endpoint: "https://127.0.0.1:9".into(),
             resources: gantry_api::Resources::parse("cpus=4;mem=4096;disk=1000;ports=[31000-31009]").expect("valid"),
             attributes: Default::default(),
             version: "test".into(),
@@ -251,6 +282,8 @@ async fn agent_protocol_answers_and_stores_before_acking() {
 #[derive(Debug)]
 struct FailingStore;
 
+const FAILING_TOKEN: &str = "gt1_00000000000000000000000000000000000000000000000000000000000000aa";
+
 impl Store for FailingStore {
     fn write(&self, _batch: &[StoreOp]) -> Result<(), StoreError> {
         Err(StoreError::Encode(serde_json::from_str::<u8>("x").expect_err("not JSON")))
@@ -258,6 +291,10 @@ impl Store for FailingStore {
     fn load(&self) -> Result<gantry_master::store::Snapshot, StoreError> {
         let mut snapshot = gantry_master::store::Snapshot::default();
         snapshot.meta.insert("master-id".into(), "m".into());
+        // The admin token's record as a first start stored it, for the token in FAILING_DIR.
+        let hash = gantry_trust::token::api_token_hash(FAILING_TOKEN).expect("token");
+        let record = json!({"name": "admin", "policies": ["admin"], "hash": hash, "created_at": 0, "expires_at": null});
+        snapshot.meta.insert("token/admin".into(), record.to_string());
         Ok(snapshot)
     }
 }
@@ -265,8 +302,10 @@ impl Store for FailingStore {
 #[tokio::test]
 async fn nothing_is_acknowledged_when_the_store_fails() {
     let (_shutdown, rx) = watch::channel(false);
-    let config = MasterConfig::new("127.0.0.1:0".parse().expect("addr"), "/nonexistent".into());
-    let router = router(build(config, Arc::new(FailingStore), rx).expect("build"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("admin-token"), FAILING_TOKEN).expect("admin token");
+    let config = MasterConfig::new("127.0.0.1:0".parse().expect("addr"), dir.path().to_path_buf());
+    let router = as_callers(router(build(config, Arc::new(FailingStore), rx).expect("build")), dir.path());
     let (status, _) = call(&router, Method::POST, "/api/v1/apps", Some(web(1))).await;
     assert!(status.is_server_error(), "{status}");
     let (status, _) = call(&router, Method::GET, "/api/v1/apps/web", None).await;

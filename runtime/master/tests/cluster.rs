@@ -35,7 +35,34 @@ async fn master(dir: &Path, unreachable_after: Duration) -> MasterHandle {
 }
 
 fn client(master: &MasterHandle) -> Client {
-    Client::new(&format!("http://{}", master.local_addr())).expect("client")
+    let dir = master.data_dir();
+    let credentials = gantry_api::Credentials {
+        token: Some(std::fs::read_to_string(dir.join("admin-token")).expect("admin token").trim().to_string()),
+        ca_pem: Some(std::fs::read_to_string(dir.join("ca.pem")).expect("CA")),
+        ..Default::default()
+    };
+    Client::with_credentials(&format!("https://{}", master.local_addr()), &credentials).expect("client")
+}
+
+/// A certificate of the master's CA for agent `id`.
+fn agent_cert(master: &MasterHandle, id: &str) -> (gantry_trust::Ca, gantry_trust::IssuedCert) {
+    let ca = gantry_trust::Ca::load(master.data_dir()).expect("CA").expect("the master made a CA");
+    let cert = ca
+        .issue(
+            &gantry_trust::Identity::Agent(id.to_string()),
+            &[gantry_trust::pki::agent_dns_name(id)],
+            &[],
+            gantry_trust::pki::LEAF_LIFETIME,
+        )
+        .expect("agent certificate");
+    (ca, cert)
+}
+
+/// An HTTP client presenting agent `id`'s certificate.
+fn agent_http(master: &MasterHandle, id: &str) -> reqwest::Client {
+    let (ca, cert) = agent_cert(master, id);
+    let tls = gantry_trust::tls::client_config(ca.cert_pem(), Some((&cert.cert_pem, &cert.key_pem))).expect("TLS");
+    reqwest::Client::builder().tls_backend_preconfigured(tls).build().expect("client")
 }
 
 /// Polls `check` until it returns `Some`, or panics after [`PATIENCE`] naming `what`.
@@ -68,7 +95,7 @@ impl FakeAgent {
         AgentInfo {
             id: id.to_string(),
             hostname: format!("{id}.test"),
-            endpoint: "http://127.0.0.1:9".to_string(),
+            endpoint: "https://127.0.0.1:9".to_string(),
             resources: Resources {
                 ports: vec![gantry_api::PortRange { begin: ports.0, end: ports.1 }],
                 ..Resources::scalar(4.0, 4096.0, 10_000.0, 0)
@@ -79,8 +106,8 @@ impl FakeAgent {
     }
 
     async fn register(master: &MasterHandle, info: AgentInfo, reports: Vec<TaskReport>) -> Self {
-        let base = format!("http://{}", master.local_addr());
-        let http = reqwest::Client::new();
+        let base = format!("https://{}", master.local_addr());
+        let http = agent_http(master, &info.id);
         let mut agent =
             Self { id: info.id.clone(), base, http, info, commands: mpsc::unbounded_channel().1, tasks: Vec::new() };
         agent.reregister(reports).await;
@@ -355,8 +382,8 @@ async fn state_survives_a_master_restart() {
     assert_eq!(agents[0].tasks, 1);
 
     // The restarted master asks its agents to register again, and adopts their tasks.
-    let heartbeat = reqwest::Client::new()
-        .post(format!("http://{}{PREFIX}/a1/heartbeat", second.local_addr()))
+    let heartbeat = agent_http(&second, "a1")
+        .post(format!("https://{}{PREFIX}/a1/heartbeat", second.local_addr()))
         .json(&serde_json::json!({"timestamp": 0}))
         .send()
         .await
@@ -447,7 +474,7 @@ async fn events_are_streamed_as_server_sent_events() {
     let dir = tempfile::tempdir().expect("tempdir");
     let master = master(dir.path(), Duration::from_secs(30)).await;
     let api = client(&master);
-    let response = reqwest::get(format!("http://{}/api/v1/events", master.local_addr())).await.expect("events");
+    let response = api.request(reqwest::Method::GET, "/api/v1/events").send().await.expect("events");
     assert!(response.status().is_success());
     let mut body = response.bytes_stream();
     api.create_app(&definition(serde_json::json!({"id": "web", "cmd": "serve"}))).await.expect("create");
@@ -482,15 +509,19 @@ async fn logs_are_proxied_to_the_agent() {
         let next_offset = offset + data.len() as u64;
         axum::Json(FileChunk { offset, data, next_offset, eof: false })
     }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = master(dir.path(), Duration::from_secs(30)).await;
+    // a1's file endpoint: mutual TLS with a1's certificate, as a real agent serves it.
+    let (ca, cert) = agent_cert(&master, "a1");
+    let tls = gantry_trust::tls::server_config(ca.cert_pem(), &cert.cert_pem, &cert.key_pem, false).expect("TLS");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let endpoint = format!("https://{}", listener.local_addr().expect("addr"));
+    let listener = gantry_trust::listener::TlsListener::new(listener, gantry_trust::listener::TlsConfig::new(tls))
+        .expect("TLS listener");
     let files_server = tokio::spawn(async move {
         let app = axum::Router::new().route("/files/{task}/{stream}", axum::routing::get(files));
         let _ = axum::serve(listener, app).await;
     });
-
-    let dir = tempfile::tempdir().expect("tempdir");
-    let master = master(dir.path(), Duration::from_secs(30)).await;
     let api = client(&master);
     let mut info = FakeAgent::info("a1", (31000, 31009));
     info.endpoint = endpoint;

@@ -180,8 +180,20 @@ mod tests {
     async fn versions_rollback_cancel_and_promote() {
         let store = Arc::new(MemStore::new());
         let (_shutdown, rx) = tokio::sync::watch::channel(false);
-        let config = MasterConfig::new("127.0.0.1:0".parse().expect("addr"), "/nonexistent".into());
-        let router = router(build(config, store, rx).expect("build"));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = MasterConfig::new("127.0.0.1:0".parse().expect("addr"), dir.path().to_path_buf());
+        let token = |dir: &std::path::Path| {
+            std::fs::read_to_string(dir.join("admin-token")).expect("admin token").trim().to_string()
+        };
+        let master = build(config, store, rx).expect("build");
+        let bearer = format!("Bearer {}", token(dir.path()));
+        let router = router(master).layer(axum::middleware::map_request(move |mut request: Request<Body>| {
+            let bearer = bearer.clone();
+            async move {
+                request.headers_mut().insert("authorization", bearer.parse().expect("header"));
+                request
+            }
+        }));
 
         let (status, body) = call(&router, Method::PUT, "/api/v1/apps/web", Some(web("1", 0))).await;
         assert_eq!(status, StatusCode::CREATED);

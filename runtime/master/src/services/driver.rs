@@ -131,12 +131,15 @@ mod tests {
     use crate::{MasterConfig, build};
     use gantry_api::{AppDefinition, DeploymentKind, Resources, Task, TaskState, UpgradeStrategy};
 
-    fn master() -> (Arc<Master>, Arc<MemStore>, tokio::sync::watch::Sender<bool>) {
+    /// A master over a memory store; its trust material lives in a temp dir kept as long as the
+    /// shutdown sender.
+    fn master() -> (Arc<Master>, Arc<MemStore>, (tokio::sync::watch::Sender<bool>, tempfile::TempDir)) {
         let store = Arc::new(MemStore::new());
         let (shutdown, rx) = tokio::sync::watch::channel(false);
-        let config = MasterConfig::new("127.0.0.1:0".parse().expect("address"), "/nonexistent".into());
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = MasterConfig::new("127.0.0.1:0".parse().expect("address"), dir.path().to_path_buf());
         let master = build(config, store.clone(), rx).expect("build");
-        (master, store, shutdown)
+        (master, store, (shutdown, dir))
     }
 
     fn definition(id: &str, cmd: &str, strategy: UpgradeStrategy) -> AppDefinition {
