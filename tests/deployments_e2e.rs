@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use support::{Cluster, gantry, repo_root, wait_for};
+use support::{Cluster, repo_root, wait_for};
 
 fn web_app(id: &str, instances: u32) -> AppDefinition {
     let mut app = gantry_api::workload::read_app_file(&repo_root().join("configs/apps/web.toml")).expect("web.toml");
@@ -128,7 +128,7 @@ async fn rolling_change_keeps_minimum_health_capacity_serving_and_rollback_resto
     })
     .await;
     assert!(reason.contains("no agent satisfies UNIQUE hostname"), "{reason}");
-    let (ok, stdout, stderr) = gantry(&cluster.master_url, &["deployment", "show", &stuck_id]);
+    let (ok, stdout, stderr) = cluster.gantry(&["deployment", "show", &stuck_id]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("reason:     ") && stdout.contains("UNIQUE hostname"), "{stdout}");
     assert!(stdout.contains("step:       replace"), "{stdout}");
@@ -155,15 +155,15 @@ async fn rolling_change_keeps_minimum_health_capacity_serving_and_rollback_resto
     // Versions are kept; the CLI lists them and deployments.
     let versions = client.app_versions("roll").await.expect("versions");
     assert_eq!(versions.iter().map(|v| v.version).collect::<Vec<_>>(), vec![1, 2, 3]);
-    let (ok, stdout, stderr) = gantry(&cluster.master_url, &["app", "versions", "roll"]);
+    let (ok, stdout, stderr) = cluster.gantry(&["app", "versions", "roll"]);
     assert!(ok, "{stderr}");
     assert_eq!(stdout.lines().count(), 4, "{stdout}");
-    let (ok, stdout, stderr) = gantry(&cluster.master_url, &["deployment", "list", "--app", "roll"]);
+    let (ok, stdout, stderr) = cluster.gantry(&["deployment", "list", "--app", "roll"]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains(&rolling_id) && stdout.contains("succeeded") && stdout.contains("superseded"), "{stdout}");
 
     // Rollback to version 1 restores its definition as version 4, rolled out the same way.
-    let (ok, stdout, stderr) = gantry(&cluster.master_url, &["app", "rollback", "roll", "--to", "1"]);
+    let (ok, stdout, stderr) = cluster.gantry(&["app", "rollback", "roll", "--to", "1"]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("rolling back (version 4"), "{stdout}");
     let app = client.get_app("roll").await.expect("app");
@@ -244,7 +244,7 @@ async fn canaries_wait_for_promotion_survive_a_master_restart_and_cancel_reverts
     cluster.wait_agents_active(3).await;
     let after_restart = deployment(&client, &id).await;
     assert_eq!((after_restart.status, after_restart.progress.new_ready), (DeploymentStatus::Paused, 1));
-    let (ok, stdout, stderr) = gantry(&cluster.master_url, &["deployment", "promote", &id]);
+    let (ok, stdout, stderr) = cluster.gantry(&["deployment", "promote", &id]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("promoted"), "{stdout}");
     wait_status(&cluster, &id, DeploymentStatus::Succeeded, Duration::from_secs(60)).await;
@@ -255,7 +255,7 @@ async fn canaries_wait_for_promotion_survive_a_master_restart_and_cancel_reverts
     let app = client.put_app(&with_version(v1.clone(), "3")).await.expect("deploy v3");
     let id = deployment_of(&app);
     wait_status(&cluster, &id, DeploymentStatus::Paused, Duration::from_secs(40)).await;
-    let (ok, stdout, stderr) = gantry(&cluster.master_url, &["deployment", "cancel", &id]);
+    let (ok, stdout, stderr) = cluster.gantry(&["deployment", "cancel", &id]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("returns to version 2"), "{stdout}");
     let cancelled = deployment(&client, &id).await;
@@ -271,6 +271,6 @@ async fn canaries_wait_for_promotion_survive_a_master_restart_and_cancel_reverts
         (active.len() == 2 && active.iter().all(|t| t.app_version == 4 && t.healthy == Some(true))).then_some(())
     })
     .await;
-    let (ok, _, stderr) = gantry(&cluster.master_url, &["deployment", "cancel", &id]);
+    let (ok, _, stderr) = cluster.gantry(&["deployment", "cancel", &id]);
     assert!(!ok && stderr.contains("cancelled, not running"), "{stderr}");
 }

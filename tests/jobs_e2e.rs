@@ -7,7 +7,7 @@ mod support;
 use gantry_api::job::{JobDefinition, RunTrigger};
 use gantry_api::{JobRun, RunStatus, TaskState};
 use std::time::Duration;
-use support::{Cluster, gantry, repo_root, wait_for};
+use support::{Cluster, repo_root, wait_for};
 
 fn job(id: &str, cmd: &str) -> JobDefinition {
     let text = format!("id = \"{id}\"\n[run]\ncmd = '''{cmd}'''\ncpus = 0.1\nmem = 16\n");
@@ -44,7 +44,7 @@ async fn on_failure_retries_until_success_and_never_fails_once() {
     assert!(run.started_at.is_some() && run.finished_at.is_some());
 
     cluster.client.put_job(&job("once", "exit 7")).await.expect("deploy once");
-    let (ok, stdout, stderr) = gantry(&cluster.master_url, &["job", "run", "once"]);
+    let (ok, stdout, stderr) = cluster.gantry(&["job", "run", "once"]);
     assert!(ok, "{stderr}");
     let run_id = stdout.split_whitespace().nth(1).expect("`Run <id> of job once started.`").to_string();
     let run = wait_run_ended(&cluster, "once", &run_id).await;
@@ -56,9 +56,9 @@ async fn on_failure_retries_until_success_and_never_fails_once() {
     let again = cluster.client.get_job_run("once", &run_id).await.expect("run");
     assert_eq!((again.status, again.attempts.len()), (RunStatus::Failed, 1));
 
-    let (ok, stdout, stderr) = gantry(&cluster.master_url, &["job", "runs", "once"]);
+    let (ok, stdout, stderr) = cluster.gantry(&["job", "runs", "once"]);
     assert!(ok && stdout.contains(&run_id) && stdout.contains("FAILED"), "{stdout}{stderr}");
-    let (ok, stdout, _) = gantry(&cluster.master_url, &["job", "list"]);
+    let (ok, stdout, _) = cluster.gantry(&["job", "list"]);
     assert!(ok && stdout.contains("flaky") && stdout.contains("once"), "{stdout}");
 }
 
@@ -89,7 +89,7 @@ async fn active_deadline_and_stop_kill_the_task_and_fail_the_run() {
         (run.status == RunStatus::Active).then_some(())
     })
     .await;
-    let (ok, _, stderr) = gantry(&cluster.master_url, &["job", "stop-run", "forever", &run.id]);
+    let (ok, _, stderr) = cluster.gantry(&["job", "stop-run", "forever", &run.id]);
     assert!(ok, "{stderr}");
     let stopped = wait_run_ended(&cluster, "forever", &run.id).await;
     assert_eq!(stopped.status, RunStatus::Failed);
@@ -150,13 +150,13 @@ async fn example_job_files_parse_and_deploy_and_the_api_refuses_what_it_must() {
     for file in &files {
         let definition = gantry_api::workload::read_job_file(file).expect("example job is valid");
         let path = file.display().to_string();
-        let (ok, stdout, stderr) = gantry(&cluster.master_url, &["job", "deploy", &path]);
+        let (ok, stdout, stderr) = cluster.gantry(&["job", "deploy", &path]);
         assert!(ok, "{path}: {stderr}");
         assert!(stdout.contains(&definition.id), "{stdout}");
         let job = cluster.client.get_job(&definition.id).await.expect("deployed");
         assert_eq!(job.definition, definition);
     }
-    let (ok, stdout, _) = gantry(&cluster.master_url, &["job", "list"]);
+    let (ok, stdout, _) = cluster.gantry(&["job", "list"]);
     assert!(ok && stdout.contains("nightly-backup"), "{stdout}");
     let run = cluster.client.start_job_run("report").await.expect("start report");
     assert_eq!(wait_run_ended(&cluster, "report", &run.id).await.status, RunStatus::Success);

@@ -17,10 +17,10 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let say = |line: String| crate::output::progress(json, &line);
     let lock = ClusterLock::acquire(&session.state_dir)?;
     let mut journal = Journal::open(&session.state_dir)?;
-    if let Some(url) = session.master_url().await {
-        if let Ok(client) = session.client(&url) {
-            delete_workloads(&client, &say).await;
-        }
+    if let Some(url) = session.master_url().await
+        && let Ok(client) = session.client(&url)
+    {
+        delete_workloads(&client, &say).await;
     }
     let desired = Desired::empty(session.file.name(), &session.file.source.display().to_string());
     let plan = session.plan(&desired, journal.state()).await?;

@@ -63,7 +63,7 @@ async fn listed_hosts_are_adopted_recorded_and_forgotten() {
     assert_eq!(p.describe_host("db-1").await.expect("describe").address.as_deref(), Some("10.0.0.3"));
 
     let master = p.connect(&p.describe_host("master-0").await.expect("describe")).expect("connect");
-    assert_eq!(master.master_url(), "http://10.0.0.1:6060");
+    assert_eq!(master.master_url(), "https://10.0.0.1:6060");
     assert_eq!(master.layout.root, Path::new("/srv/gantry"));
     assert_eq!(master.transport.host(), "master-0");
     let entries = p.registry.read().expect("read");

@@ -111,7 +111,7 @@ async fn up_bootstraps_masters_before_agents_and_journals_every_host() {
     let h = Harness::new();
     let report = h.converge(&desired(2)).await.expect("apply");
     assert_eq!(report.completed, 6);
-    assert_eq!(report.master_url.as_deref(), Some("http://127.0.0.1:5050"));
+    assert_eq!(report.master_url.as_deref(), Some("https://127.0.0.1:5050"));
     let journal = Journal::read_state(&h.state_dir()).expect("journal");
     assert_eq!(journal.hosts.len(), 3);
     for (name, record) in &journal.hosts {

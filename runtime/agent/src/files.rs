@@ -113,6 +113,21 @@ pub fn read_chunk(path: &std::path::Path, query: ChunkQuery, terminal: bool) -> 
     })
 }
 
+/// Serves a request only when its connection presented a master's certificate (the TLS
+/// listener already refused certificates of another CA and connections without one).
+async fn only_masters(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let peer = request.extensions().get::<axum::extract::ConnectInfo<gantry_trust::listener::Peer>>();
+    match peer.and_then(|p| p.0.identity.clone()) {
+        Some(gantry_trust::Identity::Master(_)) => next.run(request).await,
+        other => {
+            let who = other.map_or_else(|| "a client without a certificate".to_string(), |i| i.to_string());
+            let message = format!("{who} may not read sandbox files: only masters may");
+            (StatusCode::FORBIDDEN, Json(ApiError { message, field: None })).into_response()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,20 +160,5 @@ mod tests {
         std::fs::write(&path, vec![b'x'; (MAX_LENGTH + 10) as usize]).expect("write");
         let chunk = read_chunk(&path, query(None, Some(u64::MAX)), false).expect("read");
         assert_eq!(chunk.next_offset, MAX_LENGTH);
-    }
-}
-
-/// Serves a request only when its connection presented a master's certificate (the TLS
-/// listener already refused certificates of another CA and connections without one).
-async fn only_masters(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let peer = request.extensions().get::<axum::extract::ConnectInfo<gantry_trust::listener::Peer>>();
-    match peer.and_then(|p| p.0.identity.clone()) {
-        Some(gantry_trust::Identity::Master(_)) => next.run(request).await,
-        other => {
-            let who = other.map_or_else(|| "a client without a certificate".to_string(), |i| i.to_string());
-            let message = format!("{who} may not read sandbox files: only masters may");
-            (StatusCode::FORBIDDEN, Json(ApiError { message, field: None })).into_response()
-        }
     }
 }

@@ -239,6 +239,7 @@ mod tests {
         let port = listener.local_addr().expect("addr").port();
         drop(listener);
         let dir = tempfile::tempdir().expect("tempdir");
+        gantry_trust::tls::install_default_provider();
         let client = reqwest::Client::new();
         let env = BTreeMap::new();
         let mut tcp = check(0.0, 1);

@@ -136,6 +136,7 @@ impl Supervisor {
                 }
             });
             let status = StatusQueue::new(sink, on_acked, background.clone());
+            gantry_trust::tls::install_default_provider();
             let health_client = reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()

@@ -1,0 +1,159 @@
+//! The attacker suite: the real binary as master and agents, and every request an attacker
+//! could make refused with a clear error, the cluster unchanged. Agent certificates for the
+//! attacks are made with the CA key of the master's data dir (what a stolen agent key gives).
+
+mod support;
+
+use gantry_api::protocol::{PREFIX, StatusUpdate};
+use gantry_api::security::CreateToken;
+use gantry_api::{AppDefinition, Client, Credentials, TaskState};
+use std::io::{Read, Write};
+use support::{Cluster, repo_root};
+
+fn web_app(id: &str) -> AppDefinition {
+    let mut app = gantry_api::workload::read_app_file(&repo_root().join("configs/apps/web.toml")).expect("web.toml");
+    app.id = id.to_string();
+    app.instances = 1;
+    app
+}
+
+/// An HTTP client presenting a certificate of `ca` for agent `id`, trusting `trust_pem`.
+fn agent_http(ca: &gantry_trust::Ca, id: &str, trust_pem: &str) -> reqwest::Client {
+    let cert = ca
+        .issue(&gantry_trust::Identity::Agent(id.to_string()), &[], &[], gantry_trust::pki::LEAF_LIFETIME)
+        .expect("certificate");
+    let tls = gantry_trust::tls::client_config(trust_pem, Some((&cert.cert_pem, &cert.key_pem))).expect("TLS");
+    reqwest::Client::builder().tls_backend_preconfigured(tls).build().expect("client")
+}
+
+fn with_token(cluster: &Cluster, token: Option<&str>) -> Client {
+    let ca = std::fs::read_to_string(cluster.path().join("master").join("ca.pem")).expect("CA");
+    let credentials = Credentials { token: token.map(str::to_string), ca_pem: Some(ca), ..Default::default() };
+    Client::with_credentials(&cluster.master_url, &credentials).expect("client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_attack_is_refused_and_changes_nothing() {
+    let cluster = Cluster::start(2).await;
+    let admin = cluster.client.clone();
+    admin.put_app(&web_app("web")).await.expect("deploy web");
+    let tasks = cluster.wait_running("web", 1, false).await;
+    let task = &tasks[0];
+    let agents = admin.list_agents().await.expect("agents");
+    let owner = agents.iter().find(|a| a.info.id == task.agent_id).expect("the task's agent");
+    let other = agents.iter().find(|a| a.info.id != task.agent_id).expect("another agent");
+    let data = cluster.path().join("master");
+    let ca = gantry_trust::Ca::load(&data).expect("CA").expect("present");
+    let ca_pem = ca.cert_pem().to_string();
+    let apps_before = admin.list_apps().await.expect("apps");
+
+    // No credentials at all.
+    let err = with_token(&cluster, None).list_apps().await.expect_err("anonymous");
+    assert_eq!(err.status(), Some(401), "{err}");
+    assert!(err.to_string().contains("no credentials"), "{err}");
+
+    // Plain HTTP on the API port.
+    let mut plain = std::net::TcpStream::connect(("127.0.0.1", cluster.master_port)).expect("connect");
+    plain.write_all(b"GET /api/v1/apps HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    let mut answer = String::new();
+    let _ = plain.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("HTTPS only"), "{answer}");
+
+    // A certificate of another CA: the handshake fails.
+    let foreign = gantry_trust::Ca::generate("evil").expect("another CA");
+    let evil = agent_http(&foreign, &owner.info.id, &ca_pem);
+    let err = evil
+        .post(format!("{}{PREFIX}/{}/heartbeat", cluster.master_url, owner.info.id))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect_err("a foreign certificate is refused at the handshake");
+    assert!(err.is_connect() || err.is_request(), "{err:?}");
+
+    // An agent's certificate used as an admin.
+    let as_other = agent_http(&ca, &other.info.id, &ca_pem);
+    let response = as_other.get(format!("{}/api/v1/apps", cluster.master_url)).send().await.expect("send");
+    assert_eq!(response.status(), 403);
+    let response = as_other.delete(format!("{}/api/v1/apps/web", cluster.master_url)).send().await.expect("send");
+    assert_eq!(response.status(), 403);
+
+    // Agent B posting a status update for agent A's task, on its own route and on A's.
+    let update = StatusUpdate {
+        task_id: task.id.clone(),
+        state: TaskState::Failed,
+        healthy: None,
+        exit_code: Some(1),
+        message: Some("forged".to_string()),
+        uuid: "forged-1".to_string(),
+        timestamp: 0,
+    };
+    for route_agent in [&other.info.id, &owner.info.id] {
+        let response = as_other
+            .post(format!("{}{PREFIX}/{route_agent}/status", cluster.master_url))
+            .json(&update)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 403, "status via {route_agent}'s route");
+    }
+
+    // Agent B opening A's command stream.
+    let response =
+        as_other.get(format!("{}{PREFIX}/{}/commands", cluster.master_url, owner.info.id)).send().await.expect("send");
+    assert_eq!(response.status(), 403);
+
+    // A read-only token writing; a revoked token; an expired token; junk.
+    let read_only = admin
+        .create_token(&CreateToken { name: "viewer".into(), policies: vec!["read-only".into()], ttl_secs: None })
+        .await
+        .expect("token");
+    let viewer = with_token(&cluster, Some(&read_only.token));
+    assert_eq!(viewer.list_apps().await.expect("read-only reads").len(), 1);
+    let err = viewer.scale_app("web", 3).await.expect_err("read-only writes");
+    assert_eq!(err.status(), Some(403));
+    assert!(err.to_string().contains("token viewer may not write apps `web`"), "{err}");
+    let err = viewer.list_secrets().await.expect_err("read-only reads secrets");
+    assert_eq!(err.status(), Some(403));
+    admin.revoke_token("viewer").await.expect("revoke");
+    assert_eq!(viewer.list_apps().await.expect_err("revoked").status(), Some(401));
+    let expired = admin
+        .create_token(&CreateToken { name: "brief".into(), policies: vec!["admin".into()], ttl_secs: Some(0) })
+        .await
+        .expect("token");
+    let err = with_token(&cluster, Some(&expired.token)).list_apps().await.expect_err("expired");
+    assert_eq!(err.status(), Some(401));
+    assert!(err.to_string().contains("token brief expired"), "{err}");
+    let err = with_token(&cluster, Some("gt1_nonsense")).list_apps().await.expect_err("junk");
+    assert_eq!(err.status(), Some(401));
+
+    // Nothing changed.
+    let apps_after = admin.list_apps().await.expect("apps");
+    assert_eq!(apps_before.len(), apps_after.len());
+    assert_eq!(apps_after[0].definition.instances, 1);
+    let still = admin.get_task(&task.id).await.expect("task");
+    assert_eq!(still.state, TaskState::Running, "the forged update was not applied");
+    assert_eq!(admin.list_agents().await.expect("agents").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_secret_value_appears_in_no_answer_log_or_file() {
+    let cluster = Cluster::start(1).await;
+    let admin = cluster.client.clone();
+    let planted = format!("planted-{}", gantry_trust::hex(&gantry_trust::random_bytes::<8>()));
+    let info = admin.put_secret("db/password", &planted).await.expect("put");
+    assert_eq!(info.version, 1);
+    assert_eq!(admin.put_secret("db/password", &planted).await.expect("put again").version, 2);
+    let listed = serde_json::to_string(&admin.list_secrets().await.expect("list")).expect("json");
+    let shown = serde_json::to_string(&admin.get_secret("db/password").await.expect("show")).expect("json");
+    for answer in [&listed, &shown] {
+        assert!(answer.contains("db/password") && !answer.contains(&planted), "{answer}");
+    }
+    let data = cluster.path().join("master");
+    let store = std::fs::read(data.join("state.redb")).expect("store file");
+    assert!(!store.windows(planted.len()).any(|w| w == planted.as_bytes()), "the store holds the value in clear");
+    let log = std::fs::read_to_string(cluster.path().join("master.log")).expect("master log");
+    assert!(!log.contains(&planted), "the master's log names the value");
+    assert!(support::processes_naming(std::path::Path::new(&planted)).is_empty(), "no command line names the value");
+    admin.delete_secret("db/password").await.expect("delete");
+    assert_eq!(admin.get_secret("db/password").await.expect_err("gone").status(), Some(404));
+}
