@@ -125,7 +125,7 @@ async fn up_bootstraps_masters_before_agents_and_journals_every_host() {
     assert!(h.position("master-0", "wait-ready") < h.position("w-1", "create"));
     let env = uploaded(&h.connector, "w-1", "/opt/gantry/etc/agent.env");
     for line in [
-        "GANTRY_MASTER=http://127.0.0.1:5050",
+        "GANTRY_MASTER=https://127.0.0.1:5050",
         "GANTRY_HOSTNAME=w-1",
         "GANTRY_RESOURCES=cpus=1;ports=[31500-31999]",
         "GANTRY_ATTRIBUTES=provider=fake;zone=z1",
