@@ -255,10 +255,22 @@ impl ClusterSession {
             connector: self.hosts.connector(),
             api: Arc::new(self.api()),
             progress,
-            runtime: RuntimeSettings { trust: Some(trust), ..RuntimeSettings::from_cluster_file(&self.file) },
+            runtime: self.runtime_settings(trust),
             binary,
             options: EngineOptions { parallelism, ..EngineOptions::default() },
         })
+    }
+
+    /// The daemons' settings: the file's, with the cluster's trust material. On `local`, whose
+    /// hosts are directories of the user running `up`, tasks run as that user unless the file
+    /// names `task_user`.
+    fn runtime_settings(&self, trust: Arc<ClusterTrust>) -> RuntimeSettings {
+        let mut settings = RuntimeSettings { trust: Some(trust), ..RuntimeSettings::from_cluster_file(&self.file) };
+        if settings.task_user.is_none() && self.file.provider() == ProviderKind::Local {
+            settings.task_user =
+                nix::unistd::User::from_uid(nix::unistd::Uid::effective()).ok().flatten().map(|u| u.name);
+        }
+        settings
     }
 
     /// The primary master's URL, if that host exists.

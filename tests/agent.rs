@@ -275,7 +275,11 @@ struct WorkDir {
 
 impl WorkDir {
     fn new() -> WorkDir {
-        WorkDir { dir: tempfile::Builder::new().prefix("gantry-agent-test-").tempdir().expect("temp dir") }
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new().prefix("gantry-agent-test-").tempdir().expect("temp dir");
+        // Traversable, as a host's work dir is: an agent running as root starts tasks as nobody.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        WorkDir { dir }
     }
 
     fn path(&self) -> &Path {
@@ -318,6 +322,7 @@ fn config(master: &FakeMaster, work_dir: &WorkDir) -> AgentConfig {
         attributes: BTreeMap::from([("zone".to_string(), "a".to_string())]),
         executor_path: PathBuf::from(env!("CARGO_BIN_EXE_gantry")),
         join_token: Some(master.join_token.clone()),
+        task_user: None,
     }
 }
 
@@ -341,6 +346,10 @@ fn launch(task_id: &str, cmd: &str) -> LaunchTask {
         ports: vec![NamedPort { name: "http".to_string(), port }],
         health_checks: Vec::new(),
         kill_grace_period_secs: 5.0,
+        secrets: BTreeMap::new(),
+        secret_files: BTreeMap::new(),
+        secret_values: Default::default(),
+        user: None,
     }
 }
 

@@ -37,12 +37,13 @@ fn agent_config(dir: &std::path::Path, url: &str, i: usize, port_base: u16) -> g
         attributes: BTreeMap::from([("zone".to_string(), format!("z{}", i % 2))]),
         executor_path: BIN.into(),
         join_token: Some(support::seed_trust(&dir.join("master")).1),
+        task_user: None,
     }
 }
 
 impl InProcessCluster {
     async fn start(agents: usize) -> Self {
-        let dir = tempfile::Builder::new().prefix("gantry-inproc-").tempdir().expect("temp dir");
+        let dir = support::traversable_temp_dir("gantry-inproc-");
         let mut config =
             gantry_master::MasterConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), dir.path().join("master"));
         config.heartbeat_interval = Duration::from_millis(200);

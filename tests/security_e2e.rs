@@ -135,25 +135,100 @@ async fn every_attack_is_refused_and_changes_nothing() {
     assert_eq!(admin.list_agents().await.expect("agents").len(), 2);
 }
 
+/// Pids whose command line holds `needle`.
+fn cmdlines_holding(needle: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_planted_secret_value_appears_in_no_answer_log_or_file() {
+async fn a_planted_secret_reaches_only_its_tasks_environment_and_file() {
     let cluster = Cluster::start(1).await;
     let admin = cluster.client.clone();
     let planted = format!("planted-{}", gantry_trust::hex(&gantry_trust::random_bytes::<8>()));
+
+    // An app that names a secret not stored yet waits, saying why.
+    let mut app: AppDefinition = serde_json::from_value(serde_json::json!({
+        "id": "reader", "cmd": "sleep 600", "instances": 1,
+        "secrets": {"DB_PASSWORD": "db/password"}, "secret_files": {"db.pass": "db/password"},
+    }))
+    .expect("app");
+    admin.put_app(&app).await.expect("deploy");
+    let waiting =
+        support::wait_for("the app to say which secret is missing", std::time::Duration::from_secs(20), || async {
+            admin.get_app("reader").await.ok()?.status.waiting.filter(|w| w.contains("db/password"))
+        })
+        .await;
+    assert!(waiting.contains("gantry secret put db/password"), "{waiting}");
+
+    // A deployer may deploy apps, but not one that reads a secret it may not read.
+    let deployer = admin
+        .create_token(&CreateToken { name: "deployer".into(), policies: vec!["deployer".into()], ttl_secs: None })
+        .await
+        .expect("token");
+    app.id = "sneaky".into();
+    let err = with_token(&cluster, Some(&deployer.token)).put_app(&app).await.expect_err("deployer reads a secret");
+    assert_eq!(err.status(), Some(403), "{err}");
+    assert!(err.to_string().contains("may not read secrets `db/password`"), "{err}");
+
     let info = admin.put_secret("db/password", &planted).await.expect("put");
     assert_eq!(info.version, 1);
-    assert_eq!(admin.put_secret("db/password", &planted).await.expect("put again").version, 2);
-    let listed = serde_json::to_string(&admin.list_secrets().await.expect("list")).expect("json");
-    let shown = serde_json::to_string(&admin.get_secret("db/password").await.expect("show")).expect("json");
-    for answer in [&listed, &shown] {
-        assert!(answer.contains("db/password") && !answer.contains(&planted), "{answer}");
+    let tasks = cluster.wait_running("reader", 1, false).await;
+    let task = &tasks[0];
+    let pid = support::wait_for("the task's process", std::time::Duration::from_secs(20), || async {
+        cluster
+            .task_processes()
+            .into_iter()
+            .find(|pid| support::environ(*pid).contains(&format!("GANTRY_TASK_ID={}", task.id)))
+    })
+    .await;
+    assert!(support::environ(pid).lines().any(|l| l == format!("DB_PASSWORD={planted}")), "the task gets the value");
+    let sandbox = cluster.path().join("agent-0").join("tasks").join(&task.id);
+    let file = sandbox.join("db.pass");
+    assert_eq!(std::fs::read_to_string(&file).expect("secret file"), planted);
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(&file).expect("metadata");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o400);
+    let process_uid = std::fs::metadata(format!("/proc/{pid}")).expect("proc").uid();
+    assert_eq!(meta.uid(), process_uid, "the file belongs to the task's user");
+    if nix::unistd::Uid::effective().is_root() {
+        let nobody = nix::unistd::User::from_name("nobody").expect("lookup").expect("nobody exists");
+        assert_eq!(process_uid, nobody.uid.as_raw(), "a root agent runs tasks as nobody");
+        assert_eq!(std::fs::metadata(&sandbox).expect("sandbox").permissions().mode() & 0o777, 0o750);
     }
-    let data = cluster.path().join("master");
-    let store = std::fs::read(data.join("state.redb")).expect("store file");
+    for json in ["task.json", "launch.json"] {
+        let mode = std::fs::metadata(sandbox.join(json)).expect(json).permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{json} holds the environment");
+    }
+
+    // Nowhere else: API answers, the store, the logs, command lines.
+    let answers = [
+        serde_json::to_string(&admin.list_secrets().await.expect("list")).expect("json"),
+        serde_json::to_string(&admin.get_secret("db/password").await.expect("show")).expect("json"),
+        serde_json::to_string(&admin.get_app("reader").await.expect("app")).expect("json"),
+        serde_json::to_string(&admin.list_tasks(None, true).await.expect("tasks")).expect("json"),
+        serde_json::to_string(&admin.list_agents().await.expect("agents")).expect("json"),
+    ];
+    for answer in &answers {
+        assert!(!answer.contains(&planted), "an API answer holds the value: {answer}");
+    }
+    let store = std::fs::read(cluster.path().join("master").join("state.redb")).expect("store file");
     assert!(!store.windows(planted.len()).any(|w| w == planted.as_bytes()), "the store holds the value in clear");
-    let log = std::fs::read_to_string(cluster.path().join("master.log")).expect("master log");
-    assert!(!log.contains(&planted), "the master's log names the value");
-    assert!(support::processes_naming(std::path::Path::new(&planted)).is_empty(), "no command line names the value");
+    for log in ["master.log", "agent-0.log"] {
+        let text = std::fs::read_to_string(cluster.path().join(log)).expect("log");
+        assert!(!text.contains(&planted), "{log} names the value");
+    }
+    assert!(cmdlines_holding(&planted).is_empty(), "no command line names the value");
+
+    assert_eq!(admin.put_secret("db/password", &planted).await.expect("put again").version, 2);
+    admin.delete_app("reader").await.expect("delete app");
     admin.delete_secret("db/password").await.expect("delete");
     assert_eq!(admin.get_secret("db/password").await.expect_err("gone").status(), Some(404));
 }

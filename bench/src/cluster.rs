@@ -4,10 +4,15 @@
 //! bench starts them itself so that it knows their pids (to measure and to SIGKILL them) and
 //! never touches a user's cluster. Everything lives in one temp dir; dropping the cluster kills
 //! every process that names it (daemons, executors, tasks of a killed agent).
+//!
+//! Security is on, as with `up`: the bench puts a cluster CA, a join token and an admin token
+//! into the master's data dir before the master starts (it adopts them), talks to it over TLS
+//! with the admin token, and hands agents the join token.
 
 use crate::process::{ChildGuard, free_port, kill_all_naming};
 use anyhow::{Context, bail};
-use gantry_api::{AgentState, Client};
+use gantry_api::{AgentState, Client, Credentials};
+use gantry_provision::trust::ClusterTrust;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,8 +26,12 @@ pub struct LocalCluster {
     pub bin: PathBuf,
     /// Base URL of the master.
     pub master_url: String,
-    /// A client of the master.
+    /// A client of the master, with the admin token, trusting the cluster CA.
     pub client: Client,
+    /// The admin's credentials (token and CA), for other clients of the master.
+    pub credentials: Credentials,
+    /// The cluster CA and tokens, as put into the master's data dir.
+    pub trust: ClusterTrust,
     /// The master process.
     pub master: ChildGuard,
     /// Agent processes, by index.
@@ -48,11 +57,14 @@ impl LocalCluster {
     pub async fn start_master(bin: &Path, options: &MasterOptions) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("gantry-bench-").tempdir()?;
         let port = free_port()?;
-        let master_url = format!("http://127.0.0.1:{port}");
+        let master_url = format!("https://127.0.0.1:{port}");
         let data_dir = match &options.data_parent {
             Some(parent) => parent.join(format!("gantry-bench-master-{}-{port}", std::process::id())),
             None => dir.path().join("master"),
         };
+        let trust = ClusterTrust::load_or_create(&data_dir, "bench")
+            .with_context(|| format!("cannot put the cluster's trust material into {}", data_dir.display()))?;
+        let credentials = trust.credentials(&data_dir);
         let mut command = Command::new(bin);
         command
             .args(["master", "--listen", &format!("127.0.0.1:{port}")])
@@ -70,11 +82,21 @@ impl LocalCluster {
             command.args(["--agent-unreachable-timeout", timeout]);
         }
         let master = ChildGuard::new(command.spawn().context("cannot start the master")?);
-        let client = Client::new(&master_url)?;
+        let client = Client::with_credentials(&master_url, &credentials)?;
         // Agents' port ranges below the ephemeral range, distinct per bench process.
         let port_base = 20_000 + (std::process::id() % 8) as u16 * 1500;
-        let cluster =
-            Self { dir, bin: bin.to_path_buf(), master_url, client, master, agents: Vec::new(), data_dir, port_base };
+        let cluster = Self {
+            dir,
+            bin: bin.to_path_buf(),
+            master_url,
+            client,
+            credentials,
+            trust,
+            master,
+            agents: Vec::new(),
+            data_dir,
+            port_base,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while cluster.client.health().await.is_err() {
             if Instant::now() > deadline {
@@ -106,6 +128,7 @@ impl LocalCluster {
             .args(["--hostname", &format!("host-{i}")])
             .args(["--resources", &format!("cpus=2;mem=2048;disk=10000;ports=[{}-{}]", base, base + 499)])
             .args(["--attributes", &format!("zone=z{i}")])
+            .env("GANTRY_JOIN_TOKEN", self.trust.join.to_string())
             .env("GANTRY_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log_file(self.dir.path(), &format!("agent-{i}.log"))?)

@@ -2,15 +2,24 @@
 //! instant this process received it.
 
 use futures_util::StreamExt;
-use gantry_api::Event;
+use gantry_api::{Client, Event};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// Subscribes (the subscription exists when this returns) and forwards events until the stream
-/// or the receiver ends.
-pub async fn subscribe(master_url: &str) -> anyhow::Result<mpsc::UnboundedReceiver<(Instant, Event)>> {
-    let response =
-        reqwest::Client::new().get(format!("{master_url}/api/v1/events")).send().await?.error_for_status()?;
+/// How long the stream may stay open: it replaces the client's per-request timeout (30 s),
+/// which would end a stream that outlives it.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// Subscribes with `client`'s token and TLS settings (the subscription exists when this
+/// returns) and forwards events until the stream or the receiver ends.
+pub async fn subscribe(client: &Client) -> anyhow::Result<mpsc::UnboundedReceiver<(Instant, Event)>> {
+    let response = client
+        .request(reqwest::Method::GET, "/api/v1/events")
+        .timeout(STREAM_TIMEOUT)
+        .send()
+        .await?
+        .error_for_status()?;
     let (sender, receiver) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut stream = response.bytes_stream();

@@ -16,6 +16,9 @@ struct Cli {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Every link is TLS; an HTTP client built without a TLS configuration of its own needs the
+    // process-wide provider.
+    gantry_trust::tls::install_default_provider();
     let cli = Cli::parse();
     let mut report = Report::start(cli.scenario.name(), cli.json);
     cli.scenario.run(&mut report)?;

@@ -81,6 +81,30 @@ pub fn kill_all_naming(dir: &Path) {
     }
 }
 
+/// Raises this process's open-files limit (`RLIMIT_NOFILE`, inherited by the processes it
+/// starts) towards `wanted`: the soft limit up to the hard one, and the hard one too where the
+/// process may (root). Returns the soft limit now in force.
+pub fn raise_open_files(wanted: u64) -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct it is handed, which lives for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 0;
+    }
+    if limit.rlim_cur >= wanted {
+        return limit.rlim_cur;
+    }
+    if limit.rlim_max < wanted {
+        let raised = libc::rlimit { rlim_cur: wanted, rlim_max: wanted };
+        // SAFETY: setrlimit only reads the struct it is handed; refused without the privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return wanted;
+        }
+    }
+    let raised = libc::rlimit { rlim_cur: wanted.min(limit.rlim_max), rlim_max: limit.rlim_max };
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 { raised.rlim_cur } else { limit.rlim_cur }
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released; a small race is acceptable for a bench).
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

@@ -60,6 +60,8 @@ pub struct RuntimeSettings {
     /// The cluster's CA and tokens, handed to the master and (the join token only) to agents;
     /// `None` leaves the master to make its own (agents then cannot join).
     pub trust: Option<std::sync::Arc<crate::trust::ClusterTrust>>,
+    /// The user tasks run as when they name none; `None`: the agent's default.
+    pub task_user: Option<String>,
 }
 
 impl RuntimeSettings {
@@ -69,6 +71,7 @@ impl RuntimeSettings {
             heartbeat_interval: file.runtime.heartbeat_interval.get_ref().0,
             agent_unreachable_timeout: file.runtime.agent_unreachable_timeout.get_ref().0,
             trust: None,
+            task_user: file.runtime.task_user.as_ref().map(|u| u.get_ref().clone()),
         }
     }
 }
@@ -79,6 +82,7 @@ impl Default for RuntimeSettings {
             heartbeat_interval: Duration::from_secs(1),
             agent_unreachable_timeout: Duration::from_secs(3),
             trust: None,
+            task_user: None,
         }
     }
 }

@@ -126,6 +126,10 @@ pub struct RuntimeSection {
     /// must be longer than `heartbeat_interval`. Default 3s.
     #[serde(default = "default_unreachable")]
     pub agent_unreachable_timeout: Spanned<HumanDuration>,
+    /// The user tasks run as when their app or job names none. Default: `nobody` where the
+    /// agent runs as root (every provider but `local`), the user running `gantry up` on `local`.
+    #[serde(default)]
+    pub task_user: Option<Spanned<String>>,
 }
 
 impl Default for RuntimeSection {
@@ -134,6 +138,7 @@ impl Default for RuntimeSection {
             masters: default_masters(),
             heartbeat_interval: default_heartbeat(),
             agent_unreachable_timeout: default_unreachable(),
+            task_user: None,
         }
     }
 }

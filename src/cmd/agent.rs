@@ -17,6 +17,10 @@ pub struct AgentArgs {
     /// visible to every user of the host.
     #[arg(long, env = "GANTRY_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
+    /// The user tasks run as when their app or job names none [default: nobody when the agent
+    /// runs as root, else the agent's own user].
+    #[arg(long, env = "GANTRY_TASK_USER")]
+    pub task_user: Option<String>,
     /// Work dir: agent id, task sandboxes. Keep it across restarts so tasks are re-adopted.
     #[arg(long)]
     pub work_dir: PathBuf,
@@ -67,6 +71,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         attributes: args.attributes,
         executor_path,
         join_token: args.join_token,
+        task_user: args.task_user,
     };
     gantry_agent::run(config).await.with_context(|| format!("agent with work dir {}", args.work_dir.display()))
 }

@@ -69,6 +69,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             attributes: BTreeMap::from([("zone".to_string(), format!("z{}", i % 3))]),
             executor_path: executor_path.clone(),
             join_token: Some(join_token.clone()),
+            // A dev cluster runs its tasks as whoever runs it, like any program they start.
+            task_user: current_user(),
         };
         agents.push(gantry_agent::start(config).await.with_context(|| format!("cannot start agent dev-{i}"))?);
     }
@@ -97,4 +99,9 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = terminate.recv() => {}
     }
     Ok(())
+}
+
+/// The name of the user running this process.
+fn current_user() -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::Uid::effective()).ok().flatten().map(|u| u.name)
 }

@@ -58,6 +58,15 @@ pub fn admin_client(url: &str, data_dir: &Path) -> Client {
     Client::with_credentials(url, &seed_trust(data_dir).0).expect("client")
 }
 
+/// A temp dir that other users may traverse (0755), as a host's install dir is: agents running
+/// as root start tasks as `nobody`, which must reach its sandbox below it.
+pub fn traversable_temp_dir(prefix: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod the temp dir");
+    dir
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
@@ -86,7 +95,7 @@ impl Cluster {
 
     /// Starts a master and `agents` agents and waits until every agent is registered.
     pub async fn start(agents: usize) -> Cluster {
-        let dir = tempfile::Builder::new().prefix("gantry-e2e-").tempdir().expect("temp dir");
+        let dir = traversable_temp_dir("gantry-e2e-");
         let master_port = free_port();
         let master_url = format!("https://127.0.0.1:{master_port}");
         let client = admin_client(&master_url, &dir.path().join("master"));

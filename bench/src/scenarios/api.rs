@@ -5,11 +5,19 @@
 //! The generator is open-loop: request i is sent at `start + i / rate` whatever happened to the
 //! earlier ones, and its latency runs from that scheduled time, so a stall shows in every request
 //! it delays (no coordinated omission). The baseline is a raw 4 KiB write + fdatasync in the same
-//! directory: the floor of any durable write there.
+//! directory: the floor of any durable write there. The writes go over TLS with the admin token
+//! on kept-alive connections, as a long-lived client's do.
+//!
+//! Then, apart from the writes, the cost of a fresh TLS connection, as a one-shot client such as
+//! `gantry app list` pays it: one at a time, a new client (no session to resume) connects, does
+//! the TLS 1.3 handshake and one authenticated read (`GET /api/v1/apps/<id>`). The baseline is
+//! the same read on a kept-alive connection, so the difference is the connection's cost.
 
 use crate::cluster::LocalCluster;
 use crate::report::{Figure, Report, Target, progress};
 use crate::stats::Samples;
+use gantry_api::Client;
+use reqwest::Method;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
@@ -25,6 +33,9 @@ pub struct Args {
     /// Apps the writes go round-robin to.
     #[arg(long, default_value_t = 10)]
     pub apps: usize,
+    /// Fresh TLS connections (each with one read) for the handshake figures; 0 skips them.
+    #[arg(long, default_value_t = 300)]
+    pub handshakes: usize,
 }
 
 /// Runs the scenario.
@@ -47,7 +58,6 @@ async fn measure(args: &Args, report: &mut Report, bin: &std::path::Path) -> any
             serde_json::from_value(serde_json::json!({ "id": format!("api-{i}"), "cmd": "sleep 1", "instances": 0 }))?;
         cluster.client.create_app(&definition).await?;
     }
-    let client = reqwest::Client::builder().tcp_nodelay(true).build()?;
     let period = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
     let warmup = args.rate as usize;
     let total = warmup + (args.duration.as_secs_f64() * f64::from(args.rate)) as usize;
@@ -57,17 +67,12 @@ async fn measure(args: &Args, report: &mut Report, bin: &std::path::Path) -> any
     for i in 0..total {
         let scheduled = start + period * u32::try_from(i)?;
         tokio::time::sleep_until(scheduled).await;
-        let app = format!("api-{}", i % args.apps);
-        let url = format!("{}/api/v1/apps/{app}/scale", cluster.master_url);
-        let instances = (i / args.apps) % 2;
-        let client = client.clone();
+        let request = cluster
+            .client
+            .request(Method::POST, &format!("/api/v1/apps/api-{}/scale", i % args.apps))
+            .json(&serde_json::json!({ "instances": (i / args.apps) % 2 }));
         handles.push(tokio::spawn(async move {
-            let ok = client
-                .post(&url)
-                .json(&serde_json::json!({ "instances": instances }))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
+            let ok = request.send().await.is_ok_and(|r| r.status().is_success());
             (scheduled.elapsed(), ok)
         }));
     }
@@ -93,6 +98,41 @@ async fn measure(args: &Args, report: &mut Report, bin: &std::path::Path) -> any
     report.add(Figure::new("api.write_max_ms", samples.max(), "ms"));
     report.add(Figure::new("api.errors", errors as f64, "requests"));
     report.add(Figure::new("api.fsync_p50_ms", fsync.median(), "ms"));
+    if args.handshakes > 0 {
+        handshakes(&cluster, args.handshakes, report).await?;
+    }
+    Ok(())
+}
+
+/// The handshake figures: `n` reads each on a fresh TLS connection, against `n` on a kept-alive one.
+async fn handshakes(cluster: &LocalCluster, n: usize, report: &mut Report) -> anyhow::Result<()> {
+    progress(&format!("{n} fresh TLS connections"));
+    let path = "/api/v1/apps/api-0";
+    let read = |client: &Client| {
+        let request = client.request(Method::GET, path);
+        async move {
+            let started = Instant::now();
+            let response = request.send().await?.error_for_status()?;
+            response.bytes().await?;
+            anyhow::Ok(started.elapsed())
+        }
+    };
+    let mut fresh = Vec::with_capacity(n);
+    for _ in 0..n {
+        // A new client has no connection and no TLS session to resume.
+        let client = Client::with_credentials(&cluster.master_url, &cluster.credentials)?;
+        fresh.push(read(&client).await?);
+    }
+    let kept = Client::with_credentials(&cluster.master_url, &cluster.credentials)?;
+    read(&kept).await?;
+    let mut warm = Vec::with_capacity(n);
+    for _ in 0..n {
+        warm.push(read(&kept).await?);
+    }
+    let (fresh, warm) = (Samples::from_durations(&fresh), Samples::from_durations(&warm));
+    report.add(Figure::new("api.handshake_p50_ms", fresh.median(), "ms").baseline(warm.median()));
+    report.add(Figure::new("api.handshake_p99_ms", fresh.percentile(99.0), "ms").baseline(warm.percentile(99.0)));
+    report.add(Figure::new("api.handshake_cost_p50_ms", fresh.median() - warm.median(), "ms"));
     Ok(())
 }
 

@@ -5,6 +5,11 @@
 //! registered at the master). One master and N-1 agents; both sides start from cold SSH
 //! connections and get the same fan-out (`[ssh] parallelism` and Ansible `forks` = N).
 //!
+//! Trust is part of both: `up` makes the cluster CA and tokens itself; for the playbook the
+//! bench makes them the same way beforehand ([`ClusterTrust`]), the playbook copies the CA and
+//! tokens into the master's data dir and renders the join token into the agents' env files
+//! (0600), and the bench waits for the agents over TLS with the admin token.
+//!
 //! Needs root (the test hosts). Ansible comes from PyPI (`ansible-core`): the one on `PATH`, or
 //! one the scenario installs into a virtualenv beside the bench binary.
 
@@ -14,6 +19,7 @@ mod testhosts;
 
 use crate::report::{Figure, Report, progress};
 use anyhow::{Context, anyhow, bail};
+use gantry_provision::trust::ClusterTrust;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -141,6 +147,8 @@ fn ansible_up(
 ) -> anyhow::Result<Duration> {
     let dir = work.join("ansible");
     std::fs::create_dir_all(&dir)?;
+    let trust_dir = dir.join("trust");
+    let trust = ClusterTrust::load_or_create(&trust_dir, &format!("bench-{}", lab.prefix()))?;
     let master = lab.host(0).address();
     let mut inventory = format!("[masters]\nmaster-0 ansible_host={master}\n[agents]\n");
     for host in &lab.hosts()[1..] {
@@ -149,10 +157,11 @@ fn ansible_up(
     inventory.push_str(&format!(
         "[all:vars]\nansible_user=root\nansible_ssh_private_key_file={}\nansible_python_interpreter=/usr/bin/python3\n\
          ansible_ssh_common_args='-o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes'\n\
-         master_address={master}\nbinary={}\ndir={ANSIBLE_DIR}\nagent_port={AGENT_PORT}\n",
+         master_address={master}\nbinary={}\ndir={ANSIBLE_DIR}\nagent_port={AGENT_PORT}\ntrust_dir={}\n",
         lab.client_key().display(),
         lab.known_hosts_file().display(),
-        bin.display()
+        bin.display(),
+        trust_dir.display()
     ));
     std::fs::write(dir.join("inventory"), inventory)?;
     std::fs::write(
@@ -168,7 +177,7 @@ fn ansible_up(
         std::fs::write(dir.join(name), text)?;
     }
     std::fs::write(dir.join("site.yml"), PLAYBOOK)?;
-    let url = format!("http://{master}:5050");
+    let url = format!("https://{master}:5050");
     let agents = lab.hosts().len() - 1;
     let started = Instant::now();
     let out = Command::new(playbook)
@@ -188,7 +197,7 @@ fn ansible_up(
         );
     }
     runtime.block_on(async {
-        let client = gantry_api::Client::new(&url)?;
+        let client = gantry_api::Client::with_credentials(&url, &trust.credentials(&trust_dir))?;
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let active = client
@@ -242,20 +251,27 @@ const TEMPLATES: [(&str, &str); 2] = [
     ),
     (
         "agent.env.j2",
-        "GANTRY_LOG=info\nGANTRY_MASTER=http://{{ master_address }}:5050\nGANTRY_WORK_DIR={{ dir }}/work\n\
+        "GANTRY_LOG=info\nGANTRY_MASTER=https://{{ master_address }}:5050\nGANTRY_WORK_DIR={{ dir }}/work\n\
          GANTRY_LISTEN={{ ansible_host }}:{{ agent_port }}\nGANTRY_HOSTNAME={{ inventory_hostname }}\n\
-         GANTRY_ATTRIBUTES=provider=onprem\n",
+         GANTRY_ATTRIBUTES=provider=onprem\nGANTRY_JOIN_TOKEN={{ lookup('file', trust_dir ~ '/join-token') }}\n",
     ),
 ];
 
-/// Copy the binary, template the config, start the daemon, wait for its port: masters, then agents.
+/// Copy the binary (and, to the master, the CA and tokens), template the config, start the
+/// daemon, wait for its port: masters, then agents.
 const PLAYBOOK: &str = r#"- hosts: masters
   gather_facts: false
   tasks:
     - file: { path: "{{ dir }}/{{ item }}", state: directory }
       loop: [bin, etc, data, logs]
     - copy: { src: "{{ binary }}", dest: "{{ dir }}/bin/gantry", mode: "0755" }
-    - template: { src: master.env.j2, dest: "{{ dir }}/etc/master.env" }
+    - copy: { src: "{{ trust_dir }}/{{ item.file }}", dest: "{{ dir }}/data/{{ item.file }}", mode: "{{ item.mode }}" }
+      loop:
+        - { file: ca.pem, mode: "0644" }
+        - { file: ca-key.pem, mode: "0600" }
+        - { file: join-token, mode: "0600" }
+        - { file: admin-token, mode: "0600" }
+    - template: { src: master.env.j2, dest: "{{ dir }}/etc/master.env", mode: "0600" }
     - shell: >-
         . {{ dir }}/etc/master.env; setsid nohup {{ dir }}/bin/gantry master --listen "$GANTRY_LISTEN"
         --data-dir "$GANTRY_DATA_DIR" --heartbeat-interval "$GANTRY_HEARTBEAT_INTERVAL"
@@ -267,9 +283,9 @@ const PLAYBOOK: &str = r#"- hosts: masters
     - file: { path: "{{ dir }}/{{ item }}", state: directory }
       loop: [bin, etc, work, logs]
     - copy: { src: "{{ binary }}", dest: "{{ dir }}/bin/gantry", mode: "0755" }
-    - template: { src: agent.env.j2, dest: "{{ dir }}/etc/agent.env" }
+    - template: { src: agent.env.j2, dest: "{{ dir }}/etc/agent.env", mode: "0600" }
     - shell: >-
-        . {{ dir }}/etc/agent.env; setsid nohup {{ dir }}/bin/gantry agent --master "$GANTRY_MASTER"
+        set -a; . {{ dir }}/etc/agent.env; set +a; setsid nohup {{ dir }}/bin/gantry agent --master "$GANTRY_MASTER"
         --work-dir "$GANTRY_WORK_DIR" --listen "$GANTRY_LISTEN" --hostname "$GANTRY_HOSTNAME"
         --attributes "$GANTRY_ATTRIBUTES" > {{ dir }}/logs/agent.log 2>&1 < /dev/null &
     - wait_for: { host: "{{ ansible_host }}", port: "{{ agent_port }}", timeout: 60 }

@@ -7,14 +7,19 @@
 //!    the real protocol; `--apps` apps of `--instances` instances deployed through the API; RSS
 //!    once every task is RUNNING. Its data dir is on tmpfs (`/dev/shm`) when there is one: this
 //!    measures memory, and 200,000 fsynced status updates on a disk would only make it slow.
+//!    Each simulated agent has its own certificate and so its own TLS connections, two like a
+//!    real agent (the command stream and one for everything else): the master holds two per
+//!    agent, and so does this process. The scenario raises its open-files limit (the master
+//!    inherits it) and stops early when that cannot reach what the agents need.
 
 use crate::cluster::{LocalCluster, MasterOptions};
-use crate::process::{cpu_time, mib, rss_bytes};
+use crate::process::{cpu_time, mib, raise_open_files, rss_bytes};
 use crate::report::{Figure, Report, Target, progress};
 use crate::sim_agent::Fleet;
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use gantry_api::{AgentInfo, PortRange, Resources};
+use gantry_trust::Ca;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -86,7 +91,7 @@ fn sim_info(i: usize) -> AgentInfo {
     AgentInfo {
         id: format!("sim-{i}"),
         hostname: format!("sim-{i}.bench"),
-        endpoint: String::new(),
+        endpoint: format!("https://sim-{i}.bench:5051"),
         resources: Resources {
             ports: vec![PortRange { begin: 20_000, end: 20_999 }],
             ..Resources::scalar(16.0, 65_536.0, 100_000.0, 0)
@@ -100,6 +105,16 @@ fn sim_info(i: usize) -> AgentInfo {
 }
 
 async fn loaded(args: &Args, report: &mut Report, bin: &std::path::Path) -> anyhow::Result<()> {
+    // Two connections per agent, the bounded requests in flight, and the store and logs.
+    let needed = u64::try_from(2 * args.agents + 2 * args.max_in_flight + 1024)?;
+    let limit = raise_open_files(needed);
+    if limit < needed {
+        bail!(
+            "{} simulated agents need about {needed} open files in this process and in the master, and the limit \
+             is {limit} (`ulimit -Hn`): raise it, or pass a smaller --agents",
+            args.agents
+        );
+    }
     let shm = std::path::Path::new("/dev/shm");
     let options = MasterOptions {
         heartbeat_interval: Some(args.heartbeat_interval.clone()),
@@ -122,9 +137,13 @@ async fn loaded(args: &Args, report: &mut Report, bin: &std::path::Path) -> anyh
     ));
     let started = Instant::now();
     progress(&format!("registering {} simulated agents", args.agents));
-    let fleet = Fleet::start(&cluster.master_url, (0..args.agents).map(sim_info).collect(), args.max_in_flight)?;
+    let ca = Ca::load(&cluster.data_dir)?.context("the master's data dir has no cluster CA")?;
+    let fleet = Fleet::start(&cluster.master_url, ca, (0..args.agents).map(sim_info).collect(), args.max_in_flight);
     let deadline = started + args.load_timeout;
     while fleet.counters.connected.load(Ordering::Relaxed) < args.agents {
+        if fleet.counters.failed.load(Ordering::Relaxed) > 0 {
+            bail!("{} simulated agents could not start", fleet.counters.failed.load(Ordering::Relaxed));
+        }
         if Instant::now() > deadline {
             bail!("only {} agents connected", fleet.counters.connected.load(Ordering::Relaxed));
         }

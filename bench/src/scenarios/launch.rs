@@ -35,7 +35,7 @@ pub fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
             serde_json::json!({ "id": JOB, "run": { "cmd": args.cmd, "cpus": 0.1, "mem": 32 } }),
         )?;
         cluster.client.create_job(&definition).await?;
-        let mut events = crate::events::subscribe(&cluster.master_url).await?;
+        let mut events = crate::events::subscribe(&cluster.client).await?;
         let mut latencies = Vec::with_capacity(args.tasks);
         let mut staged = Vec::with_capacity(args.tasks);
         let mut on_agent = Vec::with_capacity(args.tasks);

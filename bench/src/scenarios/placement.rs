@@ -283,6 +283,10 @@ impl Framework for BenchFramework {
                 ports: Vec::new(),
                 health_checks: Vec::new(),
                 kill_grace_period_secs: 1.0,
+                secrets: BTreeMap::new(),
+                secret_files: BTreeMap::new(),
+                secret_values: Default::default(),
+                user: None,
             };
             accepts.push(Accept { offer_id: offer.id, task, launch });
         }

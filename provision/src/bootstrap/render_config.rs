@@ -44,6 +44,7 @@ pub(crate) fn context(host: &HostContext) -> Result<tera::Context, BootstrapErro
             c.insert("resources", &agent_resources(host));
             c.insert("attributes", &agent_attributes(host));
             c.insert("join_token", &host.runtime.trust.as_ref().map(|t| t.join.to_string()).unwrap_or_default());
+            c.insert("task_user", &host.runtime.task_user.clone().unwrap_or_default());
         }
     }
     Ok(c)

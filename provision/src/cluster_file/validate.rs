@@ -112,6 +112,16 @@ fn check_runtime(file: &ClusterFile, at: &At<'_>) -> Result<(), ClusterFileError
             "make it several heartbeat intervals, e.g. heartbeat_interval = \"1s\", agent_unreachable_timeout = \"3s\"",
         ));
     }
+    if let Some(user) = &rt.task_user
+        && let Err(error) = gantry_api::security::validate_user("runtime.task_user", user.get_ref())
+    {
+        return Err(at.invalid(
+            user.span(),
+            "runtime.task_user",
+            error.message,
+            "a user name of the hosts, e.g. task_user = \"nobody\"",
+        ));
+    }
     Ok(())
 }
 

@@ -1,5 +1,5 @@
-//! The environment of a task: the app's variables plus what the agent adds (ports, host, ids,
-//! sandbox). Pure; the executor applies the result on top of its own environment.
+//! The environment of a task: the app's variables, its secrets' values, plus what the agent adds
+//! (ports, host, ids, sandbox). Pure; the executor applies the result on top of its own environment.
 
 use gantry_api::AppDefinition;
 use gantry_api::protocol::LaunchTask;
@@ -10,6 +10,11 @@ use std::path::Path;
 /// over the app's.
 pub fn task_env(launch: &LaunchTask, host: &str, sandbox: &Path) -> BTreeMap<String, String> {
     let mut env = launch.env.clone();
+    for (variable, name) in &launch.secrets {
+        if let Some(value) = launch.secret_values.get(name) {
+            env.insert(variable.clone(), value.to_string());
+        }
+    }
     let ports: Vec<(Option<&str>, u16)> = if launch.ports.is_empty() {
         launch.resources.ports.iter().flat_map(|r| r.begin..=r.end).map(|p| (None, p)).collect()
     } else {
@@ -48,6 +53,10 @@ mod tests {
             ports,
             health_checks: Vec::new(),
             kill_grace_period_secs: 1.0,
+            secrets: BTreeMap::new(),
+            secret_files: BTreeMap::new(),
+            secret_values: Default::default(),
+            user: None,
         }
     }
 

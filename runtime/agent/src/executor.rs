@@ -146,6 +146,10 @@ fn build_command(launch: &ExecutorLaunch, sandbox: &Path, cgroup_procs: Option<&
         _ => return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "the launch has neither cmd nor args")),
     };
     let output = |name: &str| OpenOptions::new().create(true).append(true).open(sandbox.join(name));
+    if let Some((uid, gid)) = launch.run_as {
+        // std drops supplementary groups (setgroups) when root switches to a uid.
+        command.uid(uid).gid(gid);
+    }
     command
         .current_dir(sandbox)
         .envs(&launch.env)

@@ -92,6 +92,7 @@ pub async fn probe(
     client: &reqwest::Client,
     sandbox: &Path,
     env: &BTreeMap<String, String>,
+    run_as: Option<(u32, u32)>,
 ) -> Result<(), String> {
     let timeout = Duration::from_secs_f64(check.timeout_secs.clamp(0.001, 3600.0));
     match &check.kind {
@@ -114,7 +115,11 @@ pub async fn probe(
             }
         }
         TaskHealthCheckKind::Command { command } => {
-            let mut child = tokio::process::Command::new("/bin/sh")
+            let mut shell = tokio::process::Command::new("/bin/sh");
+            if let Some((uid, gid)) = run_as {
+                shell.uid(uid).gid(gid);
+            }
+            let mut child = shell
                 .arg("-c")
                 .arg(command)
                 .current_dir(sandbox)
@@ -244,14 +249,14 @@ mod tests {
         let env = BTreeMap::new();
         let mut tcp = check(0.0, 1);
         tcp.kind = TaskHealthCheckKind::Tcp { port };
-        assert_eq!(probe(&tcp, &client, dir.path(), &env).await, Err("connection refused".to_string()));
+        assert_eq!(probe(&tcp, &client, dir.path(), &env, None).await, Err("connection refused".to_string()));
         let mut command = check(0.0, 1);
         command.kind = TaskHealthCheckKind::Command { command: "exit 4".into() };
-        assert_eq!(probe(&command, &client, dir.path(), &env).await, Err("exited with code 4".to_string()));
+        assert_eq!(probe(&command, &client, dir.path(), &env, None).await, Err("exited with code 4".to_string()));
         command.kind = TaskHealthCheckKind::Command { command: "test -d .".into() };
-        assert_eq!(probe(&command, &client, dir.path(), &env).await, Ok(()));
+        assert_eq!(probe(&command, &client, dir.path(), &env, None).await, Ok(()));
         let mut http = check(0.0, 1);
         http.kind = TaskHealthCheckKind::Http { port, path: "/".into() };
-        assert_eq!(probe(&http, &client, dir.path(), &env).await, Err("connection refused".to_string()));
+        assert_eq!(probe(&http, &client, dir.path(), &env, None).await, Err("connection refused".to_string()));
     }
 }

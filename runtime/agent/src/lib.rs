@@ -20,6 +20,7 @@ pub mod resources;
 pub mod sandbox;
 pub mod status;
 pub mod tasks;
+pub mod user;
 
 use background::Background;
 use gantry_api::{AgentInfo, Resources};
@@ -53,6 +54,9 @@ pub struct AgentConfig {
     pub executor_path: PathBuf,
     /// The cluster's join token; needed until the agent holds a valid certificate.
     pub join_token: Option<String>,
+    /// The user tasks run as when their app or job names none; `None`: `nobody` when the agent
+    /// runs as root, else the agent's own user.
+    pub task_user: Option<String>,
 }
 
 /// Why the agent could not start or stopped.
@@ -185,6 +189,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     let sink = Arc::new(HttpStatusSink::new(&config.master, &agent_id, client.clone()));
     let supervisor =
         Supervisor::new(work_dir.clone(), config.executor_path.clone(), hostname, sink, background.clone());
+    supervisor.set_task_user(config.task_user.clone());
     supervisor.recover()?;
 
     let (stop_server, stopped) = oneshot::channel::<()>();

@@ -16,7 +16,8 @@
 //! ```
 //!
 //! Every file is written atomically (temporary file, fsync, rename) so a reader sees either the
-//! old or the new content. This module is synchronous and uses no runtime: the executor uses it.
+//! old or the new content, with mode 0600. A task's secret files sit beside them, 0400, owned by
+//! the task's user. This module is synchronous and uses no runtime: the executor uses it.
 
 use gantry_api::protocol::{LaunchTask, StatusUpdate};
 use gantry_api::{Millis, TaskState};
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// File holding the agent id in the work dir.
@@ -82,6 +84,9 @@ pub struct ExecutorLaunch {
     pub task: LaunchTask,
     /// The complete environment added to the executor's own: app env plus the agent's variables.
     pub env: BTreeMap<String, String>,
+    /// The uid and gid the task runs as; `None`: the executor's own.
+    #[serde(default)]
+    pub run_as: Option<(u32, u32)>,
 }
 
 /// What the agent keeps to recover a task (`task.json`).
@@ -188,7 +193,8 @@ fn write_replacing(path: &Path, bytes: &[u8], durable: bool) -> Result<(), Sandb
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{file_name}.tmp.{}", std::process::id()));
     let write = || -> io::Result<()> {
-        let mut file = fs::File::create(&tmp)?;
+        // 0600: task.json and launch.json hold the task's environment, secrets included.
+        let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
         file.write_all(bytes)?;
         if durable {
             file.sync_all()?;
@@ -244,6 +250,21 @@ pub fn load_or_create_agent_id(work_dir: &Path) -> Result<String, SandboxError> 
     let id = uuid::Uuid::new_v4().to_string();
     write_atomic(&path, id.as_bytes())?;
     Ok(id)
+}
+
+/// Writes a secret file of a task: `contents` at `path`, mode 0400, owned by `owner` (uid, gid)
+/// when given. An existing file is replaced.
+pub fn write_secret_file(path: &Path, contents: &[u8], owner: Option<(u32, u32)>) -> Result<(), SandboxError> {
+    let _ = fs::remove_file(path);
+    let write = || -> io::Result<()> {
+        let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o400).open(path)?;
+        file.write_all(contents)?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+        }
+        Ok(())
+    };
+    write().map_err(|source| SandboxError::io(path, source))
 }
 
 /// Creates a directory and its parents.

@@ -52,6 +52,22 @@ pub enum TaskError {
         /// Why.
         source: std::io::Error,
     },
+    /// The task's user cannot be used.
+    #[error("{0}")]
+    User(String),
+    /// The launch names a secret whose value did not come with it.
+    #[error("the value of secret `{0}` did not come with the launch")]
+    MissingSecret(String),
+    /// The sandbox could not be given to the task's user.
+    #[error("cannot give the sandbox {path} to user `{user}`: {source}")]
+    Chown {
+        /// The sandbox.
+        path: PathBuf,
+        /// The user.
+        user: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// What the supervisor knows about one task.
@@ -104,6 +120,8 @@ pub struct Supervisor {
     status: Arc<StatusQueue>,
     background: Background,
     health_client: reqwest::Client,
+    /// The user of tasks that name none (see [`crate::user::resolve`]).
+    task_user: Mutex<Option<String>>,
 }
 
 impl fmt::Debug for Supervisor {
@@ -141,8 +159,28 @@ impl Supervisor {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap_or_else(|_| reqwest::Client::new());
-            Self { work_dir, executor_path, hostname, tasks: Mutex::default(), status, background, health_client }
+            Self {
+                work_dir,
+                executor_path,
+                hostname,
+                tasks: Mutex::default(),
+                status,
+                background,
+                health_client,
+                task_user: Mutex::default(),
+            }
         })
+    }
+
+    /// Sets the user of tasks whose launch names none.
+    pub fn set_task_user(&self, user: Option<String>) {
+        *self.task_user.lock().unwrap_or_else(|p| p.into_inner()) = user;
+    }
+
+    /// The user `launch` runs as.
+    fn run_as(&self, launch: &LaunchTask) -> Result<Option<crate::user::RunAs>, TaskError> {
+        let default = self.task_user.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        crate::user::resolve(launch.user.as_deref(), default.as_deref()).map_err(TaskError::User)
     }
 
     /// The status update queue.
@@ -234,12 +272,23 @@ impl Supervisor {
 
     fn spawn_executor(&self, launch: &LaunchTask, sandbox: &Path) -> Result<tokio::process::Child, TaskError> {
         sandbox::create_dir(sandbox)?;
+        let run_as = self.run_as(launch)?;
+        if let Some(user) = &run_as {
+            // 0750 and the task's: the task works in it; other users see nothing.
+            let chown = |source| TaskError::Chown { path: sandbox.to_path_buf(), user: user.name.clone(), source };
+            std::os::unix::fs::chown(sandbox, Some(user.uid), Some(user.gid)).map_err(chown)?;
+            std::fs::set_permissions(sandbox, std::os::unix::fs::PermissionsExt::from_mode(0o750)).map_err(chown)?;
+        }
         let record = TaskRecord { launch: launch.clone(), launched_at: gantry_api::now_millis() };
         sandbox::write_json_volatile(&sandbox.join(sandbox::TASK_FILE), &record)?;
+        for (file, name) in &launch.secret_files {
+            let value = launch.secret_values.get(name).ok_or_else(|| TaskError::MissingSecret(name.clone()))?;
+            sandbox::write_secret_file(&sandbox.join(file), value.as_bytes(), run_as.as_ref().map(|u| (u.uid, u.gid)))?;
+        }
         let env = task_env(launch, &self.hostname, sandbox);
         sandbox::write_json_volatile(
             &sandbox.join(sandbox::LAUNCH_FILE),
-            &ExecutorLaunch { task: launch.clone(), env },
+            &ExecutorLaunch { task: launch.clone(), env, run_as: run_as.map(|u| (u.uid, u.gid)) },
         )?;
         let spawn_error = |source| TaskError::Spawn { path: self.executor_path.clone(), source };
         let log = executor::open_log(sandbox).map_err(spawn_error)?;
@@ -410,11 +459,19 @@ impl Supervisor {
             return;
         }
         let env = task_env(&entry.launch, &self.hostname, &entry.sandbox);
+        // COMMAND checks run as the task's user, never as the agent's.
+        let run_as = match self.run_as(&entry.launch) {
+            Ok(run_as) => run_as.map(|u| (u.uid, u.gid)),
+            Err(error) => {
+                warn!(%task_id, %error, "Health checks not started: the task's user cannot be used.");
+                return;
+            }
+        };
         for (index, check) in entry.launch.health_checks.iter().enumerate() {
             let supervisor = Arc::clone(self);
             let (task_id, check, sandbox, env) =
                 (task_id.to_string(), check.clone(), entry.sandbox.clone(), env.clone());
-            let run = async move { supervisor.health_loop(task_id, index, check, sandbox, env).await };
+            let run = async move { supervisor.health_loop(task_id, index, check, sandbox, env, run_as).await };
             if let Some(handle) = self.background.spawn(run) {
                 entry.health_tasks.push(handle);
             }
@@ -428,12 +485,13 @@ impl Supervisor {
         check: TaskHealthCheck,
         sandbox: PathBuf,
         env: BTreeMap<String, String>,
+        run_as: Option<(u32, u32)>,
     ) {
         let started = Instant::now();
         let interval = Duration::from_secs_f64(check.interval_secs.clamp(0.01, 86_400.0));
         let mut state = CheckState::default();
         loop {
-            let result = health::probe(&check, &self.health_client, &sandbox, &env).await;
+            let result = health::probe(&check, &self.health_client, &sandbox, &env, run_as).await;
             match state.record(result.is_ok(), started.elapsed(), &check) {
                 Verdict::Unchanged => {}
                 Verdict::Healthy => self.set_check_health(&task_id, index, true),
@@ -634,6 +692,10 @@ mod tests {
             ports: Vec::new(),
             health_checks: Vec::new(),
             kill_grace_period_secs: 1.0,
+            secrets: BTreeMap::new(),
+            secret_files: BTreeMap::new(),
+            secret_values: Default::default(),
+            user: None,
         }
     }
 

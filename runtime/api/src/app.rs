@@ -24,6 +24,17 @@ pub struct AppDefinition {
     /// Environment variables added to every task.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Environment variables whose values come from secrets: `{ DB_PASSWORD = "db/password" }`.
+    /// Deploying it needs read access to those secrets.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
+    /// Files of the task's sandbox (mode 0400) whose content is a secret:
+    /// `{ "db.pass" = "db/password" }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_files: BTreeMap<String, String>,
+    /// The user the task runs as; default: the agent's (`nobody` when the agent runs as root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// CPU shares per instance.
     #[serde(default = "default_cpus")]
     pub cpus: f64,
@@ -396,6 +407,10 @@ impl AppDefinition {
             disk: self.disk,
         };
         command.validate("")?;
+        crate::security::validate_secret_refs("", &self.env, &self.secrets, &self.secret_files)?;
+        if let Some(user) = &self.user {
+            crate::security::validate_user("user", user)?;
+        }
         let mut names = std::collections::BTreeSet::new();
         let mut fixed = std::collections::BTreeSet::new();
         for (i, port) in self.ports.iter().enumerate() {

@@ -48,6 +48,17 @@ pub struct RunSpec {
     /// Environment variables of the task.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Environment variables whose values come from secrets: `{ DB_PASSWORD = "db/password" }`.
+    /// Deploying it needs read access to those secrets.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
+    /// Files of the task's sandbox (mode 0400) whose content is a secret:
+    /// `{ "db.pass" = "db/password" }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_files: BTreeMap<String, String>,
+    /// The user the task runs as; default: the agent's (`nobody` when the agent runs as root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// CPU shares.
     #[serde(default = "default_cpus")]
     pub cpus: f64,
@@ -169,6 +180,10 @@ impl JobDefinition {
         let command =
             TaskCommand { cmd: &run.cmd, args: &run.args, env: &run.env, cpus: run.cpus, mem: run.mem, disk: run.disk };
         command.validate("run.")?;
+        crate::security::validate_secret_refs("run.", &run.env, &run.secrets, &run.secret_files)?;
+        if let Some(user) = &run.user {
+            crate::security::validate_user("run.user", user)?;
+        }
         if let Some(deadline) = run.active_deadline
             && (!deadline.is_finite() || deadline <= 0.0)
         {

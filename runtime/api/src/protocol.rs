@@ -104,6 +104,43 @@ pub struct LaunchTask {
     pub health_checks: Vec<TaskHealthCheck>,
     /// Seconds between SIGTERM and SIGKILL when the task is stopped.
     pub kill_grace_period_secs: f64,
+    /// Environment variables whose values are secrets: variable → secret name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
+    /// Files of the sandbox (mode 0400) whose content is a secret: file name → secret name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_files: BTreeMap<String, String>,
+    /// The values of the secrets named above, by name: filled in by the master as it sends the
+    /// launch to the agent (over mutual TLS), never stored by the master.
+    #[serde(default, skip_serializing_if = "SecretValues::is_empty")]
+    pub secret_values: SecretValues,
+    /// The user the task runs as; `None`: the agent's default (`nobody` when it runs as root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// Secret values by secret name. Its `Debug` shows the names only, so no log line can print a
+/// value by accident.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretValues(pub BTreeMap<String, String>);
+
+impl SecretValues {
+    /// Whether it holds no value.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The value of secret `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+}
+
+impl std::fmt::Debug for SecretValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 /// A port assigned to a task.

@@ -10,7 +10,9 @@
 //! ([`RenewRequest`] → [`JoinResponse`], with the agent's certificate).
 
 use crate::Millis;
+use crate::error::ValidationError;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 pub use gantry_trust::policy::{Kind, Level, Policy, Rule};
 
@@ -123,4 +125,104 @@ pub struct JoinResponse {
 pub struct RenewRequest {
     /// A CSR (PEM) for the agent's key.
     pub csr: String,
+}
+
+/// Checks a secret name: `/`-separated segments of lowercase letters, digits, `.`, `_`, `-`,
+/// each starting with a letter or digit; at most 256 characters.
+pub fn validate_secret_name(name: &str) -> Result<(), String> {
+    let segment_ok = |s: &str| {
+        s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+    };
+    if name.is_empty() || name.len() > 256 || !name.split('/').all(segment_ok) {
+        return Err(format!(
+            "`{name}` is not a secret name: use `/`-separated parts of lowercase letters, digits, `.`, `_` and `-`, like `db/password`"
+        ));
+    }
+    Ok(())
+}
+
+/// Names a task's sandbox already uses; a secret file may not take them.
+const SANDBOX_NAMES: [&str; 3] = ["stdout", "stderr", "executor.log"];
+
+/// Checks the `secrets` (variable → secret) and `secret_files` (file → secret) of an app or a
+/// job run; `prefix` is the path of their parent in error messages (`""` or `run.`).
+pub fn validate_secret_refs(
+    prefix: &str,
+    env: &BTreeMap<String, String>,
+    secrets: &BTreeMap<String, String>,
+    secret_files: &BTreeMap<String, String>,
+) -> Result<(), ValidationError> {
+    for (variable, name) in secrets {
+        let field = format!("{prefix}secrets.{variable}");
+        let valid = variable.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && variable.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(ValidationError::new(field, "not an environment variable name: letters, digits and `_`"));
+        }
+        if env.contains_key(variable) {
+            return Err(ValidationError::new(field, "also set in `env`: a variable comes from one or the other"));
+        }
+        validate_secret_name(name).map_err(|m| ValidationError::new(field, m))?;
+    }
+    for (file, name) in secret_files {
+        let field = format!("{prefix}secret_files.{file}");
+        let valid = !file.is_empty()
+            && file.len() <= 128
+            && !file.starts_with('.')
+            && file.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            && !file.ends_with(".json")
+            && !SANDBOX_NAMES.contains(&file.as_str());
+        if !valid {
+            return Err(ValidationError::new(
+                field,
+                "not a usable file name: letters, digits, `.`, `_`, `-`, not starting with `.`, not ending in `.json`, not stdout, stderr or executor.log",
+            ));
+        }
+        validate_secret_name(name).map_err(|m| ValidationError::new(field, m))?;
+    }
+    Ok(())
+}
+
+/// Checks a task user name: a POSIX user name (letters, digits, `_`, `-`, `.`; not starting with
+/// `-`), at most 32 characters.
+pub fn validate_user(field: &str, user: &str) -> Result<(), ValidationError> {
+    let valid = !user.is_empty()
+        && user.len() <= 32
+        && !user.starts_with('-')
+        && user.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if valid { Ok(()) } else { Err(ValidationError::new(field, format!("`{user}` is not a user name"))) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_references_are_checked() {
+        let none = BTreeMap::new();
+        let env = BTreeMap::from([("A".to_string(), "1".to_string())]);
+        let ok = BTreeMap::from([("DB_PASSWORD".to_string(), "db/password".to_string())]);
+        let files = BTreeMap::from([("db.pass".to_string(), "db/password".to_string())]);
+        assert!(validate_secret_refs("", &env, &ok, &files).is_ok());
+        let clash = BTreeMap::from([("A".to_string(), "db/password".to_string())]);
+        assert_eq!(validate_secret_refs("", &env, &clash, &none).expect_err("clash").field, "secrets.A");
+        let bad_var = BTreeMap::from([("1X".to_string(), "db/password".to_string())]);
+        assert!(validate_secret_refs("run.", &none, &bad_var, &none).is_err());
+        for file in ["stdout", "task.json", ".hidden", "a/b", ""] {
+            let bad = BTreeMap::from([(file.to_string(), "x".to_string())]);
+            assert!(validate_secret_refs("", &none, &none, &bad).is_err(), "{file}");
+        }
+        let bad_name = BTreeMap::from([("X".to_string(), "../etc".to_string())]);
+        assert!(validate_secret_refs("", &none, &bad_name, &none).is_err());
+        assert!(validate_user("user", "www-data").is_ok());
+        assert!(validate_user("user", "-rf").is_err() && validate_user("user", "a b").is_err());
+    }
+
+    #[test]
+    fn secret_values_never_show_in_debug() {
+        let values = crate::protocol::SecretValues(BTreeMap::from([("db/password".into(), "hunter2".into())]));
+        let shown = format!("{values:?}");
+        assert!(shown.contains("db/password") && !shown.contains("hunter2"), "{shown}");
+    }
 }

@@ -230,7 +230,11 @@ pub fn run_cycle(master: &Master, frameworks: &mut [Box<dyn Framework>]) {
             change.absorb(view.take_staged());
             accepts
         };
-        for accept in accepts {
+        for mut accept in accepts {
+            if let Err(reason) = master.security().resolve_secrets(&mut accept.launch) {
+                refuse_for_secrets(state, &mut change, accept, &reason, now);
+                continue;
+            }
             match take_from_offer(&mut offers, &accept) {
                 Ok(()) => {
                     change.events.push(task_event(&accept.task, now));
@@ -250,6 +254,23 @@ pub fn run_cycle(master: &Master, frameworks: &mut [Box<dyn Framework>]) {
         return;
     }
     debug!(launched, "Allocation cycle launched tasks.");
+}
+
+/// An accept whose secrets cannot be resolved is not launched: an app waits with the reason in
+/// `app show`; a job's attempt ends FAILED with the reason, so its run fails or retries.
+fn refuse_for_secrets(state: &mut ClusterState, change: &mut Change, accept: Accept, reason: &str, now: Millis) {
+    let app_id = accept.task.app_id.clone();
+    warn!(app_id = %app_id, reason, "Task not launched: a secret it needs is missing.");
+    if state.job(&app_id).is_some() {
+        let mut task = accept.task;
+        task.state = TaskState::Failed;
+        task.finished_at = Some(now);
+        task.message = Some(reason.to_string());
+        change.events.push(task_event(&task, now));
+        change.tasks.push(task);
+    } else if let Some(runtime) = state.app_runtime_mut(&app_id) {
+        runtime.waiting = Some(reason.to_string());
+    }
 }
 
 /// Frameworks in DRF order of the resources their non-terminal tasks hold.
@@ -398,6 +419,10 @@ mod tests {
             ports: vec![],
             health_checks: vec![],
             kill_grace_period_secs: 1.0,
+            secrets: BTreeMap::new(),
+            secret_files: BTreeMap::new(),
+            secret_values: Default::default(),
+            user: None,
         };
         Accept { offer_id, task, launch }
     }

@@ -12,6 +12,7 @@
 use crate::allocator::{Kill, kill_change};
 use crate::api::{ApiFailure, parse_json};
 use crate::master::Master;
+use crate::security::auth::Caller;
 use crate::services::versions::{self, Prepared, VersionError};
 use crate::services::{backoff, history};
 use crate::state::ClusterState;
@@ -20,7 +21,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use gantry_api::client::ScaleRequest;
 use gantry_api::deployment::RollbackRequest;
 use gantry_api::{App, AppDefinition, AppVersion, DeploymentKind, Event, Millis};
@@ -67,8 +68,13 @@ async fn show(State(master): State<Arc<Master>>, Path(id): Path<String>) -> Resu
     app_view(&state, &id, gantry_api::now_millis()).map(Json).ok_or_else(|| not_found(&id))
 }
 
-async fn create(State(master): State<Arc<Master>>, body: Bytes) -> Result<(StatusCode, Json<App>), ApiFailure> {
+async fn create(
+    State(master): State<Arc<Master>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<App>), ApiFailure> {
     let definition = parse_definition(&body)?;
+    caller.may_read_secrets(definition.secrets.values().chain(definition.secret_files.values()))?;
     let mut state = master.lock();
     if state.app(&definition.id).is_some() {
         return Err(ApiFailure::conflict(format!(
@@ -129,10 +135,12 @@ fn update(
 
 async fn put(
     State(master): State<Arc<Master>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<App>), ApiFailure> {
     let definition = parse_definition(&body)?;
+    caller.may_read_secrets(definition.secrets.values().chain(definition.secret_files.values()))?;
     super::same_id(&definition.id, &id)?;
     let mut state = master.lock();
     let Some(entry) = state.app(&id) else {

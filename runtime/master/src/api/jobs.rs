@@ -10,12 +10,13 @@ use crate::jobs::cron::Compiled;
 use crate::jobs::framework::run_event;
 use crate::jobs::new_run_id;
 use crate::master::{Change, Master};
+use crate::security::auth::Caller;
 use crate::state::ClusterState;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use gantry_api::job::{JobStatus, RunTrigger};
 use gantry_api::{Event, Job, JobDefinition, JobRun, Millis, RunStatus};
 use serde::Deserialize;
@@ -100,8 +101,13 @@ async fn show(State(master): State<Arc<Master>>, Path(id): Path<String>) -> Resu
     job_view(&state, &id, gantry_api::now_millis()).map(Json).ok_or_else(|| not_found(&id))
 }
 
-async fn create(State(master): State<Arc<Master>>, body: Bytes) -> Result<(StatusCode, Json<Job>), ApiFailure> {
+async fn create(
+    State(master): State<Arc<Master>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Job>), ApiFailure> {
     let definition = parse_definition(&body)?;
+    caller.may_read_secrets(definition.run.secrets.values().chain(definition.run.secret_files.values()))?;
     let mut state = master.lock();
     if state.job(&definition.id).is_some() {
         return Err(ApiFailure::conflict(format!(
@@ -134,10 +140,12 @@ fn store_job(
 
 async fn put(
     State(master): State<Arc<Master>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Job>), ApiFailure> {
     let definition = parse_definition(&body)?;
+    caller.may_read_secrets(definition.run.secrets.values().chain(definition.run.secret_files.values()))?;
     super::same_id(&definition.id, &id)?;
     let mut state = master.lock();
     let Some(existing) = state.job(&id) else {

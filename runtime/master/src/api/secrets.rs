@@ -24,19 +24,9 @@ fn not_found(name: &str) -> ApiFailure {
     ApiFailure::not_found(format!("no secret `{name}`"))
 }
 
-/// Checks a secret name: `/`-separated segments of lowercase letters, digits, `.`, `_`, `-`,
-/// each starting with a letter or digit; at most 256 characters.
+/// Checks a secret name (see [`gantry_api::security::validate_secret_name`]).
 pub fn validate_name(name: &str) -> Result<(), String> {
-    let segment_ok = |s: &str| {
-        s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
-    };
-    if name.is_empty() || name.len() > 256 || !name.split('/').all(segment_ok) {
-        return Err(format!(
-            "`{name}` is not a secret name: use `/`-separated parts of lowercase letters, digits, `.`, `_` and `-`, like `db/password`"
-        ));
-    }
-    Ok(())
+    gantry_api::security::validate_secret_name(name)
 }
 
 async fn list(State(master): State<Arc<Master>>) -> Json<Vec<SecretInfo>> {

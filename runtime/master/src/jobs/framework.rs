@@ -243,6 +243,10 @@ pub fn build_accept(definition: &JobDefinition, run_id: &str, attempt: u32, offe
         ports: Vec::new(),
         health_checks: Vec::new(),
         kill_grace_period_secs: definition.run.kill_grace_period,
+        secrets: definition.run.secrets.clone(),
+        secret_files: definition.run.secret_files.clone(),
+        secret_values: Default::default(),
+        user: definition.run.user.clone(),
     };
     let task = Task { resources, ..crate::allocator::staging_task(offer, id, &definition.id, now) };
     Accept { offer_id: offer.id, task, launch }

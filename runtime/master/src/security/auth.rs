@@ -47,6 +47,20 @@ impl Caller {
         }
     }
 
+    /// Refuses a definition that names secrets the caller may not read: whoever deploys a task
+    /// that reads a secret could read the secret.
+    pub fn may_read_secrets<'a>(&self, names: impl Iterator<Item = &'a String>) -> Result<(), ApiFailure> {
+        for name in names {
+            if !self.may(Kind::Secrets, Level::Read, Some(name)) {
+                return Err(forbidden(format!(
+                    "{} may not read secrets `{name}`, so it may not deploy a task that reads it",
+                    self.describe()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the caller may do `level` on `kind` for `id`.
     pub fn may(&self, kind: Kind, level: Level, id: Option<&str>) -> bool {
         match self {

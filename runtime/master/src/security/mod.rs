@@ -218,6 +218,28 @@ impl Security {
         Ok(true)
     }
 
+    /// Fills in the values of the secrets `launch` names. Fails, naming the first missing one,
+    /// when a secret does not exist or does not open.
+    pub fn resolve_secrets(&self, launch: &mut gantry_api::protocol::LaunchTask) -> Result<(), String> {
+        if launch.secrets.is_empty() && launch.secret_files.is_empty() {
+            return Ok(());
+        }
+        let records = self.records();
+        for name in launch.secrets.values().chain(launch.secret_files.values()) {
+            if launch.secret_values.0.contains_key(name) {
+                continue;
+            }
+            let secret = records
+                .secret(name)
+                .ok_or_else(|| format!("secret `{name}` does not exist: store it with `gantry secret put {name}`"))?;
+            let sealed = unhex(&secret.sealed).ok_or_else(|| format!("secret `{name}` is damaged in the store"))?;
+            let value = self.seal.open(&secret.name, secret.version, &sealed).map_err(|e| e.to_string())?;
+            let value = String::from_utf8(value).map_err(|_| format!("secret `{name}` is not UTF-8"))?;
+            launch.secret_values.0.insert(name.clone(), value);
+        }
+        Ok(())
+    }
+
     /// Persists `ops` and then applies `apply` to the records, both under the records lock.
     pub fn write<T>(&self, ops: &[StoreOp], apply: impl FnOnce(&mut Records) -> T) -> Result<T, StoreError> {
         let mut records = self.records();
@@ -265,4 +287,11 @@ fn load_or_create_admin_token(data_dir: &Path) -> Result<String, SecurityError> 
         }
         Err(e) => Err(SecurityError::TokenFile { path, message: e.to_string() }),
     }
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
 }

@@ -212,6 +212,10 @@ pub fn build_accept(definition: &AppDefinition, version: u64, offer: &Offer, por
         ports: named,
         health_checks,
         kill_grace_period_secs: definition.kill_grace_period,
+        secrets: definition.secrets.clone(),
+        secret_files: definition.secret_files.clone(),
+        secret_values: Default::default(),
+        user: definition.user.clone(),
     };
     let task = Task {
         app_version: version,
