@@ -136,6 +136,14 @@ impl ClusterApi for RoutedApi {
     ) -> BoxFuture<'a, Result<Option<AgentView>, ClusterApiError>> {
         Box::pin(async move { self.http.agent(&self.route.reach(url), hostname).await })
     }
+
+    fn revoke_agent<'a>(
+        &'a self,
+        url: &'a str,
+        hostname: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, ClusterApiError>> {
+        Box::pin(async move { self.http.revoke_agent(&self.route.reach(url), hostname).await })
+    }
 }
 
 impl ClusterSession {

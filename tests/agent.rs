@@ -6,6 +6,9 @@
 //! request per connection; the command stream is a body that ends when the connection closes),
 //! with a CA of its own that the agent joins with a join token, as a real master's.
 
+#[path = "support/skip.rs"]
+mod skip;
+
 use gantry_agent::{AgentConfig, AgentHandle};
 use gantry_api::protocol::{
     AgentCommand, FileChunk, LaunchTask, NamedPort, PREFIX, RegisterAgent, Registered, StatusUpdate, TaskHealthCheck,
@@ -420,8 +423,8 @@ async fn a_task_gets_its_environment_and_finishes() {
     master.wait_registrations(1).await;
     let task = launch("env.1", "env; echo oops >&2");
     let port = task.ports[0].port;
-    master.send(AgentCommand::Launch(task.clone()));
-    master.send(AgentCommand::Launch(task));
+    master.send(AgentCommand::Launch(Box::new(task.clone())));
+    master.send(AgentCommand::Launch(Box::new(task)));
     let finished = master.wait_state("env.1", TaskState::Finished).await;
     assert_eq!(finished.exit_code, Some(0));
     assert_eq!(master.states("env.1"), vec![TaskState::Running, TaskState::Finished], "a repeated launch is ignored");
@@ -463,11 +466,11 @@ async fn failures_report_their_exit_code_or_reason() {
     let work_dir = WorkDir::new();
     let agent = start(&master, &work_dir).await;
     master.wait_registrations(1).await;
-    master.send(AgentCommand::Launch(launch("fail.1", "exit 3")));
+    master.send(AgentCommand::Launch(Box::new(launch("fail.1", "exit 3"))));
     let mut bad_args = launch("fail.2", "");
     bad_args.cmd = None;
     bad_args.args = Some(vec!["/nonexistent/program".to_string()]);
-    master.send(AgentCommand::Launch(bad_args));
+    master.send(AgentCommand::Launch(Box::new(bad_args)));
     let failed = master.wait_state("fail.1", TaskState::Failed).await;
     assert_eq!(failed.exit_code, Some(3));
     assert_eq!(failed.message.as_deref(), Some("exited with code 3"));
@@ -481,7 +484,9 @@ async fn a_process_that_left_the_task_group_is_killed_with_the_task() {
     match gantry_agent::cgroup::TaskCgroup::create(&format!("probe-{}", std::process::id())) {
         Ok(probe) => assert!(probe.kill_and_remove(Duration::from_secs(1)), "the probe cgroup is removed"),
         Err(reason) => {
-            println!("SKIPPED: tasks that leave their process group are only reachable through cgroup v2: {reason}");
+            skip::skipped(&format!(
+                "tasks that leave their process group are only reachable through cgroup v2: {reason}"
+            ));
             return;
         }
     }
@@ -490,10 +495,10 @@ async fn a_process_that_left_the_task_group_is_killed_with_the_task() {
     let agent = start(&master, &work_dir).await;
     master.wait_registrations(1).await;
     // `setsid` puts the daemon in a new session and process group, out of reach of killpg.
-    master.send(AgentCommand::Launch(launch(
+    master.send(AgentCommand::Launch(Box::new(launch(
         "escape.1",
         "setsid sh -c 'echo $$ > escaped.pid; exec sleep 1000' & exec sleep 1000",
-    )));
+    ))));
     master.wait_state("escape.1", TaskState::Running).await;
     let pid_file = work_dir.sandbox("escape.1").join("escaped.pid");
     let escaped: i32 =
@@ -524,7 +529,7 @@ async fn a_kill_delivers_sigterm_to_the_task_before_the_grace_period_ends() {
     // The task's own TERM handler must run: its signal mask is not the executor's.
     let mut polite = launch("polite.1", "trap 'echo got-term > term; exit 0' TERM; sleep 1000 & wait");
     polite.kill_grace_period_secs = 60.0;
-    master.send(AgentCommand::Launch(polite));
+    master.send(AgentCommand::Launch(Box::new(polite)));
     master.wait_state("polite.1", TaskState::Running).await;
     let info = work_dir.executor_info("polite.1");
     wait_for("the task's sleep to start", || (group_members(info.task_pgid).len() >= 2).then_some(())).await;
@@ -541,10 +546,10 @@ async fn kills_leave_no_process_behind() {
     let work_dir = WorkDir::new();
     let agent = start(&master, &work_dir).await;
     master.wait_registrations(1).await;
-    master.send(AgentCommand::Launch(launch("sleep.1", "sleep 1000 & sleep 1000; wait")));
+    master.send(AgentCommand::Launch(Box::new(launch("sleep.1", "sleep 1000 & sleep 1000; wait"))));
     let mut stubborn = launch("stubborn.1", "trap '' TERM; sleep 1000");
     stubborn.kill_grace_period_secs = 60.0;
-    master.send(AgentCommand::Launch(stubborn));
+    master.send(AgentCommand::Launch(Box::new(stubborn)));
     master.wait_state("sleep.1", TaskState::Running).await;
     master.wait_state("stubborn.1", TaskState::Running).await;
     let sleeper = work_dir.executor_info("sleep.1");
@@ -563,7 +568,7 @@ async fn kills_leave_no_process_behind() {
     assert_eq!(master.states("sleep.1"), vec![TaskState::Running, TaskState::Killing, TaskState::Killed]);
 
     // A kill right behind its launch waits for the task to start, then kills it.
-    master.send(AgentCommand::Launch(launch("quick.1", "sleep 1000")));
+    master.send(AgentCommand::Launch(Box::new(launch("quick.1", "sleep 1000"))));
     master.send(kill("quick.1", 1.0));
     let quick = master.wait_state("quick.1", TaskState::Killed).await;
     assert!(quick.message.as_deref().is_some_and(|m| m.contains("killed on request")), "{quick:?}");
@@ -581,8 +586,8 @@ async fn tasks_survive_an_agent_restart_and_are_readopted() {
     let work_dir = WorkDir::new();
     let agent = start(&master, &work_dir).await;
     master.wait_registrations(1).await;
-    master.send(AgentCommand::Launch(launch("long.1", "sleep 1000")));
-    master.send(AgentCommand::Launch(launch("short.1", "sleep 1; exit 4")));
+    master.send(AgentCommand::Launch(Box::new(launch("long.1", "sleep 1000"))));
+    master.send(AgentCommand::Launch(Box::new(launch("short.1", "sleep 1; exit 4"))));
     master.wait_state("long.1", TaskState::Running).await;
     master.wait_state("short.1", TaskState::Running).await;
     let long = work_dir.executor_info("long.1");
@@ -627,7 +632,7 @@ async fn health_checks_report_health_and_kill_unhealthy_tasks() {
         timeout_secs: 2.0,
         max_consecutive_failures: 3,
     }];
-    master.send(AgentCommand::Launch(web));
+    master.send(AgentCommand::Launch(Box::new(web)));
     let mut sick = launch("sick.1", "sleep 1000");
     sick.health_checks = vec![TaskHealthCheck {
         kind: TaskHealthCheckKind::Command { command: "test -f ready".to_string() },
@@ -636,7 +641,7 @@ async fn health_checks_report_health_and_kill_unhealthy_tasks() {
         timeout_secs: 1.0,
         max_consecutive_failures: 3,
     }];
-    master.send(AgentCommand::Launch(sick));
+    master.send(AgentCommand::Launch(Box::new(sick)));
 
     wait_for("web.1 healthy", || master.updates("web.1").into_iter().find(|u| u.healthy == Some(true))).await;
     let killed = master.wait_state("sick.1", TaskState::Killed).await;
@@ -661,7 +666,7 @@ async fn status_updates_are_retried_with_the_same_uuid() {
     let agent = start(&master, &work_dir).await;
     master.wait_registrations(1).await;
     master.lock().refuse_status = 1;
-    master.send(AgentCommand::Launch(launch("retry.1", "true")));
+    master.send(AgentCommand::Launch(Box::new(launch("retry.1", "true"))));
     master.wait_state("retry.1", TaskState::Finished).await;
     let posted: Vec<StatusUpdate> = master.lock().updates.iter().filter(|u| u.task_id == "retry.1").cloned().collect();
     assert_eq!(posted.len(), 3, "RUNNING refused once, then RUNNING and FINISHED: {posted:?}");
@@ -676,7 +681,7 @@ async fn a_dead_executor_fails_its_task_and_kills_its_group() {
     let work_dir = WorkDir::new();
     let agent = start(&master, &work_dir).await;
     master.wait_registrations(1).await;
-    master.send(AgentCommand::Launch(launch("orphan.1", "sleep 1000")));
+    master.send(AgentCommand::Launch(Box::new(launch("orphan.1", "sleep 1000"))));
     master.wait_state("orphan.1", TaskState::Running).await;
     let info = work_dir.executor_info("orphan.1");
     gantry_agent::process::signal_pid(info.executor_pid, nix::sys::signal::Signal::SIGKILL).expect("kill the executor");
@@ -692,7 +697,7 @@ async fn the_agent_registers_again_when_forgotten_or_when_the_stream_goes_silent
     let work_dir = WorkDir::new();
     let agent = start(&master, &work_dir).await;
     master.wait_registrations(1).await;
-    master.send(AgentCommand::Launch(launch("steady.1", "sleep 1000")));
+    master.send(AgentCommand::Launch(Box::new(launch("steady.1", "sleep 1000"))));
     master.wait_state("steady.1", TaskState::Running).await;
 
     master.lock().forget_agent = true;

@@ -26,7 +26,11 @@ async fn wait_run_ended(cluster: &Cluster, job_id: &str, run_id: &str) -> JobRun
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_failure_retries_until_success_and_never_fails_once() {
     let cluster = Cluster::start(1).await;
-    let counter = cluster.path().join("attempts");
+    // Tasks run as nobody under a root agent: the counter lives where every user may write.
+    let shared = cluster.path().join("shared");
+    std::fs::create_dir(&shared).expect("shared dir");
+    std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+    let counter = shared.join("attempts");
     let cmd = format!("n=$(cat {0} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {0}; [ $n -ge 3 ]", counter.display());
     let mut retried = job("flaky", &cmd);
     retried.run.restart_policy = gantry_api::job::RestartPolicy::OnFailure;

@@ -20,7 +20,7 @@ fn lab(n: usize) -> Option<Lab> {
     match Lab::new(n) {
         Ok(lab) => Some(lab),
         Err(Skip(reason)) => {
-            println!("SKIPPED: {reason}");
+            support::skipped(&reason.to_string());
             None
         }
     }
@@ -323,7 +323,7 @@ async fn a_bastion_reaches_hosts_the_provisioner_cannot() {
 async fn a_login_user_that_is_not_root_works_through_sudo() {
     let Some(lab) = lab(2) else { return };
     if !Path::new("/usr/bin/sudo").is_file() {
-        println!("SKIPPED: sudo is not installed");
+        support::skipped("sudo is not installed");
         return;
     }
     let env = Env::new(&lab);

@@ -12,7 +12,7 @@ const ALLOWED: [&str; 6] = ["linux-vdso.so", "libc.so", "libm.so", "ld-linux", "
 #[test]
 fn the_binary_needs_only_libc_on_a_host() {
     let Ok(out) = Command::new("ldd").arg(support::BIN).output() else {
-        println!("SKIPPED: ldd is not installed");
+        support::skipped("ldd is not installed");
         return;
     };
     let text = String::from_utf8_lossy(&out.stdout);

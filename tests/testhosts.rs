@@ -16,7 +16,7 @@ fn lab(n: usize) -> Option<Lab> {
             Some(lab)
         }
         Err(Skip(reason)) => {
-            println!("SKIPPED: {reason}");
+            support::skipped(&reason.to_string());
             None
         }
     }

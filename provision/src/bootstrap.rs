@@ -18,6 +18,7 @@ mod install_service;
 mod kill_tasks;
 mod remove_files;
 mod render_config;
+mod revoke_agent;
 mod start;
 mod stop;
 mod templates;
@@ -32,6 +33,7 @@ pub use install_service::InstallService;
 pub use kill_tasks::KillTasks;
 pub use remove_files::RemoveFiles;
 pub use render_config::RenderConfig;
+pub use revoke_agent::RevokeAgent;
 pub use start::Start;
 pub use stop::Stop;
 pub use upload_binary::UploadBinary;
@@ -242,7 +244,7 @@ pub fn bootstrap_phases() -> Vec<Box<dyn Phase>> {
 
 /// Phases that take an agent out of service before it is destroyed.
 pub fn drain_phases() -> Vec<Box<dyn Phase>> {
-    vec![Box::new(Inspect), Box::new(Stop), Box::new(KillTasks), Box::new(WaitUnreachable)]
+    vec![Box::new(Inspect), Box::new(Stop), Box::new(KillTasks), Box::new(WaitUnreachable), Box::new(RevokeAgent)]
 }
 
 /// Phases that remove the runtime from a host before the provider destroys it.

@@ -39,6 +39,14 @@ pub trait ClusterApi: Send + Sync + fmt::Debug {
         url: &'a str,
         hostname: &'a str,
     ) -> BoxFuture<'a, Result<Option<AgentView>, ClusterApiError>>;
+
+    /// Revokes the certificates of every agent registered with `hostname` (the host is being
+    /// removed); answers the ids revoked.
+    fn revoke_agent<'a>(
+        &'a self,
+        url: &'a str,
+        hostname: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, ClusterApiError>>;
 }
 
 /// The real API over HTTPS, with the cluster's admin credentials.
@@ -89,6 +97,24 @@ impl ClusterApi for HttpClusterApi {
                 .map(|a| AgentView { state: a.state, tasks: a.tasks }))
         })
     }
+
+    fn revoke_agent<'a>(
+        &'a self,
+        url: &'a str,
+        hostname: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, ClusterApiError>> {
+        Box::pin(async move {
+            let failed = |e: gantry_api::ClientError| ClusterApiError { url: url.to_string(), message: e.to_string() };
+            let client = self.client(url)?;
+            let agents = client.list_agents().await.map_err(failed)?;
+            let mut revoked = Vec::new();
+            for agent in agents.into_iter().filter(|a| a.info.hostname == hostname) {
+                client.revoke_agent(&agent.info.id).await.map_err(failed)?;
+                revoked.push(agent.info.id);
+            }
+            Ok(revoked)
+        })
+    }
 }
 
 /// A cluster API for tests: the master is healthy, and every agent is ACTIVE with no tasks unless
@@ -96,12 +122,18 @@ impl ClusterApi for HttpClusterApi {
 #[derive(Debug, Default)]
 pub struct FakeClusterApi {
     agents: Mutex<BTreeMap<String, Option<AgentView>>>,
+    revoked: Mutex<Vec<String>>,
 }
 
 impl FakeClusterApi {
     /// A fake cluster.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The hostnames whose agents were revoked, in order.
+    pub fn revoked(&self) -> Vec<String> {
+        self.revoked.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// How the master sees `hostname` from now on (`None`: not registered).
@@ -123,6 +155,21 @@ impl ClusterApi for FakeClusterApi {
         Box::pin(async move {
             let agents = self.agents.lock().unwrap_or_else(PoisonError::into_inner);
             Ok(agents.get(hostname).copied().unwrap_or(Some(AgentView { state: AgentState::Active, tasks: 0 })))
+        })
+    }
+
+    fn revoke_agent<'a>(
+        &'a self,
+        _url: &'a str,
+        hostname: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, ClusterApiError>> {
+        Box::pin(async move {
+            let registered = self.agents.lock().unwrap_or_else(PoisonError::into_inner).get(hostname).copied();
+            if registered == Some(None) {
+                return Ok(Vec::new());
+            }
+            self.revoked.lock().unwrap_or_else(PoisonError::into_inner).push(hostname.to_string());
+            Ok(vec![format!("id-of-{hostname}")])
         })
     }
 }

@@ -4,6 +4,9 @@
 //! The agent tests also need `ssh-agent` and `ssh-add`; the bastion tests run two sshds; the sudo
 //! tests need `sudo` and create (and remove) users and sudoers.d files with unique names.
 
+#[path = "../../tests/support/skip.rs"]
+mod skip;
+
 use gantry_provision::transport::{
     Command, HostKeyPolicy, HostKeyProblem, Passphrase, SshSettings, SshTransport, Sudo, SudoProblem, Transport,
     TransportError, Upload, UploadSource, forward_local, sha256_hex,
@@ -101,7 +104,7 @@ fn start() -> Option<Sshd> {
         None
     };
     if let Some(reason) = reason {
-        println!("SKIPPED: {reason}");
+        skip::skipped(reason);
         return None;
     }
     fs::create_dir_all("/run/sshd").expect("sshd's privilege separation dir");
@@ -394,7 +397,7 @@ impl Drop for Agent {
 /// Starts an agent with a socket in `dir` holding `keys`, or prints why it cannot.
 fn start_agent(dir: &Path, keys: &[&Path]) -> Option<Agent> {
     if which("ssh-agent").is_none() || which("ssh-add").is_none() {
-        println!("SKIPPED: ssh-agent or ssh-add is not installed");
+        skip::skipped("ssh-agent or ssh-add is not installed");
         return None;
     }
     let socket = dir.join("agent.sock");
@@ -637,7 +640,7 @@ fn sudo_user(sshd: &Sshd, tag: &str, rule: &str) -> Option<TestUser> {
         .into_iter()
         .find(|tool| which(tool).is_none() && !Path::new("/usr/sbin").join(tool).is_file());
     if let Some(tool) = missing {
-        println!("SKIPPED: {tool} is not installed");
+        skip::skipped(&format!("{tool} is not installed"));
         return None;
     }
     let name = format!("gt{tag}{}", std::process::id());

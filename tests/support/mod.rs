@@ -7,10 +7,13 @@
 #![allow(dead_code)]
 
 pub mod procs;
+pub mod skip;
 pub mod testhosts;
 
 use gantry_api::{Client, Task, TaskState};
 pub use procs::{environ, processes_naming};
+#[allow(unused_imports)]
+pub use skip::skipped;
 use std::future::Future;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -223,6 +223,10 @@ async fn down_drains_agents_and_destroys_masters_last() {
     assert!(h.position("w-0", "wait-unreachable") < h.position("w-0", "remove-files"));
     assert!(!h.skipped("w-0").contains(&"wait-unreachable".to_string()), "w-0 had tasks to replace");
     assert!(h.skipped("w-1").contains(&"wait-unreachable".to_string()), "w-1 had none");
+    assert!(h.position("w-0", "wait-unreachable") < h.position("w-0", "revoke-agent"));
+    let mut revoked = h.api.revoked();
+    revoked.sort();
+    assert_eq!(revoked, ["w-0", "w-1"], "every drained agent's certificate is revoked");
 }
 
 /// A provider that checks, at every create and destroy, that the journal on disk already holds the

@@ -209,7 +209,7 @@ impl Supervisor {
     pub fn handle(self: &Arc<Self>, command: AgentCommand) {
         match command {
             AgentCommand::Ping => {}
-            AgentCommand::Launch(launch) => self.launch(launch),
+            AgentCommand::Launch(launch) => self.launch(*launch),
             AgentCommand::Kill { task_id, grace_period_secs } => self.kill(&task_id, grace_period_secs, None),
         }
     }

@@ -321,6 +321,11 @@ impl Client {
         self.call(Method::GET, "/api/v1/agents", None::<&()>).await
     }
 
+    /// `DELETE /api/v1/agents/{id}`: revokes the agent's certificates; it must join again.
+    pub async fn revoke_agent(&self, id: &str) -> Result<Agent, ClientError> {
+        self.call(Method::DELETE, &format!("/api/v1/agents/{}", encode(id)), None::<&()>).await
+    }
+
     /// `GET /api/v1/agents/{id}`.
     pub async fn get_agent(&self, id: &str) -> Result<Agent, ClientError> {
         self.call(Method::GET, &format!("/api/v1/agents/{}", encode(id)), None::<&()>).await

@@ -66,8 +66,8 @@ pub struct TaskReport {
 pub enum AgentCommand {
     /// Keep-alive; sent every heartbeat interval.
     Ping,
-    /// Start a task.
-    Launch(LaunchTask),
+    /// Start a task (boxed: a launch is far larger than the other commands).
+    Launch(Box<LaunchTask>),
     /// Stop a task: SIGTERM to its process group, SIGKILL after the grace period.
     Kill {
         /// The task to stop.

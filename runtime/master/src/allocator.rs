@@ -238,7 +238,7 @@ pub fn run_cycle(master: &Master, frameworks: &mut [Box<dyn Framework>]) {
             match take_from_offer(&mut offers, &accept) {
                 Ok(()) => {
                     change.events.push(task_event(&accept.task, now));
-                    change.commands.push((accept.task.agent_id.clone(), AgentCommand::Launch(accept.launch)));
+                    change.commands.push((accept.task.agent_id.clone(), AgentCommand::Launch(Box::new(accept.launch))));
                     change.tasks.push(accept.task);
                 }
                 Err(error) => warn!(framework = framework.name(), %error, "Refused an accept."),

@@ -165,7 +165,7 @@ impl FakeAgent {
 
     async fn next_launch(&mut self) -> LaunchTask {
         match self.next_command().await {
-            AgentCommand::Launch(launch) => launch,
+            AgentCommand::Launch(launch) => *launch,
             other => panic!("expected a launch, got {other:?}"),
         }
     }

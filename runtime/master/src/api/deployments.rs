@@ -59,6 +59,11 @@ pub fn deployment_view(state: &ClusterState, d: &Deployment, now: Millis) -> Dep
     view
 }
 
+/// The app that deployment `id` rolls out, if the deployment is known.
+pub fn app_of(state: &ClusterState, id: &str) -> Option<String> {
+    find(state, id).ok().map(|d| d.app_id.clone())
+}
+
 fn find<'a>(state: &'a ClusterState, id: &str) -> Result<&'a Deployment, ApiFailure> {
     state
         .apps()

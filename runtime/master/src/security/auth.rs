@@ -159,7 +159,7 @@ pub fn check(caller: &Caller, requirement: &Requirement) -> Result<Option<(Kind,
 pub async fn authorize(State(master): State<Arc<Master>>, mut request: Request, next: Next) -> Response {
     let method = request.method().as_str().to_string();
     let path = request.uri().path().to_string();
-    let requirement = required(&method, &path);
+    let requirement = by_app(&master, required(&method, &path));
     if requirement == Requirement::Public {
         return next.run(request).await;
     }
@@ -193,6 +193,19 @@ pub async fn authorize(State(master): State<Arc<Master>>, mut request: Request, 
     match filter {
         Some((kind, field)) if response.status().is_success() => filter_list(response, &caller, kind, field).await,
         _ => response,
+    }
+}
+
+/// A deployment is authorised by the id of the app it rolls out, so per-prefix policies on
+/// `deployments` mean the same apps as on `apps`. An unknown deployment keeps its own id (the
+/// handler answers 404).
+fn by_app(master: &Master, requirement: Requirement) -> Requirement {
+    match requirement {
+        Requirement::Api { kind: Kind::Deployments, level, id: Some(id) } => {
+            let app = crate::api::deployments::app_of(&master.lock(), &id);
+            Requirement::Api { kind: Kind::Deployments, level, id: Some(app.unwrap_or(id)) }
+        }
+        other => other,
     }
 }
 

@@ -1,0 +1,30 @@
+//! `revoke-agent`: the last step of draining an agent: the master revokes the certificates of
+//! the agent registered with this host's name, so a removed host (or a copy of its disk) can no
+//! longer act as that agent. Skipped when there is no master, it cannot be asked, or no agent
+//! of that name is registered.
+
+use super::{BootstrapError, HostContext, Phase, PhaseOutcome};
+use futures_util::future::BoxFuture;
+
+/// See the module docs.
+#[derive(Debug, Clone, Copy)]
+pub struct RevokeAgent;
+
+impl Phase for RevokeAgent {
+    fn name(&self) -> &'static str {
+        "revoke-agent"
+    }
+
+    fn run<'a>(&'a self, host: &'a mut HostContext) -> BoxFuture<'a, Result<PhaseOutcome, BootstrapError>> {
+        Box::pin(async move {
+            let Some(url) = host.master_url.clone() else {
+                return Ok(PhaseOutcome::Skipped("no master".to_string()));
+            };
+            match host.api.revoke_agent(&url, &host.name).await {
+                Ok(ids) if ids.is_empty() => Ok(PhaseOutcome::Skipped("not registered".to_string())),
+                Ok(ids) => Ok(PhaseOutcome::Done(format!("revoked {}", ids.join(", ")))),
+                Err(e) => Ok(PhaseOutcome::Skipped(format!("master not reachable: {e}"))),
+            }
+        })
+    }
+}
