@@ -193,3 +193,44 @@ async fn an_unhealthy_task_is_killed_and_replaced() {
     assert!(old.message.as_deref().unwrap_or_default().contains("health check"), "{old:?}");
     assert_ne!(replacement.id, first.id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_renews_its_certificate_for_the_same_key_only() {
+    let cluster = InProcessCluster::start(1).await;
+    let agent = cluster.agents[0].as_ref().expect("agent 0");
+    let work_dir = cluster.dir.path().join("agent-0");
+    let tls = work_dir.join("tls");
+    let read = |name: &str| std::fs::read_to_string(tls.join(name)).expect(name);
+    let current = gantry_agent::join::Credentials {
+        ca_pem: read("ca.pem"),
+        cert_pem: read("agent.pem"),
+        key_pem: read("agent-key.pem"),
+    };
+    let now = i64::try_from(gantry_api::now_millis() / 1000).expect("now");
+    assert!(!gantry_agent::join::renewal_due(&current, now), "a new certificate is not due");
+    assert!(gantry_agent::join::renewal_due(&current, now + 21 * 24 * 3600), "due with a third of its life left");
+
+    let renewed = gantry_agent::join::renew(&work_dir, agent.agent_id(), &cluster.url, &current).await.expect("renew");
+    assert_ne!(renewed.cert_pem, current.cert_pem);
+    assert_eq!(read("agent.pem"), renewed.cert_pem, "the renewed certificate is stored");
+    let der = gantry_trust::pki::pem_certs(&renewed.cert_pem).pop().expect("certificate");
+    assert_eq!(
+        gantry_trust::Identity::from_cert_der(&der).expect("identity"),
+        gantry_trust::Identity::Agent(agent.agent_id().to_string())
+    );
+
+    // A CSR for another key under the same id is refused, even over the agent's own certificate:
+    // a stolen certificate cannot be moved to a new key.
+    let tls = gantry_trust::tls::client_config(&renewed.ca_pem, Some((&renewed.cert_pem, &renewed.key_pem)))
+        .expect("client TLS");
+    let http = reqwest::Client::builder().tls_backend_preconfigured(tls).build().expect("client");
+    let (other_csr, _) = gantry_trust::pki::new_csr().expect("a CSR for another key");
+    let response = http
+        .post(format!("{}/internal/v1/agents/{}/renew", cluster.url, agent.agent_id()))
+        .json(&gantry_api::security::RenewRequest { csr: other_csr })
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 403);
+    cluster.client.list_agents().await.expect("the cluster still answers");
+}

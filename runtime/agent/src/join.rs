@@ -147,6 +147,54 @@ pub async fn credentials(
     Ok(Credentials { ca_pem: joined.ca, cert_pem: joined.certificate, key_pem })
 }
 
+/// How much of a certificate's life may be left before the agent renews it: a third of the
+/// 30 days, so a master that is down for a week does not make agents fall off the cluster.
+pub const RENEW_WHEN_LEFT: Duration = Duration::from_secs(10 * 24 * 3600);
+
+/// Whether the certificate of `credentials` has less than [`RENEW_WHEN_LEFT`] to live at `now`
+/// (seconds since the epoch).
+pub fn renewal_due(credentials: &Credentials, now: i64) -> bool {
+    let left = i64::try_from(RENEW_WHEN_LEFT.as_secs()).unwrap_or(i64::MAX);
+    pki::not_after(&credentials.cert_pem).is_none_or(|expires| expires - now < left)
+}
+
+/// Renews the agent's certificate at `master` for the same key, over mutual TLS with the
+/// current certificate, and stores it in the work dir. Answers the new credentials.
+pub async fn renew(
+    work_dir: &Path,
+    agent_id: &str,
+    master: &str,
+    current: &Credentials,
+) -> Result<Credentials, JoinError> {
+    let master = master.trim_end_matches('/');
+    let failed = |message: String| JoinError::Master { master: master.to_string(), message };
+    let tls = gantry_trust::tls::client_config(&current.ca_pem, Some((&current.cert_pem, &current.key_pem)))
+        .map_err(|e| failed(e.to_string()))?;
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| failed(e.to_string()))?;
+    let request = gantry_api::security::RenewRequest { csr: pki::csr_for_key(&current.key_pem)? };
+    let url = format!("{master}{}/{agent_id}/renew", gantry_api::protocol::PREFIX);
+    let response = client.post(url).json(&request).send().await.map_err(|e| failed(e.to_string()))?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(|e| failed(e.to_string()))?;
+    if !status.is_success() {
+        return Err(failed(format!(
+            "the master refused the renewal (HTTP {}): {}",
+            status.as_u16(),
+            String::from_utf8_lossy(&body)
+        )));
+    }
+    let renewed: JoinResponse = serde_json::from_slice(&body).map_err(|e| failed(format!("unreadable answer: {e}")))?;
+    let path = dir(work_dir).join("agent.pem");
+    gantry_trust::files::write_private(&path, renewed.certificate.as_bytes())
+        .map_err(|source| JoinError::Io { path: path.clone(), source })?;
+    info!(%agent_id, "Certificate renewed.");
+    Ok(Credentials { ca_pem: current.ca_pem.clone(), cert_pem: renewed.certificate, key_pem: current.key_pem.clone() })
+}
+
 fn ca_hash(ca_pem: &str) -> String {
     pki::pem_certs(ca_pem).first().map(|der| gantry_trust::sha256_hex(der)).unwrap_or_default()
 }

@@ -177,8 +177,9 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         version: gantry_api::VERSION.to_string(),
     };
 
-    let client_tls =
-        gantry_trust::tls::client_config(&credentials.ca_pem, Some((&credentials.cert_pem, &credentials.key_pem)))?;
+    let identity =
+        gantry_trust::tls::SwappableIdentity::new(&credentials.ca_pem, &credentials.cert_pem, &credentials.key_pem)?;
+    let client_tls = gantry_trust::tls::client_config_with(&credentials.ca_pem, identity.clone())?;
     let client = reqwest::Client::builder()
         .tls_backend_preconfigured(client_tls)
         .redirect(reqwest::redirect::Policy::none())
@@ -193,12 +194,11 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     supervisor.recover()?;
 
     let (stop_server, stopped) = oneshot::channel::<()>();
-    let server_tls =
-        gantry_trust::tls::server_config(&credentials.ca_pem, &credentials.cert_pem, &credentials.key_pem, false)?;
+    let server_tls = gantry_trust::tls::server_config_with(&credentials.ca_pem, identity.clone())?;
     let listener =
         gantry_trust::listener::TlsListener::new(listener, gantry_trust::listener::TlsConfig::new(server_tls))
             .map_err(|source| AgentError::Bind { addr: config.listen, source })?;
-    let app = files::router(work_dir).into_make_service_with_connect_info::<gantry_trust::listener::Peer>();
+    let app = files::router(work_dir.clone()).into_make_service_with_connect_info::<gantry_trust::listener::Peer>();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -212,6 +212,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     let link = MasterLink::new(&config.master, client, info.clone(), supervisor);
     background.spawn(Arc::clone(&link).heartbeats());
     background.spawn(link.run());
+    background.spawn(renewals(work_dir, agent_id.clone(), config.master.clone(), credentials, identity));
     info!(%agent_id, %local_addr, resources = %info.resources, master = %config.master, "Agent started.");
     Ok(AgentHandle { agent_id, local_addr, background, server, stop_server: Some(stop_server) })
 }
@@ -239,6 +240,30 @@ fn server_result(result: Result<std::io::Result<()>, tokio::task::JoinError>) ->
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(AgentError::Serve(error)),
         Err(error) => Err(AgentError::Serve(std::io::Error::other(error))),
+    }
+}
+
+/// Renews the agent's certificate while it runs, when a third of its life is left (checked
+/// hourly); both the master link and the file endpoint present the new one from then on.
+async fn renewals(
+    work_dir: PathBuf,
+    agent_id: String,
+    master: String,
+    mut credentials: join::Credentials,
+    identity: Arc<gantry_trust::tls::SwappableIdentity>,
+) {
+    loop {
+        let now = i64::try_from(gantry_api::now_millis() / 1000).unwrap_or(i64::MAX);
+        if join::renewal_due(&credentials, now) {
+            match join::renew(&work_dir, &agent_id, &master, &credentials).await {
+                Ok(renewed) => match identity.replace(&renewed.ca_pem, &renewed.cert_pem, &renewed.key_pem) {
+                    Ok(()) => credentials = renewed,
+                    Err(error) => tracing::warn!(%error, "The renewed certificate cannot be used."),
+                },
+                Err(error) => tracing::warn!(%error, "Certificate renewal failed; retrying in an hour."),
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
     }
 }
 

@@ -131,6 +131,82 @@ pub fn ca_fetch_client_config() -> Result<ClientConfig, TlsError> {
     Ok(config)
 }
 
+/// A certificate and key that can be replaced while clients and servers built on it keep
+/// running: a renewed certificate is presented on every handshake from then on. It serves as a
+/// client certificate ([`client_config_with`]) and as a server certificate
+/// ([`server_config_with`]).
+pub struct SwappableIdentity(std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>);
+
+impl std::fmt::Debug for SwappableIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SwappableIdentity").finish_non_exhaustive()
+    }
+}
+
+fn certified_key(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+    let mut chain = certs(cert_pem, "the certificate")?;
+    chain.extend(certs(ca_pem, "the cluster CA")?);
+    let signing = provider().key_provider.load_private_key(key(key_pem, "the key")?)?;
+    Ok(Arc::new(rustls::sign::CertifiedKey::new(chain, signing)))
+}
+
+impl SwappableIdentity {
+    /// `cert_pem` (with `ca_pem` behind it in the chain) and its key.
+    pub fn new(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Arc<Self>, TlsError> {
+        Ok(Arc::new(Self(std::sync::RwLock::new(certified_key(ca_pem, cert_pem, key_pem)?))))
+    }
+
+    /// Presents `cert_pem` and its key from now on.
+    pub fn replace(&self, ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<(), TlsError> {
+        let key = certified_key(ca_pem, cert_pem, key_pem)?;
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = key;
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<rustls::sign::CertifiedKey> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl rustls::client::ResolvesClientCert for SwappableIdentity {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+impl rustls::server::ResolvesServerCert for SwappableIdentity {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// A client trusting only `ca_pem` that presents `identity`, whatever it holds at the time.
+pub fn client_config_with(ca_pem: &str, identity: Arc<SwappableIdentity>) -> Result<ClientConfig, TlsError> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots(ca_pem)?)
+        .with_client_cert_resolver(identity);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A server presenting `identity`, whatever it holds at the time, that requires a client
+/// certificate of `ca_pem`.
+pub fn server_config_with(ca_pem: &str, identity: Arc<SwappableIdentity>) -> Result<ServerConfig, TlsError> {
+    let provider = provider();
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider.clone()).build()?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(identity);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// The identity of the first certificate a peer presented, if any.
 pub fn peer_identity(certs: Option<&[CertificateDer<'_>]>) -> Option<Identity> {
     let first = certs?.first()?;
