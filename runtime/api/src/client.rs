@@ -200,7 +200,8 @@ impl Client {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let transport = |e: reqwest::Error| ClientError::Transport { url: self.base.clone(), message: error_chain(&e) };
+        let transport =
+            |e: reqwest::Error| ClientError::Transport { url: self.base.clone(), message: tls_hint(error_chain(&e)) };
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(transport)?;
@@ -348,6 +349,19 @@ pub fn encode(segment: &str) -> String {
         }
     }
     out
+}
+
+/// Adds what to do to a certificate error.
+fn tls_hint(message: String) -> String {
+    if message.contains("UnknownIssuer") || message.contains("invalid peer certificate") {
+        return format!(
+            "{message} (this client does not trust the master's certificate: pass --ca-cert or GANTRY_CA_CERT with the cluster's ca.pem, or --cluster NAME for a cluster made by `gantry up`)"
+        );
+    }
+    if message.contains("HTTPS only") || message.contains("invalid HTTP version") {
+        return format!("{message} (the master speaks HTTPS: use an https:// URL)");
+    }
+    message
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
