@@ -202,16 +202,7 @@ fn ca_hash(ca_pem: &str) -> String {
 async fn join(master: &str, token: &JoinToken, agent_id: &str, csr: &str) -> Result<JoinResponse, JoinError> {
     let master = master.trim_end_matches('/');
     let failed = |message: String| JoinError::Master { master: master.to_string(), message };
-    let chain = |e: &dyn std::error::Error| {
-        let mut message = e.to_string();
-        let mut source = e.source();
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        message
-    };
+    let chain = |e: &dyn std::error::Error| gantry_api::client::error_chain(e);
     // Step 1: the CA, over a connection that checks nothing yet; its hash is checked next.
     let tls = gantry_trust::tls::ca_fetch_client_config().map_err(|e| failed(e.to_string()))?;
     let fetch = reqwest::Client::builder()

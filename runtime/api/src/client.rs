@@ -364,7 +364,8 @@ fn tls_hint(message: String) -> String {
     message
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// An error and its causes, each once, joined by `: `.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

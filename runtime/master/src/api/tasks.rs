@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use gantry_api::client::LogsQuery;
+use gantry_api::client::error_chain;
 use gantry_api::protocol::FileChunk;
 use gantry_api::{ApiError, Task};
 use serde::Deserialize;
@@ -149,18 +150,4 @@ async fn agent_client(master: &Master, agent_id: &str, endpoint: &str) -> Result
         .build()
         .map_err(|e| error_chain(&e))?;
     Ok((http, format!("https://{name}:{port}")))
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
 }
