@@ -720,3 +720,22 @@ async fn the_agent_registers_again_when_forgotten_or_when_the_stream_goes_silent
     wait_group_gone(info.task_pgid).await;
     agent.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_token_of_another_cluster_is_refused_before_anything_is_sent() {
+    let master = FakeMaster::start().await;
+    let work_dir = WorkDir::new();
+    let other = gantry_trust::Ca::generate("other").expect("another CA");
+    let mut config = config(&master, &work_dir);
+    config.join_token = Some(gantry_trust::JoinToken::generate(&other.hash()).to_string());
+    let err = gantry_agent::start(config).await.expect_err("the master's CA is not the token's");
+    let message = err.to_string();
+    assert!(message.contains("join token pins"), "{message}");
+    assert!(master.registrations().is_empty(), "nothing was registered");
+    assert!(!work_dir.path().join("tls").join("agent.pem").exists(), "no certificate was issued");
+
+    let mut config = self::config(&master, &work_dir);
+    config.join_token = Some("gj1.not-a-token".to_string());
+    let err = gantry_agent::start(config).await.expect_err("a malformed token");
+    assert!(err.to_string().contains("malformed"), "{err}");
+}
