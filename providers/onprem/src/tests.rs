@@ -95,7 +95,10 @@ fn a_transport_is_reused_while_its_entry_is_unchanged() {
     let entry = p.listed["db-1"].clone();
     let first = p.transport(&entry);
     let again = p.transport(&entry);
-    assert_eq!(format!("{first:?}"), format!("{again:?}"));
+    assert!(first.shares_session_with(&again), "an unchanged entry reuses the transport and its session");
     let moved = HostEntry { address: "10.0.0.33".into(), ..entry };
-    assert_eq!(p.transport(&moved).settings().address, "10.0.0.33", "a changed entry gets a new transport");
+    let new = p.transport(&moved);
+    assert!(!new.shares_session_with(&first), "a changed entry gets a new transport");
+    assert_eq!(new.settings().address, "10.0.0.33");
+    assert!(p.transport(&moved).shares_session_with(&new), "which is reused in turn");
 }

@@ -202,6 +202,11 @@ impl SshTransport {
         Self { inner: Arc::new(Inner { host: host.into(), settings, connection: Mutex::new(None) }) }
     }
 
+    /// Whether `other` is a clone of this transport, sharing its SSH session.
+    pub fn shares_session_with(&self, other: &SshTransport) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// The settings used.
     pub fn settings(&self) -> &SshSettings {
         &self.inner.settings
