@@ -126,6 +126,26 @@ async fn every_attack_is_refused_and_changes_nothing() {
     let err = with_token(&cluster, Some("gt1_nonsense")).list_apps().await.expect_err("junk");
     assert_eq!(err.status(), Some(401));
 
+    // The command line says who it is, and what to do without the CA or a token.
+    let (ok, stdout, stderr) = cluster.gantry(&["token", "whoami"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("token:admin") && stdout.contains("policies: admin"), "{stdout}");
+    let (ok, _, stderr) = support::gantry(&cluster.master_url, &["app", "list"]);
+    assert!(!ok && stderr.contains("--ca-cert"), "no CA: {stderr}");
+    let ca_file = cluster.path().join("master").join("ca.pem");
+    let output = std::process::Command::new(support::BIN)
+        .args(["app", "list", "--master", &cluster.master_url, "--ca-cert"])
+        .arg(&ca_file)
+        .env("GANTRY_STATE_DIR", cluster.path().join("no-state"))
+        .env_remove("GANTRY_TOKEN")
+        .output()
+        .expect("run gantry");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("HTTP 401") && stderr.contains("no token was sent"),
+        "{stderr}"
+    );
+
     // Nothing changed.
     let apps_after = admin.list_apps().await.expect("apps");
     assert_eq!(apps_before.len(), apps_after.len());

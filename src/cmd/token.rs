@@ -43,6 +43,11 @@ pub enum TokenCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Shows whom the master takes this client for: the token's name, its policies, its expiry.
+    Whoami {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 /// Runs a token command.
@@ -62,6 +67,19 @@ pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
                 expiry_clause(created.info.expires_at),
             );
             println!("{}", created.token);
+            Ok(())
+        }
+        TokenCommand::Whoami { client } => {
+            let whoami = client.client()?.whoami().await?;
+            if client.output == Format::Json {
+                return output::json(&whoami);
+            }
+            println!(
+                "{} (policies: {}{})",
+                whoami.identity,
+                whoami.policies.join(", "),
+                expiry_clause(whoami.expires_at)
+            );
             Ok(())
         }
         TokenCommand::List { client } => {
