@@ -83,7 +83,7 @@ pub fn kill_all_naming(dir: &Path) {
 
 /// Raises this process's open-files limit (`RLIMIT_NOFILE`, inherited by the processes it
 /// starts) towards `wanted`: the soft limit up to the hard one, and the hard one too where the
-/// process may (root). Returns the soft limit now in force.
+/// process may (`CAP_SYS_RESOURCE`). Returns the soft limit now in force.
 pub fn raise_open_files(wanted: u64) -> u64 {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct it is handed, which lives for the call.
