@@ -168,7 +168,7 @@ impl ClusterSession {
 
     /// The cluster API as this machine reaches it.
     pub fn api(&self) -> RoutedApi {
-        RoutedApi { route: self.route.clone(), http: HttpClusterApi { credentials: self.credentials() } }
+        RoutedApi { route: self.route.clone(), http: HttpClusterApi::new(self.credentials()) }
     }
 
     /// The cluster's CA and tokens in the state dir, made on first use (by `up`).

@@ -78,8 +78,10 @@ impl FakeMaster {
             )
             .expect("the master's certificate");
         let join_token = gantry_trust::JoinToken::generate(&ca.hash()).to_string();
-        let tls = gantry_trust::tls::server_config(ca.cert_pem(), &identity.cert_pem, &identity.key_pem, true)
+        let mut tls = gantry_trust::tls::server_config(ca.cert_pem(), &identity.cert_pem, &identity.key_pem, true)
             .expect("server TLS");
+        // This fake speaks HTTP/1.1 by hand: it must not offer HTTP/2.
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
         let recorded = Arc::new(Mutex::new(Recorded::default()));
         let wake = Arc::new(Notify::new());

@@ -49,17 +49,29 @@ pub trait ClusterApi: Send + Sync + fmt::Debug {
     ) -> BoxFuture<'a, Result<Vec<String>, ClusterApiError>>;
 }
 
-/// The real API over HTTPS, with the cluster's admin credentials.
+/// The real API over HTTPS, with the cluster's admin credentials. One client per master URL is
+/// kept, so polls reuse their TLS connection instead of a handshake each.
 #[derive(Debug, Default, Clone)]
 pub struct HttpClusterApi {
-    /// The CA to trust and the token to send.
-    pub credentials: gantry_api::Credentials,
+    credentials: gantry_api::Credentials,
+    clients: std::sync::Arc<Mutex<BTreeMap<String, gantry_api::Client>>>,
 }
 
 impl HttpClusterApi {
+    /// The API with `credentials`.
+    pub fn new(credentials: gantry_api::Credentials) -> Self {
+        Self { credentials, clients: Default::default() }
+    }
+
     fn client(&self, url: &str) -> Result<gantry_api::Client, ClusterApiError> {
-        gantry_api::Client::with_credentials(url, &self.credentials)
-            .map_err(|e| ClusterApiError { url: url.to_string(), message: e.to_string() })
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(client) = clients.get(url) {
+            return Ok(client.clone());
+        }
+        let client = gantry_api::Client::with_credentials(url, &self.credentials)
+            .map_err(|e| ClusterApiError { url: url.to_string(), message: e.to_string() })?;
+        clients.insert(url.to_string(), client.clone());
+        Ok(client)
     }
 }
 

@@ -14,8 +14,11 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy)]
 pub struct WaitReady;
 
-/// How often readiness is polled.
+/// How often readiness is polled, at most.
 pub(crate) const POLL: Duration = Duration::from_millis(100);
+/// The first poll interval: a daemon is usually ready within tens of milliseconds of its start
+/// (an agent joins and registers in about 20 ms), so the wait starts short and grows to [`POLL`].
+const FIRST_POLL: Duration = Duration::from_millis(5);
 
 /// The last `lines` lines of the daemon's log, indented, or empty.
 pub(crate) async fn log_tail(host: &HostContext, lines: usize) -> String {
@@ -43,6 +46,7 @@ impl Phase for WaitReady {
                 ),
             };
             let mut last = String::from("no answer yet");
+            let mut poll = FIRST_POLL;
             while started.elapsed() < host.ready_timeout {
                 let ready = match host.role {
                     Role::Master => host.api.health(&url).await.map(|()| true),
@@ -68,7 +72,8 @@ impl Phase for WaitReady {
                     Ok(false) => {}
                     Err(e) => last = e.to_string(),
                 }
-                tokio::time::sleep(POLL).await;
+                tokio::time::sleep(poll).await;
+                poll = (poll * 2).min(POLL);
             }
             Err(BootstrapError::NotReady {
                 host: host.name.clone(),
