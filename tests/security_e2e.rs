@@ -173,6 +173,21 @@ async fn a_planted_secret_reaches_only_its_tasks_environment_and_file() {
     let cluster = Cluster::start(1).await;
     let admin = cluster.client.clone();
     let planted = format!("planted-{}", gantry_trust::hex(&gantry_trust::random_bytes::<8>()));
+    // Every event of the whole test, raw, to search for the value at the end.
+    let mut events = admin
+        .request(reqwest::Method::GET, "/api/v1/events")
+        .timeout(std::time::Duration::from_secs(3600))
+        .send()
+        .await
+        .expect("the event stream");
+    assert!(events.status().is_success());
+    let (event_text, mut event_bytes) = (std::sync::Arc::new(std::sync::Mutex::new(Vec::new())), Vec::new());
+    let sink = event_text.clone();
+    let reader = tokio::spawn(async move {
+        while let Ok(Some(chunk)) = events.chunk().await {
+            sink.lock().expect("lock").extend_from_slice(&chunk);
+        }
+    });
 
     // An app that names a secret not stored yet waits, saying why.
     let mut app: AppDefinition = serde_json::from_value(serde_json::json!({
@@ -246,6 +261,11 @@ async fn a_planted_secret_reaches_only_its_tasks_environment_and_file() {
         assert!(!text.contains(&planted), "{log} names the value");
     }
     assert!(cmdlines_holding(&planted).is_empty(), "no command line names the value");
+    reader.abort();
+    event_bytes.extend_from_slice(&event_text.lock().expect("lock"));
+    let event_text = String::from_utf8_lossy(&event_bytes);
+    assert!(event_text.contains("reader"), "the stream carried the app's task events: {event_text}");
+    assert!(!event_text.contains(&planted), "an event holds the value");
 
     assert_eq!(admin.put_secret("db/password", &planted).await.expect("put again").version, 2);
     admin.delete_app("reader").await.expect("delete app");
