@@ -194,10 +194,9 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     supervisor.recover()?;
 
     let (stop_server, stopped) = oneshot::channel::<()>();
-    let server_tls = gantry_trust::tls::server_config_with(&credentials.ca_pem, identity.clone())?;
-    let listener =
-        gantry_trust::listener::TlsListener::new(listener, gantry_trust::listener::TlsConfig::new(server_tls))
-            .map_err(|source| AgentError::Bind { addr: config.listen, source })?;
+    let server_tls = gantry_trust::tls::server_config_with(&credentials.ca_pem, identity.clone(), false)?;
+    let listener = gantry_trust::listener::TlsListener::new(listener, Arc::new(server_tls))
+        .map_err(|source| AgentError::Bind { addr: config.listen, source })?;
     let app = files::router(work_dir.clone()).into_make_service_with_connect_info::<gantry_trust::listener::Peer>();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)

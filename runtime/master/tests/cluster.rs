@@ -516,8 +516,7 @@ async fn logs_are_proxied_to_the_agent() {
     let tls = gantry_trust::tls::server_config(ca.cert_pem(), &cert.cert_pem, &cert.key_pem, false).expect("TLS");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let endpoint = format!("https://{}", listener.local_addr().expect("addr"));
-    let listener = gantry_trust::listener::TlsListener::new(listener, gantry_trust::listener::TlsConfig::new(tls))
-        .expect("TLS listener");
+    let listener = gantry_trust::listener::TlsListener::new(listener, std::sync::Arc::new(tls)).expect("TLS listener");
     let files_server = tokio::spawn(async move {
         let app = axum::Router::new().route("/files/{task}/{stream}", axum::routing::get(files));
         let _ = axum::serve(listener, app).await;

@@ -4,15 +4,15 @@
 //! names ([`Peer`]), and a client that speaks plain HTTP gets a plain `400` that says to use
 //! `https://` instead of a TLS alert it cannot read.
 //!
-//! The server configuration can be replaced while serving ([`TlsConfig::replace`]), which is how
-//! a renewed certificate takes effect for new connections.
+//! A renewed certificate takes effect through the configuration's certificate resolver
+//! ([`crate::tls::SwappableIdentity`]), not by replacing the configuration.
 
 use crate::identity::Identity;
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
 use rustls::ServerConfig;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -28,26 +28,6 @@ const BACKLOG: usize = 1024;
 
 /// The first byte of every TLS record that starts a handshake.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
-
-/// A server configuration shared by the listener and whoever renews its certificate.
-#[derive(Debug, Clone)]
-pub struct TlsConfig(Arc<RwLock<Arc<ServerConfig>>>);
-
-impl TlsConfig {
-    /// Shares `config`.
-    pub fn new(config: ServerConfig) -> Self {
-        Self(Arc::new(RwLock::new(Arc::new(config))))
-    }
-
-    /// Replaces the configuration for connections accepted from now on.
-    pub fn replace(&self, config: ServerConfig) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
-    }
-
-    fn current(&self) -> Arc<ServerConfig> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
 
 /// Who is on the other end of a connection: its address and, when it presented a certificate
 /// of the cluster CA, the identity that certificate names. Handlers read it with
@@ -82,7 +62,7 @@ impl Drop for TlsListener {
 
 impl TlsListener {
     /// Serves TLS with `config` on `listener`.
-    pub fn new(listener: TcpListener, config: TlsConfig) -> std::io::Result<Self> {
+    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<Self> {
         let local_addr = listener.local_addr()?;
         let (sender, ready) = mpsc::channel(BACKLOG);
         let accept_loop = tokio::spawn(accept_loop(listener, config, sender));
@@ -90,7 +70,11 @@ impl TlsListener {
     }
 }
 
-async fn accept_loop(listener: TcpListener, config: TlsConfig, sender: mpsc::Sender<(TlsStream<TcpStream>, Peer)>) {
+async fn accept_loop(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    sender: mpsc::Sender<(TlsStream<TcpStream>, Peer)>,
+) {
     loop {
         let (tcp, addr) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -105,7 +89,7 @@ async fn accept_loop(listener: TcpListener, config: TlsConfig, sender: mpsc::Sen
             return;
         }
         let _ = tcp.set_nodelay(true);
-        let acceptor = TlsAcceptor::from(config.current());
+        let acceptor = TlsAcceptor::from(config.clone());
         let sender = sender.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(tcp, addr, acceptor)).await {

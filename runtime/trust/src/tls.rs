@@ -70,6 +70,11 @@ fn roots(ca_pem: &str) -> Result<Arc<RootCertStore>, TlsError> {
     Ok(Arc::new(roots))
 }
 
+/// What every link offers by ALPN: HTTP/2, else HTTP/1.1.
+fn alpn() -> Vec<Vec<u8>> {
+    vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+}
+
 /// A server presenting `cert_pem` (with the CA appended to its chain) that verifies client
 /// certificates against `ca_pem`; clients without a certificate are admitted only when
 /// `optional_client_cert` (they must then show a token).
@@ -79,32 +84,22 @@ pub fn server_config(
     key_pem: &str,
     optional_client_cert: bool,
 ) -> Result<ServerConfig, TlsError> {
-    let provider = provider();
-    let builder = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider.clone());
-    let verifier = if optional_client_cert { builder.allow_unauthenticated().build()? } else { builder.build()? };
-    let mut chain = certs(cert_pem, "the server certificate")?;
-    chain.extend(certs(ca_pem, "the cluster CA")?);
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key(key_pem, "the server key")?)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+    server_config_with(ca_pem, SwappableIdentity::new(ca_pem, cert_pem, key_pem)?, optional_client_cert)
 }
 
 /// A client trusting only `ca_pem`, presenting `identity` (certificate and key PEM) if given.
 pub fn client_config(ca_pem: &str, identity: Option<(&str, &str)>) -> Result<ClientConfig, TlsError> {
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots(ca_pem)?);
-    let mut config = match identity {
-        Some((cert, key_pem)) => {
-            builder.with_client_auth_cert(certs(cert, "the client certificate")?, key(key_pem, "the client key")?)?
+    match identity {
+        Some((cert, key_pem)) => client_config_with(ca_pem, SwappableIdentity::new(ca_pem, cert, key_pem)?),
+        None => {
+            let mut config = ClientConfig::builder_with_provider(provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])?
+                .with_root_certificates(roots(ca_pem)?)
+                .with_no_client_auth();
+            config.alpn_protocols = alpn();
+            Ok(config)
         }
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+    }
 }
 
 /// A client that trusts no root at all: it reaches no server over TLS. What a client without
@@ -114,7 +109,7 @@ pub fn no_roots_client_config() -> Result<ClientConfig, TlsError> {
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(RootCertStore::empty())
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn();
     Ok(config)
 }
 
@@ -127,7 +122,7 @@ pub fn ca_fetch_client_config() -> Result<ClientConfig, TlsError> {
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn();
     Ok(config)
 }
 
@@ -190,20 +185,26 @@ pub fn client_config_with(ca_pem: &str, identity: Arc<SwappableIdentity>) -> Res
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots(ca_pem)?)
         .with_client_cert_resolver(identity);
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn();
     Ok(config)
 }
 
-/// A server presenting `identity`, whatever it holds at the time, that requires a client
-/// certificate of `ca_pem`.
-pub fn server_config_with(ca_pem: &str, identity: Arc<SwappableIdentity>) -> Result<ServerConfig, TlsError> {
+/// A server presenting `identity`, whatever it holds at the time, that verifies client
+/// certificates against `ca_pem`; clients without one are admitted only when
+/// `optional_client_cert`.
+pub fn server_config_with(
+    ca_pem: &str,
+    identity: Arc<SwappableIdentity>,
+    optional_client_cert: bool,
+) -> Result<ServerConfig, TlsError> {
     let provider = provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider.clone()).build()?;
+    let builder = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider.clone());
+    let verifier = if optional_client_cert { builder.allow_unauthenticated().build()? } else { builder.build()? };
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(identity);
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn();
     Ok(config)
 }
 

@@ -140,7 +140,7 @@ async fn agent_client(master: &Master, agent_id: &str, endpoint: &str) -> Result
         .next()
         .ok_or_else(|| format!("`{host}` resolves to no address"))?;
     let name = gantry_trust::pki::agent_dns_name(agent_id);
-    let tls = master.security().agent_client_tls().map_err(|e| e.to_string())?;
+    let tls = master.security().agent_client_tls();
     let http = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .resolve(&name, addr)

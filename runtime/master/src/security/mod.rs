@@ -13,14 +13,16 @@ pub mod auth;
 pub mod records;
 
 use crate::store::{Store, StoreError, StoreOp};
+use gantry_trust::Identity;
 use gantry_trust::pki::{self, Ca};
 use gantry_trust::sealed::SealKey;
+use gantry_trust::tls::SwappableIdentity;
 use gantry_trust::token::{self, ADMIN_TOKEN_FILE, JOIN_TOKEN_FILE, JoinToken};
-use gantry_trust::{Identity, IssuedCert, listener::TlsConfig};
 use records::{Records, TokenRecord};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tracing::info;
 
@@ -68,9 +70,13 @@ pub struct Security {
     seal: SealKey,
     names: ServerNames,
     master_id: String,
-    server_tls: TlsConfig,
-    /// The master's own certificate, presented to agents when it fetches their files.
-    identity: Mutex<IssuedCert>,
+    /// The master's certificate: presented to clients and agents, and to agents when the master
+    /// fetches their files; renewed in place.
+    identity: Arc<SwappableIdentity>,
+    /// When the current certificate expires, seconds since the epoch.
+    expires_at: AtomicI64,
+    server_tls: Arc<rustls::ServerConfig>,
+    agent_tls: rustls::ClientConfig,
     records: Mutex<Records>,
     store: Arc<dyn Store>,
     data_dir: PathBuf,
@@ -124,14 +130,10 @@ impl Security {
             store.write(&[records::put_token(&record)?])?;
             records.insert_token(record);
         }
-        let identity =
-            ca.issue(&Identity::Master(master_id.to_string()), &names.dns, &names.ips, pki::LEAF_LIFETIME)?;
-        let server_tls = TlsConfig::new(gantry_trust::tls::server_config(
-            ca.cert_pem(),
-            &identity.cert_pem,
-            &identity.key_pem,
-            true,
-        )?);
+        let issued = issue(&ca, master_id, &names)?;
+        let identity = SwappableIdentity::new(ca.cert_pem(), &issued.cert_pem, &issued.key_pem)?;
+        let server_tls = Arc::new(gantry_trust::tls::server_config_with(ca.cert_pem(), identity.clone(), true)?);
+        let agent_tls = gantry_trust::tls::client_config_with(ca.cert_pem(), identity.clone())?;
         info!(
             data_dir = %data_dir.display(),
             ca = pki::CA_CERT_FILE, join_token = JOIN_TOKEN_FILE, admin_token = ADMIN_TOKEN_FILE,
@@ -143,8 +145,10 @@ impl Security {
             seal,
             names,
             master_id: master_id.to_string(),
+            expires_at: AtomicI64::new(pki::not_after(&issued.cert_pem).unwrap_or(0)),
+            identity,
             server_tls,
-            identity: Mutex::new(identity),
+            agent_tls,
             records: Mutex::new(records),
             store,
             data_dir: data_dir.to_path_buf(),
@@ -152,7 +156,7 @@ impl Security {
     }
 
     /// The TLS configuration of the API listener.
-    pub fn server_tls(&self) -> TlsConfig {
+    pub fn server_tls(&self) -> Arc<rustls::ServerConfig> {
         self.server_tls.clone()
     }
 
@@ -187,33 +191,21 @@ impl Security {
     }
 
     /// A TLS client configuration presenting the master's certificate (master → agent).
-    pub fn agent_client_tls(&self) -> Result<rustls::ClientConfig, SecurityError> {
-        let identity = self.identity.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        Ok(gantry_trust::tls::client_config(self.ca.cert_pem(), Some((&identity.cert_pem, &identity.key_pem)))?)
+    pub fn agent_client_tls(&self) -> rustls::ClientConfig {
+        self.agent_tls.clone()
     }
 
-    /// Issues a fresh server certificate when less than a third of the current one's life is
-    /// left, for connections accepted from then on. Returns whether it renewed.
+    /// Issues a fresh certificate when less than a third of the current one's life is left; the
+    /// listener and the master's agent clients present it from the next handshake on. Returns
+    /// whether it renewed.
     pub fn renew_if_due(&self, now_secs: i64) -> Result<bool, SecurityError> {
-        let current = self.identity.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let lifetime = i64::try_from(pki::LEAF_LIFETIME.as_secs()).unwrap_or(i64::MAX);
-        match pki::not_after(&current.cert_pem) {
-            Some(expires) if expires - now_secs > lifetime / 3 => return Ok(false),
-            _ => {}
+        if self.expires_at.load(Ordering::SeqCst) - now_secs > lifetime / 3 {
+            return Ok(false);
         }
-        let identity = self.ca.issue(
-            &Identity::Master(self.master_id.clone()),
-            &self.names.dns,
-            &self.names.ips,
-            pki::LEAF_LIFETIME,
-        )?;
-        self.server_tls.replace(gantry_trust::tls::server_config(
-            self.ca.cert_pem(),
-            &identity.cert_pem,
-            &identity.key_pem,
-            true,
-        )?);
-        *self.identity.lock().unwrap_or_else(|p| p.into_inner()) = identity;
+        let issued = issue(&self.ca, &self.master_id, &self.names)?;
+        self.identity.replace(self.ca.cert_pem(), &issued.cert_pem, &issued.key_pem)?;
+        self.expires_at.store(pki::not_after(&issued.cert_pem).unwrap_or(0), Ordering::SeqCst);
         info!("Renewed the master's certificate.");
         Ok(true)
     }
@@ -248,6 +240,11 @@ impl Security {
         }
         Ok(apply(&mut records))
     }
+}
+
+/// A new certificate of master `master_id` for `names`.
+fn issue(ca: &Ca, master_id: &str, names: &ServerNames) -> Result<gantry_trust::IssuedCert, SecurityError> {
+    Ok(ca.issue(&Identity::Master(master_id.to_string()), &names.dns, &names.ips, pki::LEAF_LIFETIME)?)
 }
 
 fn load_or_create_join_token(data_dir: &Path, ca: &Ca) -> Result<JoinToken, SecurityError> {
@@ -294,4 +291,26 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         return None;
     }
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trust_material_is_kept_and_the_certificate_renewed_when_due() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store: Arc<dyn Store> = Arc::new(crate::store::MemStore::new());
+        let meta = BTreeMap::new();
+        let names = ServerNames { dns: vec!["localhost".into()], ips: vec![] };
+        let first = Security::open(dir.path(), "m1", names.clone(), &meta, store.clone()).expect("open");
+        let again = Security::open(dir.path(), "m1", names, &meta, store).expect("reopen");
+        assert_eq!(first.ca().hash(), again.ca().hash(), "a restarted master keeps its CA");
+        assert!(first.join_token_matches(&again.join), "and its join token");
+        let now = i64::try_from(gantry_api::now_millis() / 1000).expect("now");
+        assert!(!first.renew_if_due(now).expect("check"), "a new certificate is not due");
+        let late = now + 25 * 24 * 3600;
+        assert!(first.renew_if_due(late).expect("renew"), "five days left: renewed");
+        assert!(first.expires_at.load(Ordering::SeqCst) >= now + 29 * 24 * 3600, "the new one lives 30 days");
+    }
 }
