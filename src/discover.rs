@@ -26,12 +26,6 @@ pub const MASTER_URL_FILE: &str = "master_url";
 /// Where a `--token`/`GANTRY_TOKEN` token came from, as errors name it.
 pub const TOKEN_OPTION_SOURCE: &str = "--token or GANTRY_TOKEN";
 
-/// The master URL for a client command, without credentials (see [`connection`]).
-#[allow(dead_code, reason = "the client commands use `connection`; kept for callers that need the URL alone")]
-pub fn master_url(master: Option<&str>, cluster: Option<&str>, state_root: Option<&Path>) -> anyhow::Result<String> {
-    Ok(choose(master, cluster, state_root)?.url)
-}
-
 /// The master URL and the credentials for a client command, from its options (`master`,
 /// `cluster`, `ca_cert`, `token`, each `None` when not given) and the clusters kept under
 /// `state_root`. An unreadable `ca_cert` is an error; a cluster without a CA or a token file
@@ -184,6 +178,11 @@ mod tests {
     /// A CA certificate as `gantry up` keeps it.
     fn ca_pem(name: &str) -> String {
         gantry_trust::Ca::generate(name).expect("a CA").cert_pem().to_string()
+    }
+
+    /// The URL [`connection`] chooses, without options for credentials.
+    fn master_url(master: Option<&str>, cluster: Option<&str>, root: Option<&Path>) -> anyhow::Result<String> {
+        connection(master, cluster, None, None, root).map(|(url, _)| url)
     }
 
     #[test]
