@@ -220,6 +220,16 @@ mod tests {
     }
 
     #[test]
+    fn secret_names_are_paths_of_plain_segments() {
+        for good in ["db/password", "a", "team-a/api.key", "x_1/y-2/z.3"] {
+            assert!(validate_secret_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "/a", "a/", "a//b", "A", "../x", "a/.b", "a b", &"a".repeat(257)] {
+            assert!(validate_secret_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn secret_values_never_show_in_debug() {
         let values = crate::protocol::SecretValues(BTreeMap::from([("db/password".into(), "hunter2".into())]));
         let shown = format!("{values:?}");

@@ -30,6 +30,14 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// The bytes of a hex text (either case); `None` when it is not hex.
+pub fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
 /// SHA-256 of `bytes`, in lower-case hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
@@ -43,4 +51,17 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     #[allow(clippy::expect_used)]
     getrandom::fill(&mut bytes).expect("the operating system's random source failed");
     bytes
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_round_trips_and_junk_is_refused() {
+        let bytes = [0u8, 1, 0xab, 0xff];
+        assert_eq!(super::from_hex(&super::hex(&bytes)).as_deref(), Some(&bytes[..]));
+        assert_eq!(super::from_hex("ABff").as_deref(), Some(&[0xab, 0xff][..]));
+        for junk in ["a", "zz", "0g"] {
+            assert_eq!(super::from_hex(junk), None, "{junk}");
+        }
+    }
 }

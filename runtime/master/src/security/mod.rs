@@ -224,7 +224,8 @@ impl Security {
             let secret = records
                 .secret(name)
                 .ok_or_else(|| format!("secret `{name}` does not exist: store it with `gantry secret put {name}`"))?;
-            let sealed = unhex(&secret.sealed).ok_or_else(|| format!("secret `{name}` is damaged in the store"))?;
+            let sealed = gantry_trust::from_hex(&secret.sealed)
+                .ok_or_else(|| format!("secret `{name}` is damaged in the store"))?;
             let value = self.seal.open(&secret.name, secret.version, &sealed).map_err(|e| e.to_string())?;
             let value = String::from_utf8(value).map_err(|_| format!("secret `{name}` is not UTF-8"))?;
             launch.secret_values.0.insert(name.clone(), value);
@@ -284,13 +285,6 @@ fn load_or_create_admin_token(data_dir: &Path) -> Result<String, SecurityError> 
         }
         Err(e) => Err(SecurityError::TokenFile { path, message: e.to_string() }),
     }
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
 }
 
 #[cfg(test)]
