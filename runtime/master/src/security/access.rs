@@ -87,24 +87,9 @@ pub fn required(method: &str, path: &str) -> Requirement {
     }
 }
 
-/// Percent-decodes a path segment (ids are ASCII; anything undecodable stays as it is).
+/// A path segment, percent-decoded (an undecodable one stays as it is).
 fn decode(segment: &str) -> String {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(hex) = segment.get(i + 1..i + 3)
-            && let Ok(b) = u8::from_str_radix(hex, 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out).unwrap_or_else(|_| segment.to_string())
+    percent_encoding::percent_decode_str(segment).decode_utf8().map_or_else(|_| segment.to_string(), |s| s.into_owned())
 }
 
 #[cfg(test)]
