@@ -54,7 +54,17 @@ pub enum JoinError {
         /// The hash of what the master sent.
         found: String,
     },
-    /// The master refused or could not be reached.
+    /// The master answered the join with a refusal (4xx): retrying changes nothing.
+    #[error("joining through {master}: the master refused (HTTP {status}): {message}")]
+    Refused {
+        /// The master URL.
+        master: String,
+        /// The HTTP status.
+        status: u16,
+        /// The master's reason.
+        message: String,
+    },
+    /// The master could not be reached or answered unexpectedly; worth retrying.
     #[error("joining through {master}: {message}")]
     Master {
         /// The master URL.
@@ -127,9 +137,7 @@ pub async fn credentials(
     let joined = loop {
         match join(master, &token, agent_id, &csr).await {
             Ok(joined) => break joined,
-            Err(JoinError::Master { message, .. })
-                if tokio::time::Instant::now() < deadline && !message.contains("HTTP 4") =>
-            {
+            Err(JoinError::Master { message, .. }) if tokio::time::Instant::now() < deadline => {
                 warn!(%master, error = %message, "Cannot join yet; retrying.");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -235,7 +243,10 @@ async fn join(master: &str, token: &JoinToken, agent_id: &str, csr: &str) -> Res
         let message = serde_json::from_slice::<gantry_api::ApiError>(&body)
             .map(|e| e.message)
             .unwrap_or_else(|_| String::from_utf8_lossy(&body).to_string());
-        return Err(failed(format!("the master refused (HTTP {}): {message}", status.as_u16())));
+        if status.is_client_error() {
+            return Err(JoinError::Refused { master: master.to_string(), status: status.as_u16(), message });
+        }
+        return Err(failed(format!("the master answered HTTP {}: {message}", status.as_u16())));
     }
     serde_json::from_slice(&body).map_err(|e| failed(format!("unreadable answer: {e}")))
 }
