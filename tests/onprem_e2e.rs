@@ -45,11 +45,7 @@ impl Env {
 
     /// An admin client of the cluster's master at `url`, with what `up` keeps in the state dir.
     fn client(&self, url: &str) -> Client {
-        let token = std::fs::read_to_string(self.state().join("admin-token")).expect("up keeps the admin token");
-        let ca = std::fs::read_to_string(self.state().join("ca.pem")).expect("up keeps the CA");
-        let credentials =
-            gantry_api::Credentials { token: Some(token.trim().to_string()), ca_pem: Some(ca), ..Default::default() };
-        Client::with_credentials(url, &credentials).expect("client")
+        support::state_dir_client(url, &self.state())
     }
 
     fn state(&self) -> PathBuf {

@@ -86,11 +86,7 @@ impl Env {
 
     fn client(&self) -> Client {
         let url = std::fs::read_to_string(self.state().join("master_url")).expect("up records the master URL");
-        let token = std::fs::read_to_string(self.state().join("admin-token")).expect("up keeps the admin token");
-        let ca = std::fs::read_to_string(self.state().join("ca.pem")).expect("up keeps the CA");
-        let credentials =
-            gantry_api::Credentials { token: Some(token.trim().to_string()), ca_pem: Some(ca), ..Default::default() };
-        Client::with_credentials(url.trim(), &credentials).expect("client")
+        support::state_dir_client(url.trim(), &self.state())
     }
 
     fn pid_files(&self) -> Vec<(String, String)> {

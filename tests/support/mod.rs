@@ -70,6 +70,16 @@ pub fn traversable_temp_dir(prefix: &str) -> tempfile::TempDir {
     dir
 }
 
+/// An admin client of the master at `url` of a cluster brought up by `gantry up`, with the CA
+/// and the admin token `up` keeps in the cluster's state dir.
+pub fn state_dir_client(url: &str, state_dir: &Path) -> Client {
+    let token = std::fs::read_to_string(state_dir.join("admin-token")).expect("up keeps the admin token");
+    let ca = std::fs::read_to_string(state_dir.join("ca.pem")).expect("up keeps the CA");
+    let credentials =
+        gantry_api::Credentials { token: Some(token.trim().to_string()), ca_pem: Some(ca), ..Default::default() };
+    Client::with_credentials(url, &credentials).expect("client")
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
