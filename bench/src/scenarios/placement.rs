@@ -73,6 +73,7 @@ pub fn agent(i: usize) -> Agent {
             version: "bench".to_string(),
         },
         state: AgentState::Active,
+        drain: None,
         registered_at: 0,
         last_seen_at: 0,
         used: Resources::default(),

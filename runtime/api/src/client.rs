@@ -5,7 +5,8 @@
 //! `POST /api/v1/apps/{id}/restart`; `GET /api/v1/tasks?app=ID&all=BOOL`,
 //! `GET /api/v1/tasks/{id}`, `POST /api/v1/tasks/{id}/kill`,
 //! `GET /api/v1/tasks/{id}/logs?stream=stdout|stderr&offset=N&length=N`;
-//! `GET /api/v1/agents`, `GET /api/v1/agents/{id}`; `GET /api/v1/events` (server-sent events);
+//! `GET /api/v1/agents`, `GET|DELETE /api/v1/agents/{id}`, `GET|POST|DELETE /api/v1/agents/{id}/drain`;
+//! `GET /api/v1/events` (server-sent events);
 //! jobs (methods in `client_jobs`): `GET|POST /api/v1/jobs`, `GET|PUT /api/v1/jobs/{id}`,
 //! `DELETE /api/v1/jobs/{id}?stop_current_runs=BOOL`, `GET|POST /api/v1/jobs/{id}/runs`
 //! (`POST` starts a run now), `GET /api/v1/jobs/{id}/runs/{run}`,
@@ -14,7 +15,7 @@
 //! `POST /api/v1/apps/{id}/rollback`; `GET /api/v1/deployments?app=ID`, `GET /api/v1/deployments/{id}`,
 //! `POST /api/v1/deployments/{id}/cancel`, `POST /api/v1/deployments/{id}/promote`.
 
-use crate::agent::Agent;
+use crate::agent::{Agent, DrainRequest, DrainStatus};
 use crate::app::{App, AppDefinition};
 use crate::error::ApiError;
 use crate::protocol::FileChunk;
@@ -322,9 +323,27 @@ impl Client {
         self.call(Method::GET, "/api/v1/agents", None::<&()>).await
     }
 
-    /// `DELETE /api/v1/agents/{id}`: revokes the agent's certificates; it must join again.
+    /// `DELETE /api/v1/agents/{id}`: removes the agent from the cluster: its certificates are
+    /// revoked (it must join again), and the master forgets it (tasks it still had are LOST and
+    /// replaced). Answers the agent as it was.
     pub async fn revoke_agent(&self, id: &str) -> Result<Agent, ClientError> {
         self.call(Method::DELETE, &format!("/api/v1/agents/{}", encode(id)), None::<&()>).await
+    }
+
+    /// `POST /api/v1/agents/{id}/drain`: the agent gets no new tasks, its service tasks are
+    /// replaced elsewhere, and what still runs on it at the deadline is killed.
+    pub async fn drain_agent(&self, id: &str, request: &DrainRequest) -> Result<DrainStatus, ClientError> {
+        self.call(Method::POST, &format!("/api/v1/agents/{}/drain", encode(id)), Some(request)).await
+    }
+
+    /// `GET /api/v1/agents/{id}/drain`: the agent's drain and the tasks left on it.
+    pub async fn agent_drain(&self, id: &str) -> Result<DrainStatus, ClientError> {
+        self.call(Method::GET, &format!("/api/v1/agents/{}/drain", encode(id)), None::<&()>).await
+    }
+
+    /// `DELETE /api/v1/agents/{id}/drain`: cancels a drain; the agent takes tasks again.
+    pub async fn cancel_drain(&self, id: &str) -> Result<DrainStatus, ClientError> {
+        self.call(Method::DELETE, &format!("/api/v1/agents/{}/drain", encode(id)), None::<&()>).await
     }
 
     /// `GET /api/v1/agents/{id}`.

@@ -1,7 +1,7 @@
 //! Events on the master's stream (`GET /api/v1/events`, server-sent events).
 
 use crate::Millis;
-use crate::agent::AgentState;
+use crate::agent::{AgentDrain, AgentState};
 use crate::deployment::DeploymentStatus;
 use crate::job::RunStatus;
 use crate::task::TaskState;
@@ -79,6 +79,27 @@ pub enum Event {
         hostname: String,
         /// New standing.
         state: AgentState,
+        /// When.
+        at: Millis,
+    },
+    /// An agent's drain started, moved its deadline, or was cancelled (`drain: None`).
+    AgentDrainChanged {
+        /// Agent id.
+        agent_id: String,
+        /// Hostname.
+        hostname: String,
+        /// The drain, if it drains.
+        drain: Option<AgentDrain>,
+        /// When.
+        at: Millis,
+    },
+    /// An agent was removed from the cluster (`DELETE /api/v1/agents/{id}`): revoked and
+    /// forgotten.
+    AgentRemoved {
+        /// Agent id.
+        agent_id: String,
+        /// Hostname.
+        hostname: String,
         /// When.
         at: Millis,
     },

@@ -312,6 +312,10 @@ pub struct RunAttempt {
     /// When it reached a terminal state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Millis>,
+    /// Why it is in its state, when the master or the agent said (e.g. killed because its
+    /// agent's drain deadline passed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// One run of a job.

@@ -21,7 +21,7 @@ pub mod security;
 pub mod task;
 pub mod workload;
 
-pub use agent::{Agent, AgentInfo, AgentState};
+pub use agent::{Agent, AgentDrain, AgentInfo, AgentState, DrainRequest, DrainStatus};
 pub use app::{
     App, AppDefinition, AppStatus, Backoff, Constraint, ConstraintOperator, HealthCheck, HealthProtocol,
     PortDefinition, UpgradeStrategy,

@@ -36,6 +36,7 @@ fn main() {
                 version: String::new(),
             },
             state: AgentState::Active,
+            drain: None,
             registered_at: 0,
             last_seen_at: 0,
             used: Resources::default(),

@@ -9,7 +9,7 @@
 
 use crate::allocator::task_event;
 use crate::api::{ApiFailure, parse_json};
-use crate::master::{Change, Master};
+use crate::master::{Change, Edit, Master};
 use crate::security::auth::Caller;
 use crate::services::backoff;
 use crate::state::ClusterState;
@@ -62,7 +62,7 @@ fn transition(state: &mut ClusterState, change: &mut Change, before: &Task, afte
         backoff::record(runtime, &policy, before.state, &after, now);
     }
     change.events.push(task_event(&after, now));
-    change.tasks.push(after);
+    change.push(Edit::PutTask(after));
 }
 
 fn finish(task: &mut Task, state: TaskState, exit_code: Option<i32>, message: Option<String>, now: Millis) {
@@ -94,11 +94,13 @@ async fn register(
     let now = gantry_api::now_millis();
     let mut state = master.lock();
     master.links().clear_queue(&id);
-    let registered_at = state.agent(&id).map_or(now, |e| e.agent.registered_at);
+    // A drain outlives the agent's restarts: it is the master's decision, not the agent's.
+    let (registered_at, drain) = state.agent(&id).map_or((now, None), |e| (e.agent.registered_at, e.agent.drain));
     let hostname = request.info.hostname.clone();
     let agent = Agent {
         info: request.info,
         state: AgentState::Active,
+        drain,
         registered_at,
         last_seen_at: now,
         used: Default::default(),
@@ -111,7 +113,7 @@ async fn register(
         state: AgentState::Active,
         at: now,
     });
-    change.agents.push(agent);
+    change.push(Edit::PutAgent(agent));
     let mut live_by_app: HashMap<String, usize> = HashMap::new();
     for report in &request.tasks {
         reconcile_report(&mut state, &mut change, &id, report, &mut live_by_app, now);
@@ -341,7 +343,7 @@ pub fn status_change(state: &mut ClusterState, agent_id: &str, update: &StatusUp
             change.commands.push(kill_command(agent_id, &task.id, DEFAULT_GRACE_SECS));
         }
     }
-    change.status_uuids.push((task.id.clone(), state.status_uuids_with(&task.id, &update.uuid)));
+    change.push(Edit::StatusUuids(task.id.clone(), state.status_uuids_with(&task.id, &update.uuid)));
     if after != task {
         debug!(task_id = %task.id, from = %task.state, to = %after.state, "Task changed.");
         transition(state, &mut change, &task, after, now);
@@ -369,13 +371,13 @@ pub fn mark_unreachable(master: &Master) {
             state: AgentState::Unreachable,
             at: now,
         });
-        change.agents.push(agent);
+        change.push(Edit::PutAgent(agent));
         for task in state.tasks_of_agent(id).into_iter().filter(|t| t.state.is_active()) {
             let mut task = task.clone();
             task.state = TaskState::Unreachable;
             task.message = Some("its agent is unreachable".to_string());
             change.events.push(task_event(&task, now));
-            change.tasks.push(task);
+            change.push(Edit::PutTask(task));
         }
     }
     if let Err(error) = master.commit(&mut state, change) {
@@ -389,6 +391,22 @@ pub fn mark_unreachable(master: &Master) {
     }
 }
 
+/// Kills what still runs on draining agents whose deadline passed (see [`crate::drain`]).
+pub fn enforce_drain_deadlines(master: &Master) {
+    let now = gantry_api::now_millis();
+    let mut state = master.lock();
+    let kills = crate::drain::overdue_kills(&state, now);
+    if kills.is_empty() {
+        return;
+    }
+    let change = crate::allocator::kill_change(&state, &kills, crate::drain::DEADLINE_PASSED, now);
+    if let Err(error) = master.commit(&mut state, change) {
+        warn!(%error, "Could not store the kills of a passed drain deadline; retrying.");
+        return;
+    }
+    info!(killed = kills.len(), "Drain deadline passed; killed what was left on the agent.");
+}
+
 /// Forgets terminal tasks older than an hour, keeping at most 100 per app.
 pub fn prune_tasks(master: &Master) {
     let now = gantry_api::now_millis();
@@ -397,7 +415,7 @@ pub fn prune_tasks(master: &Master) {
     if removed_tasks.is_empty() {
         return;
     }
-    let change = Change { removed_tasks, ..Change::default() };
+    let change = Change::of(removed_tasks.into_iter().map(Edit::RemoveTask));
     if let Err(error) = master.commit(&mut state, change) {
         warn!(%error, "Could not prune finished tasks.");
     }

@@ -1,13 +1,13 @@
 //! The allocator: two-level scheduling. Each cycle it lets every framework reconcile (and
-//! performs the kills they ask for), builds one offer per ACTIVE agent from its free resources,
-//! offers them to frameworks in DRF order (lowest dominant share first, remaining offers to the
-//! next), checks every accept against its offer, persists the new tasks (STAGING) in one
-//! transaction and only then sends the launch commands.
+//! performs the kills they ask for), builds one offer per ACTIVE agent that is not draining from
+//! its free resources, offers them to frameworks in DRF order (lowest dominant share first,
+//! remaining offers to the next), checks every accept against its offer, persists the new tasks
+//! (STAGING) in one transaction and only then sends the launch commands.
 //!
 //! Frameworks decide what to run; the allocator owns resources and never trusts an accept it has
 //! not checked. It runs when woken (an app, agent or task changed) and at least every second.
 
-use crate::master::{Change, Master};
+use crate::master::{Change, Edit, Master};
 use crate::state::ClusterState;
 use gantry_api::protocol::{AgentCommand, LaunchTask};
 use gantry_api::{AgentState, Event, Millis, Resources, Task, TaskState};
@@ -144,11 +144,12 @@ pub enum AllocatorError {
     },
 }
 
-/// One offer per ACTIVE agent, from its free resources; an offer's id is its index.
+/// One offer per agent that accepts tasks (ACTIVE and not draining), from its free resources;
+/// an offer's id is its index.
 pub fn build_offers(state: &ClusterState) -> Vec<Offer> {
     state
         .agents()
-        .filter(|e| e.agent.state == AgentState::Active)
+        .filter(|e| e.agent.accepts_tasks())
         .enumerate()
         .map(|(id, e)| Offer {
             id,
@@ -239,7 +240,7 @@ pub fn run_cycle(master: &Master, frameworks: &mut [Box<dyn Framework>]) {
                 Ok(()) => {
                     change.events.push(task_event(&accept.task, now));
                     change.commands.push((accept.task.agent_id.clone(), AgentCommand::Launch(Box::new(accept.launch))));
-                    change.tasks.push(accept.task);
+                    change.push(Edit::PutTask(accept.task));
                 }
                 Err(error) => warn!(framework = framework.name(), %error, "Refused an accept."),
             }
@@ -248,7 +249,7 @@ pub fn run_cycle(master: &Master, frameworks: &mut [Box<dyn Framework>]) {
     if change.is_empty() {
         return;
     }
-    let launched = change.tasks.len();
+    let launched = change.put_tasks().count();
     if let Err(error) = master.commit(state, change) {
         warn!(%error, "Could not store new tasks; nothing was launched.");
         return;
@@ -267,7 +268,7 @@ fn refuse_for_secrets(state: &mut ClusterState, change: &mut Change, accept: Acc
         task.finished_at = Some(now);
         task.message = Some(reason.to_string());
         change.events.push(task_event(&task, now));
-        change.tasks.push(task);
+        change.push(Edit::PutTask(task));
     } else if let Some(runtime) = state.app_runtime_mut(&app_id) {
         runtime.waiting = Some(reason.to_string());
     }
@@ -325,7 +326,7 @@ pub fn kill_change(state: &ClusterState, kills: &[Kill], message: &str, now: Mil
             task.agent_id.clone(),
             AgentCommand::Kill { task_id: task.id.clone(), grace_period_secs: kill.grace_period_secs },
         ));
-        change.tasks.push(task);
+        change.push(Edit::PutTask(task));
     }
     change
 }
@@ -478,6 +479,7 @@ mod tests {
                 version: String::new(),
             },
             state: AgentState::Active,
+            drain: None,
             registered_at: 0,
             last_seen_at: 0,
             used: Resources::default(),
@@ -490,7 +492,7 @@ mod tests {
         held.state = TaskState::Running;
         {
             let mut state = master.lock();
-            let change = Change { agents: vec![agent], tasks: vec![held], ..Change::default() };
+            let change = Change::of([Edit::PutAgent(agent), Edit::PutTask(held)]);
             master.commit(&mut state, change).expect("store");
         }
         let offered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -7,13 +7,14 @@
 //! Layout: [`store`] (durable records), [`state`] (in-memory indexes), [`master`] (the shared
 //! core and its one commit path), [`agent_protocol`] and [`links`] (agents), [`allocator`]
 //! (offers, DRF, the [`Framework`] contract), [`services`] (the built-in framework of apps),
-//! [`jobs`] (the built-in framework of jobs and cron),
+//! [`jobs`] (the built-in framework of jobs and cron), [`drain`] (drains and removals of agents),
 //! [`api`] (HTTP). Entry points: [`start`] → [`MasterHandle`], [`run`], and [`router`] over a
 //! core made by [`build`] for tests without a socket.
 
 pub mod agent_protocol;
 pub mod allocator;
 pub mod api;
+pub mod drain;
 pub mod jobs;
 pub mod links;
 pub mod master;
@@ -260,7 +261,8 @@ pub async fn start(config: MasterConfig) -> Result<MasterHandle, MasterError> {
     })
 }
 
-/// Unreachable detection, command-stream pings and pruning of finished tasks, until shutdown.
+/// Unreachable detection, drain deadlines, command-stream pings and pruning of finished tasks,
+/// until shutdown.
 async fn housekeeping(master: Arc<Master>) {
     let mut shutdown = master.shutdown_signal();
     let heartbeat = master.config.heartbeat_interval.max(Duration::from_millis(10));
@@ -274,6 +276,7 @@ async fn housekeeping(master: Arc<Master>) {
             _ = shutdown.changed() => return,
         }
         agent_protocol::mark_unreachable(&master);
+        agent_protocol::enforce_drain_deadlines(&master);
         if last_ping.elapsed() >= heartbeat {
             master.links().ping_all();
             last_ping = tokio::time::Instant::now();

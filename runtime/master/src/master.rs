@@ -16,31 +16,100 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{Notify, broadcast, watch};
 
-/// A set of changes persisted together and then applied.
+/// One durable edit of a [`Change`]. Each edit is stored ([`Edit::store_ops`]) and applied to
+/// memory ([`Edit::apply`]) in the order it was pushed; both are exhaustive matches here, so a
+/// new kind of record cannot be stored without being applied, or the other way round.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Edit {
+    /// Insert or replace an app.
+    PutApp(AppRecord),
+    /// Forget an app (its tasks stay until they are terminal and pruned).
+    RemoveApp(String),
+    /// Insert or replace an agent.
+    PutAgent(Agent),
+    /// Forget an agent (its tasks stay until they are pruned).
+    RemoveAgent(String),
+    /// Insert or replace a task.
+    PutTask(Task),
+    /// Forget a task and its applied status-update uuids.
+    RemoveTask(String),
+    /// The applied status-update uuids of a task.
+    StatusUuids(String, Vec<String>),
+    /// Set a meta entry (read back only when the master starts; e.g. app histories, whose
+    /// in-memory copy their owner applies).
+    PutMeta(String, String),
+    /// Remove a meta entry.
+    RemoveMeta(String),
+    /// Insert or replace a job.
+    PutJob(Job),
+    /// Forget a job and, in memory, its runs (remove stored runs with [`Edit::RemoveJobRun`]).
+    RemoveJob(String),
+    /// Insert or replace a job run.
+    PutJobRun(JobRun),
+    /// Forget a job run: job id, run id.
+    RemoveJobRun(String, String),
+}
+
+impl Edit {
+    /// Appends the store operations of this edit to `ops`.
+    fn store_ops(&self, ops: &mut Vec<StoreOp>) -> Result<(), StoreError> {
+        match self {
+            Self::PutApp(record) => ops.push(StoreOp::PutApp(record.clone())),
+            Self::RemoveApp(id) => ops.push(StoreOp::DeleteApp(id.clone())),
+            Self::PutAgent(agent) => ops.push(StoreOp::PutAgent(agent.clone())),
+            Self::RemoveAgent(id) => ops.push(StoreOp::DeleteAgent(id.clone())),
+            Self::PutTask(task) => ops.push(StoreOp::PutTask(task.clone())),
+            Self::RemoveTask(id) => {
+                ops.push(StoreOp::DeleteTask(id.clone()));
+                ops.push(StoreOp::DeleteMeta(uuid_meta_key(id)));
+            }
+            Self::StatusUuids(task_id, uuids) => {
+                ops.push(StoreOp::PutMeta(uuid_meta_key(task_id), serde_json::to_string(uuids)?));
+            }
+            Self::PutMeta(key, value) => ops.push(StoreOp::PutMeta(key.clone(), value.clone())),
+            Self::RemoveMeta(key) => ops.push(StoreOp::DeleteMeta(key.clone())),
+            Self::PutJob(job) => ops.push(StoreOp::PutJob(job.clone())),
+            Self::RemoveJob(id) => ops.push(StoreOp::DeleteJob(id.clone())),
+            Self::PutJobRun(run) => ops.push(StoreOp::PutJobRun(run.clone())),
+            Self::RemoveJobRun(job_id, run_id) => ops.push(StoreOp::DeleteJobRun(job_id.clone(), run_id.clone())),
+        }
+        Ok(())
+    }
+
+    /// Applies this (stored) edit to the in-memory state.
+    pub(crate) fn apply(self, state: &mut ClusterState) {
+        match self {
+            Self::PutApp(record) => state.put_app(record),
+            Self::RemoveApp(id) => {
+                state.remove_app(&id);
+            }
+            Self::PutAgent(agent) => state.put_agent(agent),
+            Self::RemoveAgent(id) => {
+                state.remove_agent(&id);
+            }
+            Self::PutTask(task) => state.put_task(task),
+            Self::RemoveTask(id) => {
+                state.remove_task(&id);
+            }
+            Self::StatusUuids(task_id, uuids) => state.set_status_uuids(&task_id, uuids),
+            Self::PutMeta(..) | Self::RemoveMeta(_) => {}
+            Self::PutJob(job) => state.put_job(job),
+            Self::RemoveJob(id) => {
+                state.remove_job(&id);
+            }
+            Self::PutJobRun(run) => state.put_job_run(run),
+            Self::RemoveJobRun(job_id, run_id) => {
+                state.remove_job_run(&job_id, &run_id);
+            }
+        }
+    }
+}
+
+/// A set of edits persisted together (one transaction) and then applied in order, with the
+/// events to publish and the agent commands to send once they are stored.
 #[derive(Debug, Default)]
 pub struct Change {
-    /// Apps to insert or replace.
-    pub apps: Vec<AppRecord>,
-    /// Apps to forget.
-    pub removed_apps: Vec<String>,
-    /// Agents to insert or replace.
-    pub agents: Vec<Agent>,
-    /// Tasks to insert or replace.
-    pub tasks: Vec<Task>,
-    /// Tasks to forget.
-    pub removed_tasks: Vec<String>,
-    /// Applied status-update uuids per task.
-    pub status_uuids: Vec<(String, Vec<String>)>,
-    /// Other meta entries.
-    pub meta: Vec<(String, String)>,
-    /// Jobs to insert or replace.
-    pub jobs: Vec<Job>,
-    /// Jobs to forget (with their runs in memory; remove stored runs with `removed_job_runs`).
-    pub removed_jobs: Vec<String>,
-    /// Job runs to insert or replace.
-    pub job_runs: Vec<JobRun>,
-    /// Job runs to forget: job id, run id.
-    pub removed_job_runs: Vec<(String, String)>,
+    edits: Vec<Edit>,
     /// Events to publish once stored.
     pub events: Vec<Event>,
     /// Commands to send once stored.
@@ -48,58 +117,54 @@ pub struct Change {
 }
 
 impl Change {
-    /// Whether anything is to be stored.
+    /// A change of `edits`, without events or commands.
+    pub fn of(edits: impl IntoIterator<Item = Edit>) -> Self {
+        Self { edits: edits.into_iter().collect(), ..Self::default() }
+    }
+
+    /// Adds an edit after those already in the change.
+    pub fn push(&mut self, edit: Edit) {
+        self.edits.push(edit);
+    }
+
+    /// The edits, in order.
+    pub fn edits(&self) -> &[Edit] {
+        &self.edits
+    }
+
+    /// The tasks this change inserts or replaces, in order.
+    pub fn put_tasks(&self) -> impl Iterator<Item = &Task> {
+        self.edits.iter().filter_map(|e| match e {
+            Edit::PutTask(task) => Some(task),
+            _ => None,
+        })
+    }
+
+    /// The job runs this change inserts or replaces, in order.
+    pub fn put_job_runs(&self) -> impl Iterator<Item = &JobRun> {
+        self.edits.iter().filter_map(|e| match e {
+            Edit::PutJobRun(run) => Some(run),
+            _ => None,
+        })
+    }
+
+    /// Whether anything is to be stored, published or sent.
     pub fn is_empty(&self) -> bool {
-        self.apps.is_empty()
-            && self.removed_apps.is_empty()
-            && self.agents.is_empty()
-            && self.tasks.is_empty()
-            && self.removed_tasks.is_empty()
-            && self.status_uuids.is_empty()
-            && self.meta.is_empty()
-            && self.jobs.is_empty()
-            && self.removed_jobs.is_empty()
-            && self.job_runs.is_empty()
-            && self.removed_job_runs.is_empty()
-            && self.events.is_empty()
-            && self.commands.is_empty()
+        self.edits.is_empty() && self.events.is_empty() && self.commands.is_empty()
     }
 
     /// Appends everything of `other` to this change.
     pub fn absorb(&mut self, other: Change) {
-        self.apps.extend(other.apps);
-        self.removed_apps.extend(other.removed_apps);
-        self.agents.extend(other.agents);
-        self.tasks.extend(other.tasks);
-        self.removed_tasks.extend(other.removed_tasks);
-        self.status_uuids.extend(other.status_uuids);
-        self.meta.extend(other.meta);
-        self.jobs.extend(other.jobs);
-        self.removed_jobs.extend(other.removed_jobs);
-        self.job_runs.extend(other.job_runs);
-        self.removed_job_runs.extend(other.removed_job_runs);
+        self.edits.extend(other.edits);
         self.events.extend(other.events);
         self.commands.extend(other.commands);
     }
 
     fn ops(&self) -> Result<Vec<StoreOp>, StoreError> {
-        let mut ops = Vec::new();
-        ops.extend(self.apps.iter().cloned().map(StoreOp::PutApp));
-        ops.extend(self.removed_apps.iter().cloned().map(StoreOp::DeleteApp));
-        ops.extend(self.agents.iter().cloned().map(StoreOp::PutAgent));
-        ops.extend(self.tasks.iter().cloned().map(StoreOp::PutTask));
-        for id in &self.removed_tasks {
-            ops.push(StoreOp::DeleteTask(id.clone()));
-            ops.push(StoreOp::DeleteMeta(uuid_meta_key(id)));
+        let mut ops = Vec::with_capacity(self.edits.len());
+        for edit in &self.edits {
+            edit.store_ops(&mut ops)?;
         }
-        for (task_id, uuids) in &self.status_uuids {
-            ops.push(StoreOp::PutMeta(uuid_meta_key(task_id), serde_json::to_string(uuids)?));
-        }
-        ops.extend(self.meta.iter().map(|(k, v)| StoreOp::PutMeta(k.clone(), v.clone())));
-        ops.extend(self.removed_jobs.iter().cloned().map(StoreOp::DeleteJob));
-        ops.extend(self.jobs.iter().cloned().map(StoreOp::PutJob));
-        ops.extend(self.removed_job_runs.iter().map(|(j, r)| StoreOp::DeleteJobRun(j.clone(), r.clone())));
-        ops.extend(self.job_runs.iter().cloned().map(StoreOp::PutJobRun));
         Ok(ops)
     }
 }
@@ -206,35 +271,8 @@ impl Master {
             }
             _ => self.store.write(&ops)?,
         }
-        for id in &change.removed_apps {
-            state.remove_app(id);
-        }
-        for record in change.apps {
-            state.put_app(record);
-        }
-        for agent in change.agents {
-            state.put_agent(agent);
-        }
-        for task in change.tasks {
-            state.put_task(task);
-        }
-        for id in &change.removed_tasks {
-            state.remove_task(id);
-        }
-        for (task_id, uuids) in change.status_uuids {
-            state.set_status_uuids(&task_id, uuids);
-        }
-        for id in &change.removed_jobs {
-            state.remove_job(id);
-        }
-        for job in change.jobs {
-            state.put_job(job);
-        }
-        for (job_id, run_id) in &change.removed_job_runs {
-            state.remove_job_run(job_id, run_id);
-        }
-        for run in change.job_runs {
-            state.put_job_run(run);
+        for edit in change.edits {
+            edit.apply(state);
         }
         for event in change.events {
             let _ = self.events.send(event);
@@ -247,5 +285,45 @@ impl Master {
         }
         self.wake_allocator();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemStore;
+    use gantry_api::App;
+
+    fn record(id: &str, version: u64) -> AppRecord {
+        let definition = serde_json::from_value(serde_json::json!({"id": id, "cmd": "serve"})).expect("valid");
+        AppRecord {
+            app: App { definition, version, created_at: 1, updated_at: 1, status: Default::default() },
+            config_version: 1,
+        }
+    }
+
+    #[test]
+    fn edits_are_stored_and_applied_in_the_order_they_were_pushed() {
+        let store = Arc::new(MemStore::new());
+        let (_shutdown, rx) = watch::channel(false);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = MasterConfig::new("127.0.0.1:0".parse().expect("address"), dir.path().to_path_buf());
+        let master = crate::build(config, store.clone(), rx).expect("build");
+        let mut state = master.lock();
+        let stored =
+            |store: &MemStore| store.load().expect("load").apps.iter().map(|r| r.app.version).collect::<Vec<_>>();
+
+        // Put, then remove: gone from the store and from memory alike.
+        master
+            .commit(&mut state, Change::of([Edit::PutApp(record("web", 1)), Edit::RemoveApp("web".into())]))
+            .expect("commit");
+        assert!(state.app("web").is_none());
+        assert!(stored(&store).is_empty());
+        // Remove, then put: there in both.
+        master
+            .commit(&mut state, Change::of([Edit::RemoveApp("web".into()), Edit::PutApp(record("web", 2))]))
+            .expect("commit");
+        assert_eq!(state.app("web").map(|e| e.record.app.version), Some(2));
+        assert_eq!(stored(&store), vec![2]);
     }
 }

@@ -287,6 +287,11 @@ impl ClusterState {
         self.agents.get(id)
     }
 
+    /// Forgets an agent (its tasks stay, indexed by its id, until they are pruned).
+    pub fn remove_agent(&mut self, id: &str) -> Option<AgentEntry> {
+        self.agents.remove(id)
+    }
+
     /// Marks an agent as just heard from.
     pub fn touch_agent(&mut self, id: &str, now: Millis) {
         if let Some(entry) = self.agents.get_mut(id) {
@@ -422,6 +427,7 @@ mod tests {
                 version: String::new(),
             },
             state: AgentState::Active,
+            drain: None,
             registered_at: 0,
             last_seen_at: 0,
             used: Resources::default(),

@@ -382,6 +382,7 @@ mod tests {
                 version: "0.1.0".to_string(),
             },
             state: AgentState::Active,
+            drain: None,
             registered_at: 1,
             last_seen_at: 2,
             used: Resources::default(),

@@ -545,3 +545,82 @@ async fn logs_are_proxied_to_the_agent() {
     files_server.abort();
     master.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_moves_services_first_survives_a_restart_and_ends_job_runs_at_its_deadline() {
+    use gantry_api::{DrainRequest, JobDefinition, RunStatus};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = master(dir.path(), Duration::from_secs(30)).await;
+    let api = client(&first);
+    let mut a1 = FakeAgent::register(&first, FakeAgent::info("a1", (31000, 31009)), vec![]).await;
+    api.create_app(&definition(serde_json::json!({"id": "web", "cmd": "serve", "instances": 1})))
+        .await
+        .expect("create");
+    let web = a1.next_launch().await;
+    a1.status("w1", &web.task_id, TaskState::Running, None).await;
+    let job: JobDefinition =
+        serde_json::from_value(serde_json::json!({"id": "nightly", "run": {"cmd": "backup"}})).expect("job");
+    api.create_job(&job).await.expect("create job");
+    let run = api.start_job_run("nightly").await.expect("run");
+    let job_task = a1.next_launch().await;
+    a1.status("j1", &job_task.task_id, TaskState::Running, None).await;
+    let mut a2 = FakeAgent::register(&first, FakeAgent::info("a2", (32000, 32009)), vec![]).await;
+
+    // The drain launches the replacement first and stops the old task only once it runs.
+    let status = api.drain_agent("a1", &DrainRequest { deadline: 600.0 }).await.expect("drain");
+    assert_eq!(status.tasks.len(), 2, "{status:?}");
+    assert!(!status.deadline_passed && status.stuck.is_none() && !status.done(), "{status:?}");
+    assert_eq!(api.get_agent("a1").await.expect("a1").standing(), "DRAINING");
+    let replacement = a2.next_launch().await;
+    assert_eq!(replacement.app_id, "web");
+    assert_eq!(api.get_task(&web.task_id).await.expect("task").state, TaskState::Running, "kept for now");
+    a2.status("r1", &replacement.task_id, TaskState::Running, None).await;
+    match a1.next_command().await {
+        AgentCommand::Kill { task_id, .. } => assert_eq!(task_id, web.task_id),
+        other => panic!("expected the kill of the moved task, got {other:?}"),
+    }
+    a1.status("w2", &web.task_id, TaskState::Killed, None).await;
+    let moved = api.get_task(&web.task_id).await.expect("task");
+    assert!(moved.message.as_deref().unwrap_or_default().contains("draining"), "{moved:?}");
+    let status = api.agent_drain("a1").await.expect("status");
+    let left: Vec<&str> = status.tasks.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(left, vec![job_task.task_id.as_str()], "the job run goes on");
+
+    // The drain is stored: a restarted master keeps it, and so does the agent's registration.
+    first.shutdown().await;
+    drop((a1, a2));
+    let second = master(dir.path(), Duration::from_secs(30)).await;
+    let api = client(&second);
+    assert!(api.get_agent("a1").await.expect("a1").drain.is_some(), "the drain survives the restart");
+    let report =
+        |id: &str| TaskReport { task_id: id.to_string(), state: TaskState::Running, healthy: None, exit_code: None };
+    let mut a1 =
+        FakeAgent::register(&second, FakeAgent::info("a1", (31000, 31009)), vec![report(&job_task.task_id)]).await;
+    let _a2 =
+        FakeAgent::register(&second, FakeAgent::info("a2", (32000, 32009)), vec![report(&replacement.task_id)]).await;
+    assert_eq!(api.get_agent("a1").await.expect("a1").standing(), "DRAINING", "registration keeps the drain");
+
+    // Moving the deadline to now ends the job run, which says why.
+    let status = api.drain_agent("a1", &DrainRequest { deadline: 0.0 }).await.expect("drain again");
+    assert!(status.deadline_passed, "{status:?}");
+    match a1.next_command().await {
+        AgentCommand::Kill { task_id, .. } => assert_eq!(task_id, job_task.task_id),
+        other => panic!("expected the kill of the job task, got {other:?}"),
+    }
+    a1.status("j2", &job_task.task_id, TaskState::Killed, None).await;
+    let ended = eventually("the run to fail", || async {
+        let run = api.get_job_run("nightly", &run.id).await.ok()?;
+        (run.status == RunStatus::Failed).then_some(run)
+    })
+    .await;
+    assert!(ended.message.as_deref().unwrap_or_default().contains("drain deadline passed"), "{ended:?}");
+    assert!(api.agent_drain("a1").await.expect("status").done());
+
+    // Removed, the agent is forgotten.
+    api.revoke_agent("a1").await.expect("remove");
+    let agents = api.list_agents().await.expect("agents");
+    assert_eq!(agents.iter().map(|a| a.info.id.as_str()).collect::<Vec<_>>(), vec!["a2"]);
+    assert_eq!(api.get_agent("a1").await.expect_err("forgotten").status(), Some(404));
+    assert_eq!(app(&api, "web").await.status.running, 1);
+    second.shutdown().await;
+}

@@ -11,12 +11,11 @@
 
 use crate::allocator::{Kill, kill_change};
 use crate::api::{ApiFailure, parse_json};
-use crate::master::Master;
+use crate::master::{Edit, Master};
 use crate::security::auth::Caller;
 use crate::services::versions::{self, Prepared, VersionError};
 use crate::services::{backoff, history};
 use crate::state::ClusterState;
-use crate::store::StoreOp;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -26,7 +25,7 @@ use gantry_api::client::ScaleRequest;
 use gantry_api::deployment::RollbackRequest;
 use gantry_api::{App, AppDefinition, AppVersion, DeploymentKind, Event, Millis};
 use std::sync::Arc;
-use tracing::{info, warn};
+use tracing::info;
 
 /// The routes of this resource.
 pub fn routes() -> Router<Arc<Master>> {
@@ -222,14 +221,11 @@ async fn delete(State(master): State<Arc<Master>>, Path(id): Path<String>) -> Re
         .map(|t| Kill { task_id: t.id.clone(), grace_period_secs: grace, reason: None })
         .collect();
     let mut change = kill_change(&state, &kills, "its app was deleted", now);
-    change.removed_apps.push(id.clone());
+    change.push(Edit::RemoveApp(id.clone()));
+    change.push(Edit::RemoveMeta(history::versions_key(&id)));
+    change.push(Edit::RemoveMeta(history::deployments_key(&id)));
     change.events.push(Event::AppDeleted { app_id: id.clone(), at: now });
     master.commit(&mut state, change)?;
-    let forget = [StoreOp::DeleteMeta(history::versions_key(&id)), StoreOp::DeleteMeta(history::deployments_key(&id))];
-    if let Err(error) = master.store.write(&forget) {
-        // Harmless: a new app of this id overwrites its history when it is created.
-        warn!(app_id = %id, %error, "Could not forget the deleted app's history.");
-    }
     info!(app_id = %id, killed = kills.len(), "App deleted.");
     Ok(Json(app))
 }

@@ -24,6 +24,8 @@ pub fn event_name(event: &Event) -> &'static str {
         Event::AppDeleted { .. } => "app_deleted",
         Event::TaskChanged { .. } => "task_changed",
         Event::AgentChanged { .. } => "agent_changed",
+        Event::AgentDrainChanged { .. } => "agent_drain_changed",
+        Event::AgentRemoved { .. } => "agent_removed",
         Event::JobUpdated { .. } => "job_updated",
         Event::JobDeleted { .. } => "job_deleted",
         Event::JobRunChanged { .. } => "job_run_changed",

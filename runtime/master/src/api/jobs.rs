@@ -9,7 +9,7 @@ use crate::api::{ApiFailure, parse_json};
 use crate::jobs::cron::Compiled;
 use crate::jobs::framework::run_event;
 use crate::jobs::new_run_id;
-use crate::master::{Change, Master};
+use crate::master::{Change, Edit, Master};
 use crate::security::auth::Caller;
 use crate::state::ClusterState;
 use axum::body::Bytes;
@@ -128,11 +128,8 @@ fn store_job(
     let now = gantry_api::now_millis();
     let id = definition.id.clone();
     let job = Job { definition, created_at: created_at.unwrap_or(now), updated_at: now, status: JobStatus::default() };
-    let change = Change {
-        events: vec![Event::JobUpdated { job_id: id.clone(), at: now }],
-        jobs: vec![job],
-        ..Change::default()
-    };
+    let mut change = Change::of([Edit::PutJob(job)]);
+    change.events.push(Event::JobUpdated { job_id: id.clone(), at: now });
     master.commit(state, change)?;
     info!(job_id = %id, created = created_at.is_none(), "Job stored.");
     job_view(state, &id, now).ok_or_else(|| not_found(&id))
@@ -182,8 +179,10 @@ async fn delete(
         .map(|t| Kill { task_id: t.id.clone(), grace_period_secs: grace, reason: None })
         .collect();
     let mut change = kill_change(&state, &kills, "its job was deleted", now);
-    change.removed_job_runs = state.job_runs(&id).map(|r| (id.clone(), r.id.clone())).collect();
-    change.removed_jobs.push(id.clone());
+    for run in state.job_runs(&id) {
+        change.push(Edit::RemoveJobRun(id.clone(), run.id.clone()));
+    }
+    change.push(Edit::RemoveJob(id.clone()));
     change.events.push(Event::JobDeleted { job_id: id.clone(), at: now });
     master.commit(&mut state, change)?;
     info!(job_id = %id, killed = kills.len(), "Job deleted.");
@@ -221,7 +220,8 @@ async fn start_run(
         return Err(not_found(&id));
     }
     let run = JobRun::new(&id, new_run_id(now), RunTrigger::Manual, now);
-    let change = Change { events: vec![run_event(&run, now)], job_runs: vec![run.clone()], ..Change::default() };
+    let mut change = Change::of([Edit::PutJobRun(run.clone())]);
+    change.events.push(run_event(&run, now));
     master.commit(&mut state, change)?;
     info!(job_id = %id, run_id = %run.id, "Job run requested.");
     Ok((StatusCode::CREATED, Json(run)))
@@ -243,7 +243,8 @@ async fn stop_run(
     if !run.stop_requested {
         run.stop_requested = true;
         run.message = Some("stop requested".to_string());
-        let change = Change { events: vec![run_event(&run, now)], job_runs: vec![run.clone()], ..Change::default() };
+        let mut change = Change::of([Edit::PutJobRun(run.clone())]);
+        change.events.push(run_event(&run, now));
         master.commit(&mut state, change)?;
         info!(job_id = %id, %run_id, "Job run stop requested.");
     }

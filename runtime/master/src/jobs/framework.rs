@@ -7,7 +7,7 @@ use crate::allocator::{Accept, ClusterView, Framework, Kill, Offer};
 use crate::jobs::cron::{Compiled, Fire, fire};
 use crate::jobs::run::{RunAction, advance};
 use crate::jobs::{is_job_task, new_run_id, parse_task_id, task_id};
-use crate::master::Change;
+use crate::master::{Change, Edit};
 use gantry_api::job::RunTrigger;
 use gantry_api::protocol::LaunchTask;
 use gantry_api::{Event, Job, JobDefinition, JobRun, Millis, Task};
@@ -154,13 +154,15 @@ impl Framework for JobsFramework {
                         info!(job_id = %job.id, run_id = %run.id, status = %step.run.status, "Job run changed.");
                         change.events.push(run_event(&step.run, now));
                     }
-                    change.job_runs.push(step.run);
+                    change.push(Edit::PutJobRun(step.run));
                 }
             }
             if finished.len() > KEPT_FINISHED_RUNS {
                 finished.sort();
                 let excess = finished.len() - KEPT_FINISHED_RUNS;
-                change.removed_job_runs.extend(finished.into_iter().take(excess).map(|(_, id)| (job.id.clone(), id)));
+                for (_, id) in finished.into_iter().take(excess) {
+                    change.push(Edit::RemoveJobRun(job.id.clone(), id));
+                }
             }
         }
         view.stage(change);
@@ -200,7 +202,10 @@ impl Framework for JobsFramework {
             let outcome = if no_agents {
                 PlacementOutcome { placed: Vec::new(), reason: Some(crate::services::framework::NO_AGENTS.to_string()) }
             } else if slots.is_empty() {
-                PlacementOutcome { placed: Vec::new(), reason: Some("every agent's resources are in use".to_string()) }
+                PlacementOutcome {
+                    placed: Vec::new(),
+                    reason: Some(crate::services::framework::ALL_DRAINING.to_string()),
+                }
             } else {
                 place(&request, &mut slots, &[])
             };
@@ -216,7 +221,7 @@ impl Framework for JobsFramework {
                     let mut run = run.clone();
                     run.message = Some(message);
                     waiting.events.push(run_event(&run, now));
-                    waiting.job_runs.push(run);
+                    waiting.push(Edit::PutJobRun(run));
                 }
             }
         }
@@ -281,22 +286,24 @@ mod tests {
         let mut state = crate::state::ClusterState::default();
         state.put_job(scheduled_job(T + 1));
         let mut framework = JobsFramework::new();
-        assert!(reconcile_at(&mut framework, &mut state, T + 4_000).job_runs.is_empty());
+        assert!(reconcile_at(&mut framework, &mut state, T + 4_000).put_job_runs().next().is_none());
         let change = reconcile_at(&mut framework, &mut state, T + 5_200);
-        let [run] = change.job_runs.as_slice() else { panic!("{change:?}") };
+        let runs: Vec<&JobRun> = change.put_job_runs().collect();
+        let [run] = runs.as_slice() else { panic!("{change:?}") };
+        let run = (*run).clone();
         assert_eq!(run.trigger, RunTrigger::Schedule { schedule_id: "s".into(), scheduled_at: T + 5_000 });
         assert!(framework.has_demand(), "the new run wants a task");
         state.put_job_run(run.clone());
         // FORBID: the next time is skipped while the run is active.
-        assert!(reconcile_at(&mut framework, &mut state, T + 10_100).job_runs.iter().all(|r| r.id == run.id));
+        assert!(reconcile_at(&mut framework, &mut state, T + 10_100).put_job_runs().all(|r| r.id == run.id));
         // A new master (fresh framework) starts checking after the newest scheduled run.
         let mut restarted = JobsFramework::new();
         let mut done = run.clone();
         done.status = gantry_api::RunStatus::Success;
         state.put_job_run(done);
-        assert!(reconcile_at(&mut restarted, &mut state, T + 9_000).job_runs.is_empty());
+        assert!(reconcile_at(&mut restarted, &mut state, T + 9_000).put_job_runs().next().is_none());
         let change = reconcile_at(&mut restarted, &mut state, T + 10_300);
-        assert_eq!(change.job_runs.len(), 1, "{change:?}");
+        assert_eq!(change.put_job_runs().count(), 1, "{change:?}");
     }
 
     #[test]

@@ -63,10 +63,16 @@ fn is_live(state: TaskState) -> bool {
     !state.is_terminal() && state != TaskState::Unreachable
 }
 
+/// "task j_r_1 FAILED (exit code 1)"; a killed or lost attempt says why, e.g. "task j_r_1 KILLED:
+/// its agent's drain deadline passed".
 fn describe(attempt: &RunAttempt) -> String {
-    match attempt.exit_code {
+    let what = match attempt.exit_code {
         Some(code) => format!("task {} {} (exit code {code})", attempt.task_id, attempt.state),
         None => format!("task {} {}", attempt.task_id, attempt.state),
+    };
+    match &attempt.message {
+        Some(why) if matches!(attempt.state, TaskState::Killed | TaskState::Lost) => format!("{what}: {why}"),
+        _ => what,
     }
 }
 
@@ -82,6 +88,7 @@ fn refresh_attempts(run: &mut JobRun, tasks: &[&Task], now: Millis) {
             state: task.state,
             exit_code: task.exit_code,
             finished_at: task.finished_at.or(known).or(given_up),
+            message: task.message.clone(),
         };
         match run.attempts.iter_mut().find(|a| a.task_id == task.id) {
             Some(attempt) => *attempt = seen,
@@ -279,6 +286,25 @@ mod tests {
         let stopped = JobRun { stop_requested: true, ..run() };
         let step = advance(&stopped, &s, &[], 5);
         assert_eq!((step.run.status, step.run.message.as_deref()), (RunStatus::Failed, Some("stopped on request")));
+    }
+
+    #[test]
+    fn a_run_killed_by_its_agents_drain_deadline_says_so() {
+        let mut killed = task(1, TaskState::Killed, 10);
+        killed.message = Some(format!("{}; stopped with SIGTERM", crate::drain::DEADLINE_PASSED));
+        let step = advance(&run(), &spec(RestartPolicy::Never, None), &[&killed], 10);
+        assert_eq!(step.run.status, RunStatus::Failed);
+        assert_eq!(
+            step.run.message.as_deref(),
+            Some("task j_r1_1 KILLED: its agent's drain deadline passed; stopped with SIGTERM")
+        );
+        let retried = advance(&run(), &spec(RestartPolicy::OnFailure, None), &[&killed], 10);
+        let message = retried.run.message.unwrap_or_default();
+        assert!(message.contains("drain deadline passed") && message.contains("retrying"), "{message}");
+        let failed = task(1, TaskState::Failed, 10);
+        let step =
+            advance(&run(), &spec(RestartPolicy::Never, None), &[&Task { message: Some("x".into()), ..failed }], 10);
+        assert_eq!(step.run.message.as_deref(), Some("task j_r1_1 FAILED (exit code 1)"), "exit codes say enough");
     }
 
     fn outcome() -> impl Strategy<Value = TaskState> {

@@ -83,6 +83,9 @@ pub fn required(method: &str, path: &str) -> Requirement {
     match (kind, action) {
         (Kind::Tasks, Some("logs")) => Requirement::Api { kind: Kind::Logs, level: Level::Read, id },
         (Kind::Apps, Some("versions")) => Requirement::Api { kind, level: Level::Read, id },
+        // Draining (POST) or cancelling a drain (DELETE) moves workloads off an agent: the
+        // agents' write level, as removing one (DELETE /api/v1/agents/{id}); reading it, read.
+        (Kind::Agents, Some("drain")) => Requirement::Api { kind, level, id },
         _ => Requirement::Api { kind, level, id },
     }
 }
@@ -120,6 +123,10 @@ mod tests {
             ("GET", "/api/v1/tasks/web.1/logs", api(Kind::Logs, Level::Read, Some("web.1"))),
             ("POST", "/api/v1/jobs/nightly/runs", api(Kind::Jobs, Level::Write, Some("nightly"))),
             ("GET", "/api/v1/agents/a1", api(Kind::Agents, Level::Read, Some("a1"))),
+            ("DELETE", "/api/v1/agents/a1", api(Kind::Agents, Level::Write, Some("a1"))),
+            ("POST", "/api/v1/agents/a1/drain", api(Kind::Agents, Level::Write, Some("a1"))),
+            ("DELETE", "/api/v1/agents/a1/drain", api(Kind::Agents, Level::Write, Some("a1"))),
+            ("GET", "/api/v1/agents/a1/drain", api(Kind::Agents, Level::Read, Some("a1"))),
             ("GET", "/api/v1/events", api(Kind::Tasks, Level::Read, None)),
             ("PUT", "/api/v1/secrets/db/password", api(Kind::Secrets, Level::Write, Some("db/password"))),
             ("DELETE", "/api/v1/tokens/ci", api(Kind::Tokens, Level::Write, Some("ci"))),

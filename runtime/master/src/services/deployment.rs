@@ -422,6 +422,7 @@ mod tests {
                     has_health_checks: true,
                     deleted: false,
                     tasks: &refs,
+                    draining: &std::collections::BTreeSet::new(),
                     now: 10,
                     backoff_until: None,
                     rollout: rollout(&def, Some(&d)),

@@ -126,7 +126,7 @@ fn drive(master: &Master, state: &mut ClusterState, id: &str, now: Millis) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::master::Change;
+    use crate::master::{Change, Edit};
     use crate::store::{MemStore, Store};
     use crate::{MasterConfig, build};
     use gantry_api::{AppDefinition, DeploymentKind, Resources, Task, TaskState, UpgradeStrategy};
@@ -170,7 +170,7 @@ mod tests {
 
     fn commit_tasks(master: &Master, tasks: Vec<Task>) {
         let mut state = master.lock();
-        master.commit(&mut state, Change { tasks, ..Change::default() }).expect("store tasks");
+        master.commit(&mut state, Change::of(tasks.into_iter().map(Edit::PutTask))).expect("store tasks");
     }
 
     fn deploy(master: &Master, definition: AppDefinition) -> String {

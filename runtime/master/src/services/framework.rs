@@ -10,10 +10,21 @@ use gantry_api::app::HealthProtocol;
 use gantry_api::protocol::{LaunchTask, NamedPort, TaskHealthCheck, TaskHealthCheckKind};
 use gantry_api::{AppDefinition, Millis, Resources, Task};
 use gantry_scheduler::{AgentSlot, PlacedOn, PlacementRequest, place};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Why instances wait when no agent is active.
 pub const NO_AGENTS: &str = "no agents are registered";
+
+/// Why instances wait when every active agent is draining (no agent gets offers).
+pub const ALL_DRAINING: &str = "every active agent is draining";
+
+/// Why a task on a draining agent was stopped.
+pub const MOVED_OFF_DRAINING_AGENT: &str = "replaced elsewhere: its agent is draining";
+
+/// Ids of the agents being drained (their tasks are leaving; placement no longer counts them).
+fn draining_agents(state: &crate::state::ClusterState) -> BTreeSet<String> {
+    state.agents().filter(|e| e.agent.drain.is_some()).map(|e| e.agent.info.id.clone()).collect()
+}
 
 /// The built-in framework of long-running apps.
 #[derive(Debug, Default)]
@@ -43,6 +54,7 @@ impl Framework for ServicesFramework {
         let now = view.now();
         let mut kills = Vec::new();
         let mut runtime_updates = Vec::new();
+        let draining = draining_agents(view.state());
         for entry in view.state().apps() {
             let definition = &entry.record.app.definition;
             let id = definition.id.clone();
@@ -56,6 +68,7 @@ impl Framework for ServicesFramework {
                 has_health_checks: has_checks,
                 deleted: false,
                 tasks: &tasks,
+                draining: &draining,
                 now,
                 backoff_until: if stable { None } else { entry.runtime.backoff_until },
                 rollout: deployment::rollout(definition, entry.history.active()),
@@ -68,6 +81,11 @@ impl Framework for ServicesFramework {
                     format!("scaled down to {} instances", definition.instances)
                 };
                 Kill { task_id, grace_period_secs: definition.kill_grace_period, reason: Some(reason) }
+            }));
+            kills.extend(decisions.drained.into_iter().map(|task_id| Kill {
+                task_id,
+                grace_period_secs: definition.kill_grace_period,
+                reason: Some(MOVED_OFF_DRAINING_AGENT.to_string()),
             }));
             if decisions.launch > 0 {
                 self.pending.insert(id.clone(), decisions.launch);
@@ -116,6 +134,7 @@ impl Framework for ServicesFramework {
         let now = view.now();
         let mut accepts = Vec::new();
         let mut waiting = Vec::new();
+        let draining = draining_agents(view.state());
         for (id, count) in pending {
             let Some(entry) = view.state().app(&id) else { continue };
             let app = &entry.record.app;
@@ -124,7 +143,7 @@ impl Framework for ServicesFramework {
                 .state()
                 .tasks_of_app(&id)
                 .into_iter()
-                .filter(|t| t.state.is_active())
+                .filter(|t| t.state.is_active() && !draining.contains(&t.agent_id))
                 .filter_map(|t| view.state().agent(&t.agent_id))
                 .map(|a| PlacedOn {
                     hostname: a.agent.info.hostname.clone(),
@@ -141,10 +160,7 @@ impl Framework for ServicesFramework {
                 count: count as usize,
             };
             let outcome = if slots.is_empty() {
-                gantry_scheduler::PlacementOutcome {
-                    placed: Vec::new(),
-                    reason: Some("every agent's resources are in use".to_string()),
-                }
+                gantry_scheduler::PlacementOutcome { placed: Vec::new(), reason: Some(ALL_DRAINING.to_string()) }
             } else {
                 place(&request, &mut slots, &existing)
             };

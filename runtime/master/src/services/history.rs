@@ -4,7 +4,7 @@
 //!
 //! Pure data and encoding; the API handlers and the deployment driver build the changes.
 
-use crate::master::Change;
+use crate::master::{Change, Edit};
 use gantry_api::{AppVersion, Deployment, Millis};
 use std::collections::BTreeMap;
 
@@ -66,8 +66,8 @@ impl AppHistory {
 
     /// Adds the meta entries storing this history of `app_id` to `change`.
     pub fn store_in(&self, app_id: &str, change: &mut Change) -> Result<(), serde_json::Error> {
-        change.meta.push((versions_key(app_id), serde_json::to_string(&self.versions)?));
-        change.meta.push((deployments_key(app_id), serde_json::to_string(&self.deployments)?));
+        change.push(Edit::PutMeta(versions_key(app_id), serde_json::to_string(&self.versions)?));
+        change.push(Edit::PutMeta(deployments_key(app_id), serde_json::to_string(&self.deployments)?));
         Ok(())
     }
 }
@@ -156,7 +156,14 @@ mod tests {
         assert_eq!(history.active().map(|d| d.id.as_str()), Some("live"));
         let mut change = Change::default();
         history.store_in("web", &mut change).expect("encode");
-        let meta: BTreeMap<String, String> = change.meta.into_iter().collect();
+        let meta: BTreeMap<String, String> = change
+            .edits()
+            .iter()
+            .filter_map(|e| match e {
+                Edit::PutMeta(k, v) => Some((k.clone(), v.clone())),
+                _ => None,
+            })
+            .collect();
         assert_eq!(from_meta(&meta).get("web"), Some(&history));
     }
 }

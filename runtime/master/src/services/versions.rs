@@ -3,7 +3,7 @@
 //! API (cancel, promote) and the deployment driver (auto-rollback). Callers commit the change
 //! and then [`apply`] the history it carries.
 
-use crate::master::Change;
+use crate::master::{Change, Edit};
 use crate::services::deployment::has_canaries;
 use crate::services::history::{self, AppHistory};
 use crate::state::ClusterState;
@@ -77,11 +77,8 @@ pub fn create(definition: AppDefinition, now: Millis) -> Result<Prepared, Versio
     let record = AppRecord { app, config_version: 1 };
     let mut history = AppHistory::default();
     history.push_version(AppVersion { version: 1, created_at: now, definition });
-    let mut change = Change {
-        events: vec![Event::AppUpdated { app_id: id.clone(), version: 1, at: now }],
-        apps: vec![record.clone()],
-        ..Change::default()
-    };
+    let mut change = Change::of([Edit::PutApp(record.clone())]);
+    change.events.push(Event::AppUpdated { app_id: id.clone(), version: 1, at: now });
     history.store_in(&id, &mut change).map_err(|e| VersionError::Encode(e.to_string()))?;
     Ok(Prepared { change, history, record, deployment_id: None })
 }
@@ -149,7 +146,8 @@ pub fn new_version(
     };
     events.push(deployment_event(&deployment, now));
     history.push_deployment(deployment);
-    let mut change = Change { events, apps: vec![record.clone()], ..Change::default() };
+    let mut change = Change::of([Edit::PutApp(record.clone())]);
+    change.events = events;
     history.store_in(&id, &mut change).map_err(|e| VersionError::Encode(e.to_string()))?;
     Ok(Prepared { change, history, record, deployment_id: Some(deployment_id) })
 }
@@ -173,7 +171,8 @@ pub fn rollback(
 
 /// A change storing only an app's history (a deployment changed), with its events.
 pub fn history_change(app_id: &str, history: &AppHistory, events: Vec<Event>) -> Result<Change, VersionError> {
-    let mut change = Change { events, ..Change::default() };
+    let mut change = Change::default();
+    change.events = events;
     history.store_in(app_id, &mut change).map_err(|e| VersionError::Encode(e.to_string()))?;
     Ok(change)
 }
