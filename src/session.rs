@@ -28,6 +28,9 @@ pub enum Hosts {
     Local(LocalProvider),
     /// Existing hosts over SSH.
     Onprem(Box<OnpremProvider>),
+    /// EC2 instances over SSH.
+    #[cfg(feature = "aws")]
+    Aws(Box<gantry_provider_aws::AwsProvider>),
 }
 
 impl Hosts {
@@ -36,6 +39,8 @@ impl Hosts {
         match self {
             Self::Local(p) => p,
             Self::Onprem(p) => p.as_ref(),
+            #[cfg(feature = "aws")]
+            Self::Aws(p) => p.as_ref(),
         }
     }
 
@@ -44,6 +49,8 @@ impl Hosts {
         match self {
             Self::Local(p) => p,
             Self::Onprem(p) => p.as_ref(),
+            #[cfg(feature = "aws")]
+            Self::Aws(p) => p.as_ref(),
         }
     }
 }
@@ -159,7 +166,15 @@ impl ClusterSession {
                 let forward = tokio::task::block_in_place(|| provider.api_forward())?;
                 (Hosts::Onprem(Box::new(provider)), forward)
             }
-            other => anyhow::bail!("provider `{other}` is not available in this build"),
+            #[cfg(feature = "aws")]
+            ProviderKind::Aws => {
+                let provider = gantry_provider_aws::AwsProvider::new(&file, &state_dir)
+                    .context("an aws cluster file needs an [aws] section")?;
+                (Hosts::Aws(Box::new(provider)), None)
+            }
+            other => anyhow::bail!(
+                "provider `{other}` is not available in this build (hint: build gantry with its cargo feature, e.g. `--features {other}`)"
+            ),
         };
         let route =
             ApiRoute { rewrite: forward.as_ref().map(|(url, f)| (url.clone(), format!("https://{}", f.addr()))) };

@@ -7,12 +7,14 @@
 //! describe agents, and a pool with `role = "master"` only says on which kind of host masters go
 //! (the master pools' counts must then add up to `runtime.masters`).
 
+mod aws;
 mod error;
 mod onprem;
 #[cfg(test)]
 mod tests;
 mod validate;
 
+pub use aws::{AwsSection, ConnectVia, ImageRef, defaults as aws_defaults, parse_cidr};
 pub use error::ClusterFileError;
 pub use onprem::{OnpremHost, OnpremSection, name_from_address};
 
@@ -48,6 +50,9 @@ pub struct ClusterFile {
     /// The existing hosts of an `onprem` cluster; allowed only with `provider = "onprem"`.
     #[serde(default)]
     pub onprem: Option<Spanned<OnpremSection>>,
+    /// Settings of the `aws` provider; required with `provider = "aws"`, allowed only then.
+    #[serde(default)]
+    pub aws: Option<Spanned<AwsSection>>,
     /// SSH defaults for providers that reach their hosts over SSH.
     #[serde(default)]
     pub ssh: SshSection,
@@ -69,6 +74,10 @@ pub struct ClusterSection {
     /// Which provider makes the hosts. Default `local`.
     #[serde(default = "default_provider")]
     pub provider: Spanned<ProviderKind>,
+    /// How long the cluster may live, e.g. `"4h"` (cloud providers): every resource is tagged
+    /// `gantry:expires-at`, and `gantry sweep` deletes it once that time has passed.
+    #[serde(default)]
+    pub ttl: Option<Spanned<HumanDuration>>,
 }
 
 /// The providers a cluster file may name.
@@ -99,9 +108,15 @@ impl ProviderKind {
         }
     }
 
-    /// Whether this build can provision with it.
+    /// Whether gantry has this provider (a build may still leave a cloud provider out: its
+    /// cargo feature).
     pub fn is_available(self) -> bool {
-        matches!(self, Self::Local | Self::Onprem)
+        matches!(self, Self::Local | Self::Onprem | Self::Aws)
+    }
+
+    /// Whether its hosts are cloud instances gantry creates (tagged, with a TTL).
+    pub fn is_cloud(self) -> bool {
+        matches!(self, Self::Aws | Self::Gce | Self::Azure)
     }
 }
 
@@ -184,6 +199,36 @@ pub struct Pool {
     /// `{index}` in a value is replaced by the host's index in the pool (`zone = "z{index}"`).
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
+    /// Cloud providers: the instance type, e.g. `t3.medium` (the default on aws).
+    #[serde(default)]
+    pub instance_type: Option<Spanned<String>>,
+    /// Cloud providers: the image; on aws an AMI id or `{ owner = "…", name = "…-*" }` (the
+    /// newest match). Default the newest official Debian 12 (amd64).
+    #[serde(default)]
+    pub image: Option<Spanned<ImageRef>>,
+    /// Cloud providers: size of the root volume in GiB. Default 20.
+    #[serde(default)]
+    pub root_volume_gb: Option<Spanned<u32>>,
+    /// Cloud providers: ask for spot instances. Default false.
+    #[serde(default)]
+    pub spot: Option<Spanned<bool>>,
+}
+
+impl Pool {
+    /// The first cloud machine key the pool sets (`instance_type`, `image`, …), with its
+    /// position: the keys other providers refuse.
+    pub fn machine_key(&self) -> Option<(&'static str, std::ops::Range<usize>)> {
+        if let Some(v) = &self.instance_type {
+            return Some(("instance_type", v.span()));
+        }
+        if let Some(v) = &self.image {
+            return Some(("image", v.span()));
+        }
+        if let Some(v) = &self.root_volume_gb {
+            return Some(("root_volume_gb", v.span()));
+        }
+        self.spot.as_ref().map(|v| ("spot", v.span()))
+    }
 }
 
 /// `[local]`: the local provider runs the master and agents as processes on this machine.
@@ -383,6 +428,16 @@ impl ClusterFile {
     /// `path` resolved against [`Self::base_dir`] (absolute paths stay as they are).
     pub fn resolve(&self, path: &Path) -> PathBuf {
         self.base_dir().join(path)
+    }
+
+    /// The `[aws]` section; `None` unless the provider is aws (validation requires it then).
+    pub fn aws(&self) -> Option<&AwsSection> {
+        self.aws.as_ref().map(Spanned::get_ref)
+    }
+
+    /// The cluster's time to live (`[cluster] ttl`), if any.
+    pub fn ttl(&self) -> Option<Duration> {
+        self.cluster.ttl.as_ref().map(|t| t.get_ref().0)
     }
 
     /// The `[onprem]` section (defaults, with no hosts, when absent).

@@ -35,6 +35,9 @@ use std::time::{Duration, Instant};
 /// Name of the host whose master API the cluster uses.
 pub const PRIMARY_MASTER: &str = "master-0";
 
+/// What progress names the cluster's own resources by (the provider's network, firewall, …).
+pub const CLUSTER: &str = "cluster";
+
 /// How retryable failures are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -165,7 +168,24 @@ impl Engine<'_> {
         for action in &plan.actions {
             stages.entry(stage(action)).or_default().push(action);
         }
+        let mut prepared = false;
         for (stage, actions) in stages {
+            if !prepared
+                && self.provider.capabilities().cluster_resources
+                && actions.iter().any(|a| a.kind() == ActionKind::Create)
+            {
+                // The cluster's own resources (a cloud's network) come before its first host.
+                prepared = true;
+                if let Err(error) = self.provider_call(CLUSTER, "prepare", || self.provider.prepare()).await {
+                    return Err(EngineError::Failed {
+                        failures: vec![Failure {
+                            host: CLUSTER.to_string(),
+                            action: ActionKind::Create,
+                            message: error.to_string(),
+                        }],
+                    });
+                }
+            }
             if stage >= 3 && master_url.is_none() {
                 master_url = self.master_url().await;
             }

@@ -365,16 +365,17 @@ fn order_key(action: &Action) -> (u8, String, i64) {
     (stage, prefix.to_string(), index)
 }
 
-/// The stage of an action: 0 create masters, 1 bootstrap masters, 2 reconfigure masters, 3–5 the
-/// same for agents, 6 drains, 7 agent destroys, 8 master destroys. A plan's actions are sorted by
-/// stage; actions of one stage are independent of each other and may run in parallel.
+/// The stage of an action: 0 create every host (masters and agents: a cloud boots them all at
+/// once), 1 bootstrap masters, 2 reconfigure masters, 4–5 bootstrap and reconfigure agents,
+/// 6 drains, 7 agent destroys, 8 master destroys. A plan's actions are sorted by stage; actions of
+/// one stage are independent of each other and may run in parallel.
 pub fn stage(action: &Action) -> u8 {
     let master = action.role() == Role::Master;
     match (action.kind(), master) {
         (ActionKind::Create, true) => 0,
         (ActionKind::Bootstrap, true) => 1,
         (ActionKind::Reconfigure, true) => 2,
-        (ActionKind::Create, false) => 3,
+        (ActionKind::Create, false) => 0,
         (ActionKind::Bootstrap, false) => 4,
         (ActionKind::Reconfigure, false) => 5,
         (ActionKind::Drain, _) => 6,

@@ -116,6 +116,8 @@ pub struct ProviderCapabilities {
     pub max_parallel_creates: Option<usize>,
     /// How the bootstrap reaches its hosts.
     pub transport: TransportKind,
+    /// It makes resources of the cluster's own before any host ([`Provider::prepare`]).
+    pub cluster_resources: bool,
 }
 
 /// How hosts of a provider are reached.
@@ -189,6 +191,20 @@ pub struct HostDescription {
     pub attributes: BTreeMap<String, String>,
 }
 
+/// A resource a provider makes once per cluster, before any host: a cloud's network, firewall
+/// rules, key pair. `plan` and `status` list them; `down` deletes them after the last host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterResource {
+    /// What it is, in the provider's words: `vpc`, `subnet`, `security-group`, …
+    pub kind: String,
+    /// Its name (or what it is for, e.g. the zone of a subnet).
+    pub name: String,
+    /// Its id at the provider; `None` while it does not exist (it will be created).
+    pub id: Option<String>,
+    /// Whether gantry made it (and `down` deletes it); false for resources the file names.
+    pub owned: bool,
+}
+
 /// Makes hosts exist. See the module docs for the idempotency contract.
 pub trait Provider: Send + Sync + fmt::Debug {
     /// The provider's name, as in cluster files (`local`, `aws`, …).
@@ -209,4 +225,22 @@ pub trait Provider: Send + Sync + fmt::Debug {
 
     /// Destroys a host. Idempotent: a host that does not exist is not an error.
     fn destroy_host<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), ProviderError>>;
+
+    /// Makes the cluster's own resources (a cloud's network, firewall, key pair) before the first
+    /// host is created. Idempotent: what exists is found (by tag) and kept. Default: nothing.
+    fn prepare(&self) -> BoxFuture<'_, Result<(), ProviderError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Deletes what [`Self::prepare`] made, once the cluster has no host left. Idempotent: what
+    /// is already gone is fine. Default: nothing.
+    fn teardown(&self) -> BoxFuture<'_, Result<(), ProviderError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// The cluster's own resources as they are now, or as `prepare` would make them (`id: None`).
+    /// Default: none.
+    fn cluster_resources(&self) -> BoxFuture<'_, Result<Vec<ClusterResource>, ProviderError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }

@@ -6,6 +6,7 @@
 
 use super::up::{ClusterArgs, ClusterSession, LinePrinter, apply, plan_json, remove_state_dir};
 use crate::output::Format;
+use anyhow::Context;
 use gantry_provision::journal::{ClusterLock, Journal};
 use gantry_provision::planner::Desired;
 use std::time::{Duration, Instant};
@@ -37,6 +38,24 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let left = session.plan(&desired, journal.state()).await?;
     if !left.is_empty() {
         anyhow::bail!("hosts are left after `down`:\n{left}");
+    }
+    // The cluster's own resources (a cloud's network, firewall, key pair) go after its last host.
+    let resources = session.hosts.provider().cluster_resources().await.unwrap_or_default();
+    if resources.iter().any(|r| r.id.is_some() && r.owned) {
+        session
+            .hosts
+            .provider()
+            .teardown()
+            .await
+            .context("cannot delete the cluster's network (run `down` again to retry)")?;
+        for resource in resources.iter().filter(|r| r.id.is_some() && r.owned) {
+            say(format!(
+                "Deleted {} {} ({}).",
+                resource.kind,
+                resource.name,
+                resource.id.as_deref().unwrap_or_default()
+            ));
+        }
     }
     drop(journal);
     drop(lock);

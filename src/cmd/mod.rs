@@ -7,6 +7,7 @@ pub mod deployment;
 pub mod dev;
 pub mod down;
 pub mod executor;
+pub mod iam_policy;
 pub mod job;
 pub mod master;
 pub mod node;
@@ -15,6 +16,7 @@ pub mod policy;
 pub mod secret;
 pub mod status;
 pub mod supervise;
+pub mod sweep;
 pub mod task;
 pub mod token;
 pub mod up;
@@ -76,6 +78,10 @@ pub enum Command {
     Status(up::ClusterArgs),
     /// Removes everything `up` made for a cluster file.
     Down(up::ClusterArgs),
+    /// Finds a cloud's gantry resources by tag; deletes expired and orphaned clusters (--yes).
+    Sweep(sweep::SweepArgs),
+    /// Prints the minimal IAM policy gantry needs on a cloud.
+    IamPolicy(iam_policy::IamPolicyArgs),
     /// Runs a daemon under gantry's own supervisor (started by the bootstrap; not for people).
     #[command(hide = true)]
     Supervise(supervise::SuperviseArgs),
@@ -157,6 +163,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => up::run(args).await,
         Command::Status(args) => status::run(args).await,
         Command::Down(args) => down::run(args).await,
+        Command::Sweep(args) => sweep::run(args).await,
+        Command::IamPolicy(args) => iam_policy::run(args),
         Command::Supervise(args) => supervise::run(args).await,
         Command::Executor(_) => unreachable!("the executor is dispatched before the async runtime starts"),
     }

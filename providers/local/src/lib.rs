@@ -152,6 +152,7 @@ impl Provider for LocalProvider {
             start_stopped: true,
             max_parallel_creates: None,
             transport: TransportKind::Local,
+            cluster_resources: false,
         }
     }
 

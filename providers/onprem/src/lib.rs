@@ -171,6 +171,7 @@ impl Provider for OnpremProvider {
             start_stopped: false,
             max_parallel_creates: None,
             transport: TransportKind::Ssh,
+            cluster_resources: false,
         }
     }
 

@@ -58,8 +58,8 @@ fn unknown_key_points_at_the_key() {
 
 #[test]
 fn unknown_section_is_rejected() {
-    let (line, column, key, text) = fault(&format!("{GOOD}\n[aws]\nregion = \"x\"\n"));
-    assert_eq!((line, column, key.as_str()), (22, 2, "aws"), "{text}");
+    let (line, column, key, text) = fault(&format!("{GOOD}\n[gce]\nregion = \"x\"\n"));
+    assert_eq!((line, column, key.as_str()), (22, 2, "gce"), "{text}");
 }
 
 #[test]
@@ -130,9 +130,9 @@ fn bad_provider_and_unavailable_provider() {
     let (line, column, key, text) = fault(&GOOD.replace("provider = \"local\"", "provider = \"digitalocean\""));
     assert_eq!((line, column, key.as_str()), (5, 12, "cluster.provider"), "{text}");
     assert!(text.contains("unknown variant `digitalocean`"), "{text}");
-    let (line, column, key, text) = fault(&GOOD.replace("provider = \"local\"", "provider = \"aws\""));
+    let (line, column, key, text) = fault(&GOOD.replace("provider = \"local\"", "provider = \"gce\""));
     assert_eq!((line, column, key.as_str()), (5, 12, "cluster.provider"), "{text}");
-    assert!(text.contains("provider `aws` is not available yet"), "{text}");
+    assert!(text.contains("provider `gce` is not available yet"), "{text}");
 }
 
 #[test]

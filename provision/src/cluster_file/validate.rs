@@ -1,6 +1,7 @@
 //! Semantic checks of a parsed cluster file: the values serde accepts but a cluster cannot have.
 //! The first fault found is returned, pointing at the offending value.
 
+mod aws;
 mod onprem;
 
 use super::error::{ClusterFileError, hint_for, span_pos};
@@ -31,7 +32,7 @@ pub(super) fn validate(file: &ClusterFile, text: &str) -> Result<(), ClusterFile
             file.cluster.provider.span(),
             "cluster.provider",
             format!("provider `{provider}` is not available yet"),
-            "use provider = \"local\" or \"onprem\"; aws, gce and azure arrive with their providers",
+            "use provider = \"local\", \"onprem\" or \"aws\"; gce and azure arrive with their providers",
         ));
     }
     if let Some(local) = &file.local
@@ -57,6 +58,7 @@ pub(super) fn validate(file: &ClusterFile, text: &str) -> Result<(), ClusterFile
     check_runtime(file, &at)?;
     check_pools(file, &at)?;
     onprem::check(file, &at)?;
+    aws::check(file, &at)?;
     check_local(file, &at)?;
     check_ssh(file, &at)?;
     check_workloads(file, &at)

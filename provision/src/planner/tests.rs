@@ -78,7 +78,7 @@ fn bootstrapped(role: Role, pool: &str, settings: HostSettings) -> HostRecord {
 }
 
 #[test]
-fn empty_cluster_comes_up_masters_first() {
+fn empty_cluster_creates_every_host_at_once_then_bootstraps_masters_first() {
     let desired = desired_hosts(1, &[("w", 2)], "a");
     let plan = plan(&desired, &JournalState::default(), &Observed::new());
     let steps: Vec<(ActionKind, &str)> = plan.actions.iter().map(|a| (a.kind(), a.host_name())).collect();
@@ -86,9 +86,9 @@ fn empty_cluster_comes_up_masters_first() {
         steps,
         vec![
             (ActionKind::Create, "master-0"),
-            (ActionKind::Bootstrap, "master-0"),
             (ActionKind::Create, "w-0"),
             (ActionKind::Create, "w-1"),
+            (ActionKind::Bootstrap, "master-0"),
             (ActionKind::Bootstrap, "w-0"),
             (ActionKind::Bootstrap, "w-1"),
         ]
@@ -153,8 +153,9 @@ fn incomplete_intents_are_resumed() {
     journal.hosts.insert("old-0".into(), gone);
     let observed = Observed::from([("master-0".to_string(), RUNNING), ("old-0".to_string(), RUNNING)]);
     let plan = plan(&desired, &journal, &observed);
+    assert_eq!(plan.actions[0].kind(), ActionKind::Create, "w-0 is created first: {plan}");
     assert_eq!(
-        plan.actions[0],
+        plan.actions[1],
         Action::Bootstrap { host: desired.hosts[0].clone(), reason: Reason::Resume(ActionKind::Bootstrap) }
     );
     assert_eq!(kinds_for(&plan, "old-0"), vec![ActionKind::Drain, ActionKind::Destroy]);
@@ -319,7 +320,9 @@ proptest! {
                 }
                 ActionKind::Bootstrap | ActionKind::Reconfigure => prop_assert!(wanted.contains(name)),
             }
-            let up = matches!(action.kind(), ActionKind::Create | ActionKind::Bootstrap | ActionKind::Reconfigure);
+            // Creates come first, all at once; then masters are bootstrapped before any agent.
+            let up = matches!(action.kind(), ActionKind::Bootstrap | ActionKind::Reconfigure);
+            prop_assert!(!(action.kind() == ActionKind::Create && (agents_up_seen || !drained.is_empty())), "a create after a bootstrap or drain");
             if up && action.role() == Role::Agent {
                 agents_up_seen = true;
             }

@@ -124,6 +124,7 @@ impl Provider for FakeProvider {
             start_stopped: true,
             max_parallel_creates: None,
             transport: TransportKind::Local,
+            cluster_resources: false,
         }
     }
 
