@@ -1,5 +1,6 @@
 //! `gantry status CLUSTER_FILE`: per host, what the journal records, what the provider reports
-//! and how the live cluster sees it (master serving; agent ACTIVE or UNREACHABLE).
+//! and how the live cluster sees it (master serving; agent ACTIVE or UNREACHABLE); on a cloud, also
+//! the cluster's own resources (VPC, subnets, security group, …) with their ids.
 
 use super::up::{ClusterArgs, ClusterSession};
 use crate::output::{self, Format};
@@ -22,6 +23,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     for name in provider_hosts.keys() {
         roles.entry(name.clone()).or_insert(Role::Agent);
     }
+    let resources = session.hosts.provider().cluster_resources().await?;
     let master_url = session.master_url().await;
     let api = session.api();
     let mut rows = Vec::new();
@@ -57,12 +59,31 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
                     "provider": r[4], "live": r[5]})
             })
             .collect();
+        let resources: Vec<_> = resources
+            .iter()
+            .map(|r| serde_json::json!({"kind": r.kind, "name": r.name, "id": r.id, "owned": r.owned}))
+            .collect();
         return output::json(&serde_json::json!({
             "cluster": session.file.name(), "state_dir": session.state_dir, "master_url": master_url, "hosts": hosts,
+            "resources": resources,
         }));
     }
     println!("Cluster `{}` (state in {})", session.file.name(), session.state_dir.display());
     output::table(&["HOST", "ROLE", "DESIRED", "JOURNAL", "PROVIDER", "LIVE"], &rows);
+    if !resources.is_empty() {
+        let rows: Vec<Vec<String>> = resources
+            .iter()
+            .map(|r| {
+                let state = match (&r.id, r.owned) {
+                    (Some(id), true) => id.clone(),
+                    (Some(id), false) => format!("{id} (not gantry's)"),
+                    (None, _) => "absent".to_string(),
+                };
+                vec![r.kind.clone(), r.name.clone(), state]
+            })
+            .collect();
+        output::table(&["RESOURCE", "NAME", "ID"], &rows);
+    }
     if let Some(url) = master_url {
         println!("API: {url}");
     }

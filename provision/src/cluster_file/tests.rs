@@ -221,7 +221,9 @@ fn every_example_cluster_file_parses() {
             parsed.push(file.name().to_string());
         }
     }
-    assert!(parsed.contains(&"local".to_string()), "{parsed:?}");
+    for name in ["local", "rack1", "prod-eu", "lab"] {
+        assert!(parsed.contains(&name.to_string()), "{parsed:?}");
+    }
 }
 
 #[test]
