@@ -5,11 +5,11 @@
 mod support;
 
 use gantry_api::{AgentState, Client, TaskState};
+use gantry_lab::testhosts::{Host, Lab, Skip};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-use support::testhosts::{Host, Lab, Skip};
 use support::{BIN, wait_for};
 
 /// The service the cluster file deploys: its tasks are `sleep` processes with a marker argument.

@@ -1,12 +1,12 @@
-//! The multi-host test harness itself (tests/support/testhosts.rs): real hosts as network
+//! The multi-host test harness itself (`gantry_lab::testhosts`): real hosts as network
 //! namespaces with their own sshd, and the faults it injects. Needs root; every test prints
 //! `SKIPPED: <reason>` and returns when this machine lacks a prerequisite.
 
 mod support;
 
+use gantry_lab::testhosts::{Lab, Skip};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::testhosts::{Lab, Skip};
 
 fn lab(n: usize) -> Option<Lab> {
     let started = Instant::now();
@@ -139,7 +139,7 @@ fn drop_leaves_nothing_behind() {
     lab.host(0).run_ok("echo x > /opt/x");
     lab.partition(0, 1);
     // Stale cleanup leaves a live lab alone.
-    support::testhosts::cleanup_stale();
+    gantry_lab::testhosts::cleanup_stale();
     assert_eq!(lab.host(1).run_ok("hostname").trim(), "host-1");
     assert!(cgroup.exists());
     assert!(stdout("ip", &["netns", "list"]).contains(&prefix));
@@ -204,7 +204,7 @@ fn leftovers_of_a_crashed_run_are_cleaned_up() {
     // Another test's Lab::new (which runs cleanup_stale too) may already have removed it.
     let left = stdout("ip", &["netns", "list"]).contains(&prefix);
     let started = Instant::now();
-    support::testhosts::cleanup_stale();
+    gantry_lab::testhosts::cleanup_stale();
     println!("stale lab {prefix} (left behind: {left}) removed in {:?}", started.elapsed());
     assert!(!stdout("ip", &["netns", "list"]).contains(&prefix), "a namespace remains");
     assert!(!stdout("ip", &["link", "show"]).contains(&prefix), "a link remains");

@@ -1,5 +1,5 @@
 //! `bootstrap`: bootstrap N test hosts (network namespaces with a real sshd, the harness of
-//! `tests/support/testhosts.rs`) — wall time from `gantry up` to every agent registered — and, in
+//! `gantry_lab::testhosts`) — wall time from `gantry up` to every agent registered — and, in
 //! the same run against the same hosts, the same steps done by an Ansible playbook (copy the
 //! binary, template the config, start the daemon, wait for its port, then until every agent is
 //! registered at the master). One master and N-1 agents; both sides start from cold SSH
@@ -13,17 +13,13 @@
 //! Needs root (the test hosts). Ansible comes from PyPI (`ansible-core`): the one on `PATH`, or
 //! one the scenario installs into a virtualenv beside the bench binary.
 
-#[allow(dead_code, unused_imports)]
-#[path = "../../../tests/support/testhosts.rs"]
-mod testhosts;
-
 use crate::report::{Figure, Report, progress};
 use anyhow::{Context, anyhow, bail};
+use gantry_lab::testhosts::{Lab, Skip};
 use gantry_provision::trust::ClusterTrust;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use testhosts::{Lab, Skip};
 
 /// Where the Ansible baseline installs gantry on a host (distinct from gantry's own).
 const ANSIBLE_DIR: &str = "/opt/gantry-ansible";

@@ -1,0 +1,97 @@
+//! `gantry-lab`: the developer's lab. `gantry-lab cloud aws --dir DIR` runs moto's EC2 with a
+//! test host for every running instance until SIGTERM or SIGINT, printing the environment to
+//! export first; `gantry-lab cleanup` removes labs that crashed runs left behind. Needs root.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// The gantry lab: test hosts and cloud emulators on this machine (needs root).
+#[derive(Debug, Parser)]
+#[command(name = "gantry-lab", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs a cloud emulator whose instances are test hosts.
+    Cloud {
+        #[command(subcommand)]
+        cloud: Cloud,
+    },
+    /// Removes the labs (hosts, bridges, cgroups, emulators) of runs that died.
+    Cleanup,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cloud {
+    /// moto's EC2 on loopback: prints KEY=VALUE lines to export, then `ready`, and runs until
+    /// SIGTERM or SIGINT, then removes everything it made.
+    Aws {
+        /// Where moto's log and the `env` file (the KEY=VALUE lines) go.
+        #[arg(long)]
+        dir: PathBuf,
+        /// A region to watch (repeat for more); the first is exported as AWS_REGION.
+        /// Default: AWS_REGION, else eu-west-1.
+        #[arg(long = "region")]
+        regions: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Cleanup => {
+            gantry_lab::testhosts::cleanup_stale();
+            Ok(())
+        }
+        Command::Cloud { cloud: Cloud::Aws { dir, regions } } => aws(dir, regions),
+    }
+}
+
+#[cfg(feature = "aws")]
+fn aws(dir: PathBuf, regions: Vec<String>) -> anyhow::Result<()> {
+    use gantry_lab::cloud::aws::{AwsLab, AwsLabOptions};
+    let mut options = AwsLabOptions::default();
+    if !regions.is_empty() {
+        options.regions = regions;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("start tokio")?;
+    // Signals are caught before the lab exists, so one that arrives while it starts still
+    // leads to a clean teardown.
+    let (mut terminate, mut interrupt) = runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        anyhow::Ok((signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?))
+    })?;
+    let lab = AwsLab::start_with(&dir, options).context("start the AWS lab")?;
+    let mut out = std::io::stdout().lock();
+    for (key, value) in lab.env() {
+        writeln!(out, "{key}={value}")?;
+    }
+    writeln!(out, "ready")?;
+    out.flush()?;
+    drop(out);
+    runtime.block_on(async {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    });
+    tracing::info!(prefix = %lab.prefix(), "Signal received: removing the lab.");
+    drop(lab);
+    Ok(())
+}
+
+#[cfg(not(feature = "aws"))]
+fn aws(_dir: PathBuf, _regions: Vec<String>) -> anyhow::Result<()> {
+    anyhow::bail!("this gantry-lab was built without its `aws` feature")
+}
