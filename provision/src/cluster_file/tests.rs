@@ -290,3 +290,80 @@ fn onprem_hosts_are_named_and_checked() {
     let (_, _, key, _) = fault(&format!("{ONPREM}[ssh.bastion]\naddress = \"\"\n"));
     assert_eq!(key, "ssh.bastion.address");
 }
+
+const AWS: &str = r#"version = 1
+
+[cluster]
+name = "cloud"
+provider = "aws"
+ttl = "4h"
+
+[aws]
+region = "eu-west-1"
+vpc_cidr = "10.0.0.0/16"
+ssh_cidrs = ["203.0.113.7/32"]
+api_cidrs = ["203.0.113.0/24"]
+
+[[pool]]
+name = "workers"
+count = 2
+instance_type = "m6i.large"
+image = { owner = "136693071363", name = "debian-12-amd64-*" }
+root_volume_gb = 40
+"#;
+
+#[test]
+fn an_aws_file_parses_with_its_machine_keys() {
+    let file = parse(AWS).expect("valid");
+    let aws = file.aws().expect("[aws]");
+    assert_eq!(aws.region.get_ref(), "eu-west-1");
+    assert_eq!(aws.connect_via, ConnectVia::Public);
+    assert_eq!(*aws.max_parallel_creates.get_ref(), 10);
+    assert_eq!(file.ttl(), Some(Duration::from_secs(4 * 3600)));
+    let pool = &file.pools[0];
+    assert_eq!(pool.instance_type.as_ref().map(|t| t.get_ref().as_str()), Some("m6i.large"));
+    assert_eq!(
+        pool.image.as_ref().map(|i| i.get_ref().clone()),
+        Some(ImageRef::Search { owner: "136693071363".into(), name: "debian-12-amd64-*".into() })
+    );
+    let by_id = parse(&AWS.replace(r#"{ owner = "136693071363", name = "debian-12-amd64-*" }"#, "\"ami-0abc\""))
+        .expect("an AMI id");
+    assert_eq!(by_id.pools[0].image.as_ref().map(|i| i.get_ref().clone()), Some(ImageRef::Id("ami-0abc".into())));
+}
+
+#[test]
+fn aws_mistakes_point_at_the_value_and_say_the_fix() {
+    let (line, column, key, text) = fault(&AWS.replace("ssh_cidrs = [\"203.0.113.7/32\"]", "ssh_cidrs = []"));
+    assert_eq!((line, column, key.as_str()), (11, 13, "aws.ssh_cidrs"), "{text}");
+    assert!(text.contains("there is no open default"), "{text}");
+    let (_, _, key, text) = fault(&AWS.replace("203.0.113.0/24", "203.0.113.5/24"));
+    assert_eq!(key, "aws.api_cidrs", "{text}");
+    assert!(text.contains("host bits set (did you mean 203.0.113.0/24?)"), "{text}");
+    let (line, _, key, text) = fault(&AWS.replace("10.0.0.0/16", "10.0.0.0/8"));
+    assert_eq!((line, key.as_str()), (10, "aws.vpc_cidr"), "{text}");
+    assert!(text.contains("/16 to /28"), "{text}");
+    let (_, _, key, text) = fault(&AWS.replace("vpc_cidr = \"10.0.0.0/16\"", "vpc_id = \"vpc-1\""));
+    assert_eq!(key, "aws.vpc_id", "{text}");
+    assert!(text.contains("subnet_ids"), "{text}");
+    let (_, _, key, text) = fault(&AWS.replace("region = \"eu-west-1\"", "region = \"EU West\""));
+    assert_eq!(key, "aws.region", "{text}");
+    let (line, _, key, text) = fault(&AWS.replace("root_volume_gb = 40", "root_volume_gb = 2"));
+    assert_eq!((line, key.as_str()), (19, "pool[0].root_volume_gb"), "{text}");
+    let (_, _, key, text) = fault(&AWS.replace("\n[aws]\n", "\n[aws_]\n"));
+    assert!(key == "aws_" || text.contains("aws_"), "{text}");
+    let (_, _, key, text) = fault(&AWS.replace("[aws]\nregion = \"eu-west-1\"\nvpc_cidr = \"10.0.0.0/16\"\nssh_cidrs = [\"203.0.113.7/32\"]\napi_cidrs = [\"203.0.113.0/24\"]\n", ""));
+    assert_eq!(key, "aws", "{text}");
+    assert!(text.contains("needs an [aws] section"), "{text}");
+}
+
+#[test]
+fn cloud_keys_are_refused_on_providers_that_make_no_machines() {
+    let (line, column, key, text) = fault(&GOOD.replace("count = 3\n", "count = 3\ninstance_type = \"t3.micro\"\n"));
+    assert_eq!((line, column, key.as_str()), (15, 17, "pool[0].instance_type"), "{text}");
+    assert!(text.contains("provider is `local`"), "{text}");
+    let (_, _, key, text) = fault(&GOOD.replace("provider = \"local\"", "provider = \"local\"\nttl = \"1h\""));
+    assert_eq!(key, "cluster.ttl", "{text}");
+    let (_, _, key, text) = fault(&format!("{GOOD}\n[aws]\nregion = \"eu-west-1\"\nssh_cidrs = []\napi_cidrs = []\n"));
+    assert_eq!(key, "aws", "{text}");
+    assert!(text.contains("provider is `local`"), "{text}");
+}
