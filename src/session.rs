@@ -9,7 +9,7 @@ use gantry_provider_local::LocalProvider;
 use gantry_provider_onprem::{OnpremProvider, Secrets};
 use gantry_provision::access::Connector;
 use gantry_provision::bootstrap::RuntimeSettings;
-use gantry_provision::cluster_api::{AgentView, ClusterApi, ClusterApiError, HttpClusterApi};
+use gantry_provision::cluster_api::{AgentView, ClusterApi, ClusterApiError, DrainView, HttpClusterApi};
 use gantry_provision::cluster_file::{ClusterFile, ProviderKind, Role};
 use gantry_provision::engine::{Engine, EngineOptions, PRIMARY_MASTER, Progress};
 use gantry_provision::journal::{self, HostPhase, Journal, JournalState};
@@ -150,6 +150,23 @@ impl ClusterApi for RoutedApi {
         hostname: &'a str,
     ) -> BoxFuture<'a, Result<Vec<String>, ClusterApiError>> {
         Box::pin(async move { self.http.revoke_agent(&self.route.reach(url), hostname).await })
+    }
+
+    fn drain_agent<'a>(
+        &'a self,
+        url: &'a str,
+        hostname: &'a str,
+        deadline: std::time::Duration,
+    ) -> BoxFuture<'a, Result<Option<DrainView>, ClusterApiError>> {
+        Box::pin(async move { self.http.drain_agent(&self.route.reach(url), hostname, deadline).await })
+    }
+
+    fn drain_progress<'a>(
+        &'a self,
+        url: &'a str,
+        hostname: &'a str,
+    ) -> BoxFuture<'a, Result<Option<DrainView>, ClusterApiError>> {
+        Box::pin(async move { self.http.drain_progress(&self.route.reach(url), hostname).await })
     }
 }
 

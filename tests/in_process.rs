@@ -234,3 +234,153 @@ async fn an_agent_renews_its_certificate_for_the_same_key_only() {
     assert_eq!(response.status(), 403);
     cluster.client.list_agents().await.expect("the cluster still answers");
 }
+
+/// Follows the event stream from a moment when `app` is steady and counts its healthy RUNNING
+/// tasks after every event; `finish` answers the fewest seen and how many events of `app` came.
+struct HealthyCount {
+    handle: tokio::task::JoinHandle<(usize, usize)>,
+}
+
+impl HealthyCount {
+    async fn start(client: &Client, app: &str) -> Self {
+        use futures_util::StreamExt;
+        let response = client.request(reqwest::Method::GET, "/api/v1/events").send().await.expect("events");
+        assert!(response.status().is_success());
+        // Subscribed once the answer came: the snapshot below misses no later change.
+        let mut tasks: BTreeMap<String, (TaskState, Option<bool>)> = client
+            .list_tasks(Some(app), false)
+            .await
+            .expect("tasks")
+            .into_iter()
+            .map(|t| (t.id, (t.state, t.healthy)))
+            .collect();
+        let healthy = |tasks: &BTreeMap<String, (TaskState, Option<bool>)>| {
+            tasks.values().filter(|(state, healthy)| *state == TaskState::Running && *healthy == Some(true)).count()
+        };
+        let app = app.to_string();
+        let handle = tokio::spawn(async move {
+            let (mut fewest, mut seen) = (healthy(&tasks), 0);
+            let mut body = response.bytes_stream();
+            let mut text = String::new();
+            while let Some(Ok(chunk)) = body.next().await {
+                text.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = text.find("\n\n") {
+                    let block: String = text.drain(..end + 2).collect();
+                    let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) else { continue };
+                    let Ok(gantry_api::Event::TaskChanged { task_id, app_id, state, healthy: h, .. }) =
+                        serde_json::from_str(data)
+                    else {
+                        continue;
+                    };
+                    if app_id == app {
+                        tasks.insert(task_id, (state, h));
+                        fewest = fewest.min(healthy(&tasks));
+                        seen += 1;
+                    }
+                }
+            }
+            (fewest, seen)
+        });
+        Self { handle }
+    }
+
+    async fn finish(self, master: gantry_master::MasterHandle) -> (usize, usize) {
+        // The stream ends when the master shuts down.
+        master.shutdown().await;
+        self.handle.await.expect("event reader")
+    }
+}
+
+/// Runs the binary against the in-process master with the admin token and the CA.
+fn gantry_cli(cluster: &InProcessCluster, args: &[&str]) -> (bool, String, String) {
+    let data = cluster.dir.path().join("master");
+    let token = std::fs::read_to_string(data.join("admin-token")).expect("admin token");
+    let output = std::process::Command::new(BIN)
+        .args(args)
+        .env("GANTRY_MASTER", &cluster.url)
+        .env("GANTRY_TOKEN", token.trim())
+        .env("GANTRY_CA_CERT", data.join("ca.pem"))
+        .env("GANTRY_STATE_DIR", cluster.dir.path().join("no-state"))
+        .output()
+        .expect("run gantry");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drained_agent_keeps_services_at_capacity_lets_jobs_finish_and_is_forgotten_once_removed() {
+    let mut cluster = InProcessCluster::start(3).await;
+    let client = cluster.client.clone();
+    // One healthy instance per host; the default minimum health capacity keeps all 3 healthy.
+    let text = "id = \"web\"\ncmd = \"exec sleep 100000\"\ninstances = 3\ncpus = 0.1\nmem = 16\n\
+                constraints = [[\"hostname\", \"UNIQUE\"]]\n\n[[health_checks]]\nprotocol = \"COMMAND\"\n\
+                command = \"true\"\ngrace_period = 0\ninterval = 0.2\ntimeout = 1\nmax_consecutive_failures = 3\n";
+    let web = gantry_api::workload::parse_app("web.toml", text, false).expect("valid app");
+    client.put_app(&web).await.expect("deploy");
+    wait_for("3 healthy instances", Duration::from_secs(30), || async {
+        let tasks = client.list_tasks(Some("web"), false).await.ok()?;
+        (tasks.iter().filter(|t| t.state == TaskState::Running && t.healthy == Some(true)).count() == 3).then_some(())
+    })
+    .await;
+    let job: gantry_api::JobDefinition =
+        serde_json::from_value(serde_json::json!({"id": "report", "run": {"cmd": "sleep 8", "cpus": 0.1, "mem": 16}}))
+            .expect("job");
+    client.create_job(&job).await.expect("create job");
+    let run = client.start_job_run("report").await.expect("run");
+    let job_task = wait_for("the job's task to run", Duration::from_secs(20), || async {
+        let tasks = client.list_tasks(Some("report"), false).await.ok()?;
+        tasks.into_iter().find(|t| t.state == TaskState::Running)
+    })
+    .await;
+    // A fourth host, where the drained host's instance can go (UNIQUE hostname).
+    let port_base = cluster.port_base;
+    cluster.agents.push(Some(
+        gantry_agent::start(agent_config(cluster.dir.path(), &cluster.url, 3, port_base)).await.expect("agent 3"),
+    ));
+    cluster.wait_active(4).await;
+    let drained = client.get_agent(&job_task.agent_id).await.expect("the job's agent");
+    let on_drained = client.list_tasks(Some("web"), false).await.expect("tasks");
+    let moved = on_drained.iter().find(|t| t.agent_id == drained.info.id).expect("a web instance on the job's host");
+
+    // Drain by hostname with the CLI while the event stream is watched.
+    let watch = HealthyCount::start(&client, "web").await;
+    let (ok, stdout, stderr) =
+        gantry_cli(&cluster, &["node", "drain", &drained.info.hostname, "--deadline", "2m", "-o", "json"]);
+    assert!(ok, "{stderr}");
+    let status: gantry_api::DrainStatus = serde_json::from_str(&stdout).expect("drain status JSON");
+    assert_eq!(status.agent_id, drained.info.id);
+    assert_eq!(status.tasks.len(), 2, "{status:?}");
+    let (ok, stdout, _) = gantry_cli(&cluster, &["node", "list"]);
+    assert!(ok && stdout.lines().any(|l| l.contains(&drained.info.hostname) && l.contains("DRAINING")), "{stdout}");
+
+    let done = wait_for("the drain to finish", Duration::from_secs(60), || async {
+        client.agent_drain(&drained.info.id).await.ok().filter(|s| s.done())
+    })
+    .await;
+    assert!(!done.deadline_passed, "the drain finished before its deadline: {done:?}");
+    let finished = client.get_job_run("report", &run.id).await.expect("run");
+    assert_eq!(finished.status, gantry_api::RunStatus::Success, "the job ran to its end on the draining agent");
+    let old = client.get_task(&moved.id).await.expect("the moved task");
+    assert_eq!(old.state, TaskState::Killed, "{old:?}");
+    assert!(old.message.as_deref().unwrap_or_default().contains("draining"), "{old:?}");
+    let tasks = cluster.running("web", 3).await;
+    assert!(tasks.iter().all(|t| t.agent_id != drained.info.id && t.healthy == Some(true)), "{tasks:?}");
+
+    // Removed (stopped, then revoked and forgotten), the agent no longer shows.
+    let index = cluster.agents.iter().position(|a| a.as_ref().is_some_and(|a| a.agent_id() == drained.info.id));
+    let handle = index.and_then(|i| cluster.agents[i].take()).expect("the drained agent's handle");
+    handle.shutdown().await;
+    client.revoke_agent(&drained.info.id).await.expect("remove");
+    let (ok, stdout, stderr) = gantry_cli(&cluster, &["node", "list"]);
+    assert!(ok, "{stderr}");
+    assert!(!stdout.contains(&drained.info.hostname), "{stdout}");
+    assert_eq!(stdout.lines().count(), 4, "a header and 3 agents: {stdout}");
+
+    let master = cluster.master.take().expect("master");
+    let (fewest, events) = watch.finish(master).await;
+    assert!(events >= 4, "the watch saw the drain's task changes ({events} events)");
+    assert!(fewest >= 3, "healthy instances never dropped below 3 (minimum health capacity 1.0): fewest {fewest}");
+}

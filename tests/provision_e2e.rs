@@ -211,16 +211,20 @@ async fn up_status_scale_and_down() {
     env.set_count(4, 2);
     let shrink = env.ok("up");
     assert!(shrink.contains("2 to destroy"), "{shrink}");
+    assert!(shrink.contains("- drain+destroy"), "the plan says the hosts are drained: {shrink}");
     for host in ["workers-2", "workers-3"] {
+        // The drain phase runs first: the master moves the host's tasks before anything stops.
+        assert!(shrink.contains(&format!("[{host}] drain … done: drained")), "{shrink}");
+        assert!(shrink.contains(&format!("[{host}] revoke-agent … done: revoked and forgotten")), "{shrink}");
         assert!(shrink.contains(&format!("[{host}] drain complete")), "{shrink}");
         assert!(shrink.contains(&format!("[{host}] destroy complete")), "{shrink}");
         assert!(!env.state().join("hosts").join(host).exists(), "{host} is removed");
     }
-    // An agent removed without tasks is not waited for: the master marks it unreachable later.
-    wait_for("only workers-0 and workers-1 to be active", Duration::from_secs(30), || async {
-        (active_agents(&client).await == ["workers-0", "workers-1"]).then_some(())
-    })
-    .await;
+    // A removed agent is forgotten: the master no longer lists it at all.
+    let mut listed: Vec<String> =
+        client.list_agents().await.expect("agents").into_iter().map(|a| a.info.hostname).collect();
+    listed.sort();
+    assert_eq!(listed, ["workers-0", "workers-1"]);
     let host = wait_for("hello to run on a remaining host", Duration::from_secs(30), || running_hello(&client)).await;
     assert!(host == "workers-0" || host == "workers-1", "hello runs on {host}");
 

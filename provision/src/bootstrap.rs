@@ -6,13 +6,15 @@
 //!
 //! - bootstrap / reconfigure: `inspect`, `upload-binary`, `render-config`, `install-service`,
 //!   `start`, `wait-ready`
-//! - drain (agents being removed): `inspect`, `stop`, `kill-tasks`, `wait-unreachable`
+//! - drain (agents being removed): `drain`, `inspect`, `stop`, `kill-tasks`, `wait-unreachable`,
+//!   `revoke-agent`
 //! - destroy: `inspect`, `stop`, `kill-tasks`, `remove-files`
 //!
-//! Drain, for now: the runtime has no drain API, so the agent is stopped (it takes no new tasks),
-//! its task processes are killed, and the phase waits until the master marks it UNREACHABLE —
-//! from then on the services framework runs its tasks elsewhere. Tasks are briefly down.
+//! Drain first: the master drains the agent (its service tasks are replaced elsewhere before they
+//! stop, its job runs may finish until the deadline) and only then is it stopped, its leftover
+//! processes killed, and the agent removed from the cluster (revoked and forgotten).
 
+mod drain;
 mod inspect;
 mod install_service;
 mod kill_tasks;
@@ -28,6 +30,7 @@ mod upload_binary;
 mod wait_ready;
 mod wait_unreachable;
 
+pub use drain::{DRAIN_DEADLINE, Drain};
 pub use inspect::{HostFacts, Inspect};
 pub use install_service::InstallService;
 pub use kill_tasks::KillTasks;
@@ -244,7 +247,14 @@ pub fn bootstrap_phases() -> Vec<Box<dyn Phase>> {
 
 /// Phases that take an agent out of service before it is destroyed.
 pub fn drain_phases() -> Vec<Box<dyn Phase>> {
-    vec![Box::new(Inspect), Box::new(Stop), Box::new(KillTasks), Box::new(WaitUnreachable), Box::new(RevokeAgent)]
+    vec![
+        Box::new(Drain::default()),
+        Box::new(Inspect),
+        Box::new(Stop),
+        Box::new(KillTasks),
+        Box::new(WaitUnreachable),
+        Box::new(RevokeAgent),
+    ]
 }
 
 /// Phases that remove the runtime from a host before the provider destroys it.

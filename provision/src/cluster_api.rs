@@ -1,12 +1,14 @@
-//! What the bootstrap asks the cluster it installs: is the master serving, and how does the
-//! master see an agent. A small trait so phases are tested without a master
-//! ([`FakeClusterApi`]); [`HttpClusterApi`] asks the real API through `gantry_api::Client`.
+//! What the bootstrap asks the cluster it installs: is the master serving, how does the master
+//! see an agent, drain an agent and follow the drain, remove an agent. A small trait so phases
+//! are tested without a master ([`FakeClusterApi`]); [`HttpClusterApi`] asks the real API
+//! through `gantry_api::Client`.
 
 use futures_util::future::BoxFuture;
 use gantry_api::AgentState;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 /// How the master sees the agent with a given hostname (the most recently registered one, when
 /// a host was re-created and an older registration with its name is still listed).
@@ -16,6 +18,32 @@ pub struct AgentView {
     pub state: AgentState,
     /// Its active tasks, as the master last heard.
     pub tasks: u32,
+}
+
+/// How the drain of the agents registered with one hostname stands (usually one agent; more when
+/// a re-created host left an older registration under its name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrainView {
+    /// The draining agents.
+    pub agent_ids: Vec<String>,
+    /// Their tasks that have not ended yet.
+    pub tasks_left: u32,
+    /// Whether every drain's deadline passed (the master killed what was left).
+    pub deadline_passed: bool,
+    /// Why the tasks left cannot move, when the master says (no other agent takes tasks).
+    pub stuck: Option<String>,
+}
+
+impl DrainView {
+    /// The view of several agents' drains together.
+    pub fn of(statuses: &[gantry_api::DrainStatus]) -> Self {
+        Self {
+            agent_ids: statuses.iter().map(|s| s.agent_id.clone()).collect(),
+            tasks_left: statuses.iter().map(|s| u32::try_from(s.tasks.len()).unwrap_or(u32::MAX)).sum(),
+            deadline_passed: statuses.iter().all(|s| s.deadline_passed),
+            stuck: statuses.iter().find_map(|s| s.stuck.clone()),
+        }
+    }
 }
 
 /// A failed call to the cluster API (the master is not up yet, or answered an error).
@@ -40,13 +68,31 @@ pub trait ClusterApi: Send + Sync + fmt::Debug {
         hostname: &'a str,
     ) -> BoxFuture<'a, Result<Option<AgentView>, ClusterApiError>>;
 
-    /// Revokes the certificates of every agent registered with `hostname` (the host is being
-    /// removed); answers the ids revoked.
+    /// Removes every agent registered with `hostname` from the cluster (the host is being
+    /// removed): the master revokes its certificates and forgets it, so `gantry node list` no
+    /// longer shows it. Answers the ids removed.
     fn revoke_agent<'a>(
         &'a self,
         url: &'a str,
         hostname: &'a str,
     ) -> BoxFuture<'a, Result<Vec<String>, ClusterApiError>>;
+
+    /// Drains every agent registered with `hostname`, with `deadline` from now (asking again
+    /// moves the deadline); `None` when no agent has that hostname.
+    fn drain_agent<'a>(
+        &'a self,
+        url: &'a str,
+        hostname: &'a str,
+        deadline: Duration,
+    ) -> BoxFuture<'a, Result<Option<DrainView>, ClusterApiError>>;
+
+    /// How the drains of the agents registered with `hostname` stand; `None` when none of them
+    /// drains any more (removed, or the drain was cancelled).
+    fn drain_progress<'a>(
+        &'a self,
+        url: &'a str,
+        hostname: &'a str,
+    ) -> BoxFuture<'a, Result<Option<DrainView>, ClusterApiError>>;
 }
 
 /// The real API over HTTPS, with the cluster's admin credentials. One client per master URL is
@@ -127,14 +173,70 @@ impl ClusterApi for HttpClusterApi {
             Ok(revoked)
         })
     }
+
+    fn drain_agent<'a>(
+        &'a self,
+        url: &'a str,
+        hostname: &'a str,
+        deadline: Duration,
+    ) -> BoxFuture<'a, Result<Option<DrainView>, ClusterApiError>> {
+        Box::pin(async move {
+            let failed = |e: gantry_api::ClientError| ClusterApiError { url: url.to_string(), message: e.to_string() };
+            let client = self.client(url)?;
+            let request = gantry_api::DrainRequest { deadline: deadline.as_secs_f64() };
+            let mut statuses = Vec::new();
+            for agent in client.list_agents().await.map_err(failed)?.into_iter().filter(|a| a.info.hostname == hostname)
+            {
+                statuses.push(client.drain_agent(&agent.info.id, &request).await.map_err(failed)?);
+            }
+            Ok((!statuses.is_empty()).then(|| DrainView::of(&statuses)))
+        })
+    }
+
+    fn drain_progress<'a>(
+        &'a self,
+        url: &'a str,
+        hostname: &'a str,
+    ) -> BoxFuture<'a, Result<Option<DrainView>, ClusterApiError>> {
+        Box::pin(async move {
+            let failed = |e: gantry_api::ClientError| ClusterApiError { url: url.to_string(), message: e.to_string() };
+            let client = self.client(url)?;
+            let agents = client.list_agents().await.map_err(failed)?;
+            let mut statuses = Vec::new();
+            for agent in agents.into_iter().filter(|a| a.info.hostname == hostname && a.drain.is_some()) {
+                match client.agent_drain(&agent.info.id).await {
+                    Ok(status) => statuses.push(status),
+                    Err(e) if gantry_api::client::is_not_found(&e) => {}
+                    Err(e) => return Err(failed(e)),
+                }
+            }
+            Ok((!statuses.is_empty()).then(|| DrainView::of(&statuses)))
+        })
+    }
 }
 
 /// A cluster API for tests: the master is healthy, and every agent is ACTIVE with no tasks unless
-/// a test sets its view.
+/// a test sets its view; a drain ends at once unless a test scripts it.
 #[derive(Debug, Default)]
 pub struct FakeClusterApi {
     agents: Mutex<BTreeMap<String, Option<AgentView>>>,
     revoked: Mutex<Vec<String>>,
+    drains: Mutex<FakeDrains>,
+}
+
+/// What the fake answers about drains, and what it was asked.
+#[derive(Debug, Default)]
+struct FakeDrains {
+    /// Per hostname: the views to answer, in order (the last one repeats).
+    scripts: BTreeMap<String, Vec<DrainView>>,
+    /// Drains asked for: hostname, deadline.
+    asked: Vec<(String, Duration)>,
+    /// Progress polls per hostname.
+    polls: BTreeMap<String, usize>,
+    /// Set: every drain request fails with this message.
+    fail_drains: Option<String>,
+    /// Set: every progress poll fails with this message.
+    fail_polls: Option<String>,
 }
 
 impl FakeClusterApi {
@@ -146,6 +248,49 @@ impl FakeClusterApi {
     /// The hostnames whose agents were revoked, in order.
     pub fn revoked(&self) -> Vec<String> {
         self.revoked.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The drains asked for, in order: hostname and deadline.
+    pub fn drained(&self) -> Vec<(String, Duration)> {
+        self.drains.lock().unwrap_or_else(PoisonError::into_inner).asked.clone()
+    }
+
+    /// How many times the drain of `hostname` was polled.
+    pub fn drain_polls(&self, hostname: &str) -> usize {
+        self.drains.lock().unwrap_or_else(PoisonError::into_inner).polls.get(hostname).copied().unwrap_or(0)
+    }
+
+    /// What the drain of `hostname` answers: the first view to the drain request, the next ones
+    /// to successive polls (the last one repeats).
+    pub fn script_drain(&self, hostname: &str, views: Vec<DrainView>) {
+        self.drains.lock().unwrap_or_else(PoisonError::into_inner).scripts.insert(hostname.to_string(), views);
+    }
+
+    /// Every drain request fails with `message` from now on.
+    pub fn fail_drains(&self, message: &str) {
+        self.drains.lock().unwrap_or_else(PoisonError::into_inner).fail_drains = Some(message.to_string());
+    }
+
+    /// Every drain progress poll fails with `message` from now on.
+    pub fn fail_drain_polls(&self, message: &str) {
+        self.drains.lock().unwrap_or_else(PoisonError::into_inner).fail_polls = Some(message.to_string());
+    }
+
+    /// The `index`th scripted view of `hostname`'s drain, or an empty drain; `None` when
+    /// `hostname` is not registered.
+    fn drain_view(&self, hostname: &str, index: usize) -> Option<DrainView> {
+        let registered = self.agents.lock().unwrap_or_else(PoisonError::into_inner).get(hostname).copied();
+        if registered == Some(None) {
+            return None;
+        }
+        let drains = self.drains.lock().unwrap_or_else(PoisonError::into_inner);
+        let scripted = drains.scripts.get(hostname).and_then(|views| views.get(index).or_else(|| views.last()));
+        Some(scripted.cloned().unwrap_or_else(|| DrainView {
+            agent_ids: vec![format!("id-of-{hostname}")],
+            tasks_left: 0,
+            deadline_passed: false,
+            stuck: None,
+        }))
     }
 
     /// How the master sees `hostname` from now on (`None`: not registered).
@@ -182,6 +327,43 @@ impl ClusterApi for FakeClusterApi {
             }
             self.revoked.lock().unwrap_or_else(PoisonError::into_inner).push(hostname.to_string());
             Ok(vec![format!("id-of-{hostname}")])
+        })
+    }
+
+    fn drain_agent<'a>(
+        &'a self,
+        url: &'a str,
+        hostname: &'a str,
+        deadline: Duration,
+    ) -> BoxFuture<'a, Result<Option<DrainView>, ClusterApiError>> {
+        Box::pin(async move {
+            {
+                let mut drains = self.drains.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(message) = &drains.fail_drains {
+                    return Err(ClusterApiError { url: url.to_string(), message: message.clone() });
+                }
+                drains.asked.push((hostname.to_string(), deadline));
+            }
+            Ok(self.drain_view(hostname, 0))
+        })
+    }
+
+    fn drain_progress<'a>(
+        &'a self,
+        url: &'a str,
+        hostname: &'a str,
+    ) -> BoxFuture<'a, Result<Option<DrainView>, ClusterApiError>> {
+        Box::pin(async move {
+            let polls = {
+                let mut drains = self.drains.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(message) = &drains.fail_polls {
+                    return Err(ClusterApiError { url: url.to_string(), message: message.clone() });
+                }
+                let polls = drains.polls.entry(hostname.to_string()).or_default();
+                *polls += 1;
+                *polls
+            };
+            Ok(self.drain_view(hostname, polls))
         })
     }
 }

@@ -1,7 +1,8 @@
-//! `revoke-agent`: the last step of draining an agent: the master revokes the certificates of
-//! the agent registered with this host's name, so a removed host (or a copy of its disk) can no
-//! longer act as that agent. Skipped when there is no master, it cannot be asked, or no agent
-//! of that name is registered.
+//! `revoke-agent`: the last step of draining an agent: the master removes the agent registered
+//! with this host's name — revokes its certificates, so a removed host (or a copy of its disk)
+//! can no longer act as that agent, and forgets it, so `gantry node list` no longer shows it.
+//! Skipped when there is no master, it cannot be asked, or no agent of that name is registered
+//! (as when a previous run removed it already).
 
 use super::{BootstrapError, HostContext, Phase, PhaseOutcome};
 use futures_util::future::BoxFuture;
@@ -22,7 +23,7 @@ impl Phase for RevokeAgent {
             };
             match host.api.revoke_agent(&url, &host.name).await {
                 Ok(ids) if ids.is_empty() => Ok(PhaseOutcome::Skipped("not registered".to_string())),
-                Ok(ids) => Ok(PhaseOutcome::Done(format!("revoked {}", ids.join(", ")))),
+                Ok(ids) => Ok(PhaseOutcome::Done(format!("revoked and forgotten: {}", ids.join(", ")))),
                 Err(e) => Ok(PhaseOutcome::Skipped(format!("master not reachable: {e}"))),
             }
         })
