@@ -132,8 +132,8 @@ pub struct DrainStatus {
     pub tasks: Vec<crate::Task>,
     /// Whether the deadline passed (what was left has been killed).
     pub deadline_passed: bool,
-    /// Why the tasks left cannot move before the deadline, when the master knows (e.g. no other
-    /// agent accepts tasks).
+    /// Why the tasks left cannot move before the deadline, when the master knows: no other agent
+    /// accepts tasks, or the agent itself is unreachable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stuck: Option<String>,
 }

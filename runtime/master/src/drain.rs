@@ -19,13 +19,17 @@
 use crate::allocator::{Kill, task_event};
 use crate::master::{Change, Edit};
 use crate::state::ClusterState;
-use gantry_api::{AgentDrain, DrainStatus, Event, Millis, Task, TaskState};
+use gantry_api::{AgentDrain, AgentState, DrainStatus, Event, Millis, Task, TaskState};
 
 /// Why a task was killed when its agent's drain deadline passed.
 pub const DEADLINE_PASSED: &str = "its agent's drain deadline passed";
 
 /// Why a draining agent's tasks cannot move: there is nowhere to go.
 pub const NOWHERE_TO_GO: &str = "no other agent accepts tasks";
+
+/// Why a draining agent's tasks cannot move: the master cannot reach the agent (they are
+/// replaced elsewhere or given up already, and end when it comes back or is removed).
+pub const UNREACHABLE: &str = "the agent is unreachable: its tasks are replaced elsewhere or given up";
 
 /// Why a task still on an agent that was removed is LOST.
 pub const AGENT_REMOVED: &str = "its agent was removed from the cluster";
@@ -71,8 +75,15 @@ pub fn status(state: &ClusterState, agent_id: &str, now: Millis) -> Option<Drain
     let tasks: Vec<Task> =
         state.tasks_of_agent(agent_id).into_iter().filter(|t| !t.state.is_terminal()).cloned().collect();
     let elsewhere = state.agents().any(|e| e.agent.info.id != agent_id && e.agent.accepts_tasks());
-    let stuck = (agent.drain.is_some() && !elsewhere && tasks.iter().any(|t| t.state.is_active()))
-        .then(|| NOWHERE_TO_GO.to_string());
+    let stuck = if agent.drain.is_none() || tasks.is_empty() {
+        None
+    } else if agent.state == AgentState::Unreachable {
+        Some(UNREACHABLE.to_string())
+    } else if !elsewhere && tasks.iter().any(|t| t.state.is_active()) {
+        Some(NOWHERE_TO_GO.to_string())
+    } else {
+        None
+    };
     Some(DrainStatus {
         agent_id: agent_id.to_string(),
         hostname: agent.info.hostname.clone(),
@@ -136,7 +147,7 @@ pub fn removal(state: &ClusterState, agent_id: &str, now: Millis) -> Option<Chan
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gantry_api::{Agent, AgentInfo, AgentState, Resources};
+    use gantry_api::{Agent, AgentInfo, Resources};
     use std::collections::BTreeMap;
 
     fn agent(id: &str) -> Agent {
@@ -228,6 +239,12 @@ mod tests {
         assert!(status(&state, "a1", 1_000).expect("known").deadline_passed);
         apply(start(&state, "a2", 1_000, 0).expect("drain a2 too"), &mut state);
         assert_eq!(status(&state, "a1", 500).expect("known").stuck.as_deref(), Some(NOWHERE_TO_GO));
+        let mut gone = state.agent("a1").expect("a1").agent.clone();
+        gone.state = AgentState::Unreachable;
+        state.put_agent(gone.clone());
+        assert_eq!(status(&state, "a1", 500).expect("known").stuck.as_deref(), Some(UNREACHABLE));
+        gone.state = AgentState::Active;
+        state.put_agent(gone);
         for id in ["web.1", "nightly_r1_1"] {
             let mut t = state.task(id).cloned().expect("task");
             t.state = TaskState::Killed;
