@@ -166,3 +166,17 @@ fn a_detached_script_runs_as_root_inside_the_host_until_the_host_stops() {
     let processes = host.run_ok("ps -e -o args=");
     assert!(!processes.contains("sleep 1000"), "the script survived the host's stop: {processes}");
 }
+
+#[test]
+fn a_process_started_in_the_lab_dies_with_it() {
+    let Some(lab) = empty_lab() else { return };
+    let mut child = lab.command("sleeper", "sleep").expect("a lab command").arg("100079").spawn().expect("spawn");
+    assert!(matches!(lab.command("no good", "sleep"), Err(LabError::BadName(_))));
+    let procs = lab.cgroup().join("_sleeper/cgroup.procs");
+    let listed = wait_for_file(&procs).expect("the process joined the lab's cgroup");
+    assert_eq!(listed.trim(), child.id().to_string(), "the lab's cgroup holds the process itself");
+    drop(lab);
+    let status = child.wait().expect("wait for the process");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "the process outlived its lab: {status}");
+}

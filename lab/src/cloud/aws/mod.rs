@@ -249,8 +249,9 @@ impl AwsLab {
         self.instances().into_iter().find(|i| i.instance_id == instance_id)
     }
 
-    /// Waits until `check`, given the instances with a host after a poll of the watcher,
-    /// answers something, for at most `timeout`; `None` when it never did.
+    /// Waits until `check`, given the instances that have a host, answers something, for at
+    /// most `timeout`; `None` when it never did. `check` runs now and after every poll of the
+    /// watcher (so counting its calls counts polls).
     pub fn wait_for<T>(&self, timeout: Duration, check: impl FnMut(&[InstanceHost]) -> Option<T>) -> Option<T> {
         self.shared.wait_for(Instant::now() + timeout, check)
     }
