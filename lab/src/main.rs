@@ -38,6 +38,10 @@ enum Cloud {
         /// Default: AWS_REGION, else eu-west-1.
         #[arg(long = "region")]
         regions: Vec<String>,
+        /// The lab network, `10.77.X.0/24` (what a lab cluster file names as its vpc_cidr,
+        /// e.g. configs/lab-aws.toml's 10.77.250.0/24). Default: a free one.
+        #[arg(long, value_parser = parse_cidr)]
+        cidr: Option<u8>,
     },
 }
 
@@ -54,14 +58,23 @@ fn main() -> anyhow::Result<()> {
             gantry_lab::testhosts::cleanup_stale();
             Ok(())
         }
-        Command::Cloud { cloud: Cloud::Aws { dir, regions } } => aws(dir, regions),
+        Command::Cloud { cloud: Cloud::Aws { dir, regions, cidr } } => aws(dir, regions, cidr),
     }
 }
 
+/// `10.77.X.0/24` → X.
+fn parse_cidr(text: &str) -> Result<u8, String> {
+    text.strip_prefix("10.77.")
+        .and_then(|rest| rest.strip_suffix(".0/24"))
+        .and_then(|x| x.parse::<u8>().ok())
+        .filter(|x| (1..=254).contains(x))
+        .ok_or_else(|| format!("`{text}` is not a lab network: write 10.77.X.0/24 with X from 1 to 254"))
+}
+
 #[cfg(feature = "aws")]
-fn aws(dir: PathBuf, regions: Vec<String>) -> anyhow::Result<()> {
+fn aws(dir: PathBuf, regions: Vec<String>, subnet: Option<u8>) -> anyhow::Result<()> {
     use gantry_lab::cloud::aws::{AwsLab, AwsLabOptions};
-    let mut options = AwsLabOptions::default();
+    let mut options = AwsLabOptions { subnet, ..AwsLabOptions::default() };
     if !regions.is_empty() {
         options.regions = regions;
     }
@@ -92,6 +105,6 @@ fn aws(dir: PathBuf, regions: Vec<String>) -> anyhow::Result<()> {
 }
 
 #[cfg(not(feature = "aws"))]
-fn aws(_dir: PathBuf, _regions: Vec<String>) -> anyhow::Result<()> {
+fn aws(_dir: PathBuf, _regions: Vec<String>, _subnet: Option<u8>) -> anyhow::Result<()> {
     anyhow::bail!("this gantry-lab was built without its `aws` feature")
 }

@@ -190,11 +190,18 @@ impl Lab {
     /// Like [`Lab::new`], returning every failure as an error ([`LabError::Unsupported`] when
     /// this machine lacks a prerequisite). Whatever was created before a failure is removed.
     pub fn try_new(n: usize) -> Result<Lab, LabError> {
+        Lab::try_new_in(n, None)
+    }
+
+    /// Like [`Lab::try_new`], on the network `10.77.<subnet>.0/24` when `subnet` is given (so a
+    /// cluster file can name it), else on a free one.
+    pub fn try_new_in(n: usize, subnet: Option<u8>) -> Result<Lab, LabError> {
         assert!(n <= MAX_HOSTS, "a lab has at most {MAX_HOSTS} hosts");
         let cgroup2 = system::prerequisites().map_err(LabError::Unsupported)?;
         cleanup_stale();
         std::fs::create_dir_all(REGISTRY).map_err(LabError::io("create the lab registry"))?;
-        let (prefix, subnet) = system::pick_prefix();
+        let (prefix, subnet) = system::pick_prefix(subnet)
+            .map_err(|message| LabError::Command { command: "pick the lab network".to_string(), message })?;
         let registry = Path::new(REGISTRY).join(&prefix);
         std::fs::write(&registry, format!("{}\n", std::process::id())).map_err(LabError::io("register the lab"))?;
         let dir = match tempfile::Builder::new().prefix(&format!("gantry-lab-{prefix}-")).tempdir() {

@@ -111,7 +111,7 @@ pub(super) fn cgroup_mount_script() -> String {
 }
 
 /// A fresh prefix whose subnet no interface or route of this machine uses.
-pub(super) fn pick_prefix() -> (String, u8) {
+pub(super) fn pick_prefix(wanted: Option<u8>) -> Result<(String, u8), String> {
     let links = command_stdout(Command::new("ip").args(["-o", "link", "show"]));
     let used = command_stdout(Command::new("ip").args(["-4", "-o", "addr", "show"]))
         + &command_stdout(Command::new("ip").args(["-4", "route", "show", "table", "all"]));
@@ -122,15 +122,19 @@ pub(super) fn pick_prefix() -> (String, u8) {
         hasher.write_u128(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
         let r = (hasher.finish() & 0xffff) as u16;
         let prefix = format!("gt{r:04x}");
-        let subnet = 1 + (r % 254) as u8;
-        let taken = links.contains(&format!("{prefix}br"))
-            || Path::new(REGISTRY).join(&prefix).exists()
-            || used.contains(&format!("10.77.{subnet}."));
+        let subnet = wanted.unwrap_or(1 + (r % 254) as u8);
+        if used.contains(&format!("10.77.{subnet}.")) {
+            if wanted.is_some() {
+                return Err(format!("10.77.{subnet}.0/24 is in use on this machine (another lab?)"));
+            }
+            continue;
+        }
+        let taken = links.contains(&format!("{prefix}br")) || Path::new(REGISTRY).join(&prefix).exists();
         if !taken {
-            return (prefix, subnet);
+            return Ok((prefix, subnet));
         }
     }
-    panic!("no free lab prefix and subnet");
+    Err("no free lab prefix and subnet".to_string())
 }
 
 /// Turns IPv6 off on one of the lab's interfaces in the root namespace (where the kernel has it).

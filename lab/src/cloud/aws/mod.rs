@@ -89,6 +89,8 @@ pub struct AwsLabOptions {
     pub regions: Vec<String>,
     /// How often the watcher polls DescribeInstances. Default: 200 ms.
     pub poll_interval: Duration,
+    /// The lab network's third octet (`10.77.<subnet>.0/24`); default a free one.
+    pub subnet: Option<u8>,
 }
 
 impl Default for AwsLabOptions {
@@ -97,6 +99,7 @@ impl Default for AwsLabOptions {
         AwsLabOptions {
             regions: vec![region.unwrap_or_else(|| DEFAULT_REGION.to_string())],
             poll_interval: Duration::from_millis(200),
+            subnet: None,
         }
     }
 }
@@ -145,7 +148,7 @@ impl AwsLab {
         assert!(!options.regions.is_empty(), "an AWS lab watches at least one region");
         let exe = find_moto_server()?;
         std::fs::create_dir_all(dir).map_err(AwsLabError::io(format!("create {}", dir.display())))?;
-        let lab = Lab::try_new(0)?;
+        let lab = Lab::try_new_in(0, options.subnet)?;
         let moto = moto::Moto::start(&lab, &exe, &dir.join("moto.log"))?;
         let endpoint = format!("http://127.0.0.1:{}", moto.port);
         let (cidr, prefix, known_hosts) = (lab.cidr(), lab.prefix().to_string(), lab.known_hosts_file().to_path_buf());
