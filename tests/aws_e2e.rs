@@ -245,9 +245,33 @@ fn up_scale_kill_resume_and_down_on_the_lab() {
         .await;
     });
 
-    // Scale 4 → 2: two instances are drained, terminated and forgotten.
+    // Scale 4 → 2: two instances are drained, terminated and forgotten, and the service never
+    // runs fewer than its 3 instances (minimum_health_capacity 1.0) meanwhile: replacements
+    // start elsewhere before the drained tasks stop. A watcher samples the tasks throughout.
     env.write(2);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (stop, url, state) = (stop.clone(), url.clone(), env.state());
+        std::thread::spawn(move || {
+            let client = support::state_dir_client(&url, &state);
+            let rt = runtime();
+            let (mut samples, mut fewest) = (0usize, usize::MAX);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Ok(tasks) = rt.block_on(client.list_tasks(Some("svc"), false)) {
+                    let running = tasks.iter().filter(|t| t.state == gantry_api::TaskState::Running).count();
+                    fewest = fewest.min(running);
+                    samples += 1;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (samples, fewest)
+        })
+    };
     env.run_ok(&["up", file]);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (samples, fewest) = watcher.join().expect("the watcher");
+    assert!(samples > 10, "the watcher sampled the drain ({samples} samples)");
+    assert_eq!(fewest, 3, "the service kept its 3 running instances through the drain");
     let shrunk = instances(&rt, &lab, "awse2e");
     assert_eq!(shrunk.keys().collect::<Vec<_>>(), ["master-0", "workers-0", "workers-1"], "{shrunk:?}");
 
