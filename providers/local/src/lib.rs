@@ -68,7 +68,13 @@ impl LocalProvider {
         ProviderError::Call { provider: "local".to_string(), operation, host: host.to_string(), kind, message }
     }
 
+    /// This cluster's host `name`, if it exists.
     fn read_host(&self, name: &str) -> Result<Option<HostFile>, ProviderError> {
+        Ok(self.read_host_file(name)?.filter(|host| host.cluster == self.cluster))
+    }
+
+    /// The host file in `name`'s directory, whichever cluster it names.
+    fn read_host_file(&self, name: &str) -> Result<Option<HostFile>, ProviderError> {
         let path = self.host_dir(name).join(HOST_FILE);
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
@@ -77,7 +83,7 @@ impl LocalProvider {
         };
         let host: HostFile = serde_json::from_str(&text)
             .map_err(|e| self.error("describe", name, ErrorKind::Other, format!("{}: {e}", path.display())))?;
-        Ok((host.cluster == self.cluster).then_some(host))
+        Ok(Some(host))
     }
 
     fn describe(&self, host: &HostFile) -> HostDescription {
@@ -91,8 +97,22 @@ impl LocalProvider {
 
     fn create(&self, spec: &HostSpec) -> Result<HostDescription, ProviderError> {
         let fail = |e: std::io::Error| self.error("create", &spec.name, ErrorKind::Other, e.to_string());
-        if let Some(existing) = self.read_host(&spec.name)? {
-            return Ok(self.describe(&existing));
+        match self.read_host_file(&spec.name)? {
+            Some(existing) if existing.cluster == self.cluster => return Ok(self.describe(&existing)),
+            Some(existing) => {
+                return Err(self.error(
+                    "create",
+                    &spec.name,
+                    ErrorKind::Conflict,
+                    format!(
+                        "{} is host {} of cluster {} (hint: give each cluster its own state dir)",
+                        self.host_dir(&spec.name).display(),
+                        existing.name,
+                        existing.cluster
+                    ),
+                ));
+            }
+            None => {}
         }
         // `api_port` is the cluster's API, served by the primary master; other masters (HA)
         // listen on free ports so they do not collide on this one machine.
@@ -190,8 +210,12 @@ impl Provider for LocalProvider {
 
     fn destroy_host<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {
         Box::pin(async move {
-            if self.read_host(name)?.is_none() && !self.host_dir(name).exists() {
-                return Ok(());
+            // Another cluster's host is not this cluster's to destroy; a directory without a host
+            // file is what an interrupted create of this cluster left.
+            match self.read_host_file(name)? {
+                Some(host) if host.cluster != self.cluster => return Ok(()),
+                None if !self.host_dir(name).exists() => return Ok(()),
+                _ => {}
             }
             match std::fs::remove_dir_all(self.host_dir(name)) {
                 Ok(()) => Ok(()),
