@@ -11,6 +11,7 @@
 //! object-safe: the binary picks a provider at run time from the cluster file and holds a
 //! `Box<dyn Provider>`. Implementations write `Box::pin(async move { … })`.
 
+pub mod conformance;
 pub mod fake;
 
 pub use fake::{FakeProvider, ProviderCall};
