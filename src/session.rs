@@ -316,6 +316,6 @@ impl ClusterSession {
     /// The primary master's URL, if that host exists.
     pub async fn master_url(&self) -> Option<String> {
         let host = self.hosts.provider().describe_host(PRIMARY_MASTER).await.ok()?;
-        self.hosts.connector().connect(&host).ok().map(|a| a.master_url())
+        self.hosts.connector().connect(&host).ok().map(|a| a.public_master_url())
     }
 }

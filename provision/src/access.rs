@@ -94,8 +94,12 @@ pub struct HostAccess {
     pub transport: Arc<dyn Transport>,
     /// Where gantry's files go on it.
     pub layout: HostLayout,
-    /// Address the other hosts and this machine reach it at.
+    /// Address the other hosts reach it at, and its daemons listen on.
     pub address: String,
+    /// Where this machine reaches it, when that differs from `address` (a cloud instance's
+    /// public IP while `address` is its private one): the master's certificate also names it,
+    /// and client commands call the master there.
+    pub public_address: Option<String>,
     /// Port its master API listens on (masters only; agents ignore it).
     pub api_port: u16,
     /// Whether daemons may be installed as systemd units where systemd runs (false when several
@@ -107,6 +111,11 @@ impl HostAccess {
     /// The master URL of a master reached through this access.
     pub fn master_url(&self) -> String {
         format!("https://{}:{}", self.address, self.api_port)
+    }
+
+    /// The master URL as this machine reaches it (at [`Self::public_address`] when set).
+    pub fn public_master_url(&self) -> String {
+        format!("https://{}:{}", self.public_address.as_deref().unwrap_or(&self.address), self.api_port)
     }
 }
 
@@ -164,6 +173,7 @@ impl Connector for FakeConnector {
             transport: self.transport(&host.name),
             layout: HostLayout::new(DEFAULT_ROOT),
             address: host.address.clone().unwrap_or_else(|| "127.0.0.1".to_string()),
+            public_address: None,
             api_port: DEFAULT_API_PORT,
             use_systemd: true,
         })

@@ -105,8 +105,11 @@ pub struct HostContext {
     pub provider_attributes: BTreeMap<String, String>,
     /// Transport, layout, address, API port.
     pub access: HostAccess,
-    /// The master's URL (agents: where to register; drain: whom to ask).
+    /// The master's URL as the cluster's hosts reach it (agents: where to register).
     pub master_url: Option<String>,
+    /// The master's URL as this machine reaches it (drain, revoke, readiness: whom to ask);
+    /// differs from `master_url` where hosts have public and private addresses.
+    pub api_url: Option<String>,
     /// Cluster-wide runtime settings.
     pub runtime: RuntimeSettings,
     /// The gantry binary on this machine, uploaded to the host.

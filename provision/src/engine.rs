@@ -187,7 +187,7 @@ impl Engine<'_> {
                 }
             }
             if stage >= 3 && master_url.is_none() {
-                master_url = self.master_url().await;
+                master_url = self.master_urls().await;
             }
             let mut limit = self.options.parallelism.max(1);
             if actions.iter().any(|a| a.kind() == ActionKind::Create)
@@ -195,7 +195,7 @@ impl Engine<'_> {
             {
                 limit = limit.min(max.max(1));
             }
-            let url = master_url.as_deref();
+            let url = master_url.as_ref();
             let results: Vec<Result<(), EngineError>> = futures_util::stream::iter(actions)
                 .map(|action| self.run_action(action, &journal, url))
                 .buffer_unordered(limit)
@@ -214,22 +214,27 @@ impl Engine<'_> {
             }
         }
         if master_url.is_none() {
-            master_url = self.master_url().await;
+            master_url = self.master_urls().await;
         }
-        Ok(ApplyReport { completed, master_url })
+        Ok(ApplyReport { completed, master_url: master_url.map(|(_, api)| api) })
     }
 
-    /// The primary master's URL, if the provider has that host.
+    /// The primary master's URL as this machine reaches it, if the provider has that host.
     pub async fn master_url(&self) -> Option<String> {
+        self.master_urls().await.map(|(_, api)| api)
+    }
+
+    /// The primary master's URLs: as the hosts reach it, and as this machine does.
+    async fn master_urls(&self) -> Option<(String, String)> {
         let host = self.provider.describe_host(PRIMARY_MASTER).await.ok()?;
-        self.connector.connect(&host).ok().map(|access| access.master_url())
+        self.connector.connect(&host).ok().map(|access| (access.master_url(), access.public_master_url()))
     }
 
     async fn run_action(
         &self,
         action: &Action,
         journal: &Mutex<&mut Journal>,
-        master_url: Option<&str>,
+        master_url: Option<&(String, String)>,
     ) -> Result<(), EngineError> {
         let host = action.host_name().to_string();
         let record = |kind: RecordKind, error: Option<&str>| {
@@ -379,13 +384,15 @@ impl Engine<'_> {
         description: &HostDescription,
         role: Role,
         desired: Option<crate::planner::DesiredHost>,
-        master_url: Option<&str>,
+        master_url: Option<&(String, String)>,
         phases: Vec<Box<dyn Phase>>,
     ) -> Result<(), ActError> {
         let access: HostAccess = self.connector.connect(description).map_err(ActError::Provider)?;
-        let master_url = match role {
-            Role::Master if description.name == PRIMARY_MASTER => Some(access.master_url()),
-            _ => master_url.map(str::to_string),
+        let (master_url, api_url) = match role {
+            Role::Master if description.name == PRIMARY_MASTER => {
+                (Some(access.master_url()), Some(access.public_master_url()))
+            }
+            _ => (master_url.map(|(hosts, _)| hosts.clone()), master_url.map(|(_, api)| api.clone())),
         };
         let mut ctx = HostContext {
             name: description.name.clone(),
@@ -394,6 +401,7 @@ impl Engine<'_> {
             provider_attributes: description.attributes.clone(),
             access,
             master_url,
+            api_url,
             runtime: self.runtime.clone(),
             binary: self.binary.clone(),
             api: self.api.clone(),

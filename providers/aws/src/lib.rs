@@ -65,6 +65,9 @@ pub struct AwsProvider {
     network: tokio::sync::Mutex<Option<Network>>,
     images: tokio::sync::Mutex<BTreeMap<String, String>>,
     transports: Mutex<BTreeMap<String, (String, SshTransport)>>,
+    /// Each instance's private address, as last described: the cluster's hosts reach each
+    /// other there (and daemons listen there), whatever `connect_via` says.
+    private: Mutex<BTreeMap<String, String>>,
 }
 
 impl AwsProvider {
@@ -93,6 +96,7 @@ impl AwsProvider {
             network: tokio::sync::Mutex::new(None),
             images: tokio::sync::Mutex::new(BTreeMap::new()),
             transports: Mutex::new(BTreeMap::new()),
+            private: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -276,7 +280,7 @@ impl AwsProvider {
                     if let Some(instance) = instance {
                         match instance.state().and_then(|s| s.name()) {
                             Some(InstanceStateName::Running) => {
-                                if let Some(d) = instances::describe(instance, &ec2.region, self.settings.connect_via)
+                                if let Some(d) = self.describe(instance, &ec2.region)
                                     && d.address.is_some()
                                 {
                                     break d;
@@ -360,6 +364,15 @@ impl AwsProvider {
         Ok(())
     }
 
+    /// `instance` as the engine sees it, remembering its private address.
+    fn describe(&self, instance: &aws_sdk_ec2::types::Instance, region: &str) -> Option<HostDescription> {
+        let description = instances::describe(instance, region, self.settings.connect_via)?;
+        if let Some(private) = instance.private_ip_address() {
+            self.private.lock().unwrap_or_else(PoisonError::into_inner).insert(description.name.clone(), private.to_string());
+        }
+        Some(description)
+    }
+
     fn transport(&self, name: &str, address: &str) -> SshTransport {
         let mut transports = self.transports.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((known, transport)) = transports.get(name)
@@ -434,7 +447,7 @@ impl Provider for AwsProvider {
             let found = instances::find(ec2, &self.cluster, Some(name)).await?;
             found
                 .iter()
-                .find_map(|i| instances::describe(i, &ec2.region, self.settings.connect_via))
+                .find_map(|i| self.describe(i, &ec2.region))
                 .ok_or_else(|| self.error("describe", name, ErrorKind::NotFound, "no such instance".to_string()))
         })
     }
@@ -443,7 +456,7 @@ impl Provider for AwsProvider {
         Box::pin(async move {
             let ec2 = self.ec2().await?;
             let found = instances::find(ec2, &self.cluster, None).await?;
-            Ok(found.iter().filter_map(|i| instances::describe(i, &ec2.region, self.settings.connect_via)).collect())
+            Ok(found.iter().filter_map(|i| self.describe(i, &ec2.region)).collect())
         })
     }
 
@@ -495,10 +508,16 @@ impl Connector for AwsProvider {
                 "the instance has no address yet (with connect_via = \"public\", its public IP)".to_string(),
             )
         })?;
+        let private = self.private.lock().unwrap_or_else(PoisonError::into_inner).get(&host.name).cloned();
+        let (inside, public) = match (self.settings.connect_via, private) {
+            (ConnectVia::Public, Some(private)) if private != address => (private, Some(address.clone())),
+            _ => (address.clone(), None),
+        };
         Ok(HostAccess {
             transport: Arc::new(self.transport(&host.name, &address)),
             layout: HostLayout::new(DEFAULT_ROOT),
-            address,
+            address: inside,
+            public_address: public,
             api_port: self.settings.api_port,
             use_systemd: true,
         })
@@ -508,6 +527,27 @@ impl Connector for AwsProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_instances_are_dialed_publicly_and_reach_each_other_privately() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let text = "version = 1\n[cluster]\nname = \"c\"\nprovider = \"aws\"\n[aws]\nregion = \"eu-west-1\"\n\
+                    ssh_cidrs = [\"203.0.113.7/32\"]\napi_cidrs = [\"203.0.113.7/32\"]\n";
+        let file = ClusterFile::parse(&dir.path().join("c.toml"), text).expect("valid");
+        let provider = AwsProvider::new(&file, dir.path()).expect("aws");
+        provider.private.lock().expect("lock").insert("master-0".to_string(), "10.0.0.4".to_string());
+        let host = HostDescription {
+            name: "master-0".to_string(),
+            state: gantry_provision::provider::HostState::Running,
+            address: Some("198.51.100.9".to_string()),
+            attributes: BTreeMap::new(),
+        };
+        let access = provider.connect(&host).expect("access");
+        assert_eq!(access.address, "10.0.0.4", "daemons listen and hosts meet on the private address");
+        assert_eq!(access.public_address.as_deref(), Some("198.51.100.9"));
+        assert_eq!(access.master_url(), "https://10.0.0.4:5050", "what agents register with");
+        assert_eq!(access.public_master_url(), "https://198.51.100.9:5050", "what this machine calls");
+    }
 
     #[test]
     fn hosts_spread_by_their_index() {

@@ -236,6 +236,7 @@ impl Connector for LocalProvider {
             transport: Arc::new(LocalTransport::new(host.name.clone()).in_dir(dir.clone())),
             layout: HostLayout::new(dir),
             address: "127.0.0.1".to_string(),
+            public_address: None,
             api_port: file.api_port.unwrap_or(0),
             use_systemd: false,
         })

@@ -216,6 +216,7 @@ impl Connector for OnpremProvider {
             transport: Arc::new(self.transport(&entry)),
             layout: HostLayout::new(&entry.install_dir),
             address: entry.address.clone(),
+            public_address: None,
             api_port: self.api_port,
             use_systemd: true,
         })

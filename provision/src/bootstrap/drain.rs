@@ -69,7 +69,7 @@ impl Phase for Drain {
             if host.role == Role::Master {
                 return Ok(PhaseOutcome::Skipped("a master runs no tasks".to_string()));
             }
-            let Some(url) = host.master_url.clone() else {
+            let Some(url) = host.api_url.clone().or_else(|| host.master_url.clone()) else {
                 return Ok(PhaseOutcome::Skipped("no master".to_string()));
             };
             let mut view = match host.api.drain_agent(&url, &host.name, self.deadline).await {
@@ -149,10 +149,12 @@ mod tests {
                 transport: Arc::new(FakeTransport::new("w-2")),
                 layout: HostLayout::new("/opt/gantry"),
                 address: "10.0.0.7".to_string(),
+                public_address: None,
                 api_port: 5050,
                 use_systemd: false,
             },
             master_url: Some("https://10.0.0.5:5050".to_string()),
+            api_url: None,
             runtime: RuntimeSettings::default(),
             binary: PathBuf::from("/nonexistent"),
             api,

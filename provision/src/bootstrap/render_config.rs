@@ -25,6 +25,7 @@ pub(crate) fn context(host: &HostContext) -> Result<tera::Context, BootstrapErro
     match host.role {
         Role::Master => {
             c.insert("listen", &format!("{}:{}", host.access.address, host.access.api_port));
+            c.insert("tls_san", &host.access.public_address.clone().unwrap_or_default());
             c.insert("data_dir", &layout.data_dir().display().to_string());
             c.insert("heartbeat_interval", &humantime::format_duration(host.runtime.heartbeat_interval).to_string());
             c.insert(

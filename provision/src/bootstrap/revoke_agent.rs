@@ -18,7 +18,7 @@ impl Phase for RevokeAgent {
 
     fn run<'a>(&'a self, host: &'a mut HostContext) -> BoxFuture<'a, Result<PhaseOutcome, BootstrapError>> {
         Box::pin(async move {
-            let Some(url) = host.master_url.clone() else {
+            let Some(url) = host.api_url.clone().or_else(|| host.master_url.clone()) else {
                 return Ok(PhaseOutcome::Skipped("no master".to_string()));
             };
             match host.api.revoke_agent(&url, &host.name).await {

@@ -39,9 +39,9 @@ impl Phase for WaitReady {
         Box::pin(async move {
             let started = Instant::now();
             let (url, what) = match host.role {
-                Role::Master => (host.access.master_url(), "the master's API to answer".to_string()),
+                Role::Master => (host.access.public_master_url(), "the master's API to answer".to_string()),
                 Role::Agent => (
-                    host.master_url.clone().unwrap_or_default(),
+                    host.api_url.clone().or_else(|| host.master_url.clone()).unwrap_or_default(),
                     format!("agent {} to be ACTIVE at the master", host.name),
                 ),
             };
