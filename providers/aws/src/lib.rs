@@ -368,7 +368,10 @@ impl AwsProvider {
     fn describe(&self, instance: &aws_sdk_ec2::types::Instance, region: &str) -> Option<HostDescription> {
         let description = instances::describe(instance, region, self.settings.connect_via)?;
         if let Some(private) = instance.private_ip_address() {
-            self.private.lock().unwrap_or_else(PoisonError::into_inner).insert(description.name.clone(), private.to_string());
+            self.private
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(description.name.clone(), private.to_string());
         }
         Some(description)
     }
