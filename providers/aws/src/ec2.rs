@@ -186,6 +186,57 @@ mod tests {
         assert_eq!(kind_of("SomethingNew"), ErrorKind::Other);
     }
 
+    /// An EC2 error as the SDK hands it over (status and error metadata parsed from the XML).
+    fn service_error(
+        code: &str,
+        message: &str,
+    ) -> SdkError<aws_sdk_ec2::operation::run_instances::RunInstancesError, aws_smithy_runtime_api::http::Response>
+    {
+        let meta = aws_sdk_ec2::error::ErrorMetadata::builder().code(code).message(message).build();
+        let error = aws_sdk_ec2::operation::run_instances::RunInstancesError::generic(meta);
+        let status = aws_smithy_runtime_api::http::StatusCode::try_from(400).expect("status");
+        let raw = aws_smithy_runtime_api::http::Response::new(status, aws_smithy_types::body::SdkBody::empty());
+        SdkError::service_error(error, raw)
+    }
+
+    #[test]
+    fn an_instance_limit_says_to_ask_for_a_quota_and_is_not_retried() {
+        let error = error(
+            "create",
+            "workers-3",
+            "ec2:RunInstances",
+            &service_error("InstanceLimitExceeded", "Your quota allows for 0 more running instance(s)."),
+        );
+        assert_eq!(error.kind(), ErrorKind::Quota);
+        assert!(!error.is_retryable());
+        let text = error.to_string();
+        assert!(
+            text.starts_with("aws: create workers-3: quota exceeded: ec2:RunInstances: InstanceLimitExceeded"),
+            "{text}"
+        );
+        assert!(text.contains("request a quota increase"), "{text}");
+    }
+
+    #[test]
+    fn refused_credentials_and_missing_permissions_name_what_to_do() {
+        let refused = error(
+            "prepare",
+            "cluster",
+            "ec2:CreateVpc",
+            &service_error("AuthFailure", "AWS was not able to validate the provided access credentials"),
+        );
+        assert_eq!(refused.kind(), ErrorKind::Auth);
+        assert!(refused.to_string().contains("AWS_ACCESS_KEY_ID"), "the chain is named: {refused}");
+        let denied = error(
+            "create",
+            "workers-0",
+            "ec2:RunInstances",
+            &service_error("UnauthorizedOperation", "You are not authorized to perform this operation."),
+        );
+        assert!(denied.to_string().contains("may not call ec2:RunInstances"), "{denied}");
+        assert_eq!(code(&service_error("Throttling", "slow down")), Some("Throttling"));
+    }
+
     #[test]
     fn hints_name_the_action_and_the_fix() {
         let unauthorized = hint("UnauthorizedOperation", "ec2:RunInstances").unwrap_or_default();
