@@ -7,6 +7,7 @@ use aws_sdk_ec2::types::{Instance, InstanceStateName};
 use gantry_provision::cluster_file::{ConnectVia, ImageRef};
 use gantry_provision::provider::{ErrorKind, HostDescription, HostState, ProviderError};
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// The instances of `cluster` (every one, or those of `host`) that are not terminated.
 pub async fn find(ec2: &Ec2, cluster: &str, host: Option<&str>) -> Result<Vec<Instance>, ProviderError> {
@@ -119,6 +120,46 @@ pub async fn terminate(ec2: &Ec2, host: &str, ids: &[String]) -> Result<(), Prov
         Ok(_) => Ok(()),
         Err(e) if ec2::code(&e) == Some("InvalidInstanceID.NotFound") => Ok(()),
         Err(e) => Err(ec2::error("destroy", host, "ec2:TerminateInstances", &e)),
+    }
+}
+
+/// Terminates `ids` and waits (up to `timeout`) until EC2 reports every one terminated.
+pub async fn terminate_and_wait(ec2: &Ec2, host: &str, ids: &[String], timeout: Duration) -> Result<(), ProviderError> {
+    terminate(ec2, host, ids).await?;
+    let started = tokio::time::Instant::now();
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    while !all_terminated(ec2, host, ids).await? {
+        if started.elapsed() > timeout {
+            return Err(ProviderError::Call {
+                provider: "aws".to_string(),
+                operation: "destroy",
+                host: host.to_string(),
+                kind: ErrorKind::Transient,
+                message: format!("{ids:?} not terminated after {timeout:?}"),
+            });
+        }
+        backoff.wait().await;
+    }
+    Ok(())
+}
+
+/// Exponential waits between polls: from `first`, doubling, at most `max`.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    /// Waits of `first`, then twice as long each time, up to `max`.
+    pub fn new(first: Duration, max: Duration) -> Self {
+        Self { next: first, max }
+    }
+
+    /// Sleeps the next wait.
+    pub async fn wait(&mut self) {
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(self.max);
     }
 }
 

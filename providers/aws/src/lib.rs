@@ -272,7 +272,7 @@ impl AwsProvider {
     async fn wait_booted(&self, host: &str, id: &str) -> Result<HostDescription, ProviderError> {
         let ec2 = self.ec2().await?;
         let started = tokio::time::Instant::now();
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = instances::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let description = loop {
             match ec2.client.describe_instances().instance_ids(id).send().await {
                 Ok(out) => {
@@ -311,12 +311,11 @@ impl AwsProvider {
                     format!("instance {id} is not running after {BOOT_TIMEOUT:?}"),
                 ));
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
+            backoff.wait().await;
         };
         let address = description.address.clone().unwrap_or_default();
         let target = format!("{address}:{}", self.ssh.port);
-        let mut delay = Duration::from_millis(50);
+        let mut backoff = instances::Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         loop {
             let connect = tokio::net::TcpStream::connect(&target);
             if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), connect).await {
@@ -330,8 +329,7 @@ impl AwsProvider {
                     format!("{target} accepts no SSH connection after {BOOT_TIMEOUT:?}"),
                 ));
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
+            backoff.wait().await;
         }
         Ok(description)
     }
@@ -344,16 +342,7 @@ impl AwsProvider {
             .iter()
             .filter_map(|i| instances::describe(i, &ec2.region, self.settings.connect_via)?.address)
             .collect();
-        instances::terminate(ec2, name, &ids).await?;
-        let mut delay = Duration::from_millis(100);
-        let started = tokio::time::Instant::now();
-        while !instances::all_terminated(ec2, name, &ids).await? {
-            if started.elapsed() > BOOT_TIMEOUT {
-                return Err(self.error("destroy", name, ErrorKind::Transient, format!("{ids:?} not terminated yet")));
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
-        }
+        instances::terminate_and_wait(ec2, name, &ids, BOOT_TIMEOUT).await?;
         self.registry
             .update(|r| {
                 r.tokens.remove(name);

@@ -541,7 +541,7 @@ where
     Fut: std::future::Future<Output = Result<(), (Option<String>, ProviderError)>>,
 {
     let started = tokio::time::Instant::now();
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = crate::instances::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         match call().await {
             Ok(()) => return Ok(()),
@@ -553,8 +553,7 @@ where
                     tracing::debug!(action, "giving up");
                     return Err(error);
                 }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                backoff.wait().await;
             }
         }
     }

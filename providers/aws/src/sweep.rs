@@ -7,7 +7,7 @@ use crate::{instances, network, tags};
 use gantry_provision::provider::ProviderError;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 /// Why a cluster's resources are swept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -159,16 +159,7 @@ pub fn verdict(expires_at: Option<&str>, now: SystemTime, known: bool) -> Option
 pub async fn delete(ec2: &Ec2, cluster: &str) -> Result<(), ProviderError> {
     let found = instances::find(ec2, cluster, None).await?;
     let ids: Vec<String> = found.iter().filter_map(|i| i.instance_id()).map(str::to_string).collect();
-    instances::terminate(ec2, cluster, &ids).await?;
-    let started = tokio::time::Instant::now();
-    let mut delay = Duration::from_millis(100);
-    while !instances::all_terminated(ec2, cluster, &ids).await? {
-        if started.elapsed() > crate::BOOT_TIMEOUT {
-            break;
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
-    }
+    instances::terminate_and_wait(ec2, cluster, &ids, crate::BOOT_TIMEOUT).await?;
     network::delete(ec2, cluster, true).await
 }
 
