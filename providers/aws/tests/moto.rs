@@ -236,3 +236,61 @@ fn missing_credentials_name_the_chain() {
     assert!(stdout.contains("no AWS credentials"), "{stdout}");
     assert!(stdout.contains("AWS_ACCESS_KEY_ID") && stdout.contains("IMDS"), "the chain is named: {stdout}");
 }
+
+/// A file naming an existing VPC and subnet: gantry makes only its security group and key pair
+/// there, and `down` (teardown) deletes those and leaves the VPC and subnet it did not make.
+#[test]
+fn an_existing_vpc_is_used_and_left_in_place() {
+    let Some(moto) = start() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    runtime().block_on(async {
+        let ec2 = Ec2::connect("eu-west-1", Some(&moto.url)).await.expect("client");
+        let vpc = ec2.client.create_vpc().cidr_block("10.99.0.0/16").send().await.expect("create vpc");
+        let vpc_id = vpc.vpc().and_then(|v| v.vpc_id()).expect("vpc id").to_string();
+        let subnet = ec2
+            .client
+            .create_subnet()
+            .vpc_id(&vpc_id)
+            .cidr_block("10.99.1.0/24")
+            .availability_zone("eu-west-1b")
+            .send()
+            .await
+            .expect("create subnet");
+        let subnet_id = subnet.subnet().and_then(|s| s.subnet_id()).expect("subnet id").to_string();
+        let text = format!(
+            "version = 1\n[cluster]\nname = \"byo\"\nprovider = \"aws\"\n[aws]\nregion = \"eu-west-1\"\n\
+             endpoint_url = \"{}\"\nvpc_id = \"{vpc_id}\"\nsubnet_ids = [\"{subnet_id}\"]\nconnect_via = \"private\"\n\
+             ssh_cidrs = [\"10.99.0.0/16\"]\napi_cidrs = [\"10.99.0.0/16\"]\n",
+            moto.url
+        );
+        let path = dir.path().join("cluster.toml");
+        let file = ClusterFile::parse(&path, &text).expect("valid file");
+        let provider = AwsProvider::new(&file, dir.path()).expect("settings");
+        provider.prepare().await.expect("prepare");
+        let resources = provider.cluster_resources().await.expect("resources");
+        let kinds: Vec<(&str, bool, bool)> =
+            resources.iter().map(|r| (r.kind.as_str(), r.owned, r.id.is_some())).collect();
+        assert_eq!(kinds, [("vpc", false, true), ("security-group", true, true), ("key-pair", true, true)]);
+        let groups = ec2
+            .client
+            .describe_security_groups()
+            .filters(gantry_provider_aws::tags::filter(gantry_provider_aws::tags::CLUSTER, "byo"))
+            .send()
+            .await
+            .expect("groups");
+        assert_eq!(groups.security_groups().first().and_then(|g| g.vpc_id()), Some(vpc_id.as_str()));
+        let vpcs = ec2.client.describe_vpcs().send().await.expect("vpcs");
+        assert!(
+            vpcs.vpcs().iter().all(|v| v.cidr_block() != Some(gantry_provision::cluster_file::aws_defaults::VPC_CIDR)),
+            "no VPC of gantry's own was made"
+        );
+
+        provider.teardown().await.expect("teardown");
+        let left = provider.cluster_resources().await.expect("resources");
+        assert!(left.iter().filter(|r| r.owned).all(|r| r.id.is_none()), "gantry's own are gone: {left:?}");
+        let vpc_left = ec2.client.describe_vpcs().vpc_ids(&vpc_id).send().await.expect("the VPC is still there");
+        assert_eq!(vpc_left.vpcs().len(), 1);
+        let subnet_left = ec2.client.describe_subnets().subnet_ids(&subnet_id).send().await.expect("the subnet too");
+        assert_eq!(subnet_left.subnets().len(), 1);
+    });
+}
