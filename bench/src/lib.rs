@@ -6,6 +6,7 @@
 //! `gantry` binary for the others; it is never part of the product binary.
 
 pub mod binary;
+pub mod cloud_proxy;
 pub mod cluster;
 pub mod events;
 pub mod process;

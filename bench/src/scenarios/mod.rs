@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod bootstrap;
+pub mod cloud;
 pub mod failover;
 pub mod footprint;
 pub mod launch;
@@ -27,6 +28,9 @@ pub enum Scenario {
     Api(api::Args),
     /// `gantry up` of N test hosts over SSH, against an Ansible playbook doing the same steps.
     Bootstrap(bootstrap::Args),
+    /// `gantry up`/`down` of N instances on a cloud lab, EC2 calls counted, against the same
+    /// instance calls made with the SDK.
+    Cloud(cloud::Args),
 }
 
 impl Scenario {
@@ -40,6 +44,7 @@ impl Scenario {
             Self::Footprint(_) => "footprint",
             Self::Api(_) => "api",
             Self::Bootstrap(_) => "bootstrap",
+            Self::Cloud(_) => "cloud",
         }
     }
 
@@ -53,6 +58,7 @@ impl Scenario {
             Self::Footprint(args) => footprint::run(args, report),
             Self::Api(args) => api::run(args, report),
             Self::Bootstrap(args) => bootstrap::run(args, report),
+            Self::Cloud(args) => cloud::run(args, report),
         }
     }
 }
