@@ -21,6 +21,9 @@
 //! - how many creates were in flight at once: instances inside their create span, and
 //!   `RunInstances` requests inside the proxy, at the busiest moment.
 //!
+//! The lab is started once; each of `--runs` runs does `up`, `down` and the baseline in it, and
+//! every figure is the median over the runs (the ratio: the median of the runs' own ratios).
+//!
 //! Needs root and the provider's emulator (for AWS: moto, see `gantry_lab::cloud::aws`).
 
 #[cfg(feature = "aws")]
@@ -30,6 +33,7 @@ mod aws_baseline;
 
 use crate::cloud_proxy::Call;
 use crate::report::{Figure, Report, Target, number};
+use crate::stats::Samples;
 use anyhow::Context;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -49,13 +53,16 @@ pub struct Args {
     /// The provider whose lab to run on.
     #[arg(long, value_enum, default_value = "aws")]
     pub provider: Provider,
-    /// Instances: 1 master and N-1 agents. 20 take about 40 s on 2 cores (release build).
+    /// Instances: 1 master and N-1 agents. A run of 20 takes about 30 s on 2 cores (release build).
     #[arg(long, default_value_t = 20)]
     pub instances: usize,
     /// The cluster file's `[aws] max_parallel_creates` (gantry's default: 10); the baseline
     /// uses the same bound.
     #[arg(long, default_value_t = 10)]
     pub max_parallel_creates: usize,
+    /// Runs of up, down and the baseline in one lab; every figure is the median over them.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
     /// Skip the SDK baseline.
     #[arg(long)]
     pub no_baseline: bool,
@@ -69,6 +76,9 @@ pub struct Args {
 pub fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     if args.instances < 2 {
         anyhow::bail!("--instances: a cluster needs at least 2 (1 master and 1 agent), not {}", args.instances);
+    }
+    if args.runs == 0 {
+        anyhow::bail!("--runs must be at least 1");
     }
     if args.max_parallel_creates == 0 {
         anyhow::bail!("--max-parallel-creates must be at least 1");
@@ -207,19 +217,24 @@ fn peak(intervals: impl Iterator<Item = (Duration, Duration)>) -> usize {
     most.max(0) as usize
 }
 
-/// Writes the calls of `sides` (named) to `path`, one JSON object a line.
-pub fn write_calls(path: &Path, sides: &[(&str, &Side)]) -> anyhow::Result<()> {
+/// Writes the calls of `runs` to `path`, one JSON object a line.
+pub fn write_calls(path: &Path, runs: &[Run]) -> anyhow::Result<()> {
     let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut out = std::io::BufWriter::new(file);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    for (name, side) in sides {
-        for (phase, calls) in [("create", &side.create), ("terminate", &side.terminate)] {
-            for call in calls {
-                let line = serde_json::json!({
-                    "side": name, "phase": phase, "action": call.action, "instance_ids": call.instance_ids,
-                    "launched": call.launched, "status": call.status, "start_ms": ms(call.start), "end_ms": ms(call.end),
-                });
-                writeln!(out, "{line}")?;
+    for (index, run) in runs.iter().enumerate() {
+        for (name, side) in
+            std::iter::once(("gantry", &run.gantry)).chain(run.baseline.as_ref().map(|b| ("baseline", b)))
+        {
+            for (phase, calls) in [("create", &side.create), ("terminate", &side.terminate)] {
+                for call in calls {
+                    let line = serde_json::json!({
+                        "run": index + 1, "side": name, "phase": phase, "action": call.action,
+                        "instance_ids": call.instance_ids, "launched": call.launched, "status": call.status,
+                        "start_ms": ms(call.start), "end_ms": ms(call.end),
+                    });
+                    writeln!(out, "{line}")?;
+                }
             }
         }
     }
@@ -237,66 +252,85 @@ pub fn by_action(calls: &[Call]) -> String {
     counts.iter().map(|(action, n)| format!("{action} {n}")).collect::<Vec<_>>().join(", ")
 }
 
-/// Records the figures of gantry's side (and the baseline's, when measured) in `report`.
-pub fn add_figures(report: &mut Report, prefix: &str, gantry: &Side, baseline: Option<&Side>) {
-    let ours = gantry.measures();
-    let theirs = baseline.map(Side::measures);
-    let figure = |name: &str, value: f64, unit: &str, base: Option<f64>| {
-        let figure = Figure::new(format!("{prefix}.{name}"), value, unit);
-        match base {
-            Some(base) => figure.baseline(base),
-            None => figure,
-        }
-    };
+/// One run: `gantry up` and `gantry down`, then the baseline.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// Wall time of `gantry up`.
+    pub up: Duration,
+    /// Wall time of `gantry down`.
+    pub down: Duration,
+    /// What gantry did to the cloud.
+    pub gantry: Side,
+    /// What the SDK baseline did, when measured.
+    pub baseline: Option<Side>,
+}
+
+/// The median of `values` (nearest rank; 0 without values).
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let median = Samples::from_ms(values.collect()).median();
+    if median.is_nan() { 0.0 } else { median }
+}
+
+/// Records the figures of `runs` in `report`: each the median over the runs, and the ratio the
+/// median of the runs' ratios (gantry's against the baseline of the same run).
+pub fn add_figures(report: &mut Report, prefix: &str, runs: &[Run]) {
+    let ours: Vec<Measures> = runs.iter().map(|r| r.gantry.measures()).collect();
+    let theirs: Vec<Measures> = runs.iter().filter_map(|r| r.baseline.as_ref().map(Side::measures)).collect();
     let secs = |d: Duration| d.as_secs_f64();
     let ec2 = |m: &Measures| secs(m.create) + secs(m.terminate);
-    report.add(figure("create_s", secs(ours.create), "s", theirs.as_ref().map(|t| secs(t.create))));
-    report.add(figure("terminate_s", secs(ours.terminate), "s", theirs.as_ref().map(|t| secs(t.terminate))));
-    report.add(figure("ec2_s", ec2(&ours), "s", theirs.as_ref().map(ec2)));
-    if let Some(theirs) = &theirs
-        && ec2(theirs) > 0.0
-    {
-        report.add(
-            Figure::new(format!("{prefix}.ec2_ratio"), ec2(&ours) / ec2(theirs), "x").target(Target::at_most(1.2)),
-        );
+    let mut add = |name: &str, unit: &str, value: &dyn Fn(&Measures) -> f64| {
+        let figure = Figure::new(format!("{prefix}.{name}"), median(ours.iter().map(value)), unit);
+        report.add(if theirs.is_empty() { figure } else { figure.baseline(median(theirs.iter().map(value))) });
+    };
+    add("create_s", "s", &|m| secs(m.create));
+    add("terminate_s", "s", &|m| secs(m.terminate));
+    add("ec2_s", "s", &ec2);
+    add("instance_calls", "calls", &|m| m.instance_calls as f64);
+    add("creates_in_flight", "instances", &|m| m.creates_in_flight as f64);
+    add("run_instances_in_flight", "requests", &|m| m.run_instances_in_flight as f64);
+    let ratios: Vec<f64> =
+        ours.iter().zip(&theirs).filter(|(_, t)| ec2(t) > 0.0).map(|(o, t)| ec2(o) / ec2(t)).collect();
+    if !ratios.is_empty() {
+        let ratio = median(ratios.iter().copied());
+        report.add(Figure::new(format!("{prefix}.ec2_ratio"), ratio, "x").target(Target::at_most(1.2)));
     }
-    report.add(figure(
-        "instance_calls",
-        ours.instance_calls as f64,
-        "calls",
-        theirs.as_ref().map(|t| t.instance_calls as f64),
-    ));
-    report.add(figure("ec2_calls_up", gantry.create.len() as f64, "calls", None));
-    report.add(figure("ec2_calls_down", gantry.terminate.len() as f64, "calls", None));
-    report.add(figure(
-        "creates_in_flight",
-        ours.creates_in_flight as f64,
-        "instances",
-        theirs.as_ref().map(|t| t.creates_in_flight as f64),
-    ));
-    report.add(figure(
-        "run_instances_in_flight",
-        ours.run_instances_in_flight as f64,
-        "requests",
-        theirs.as_ref().map(|t| t.run_instances_in_flight as f64),
-    ));
-    report.note(format!("gantry's EC2 calls during up: {}", by_action(&gantry.create)));
-    report.note(format!("gantry's EC2 calls during down: {}", by_action(&gantry.terminate)));
+    let plain = |name: &str, value: f64, unit: &str| Figure::new(format!("{prefix}.{name}"), value, unit);
+    report.add(plain("up_s", median(runs.iter().map(|r| secs(r.up))), "s"));
+    report.add(plain("down_s", median(runs.iter().map(|r| secs(r.down))), "s"));
+    report.add(plain("ec2_calls_up", median(runs.iter().map(|r| r.gantry.create.len() as f64)), "calls"));
+    report.add(plain("ec2_calls_down", median(runs.iter().map(|r| r.gantry.terminate.len() as f64)), "calls"));
+    let list = |values: &mut dyn Iterator<Item = f64>| values.map(number).collect::<Vec<_>>().join(", ");
     report.note(format!(
-        "gantry: {} instances launched, {} terminated; terminate spans from first to last: {} s; {} error answers",
-        ours.launched,
-        ours.terminated,
-        number(secs(ours.terminate_window)),
-        ours.errors
+        "per run: up {} s; down {} s; create {} s (baseline {}); terminate {} s (baseline {}); ec2_ratio {}",
+        list(&mut runs.iter().map(|r| secs(r.up))),
+        list(&mut runs.iter().map(|r| secs(r.down))),
+        list(&mut ours.iter().map(|m| secs(m.create))),
+        list(&mut theirs.iter().map(|m| secs(m.create))),
+        list(&mut ours.iter().map(|m| secs(m.terminate))),
+        list(&mut theirs.iter().map(|m| secs(m.terminate))),
+        list(&mut ratios.iter().copied()),
     ));
-    if let (Some(baseline), Some(theirs)) = (baseline, &theirs) {
+    if let (Some(first), Some(m)) = (runs.first(), ours.first()) {
+        report.note(format!("gantry's EC2 calls during up (run 1): {}", by_action(&first.gantry.create)));
+        report.note(format!("gantry's EC2 calls during down (run 1): {}", by_action(&first.gantry.terminate)));
         report.note(format!(
-            "baseline's EC2 calls: {}; {} launched, {} terminated; terminate spans from first to last: {} s; {} error answers",
+            "gantry (run 1): {} instances launched, {} terminated; terminate spans from first to last: {} s; {} \
+             error answers",
+            m.launched,
+            m.terminated,
+            number(secs(m.terminate_window)),
+            m.errors
+        ));
+    }
+    if let (Some(baseline), Some(m)) = (runs.first().and_then(|r| r.baseline.as_ref()), theirs.first()) {
+        report.note(format!(
+            "baseline's EC2 calls (run 1): {}; {} launched, {} terminated; terminate spans from first to last: {} s; \
+             {} error answers",
             by_action(&[baseline.create.as_slice(), baseline.terminate.as_slice()].concat()),
-            theirs.launched,
-            theirs.terminated,
-            number(secs(theirs.terminate_window)),
-            theirs.errors
+            m.launched,
+            m.terminated,
+            number(secs(m.terminate_window)),
+            m.errors
         ));
     }
 }
@@ -378,5 +412,32 @@ mod tests {
         assert_eq!((m.launched, m.terminated, m.calls, m.instance_calls, m.errors), (1, 1, 7, 5, 1));
         assert_eq!((m.create, m.terminate), (ms(3), ms(4)));
         assert_eq!(by_action(&side.create), "RunInstances 2, CreateVpc 1, DescribeInstances 1");
+    }
+
+    #[test]
+    fn figures_are_medians_and_the_ratio_compares_each_run_with_its_own_baseline() {
+        let side = |create_ms: u64, terminate_ms: u64| Side {
+            create: vec![
+                call("RunInstances", &[], &["i-1"], 0, 1),
+                call("DescribeInstances", &["i-1"], &[], 2, create_ms),
+            ],
+            terminate: vec![
+                call("TerminateInstances", &["i-1"], &[], 1000, 1001),
+                call("DescribeInstances", &["i-1"], &[], 1002, 1000 + terminate_ms),
+            ],
+        };
+        let run = |gantry: Side, baseline: Side| Run { up: ms(10), down: ms(5), gantry, baseline: Some(baseline) };
+        let runs = [
+            run(side(100, 100), side(100, 100)),
+            run(side(300, 100), side(100, 100)),
+            run(side(500, 500), side(900, 100)),
+        ];
+        let mut report = Report::quiet("cloud");
+        add_figures(&mut report, "c", &runs);
+        let create = report.figure("c.create_s").expect("create_s");
+        assert_eq!((create.value, create.baseline), (0.3, Some(0.1)));
+        assert_eq!(report.figure("c.ec2_ratio").map(|f| f.value), Some(1.0));
+        assert_eq!(report.figure("c.instance_calls").and_then(|f| f.ratio), Some(1.0));
+        assert_eq!(report.figure("c.up_s").map(|f| f.value), Some(0.01));
     }
 }

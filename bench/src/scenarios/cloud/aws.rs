@@ -4,7 +4,7 @@
 //!
 //! The lab's own watcher polls moto directly, so its calls are not counted.
 
-use super::{Args, Side, add_figures, aws_baseline};
+use super::{Args, Run, Side, add_figures, aws_baseline};
 use crate::cloud_proxy::CountingProxy;
 use crate::report::{Report, progress};
 use anyhow::{Context, bail};
@@ -32,60 +32,65 @@ pub fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     report.note(format!(
         "`gantry up` and `gantry down` of 1 master + {} agents on the AWS lab (moto {} on loopback, every instance a \
          test host) with the {} binary ({} MiB), [aws] max_parallel_creates = {}; EC2 calls counted by a proxy in \
-         front of moto",
+         front of moto; {} runs in one lab, medians reported",
         n - 1,
         gantry_lab::cloud::aws::MOTO_VERSION,
         profile(&bin),
         std::fs::metadata(&bin).map(|m| m.len() >> 20).unwrap_or(0),
-        args.max_parallel_creates
+        args.max_parallel_creates,
+        args.runs
     ));
-    let cluster = Cluster::new(&bin, &lab, &proxy, work.path(), n, args.max_parallel_creates)?;
-    progress(&format!("{n} instances: gantry up"));
-    let up = match cluster.run("up") {
-        Ok(up) => up,
-        Err(e) => {
-            let _ = cluster.run("down");
-            return Err(e);
-        }
-    };
-    let up_calls = proxy.take();
-    progress(&format!("{n} instances: gantry down"));
-    let down = cluster.run("down")?;
-    let gantry = Side { create: up_calls, terminate: proxy.take() };
-    if lab.wait_for(HOSTS_GONE_TIMEOUT, |hosts| hosts.is_empty().then_some(())).is_none() {
-        bail!("the lab still has hosts {HOSTS_GONE_TIMEOUT:?} after `gantry down`: {:?}", lab.instances());
-    }
     let prefix = format!("cloud.aws.instances_{n}");
-    report.add(crate::report::Figure::new(format!("{prefix}.up_s"), up.as_secs_f64(), "s"));
-    report.add(crate::report::Figure::new(format!("{prefix}.down_s"), down.as_secs_f64(), "s"));
-    let baseline = if args.no_baseline {
-        None
-    } else {
-        progress(&format!("{n} instances: the same instance calls with the SDK"));
-        let settings = aws_baseline::Settings {
-            instances: n,
-            max_parallel_creates: args.max_parallel_creates,
-            max_parallel_destroys: SSH_PARALLELISM,
+    let mut runs = Vec::new();
+    for index in 1..=args.runs {
+        let dir = work.path().join(format!("run-{index}"));
+        std::fs::create_dir_all(&dir)?;
+        let cluster = Cluster::new(&bin, &lab, &proxy, &dir, n, args.max_parallel_creates)?;
+        progress(&format!("run {index}: gantry up of {n} instances"));
+        let up = match cluster.run("up") {
+            Ok(up) => up,
+            Err(e) => {
+                let _ = cluster.run("down");
+                return Err(e);
+            }
         };
-        let baseline = runtime.block_on(aws_baseline::run(&lab, &proxy, work.path(), &settings))?;
+        let up_calls = proxy.take();
+        progress(&format!("run {index}: gantry down"));
+        let down = cluster.run("down")?;
+        let gantry = Side { create: up_calls, terminate: proxy.take() };
         if lab.wait_for(HOSTS_GONE_TIMEOUT, |hosts| hosts.is_empty().then_some(())).is_none() {
-            report.note("the lab still had hosts after the baseline's instances were terminated");
+            bail!("the lab still has hosts {HOSTS_GONE_TIMEOUT:?} after `gantry down`: {:?}", lab.instances());
         }
-        Some(baseline)
-    };
-    add_figures(report, &prefix, &gantry, baseline.as_ref());
+        let baseline = if args.no_baseline {
+            None
+        } else {
+            progress(&format!("run {index}: the same instance calls with the SDK"));
+            let settings = aws_baseline::Settings {
+                name: format!("bench-{}-{index}", lab.prefix()),
+                instances: n,
+                max_parallel_creates: args.max_parallel_creates,
+                max_parallel_destroys: SSH_PARALLELISM,
+            };
+            let baseline = runtime.block_on(aws_baseline::run(&lab, &proxy, &dir, &settings))?;
+            if lab.wait_for(HOSTS_GONE_TIMEOUT, |hosts| hosts.is_empty().then_some(())).is_none() {
+                bail!("the lab still has hosts {HOSTS_GONE_TIMEOUT:?} after the baseline: {:?}", lab.instances());
+            }
+            Some(baseline)
+        };
+        runs.push(Run { up, down, gantry, baseline });
+    }
+    add_figures(report, &prefix, &runs);
     if let Some(path) = &args.calls_file {
-        let mut sides = vec![("gantry", &gantry)];
-        sides.extend(baseline.as_ref().map(|b| ("baseline", b)));
-        super::write_calls(path, &sides)?;
+        super::write_calls(path, &runs)?;
         report.note(format!("every EC2 call: {}", path.display()));
     }
     report.note(
         "create_s: first RunInstances sent to the last DescribeInstances that saw the last instance running \
          (both sides hold a create slot until the instance accepts SSH, as gantry's create does); terminate_s: \
          time during which some instance was between its TerminateInstances and the DescribeInstances that saw \
-         it terminated (gantry stops services over SSH between terminates); ec2_ratio = gantry's (create_s + \
-         terminate_s) / the baseline's; the baseline polls on gantry's schedule (100 ms doubling to 2 s)",
+         it terminated (gantry stops services over SSH between terminates); ec2_ratio: the median over the runs of \
+         gantry's (create_s + terminate_s) / the same run's baseline's (the ratio on the ec2_s line compares the \
+         medians instead); the baseline polls on gantry's schedule (100 ms doubling to 2 s)",
     );
     Ok(())
 }

@@ -36,6 +36,9 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 /// How much the baseline does.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The name of this run's security group and key pair, and the prefix of its client tokens
+    /// (unique in the lab: moto keeps terminated instances and honours client tokens).
+    pub name: String,
     /// Instances (the first named `master-0`, the others `workers-K`).
     pub instances: usize,
     /// Creates at once.
@@ -50,14 +53,15 @@ struct Network {
     vpc: String,
     subnets: Vec<String>,
     group: String,
-    key: String,
+    /// The security group's and the key pair's name.
+    name: String,
     image: String,
 }
 
 /// Runs the baseline; the calls it made through the proxy.
 pub async fn run(lab: &AwsLab, proxy: &CountingProxy, work: &Path, settings: &Settings) -> anyhow::Result<Side> {
     let direct = lab.ec2_client(lab.region());
-    let network = setup(lab, &direct, work).await?;
+    let network = setup(lab, &direct, work, &settings.name).await?;
     let result = measured(lab, proxy, &network, settings).await;
     teardown(&direct, &network).await;
     result
@@ -70,7 +74,7 @@ async fn measured(lab: &AwsLab, proxy: &CountingProxy, network: &Network, settin
         .map(|i| if i == 0 { "master-0".to_string() } else { format!("workers-{}", i - 1) })
         .collect();
     let launched: Vec<anyhow::Result<String>> = futures_util::stream::iter(&names)
-        .map(|name| create(&client, network, lab.prefix(), name))
+        .map(|name| create(&client, network, &settings.name, name))
         .buffer_unordered(settings.max_parallel_creates.max(1))
         .collect()
         .await;
@@ -97,7 +101,7 @@ async fn measured(lab: &AwsLab, proxy: &CountingProxy, network: &Network, settin
 }
 
 /// Launches host `name` like gantry does and waits until it runs and accepts SSH; its id.
-async fn create(client: &Client, network: &Network, prefix: &str, name: &str) -> anyhow::Result<String> {
+async fn create(client: &Client, network: &Network, run: &str, name: &str) -> anyhow::Result<String> {
     let index: usize = name.rsplit('-').next().and_then(|i| i.parse().ok()).unwrap_or(0);
     let subnet = &network.subnets[index % network.subnets.len()];
     let kind = if name.starts_with("master") { MASTER_TYPE } else { WORKER_TYPE };
@@ -114,8 +118,8 @@ async fn create(client: &Client, network: &Network, prefix: &str, name: &str) ->
         .instance_type(InstanceType::from(kind))
         .min_count(1)
         .max_count(1)
-        .client_token(format!("bench-{prefix}-{name}-{}", std::process::id()))
-        .key_name(&network.key)
+        .client_token(format!("{run}-{name}-{}", std::process::id()))
+        .key_name(&network.name)
         .network_interfaces(
             InstanceNetworkInterfaceSpecification::builder()
                 .device_index(0)
@@ -208,7 +212,7 @@ where
 }
 
 /// The VPC, subnets, group, key pair and image of the baseline (not measured).
-async fn setup(lab: &AwsLab, ec2: &Client, work: &Path) -> anyhow::Result<Network> {
+async fn setup(lab: &AwsLab, ec2: &Client, work: &Path, name: &str) -> anyhow::Result<Network> {
     let zones = ec2.describe_availability_zones().send().await.map_err(sdk("DescribeAvailabilityZones"))?;
     let mut zones: Vec<String> =
         zones.availability_zones().iter().filter_map(|z| z.zone_name()).map(str::to_string).collect();
@@ -216,15 +220,10 @@ async fn setup(lab: &AwsLab, ec2: &Client, work: &Path) -> anyhow::Result<Networ
     let cidr = lab.cidr();
     let vpc = ec2.create_vpc().cidr_block(cidr.to_string()).send().await.map_err(sdk("CreateVpc"))?;
     let vpc = vpc.vpc().and_then(|v| v.vpc_id()).context("CreateVpc named no VPC")?.to_string();
-    let mut network = Network {
-        vpc,
-        subnets: Vec::new(),
-        group: String::new(),
-        key: format!("bench-{}", lab.prefix()),
-        image: String::new(),
-    };
-    // From here on a failure leaves resources to the caller's teardown, which is not reached:
-    // delete what was made before giving up.
+    let mut network =
+        Network { vpc, subnets: Vec::new(), group: String::new(), name: name.to_string(), image: String::new() };
+    // The caller's teardown only follows a finished setup: a failure from here on deletes what
+    // was made itself.
     match fill(lab, ec2, work, &zones, &mut network).await {
         Ok(()) => Ok(network),
         Err(e) => {
@@ -255,7 +254,7 @@ async fn fill(lab: &AwsLab, ec2: &Client, work: &Path, zones: &[String], network
     }
     let out = ec2
         .create_security_group()
-        .group_name(format!("bench-{}", lab.prefix()))
+        .group_name(&network.name)
         .description("gantry-bench cloud baseline")
         .vpc_id(&network.vpc)
         .send()
@@ -286,7 +285,7 @@ async fn fill(lab: &AwsLab, ec2: &Client, work: &Path, zones: &[String], network
     }
     let public = std::fs::read(key.with_extension("pub"))?;
     ec2.import_key_pair()
-        .key_name(&network.key)
+        .key_name(&network.name)
         .public_key_material(Blob::new(public))
         .send()
         .await
@@ -319,7 +318,7 @@ where
 
 /// Deletes what [`setup`] made (best effort: the lab goes with everything anyway).
 async fn teardown(ec2: &Client, network: &Network) {
-    let _ = ec2.delete_key_pair().key_name(&network.key).send().await;
+    let _ = ec2.delete_key_pair().key_name(&network.name).send().await;
     if !network.group.is_empty() {
         let _ = ec2.delete_security_group().group_id(&network.group).send().await;
     }
