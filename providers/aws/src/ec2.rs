@@ -48,13 +48,28 @@ impl Ec2 {
         };
         if let Err(e) = aws_credential_types::provider::ProvideCredentials::provide_credentials(&credentials).await {
             return Err(auth(format!(
-                "no AWS credentials: {}; tried {CREDENTIAL_CHAIN} (hint: export AWS_PROFILE or AWS_ACCESS_KEY_ID \
+                "no AWS credentials: {}\ntried {CREDENTIAL_CHAIN} (hint: export AWS_PROFILE or AWS_ACCESS_KEY_ID \
                  and AWS_SECRET_ACCESS_KEY, or run `aws sso login`)",
-                aws_smithy_types::error::display::DisplayErrorContext(&e)
+                chain(&e)
             )));
         }
         Ok(Self { client: aws_sdk_ec2::Client::new(&config), region: region.to_string() })
     }
+}
+
+/// An error and its sources, each once, joined by `: ` (the SDK's own display adds a Debug dump).
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = e.source();
+    }
+    text
 }
 
 fn auth(message: String) -> ProviderError {
