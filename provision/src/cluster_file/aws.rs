@@ -45,7 +45,8 @@ pub struct AwsSection {
     #[serde(default)]
     pub zones: Vec<Spanned<String>>,
     /// How this machine reaches the instances: `public` (their public IPs; default) or `private`
-    /// (their private IPs: this machine is in or routed to the VPC, or `[ssh.bastion]` is).
+    /// (their private IPs: this machine is in or routed to the VPC; `[ssh.bastion]` is not
+    /// supported with aws yet).
     #[serde(default)]
     pub connect_via: ConnectVia,
     /// Who may reach SSH (port 22): CIDRs such as `["203.0.113.7/32"]`. Required: there is no

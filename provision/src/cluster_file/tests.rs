@@ -349,6 +349,9 @@ fn aws_mistakes_point_at_the_value_and_say_the_fix() {
     assert_eq!(key, "aws.region", "{text}");
     let (line, _, key, text) = fault(&AWS.replace("root_volume_gb = 40", "root_volume_gb = 2"));
     assert_eq!((line, key.as_str()), (19, "pool[0].root_volume_gb"), "{text}");
+    let (_, _, key, text) = fault(&format!("{AWS}\n[ssh.bastion]\naddress = \"bastion.example.com\"\n"));
+    assert_eq!(key, "ssh.bastion", "{text}");
+    assert!(text.contains("not reach instances through a bastion yet"), "{text}");
     let (_, _, key, text) = fault(&AWS.replace("\n[aws]\n", "\n[aws_]\n"));
     assert!(key == "aws_" || text.contains("aws_"), "{text}");
     let (_, _, key, text) = fault(&AWS.replace("[aws]\nregion = \"eu-west-1\"\nvpc_cidr = \"10.0.0.0/16\"\nssh_cidrs = [\"203.0.113.7/32\"]\napi_cidrs = [\"203.0.113.0/24\"]\n", ""));

@@ -54,6 +54,14 @@ pub(super) fn check(file: &ClusterFile, at: &At<'_>) -> Result<(), ClusterFileEr
         ));
     }
     let aws = section.get_ref();
+    if let Some(bastion) = &file.ssh.bastion {
+        return Err(at.invalid(
+            bastion.span(),
+            "ssh.bastion",
+            "the aws provider does not reach instances through a bastion yet".to_string(),
+            "remove [ssh.bastion] and use connect_via = \"public\", or run gantry on a machine inside the VPC with connect_via = \"private\"",
+        ));
+    }
     let region = aws.region.get_ref();
     if region.is_empty() || !region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
         return Err(at.invalid(
