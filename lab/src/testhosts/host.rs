@@ -277,6 +277,10 @@ impl Host {
         if child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None))) {
             return Err(LabError::AlreadyRunning(self.name().to_string()));
         }
+        // A host that had this address before (a removed host, a terminated instance) left its
+        // MAC in this machine's neighbour table: until that entry ages out (up to a minute),
+        // packets to the address go to a port that no longer exists.
+        let _ = Command::new("ip").args(["neigh", "flush", "to", &self.address().to_string()]).output();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
