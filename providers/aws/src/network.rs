@@ -7,6 +7,7 @@ use crate::ec2::{self, Ec2};
 use crate::registry::Registry;
 use crate::settings::{AwsSettings, NetworkSpec, split_cidr};
 use crate::tags::{self, Tags};
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, ResourceType, UserIdGroupPair};
 use gantry_provision::provider::{ClusterResource, ErrorKind, ProviderError};
 use std::time::Duration;
@@ -453,9 +454,7 @@ pub async fn delete(ec2: &Ec2, cluster: &str, owned: bool) -> Result<(), Provide
     let c = &ec2.client;
     if let Some(group) = &network.security_group_id {
         retry_dependency("ec2:DeleteSecurityGroup", || async {
-            c.delete_security_group().group_id(group).send().await.map(|_| ()).map_err(|e| {
-                (ec2::code(&e).map(str::to_string), ec2::error("destroy", "cluster", "ec2:DeleteSecurityGroup", &e))
-            })
+            c.delete_security_group().group_id(group).send().await.map(|_| ())
         })
         .await?;
     }
@@ -489,9 +488,7 @@ pub async fn delete(ec2: &Ec2, cluster: &str, owned: bool) -> Result<(), Provide
             }
         }
         retry_dependency("ec2:DeleteRouteTable", || async {
-            c.delete_route_table().route_table_id(table).send().await.map(|_| ()).map_err(|e| {
-                (ec2::code(&e).map(str::to_string), ec2::error("destroy", "cluster", "ec2:DeleteRouteTable", &e))
-            })
+            c.delete_route_table().route_table_id(table).send().await.map(|_| ())
         })
         .await?;
     }
@@ -505,56 +502,45 @@ pub async fn delete(ec2: &Ec2, cluster: &str, owned: bool) -> Result<(), Provide
             }
         }
         retry_dependency("ec2:DeleteInternetGateway", || async {
-            c.delete_internet_gateway().internet_gateway_id(gateway).send().await.map(|_| ()).map_err(|e| {
-                (ec2::code(&e).map(str::to_string), ec2::error("destroy", "cluster", "ec2:DeleteInternetGateway", &e))
-            })
+            c.delete_internet_gateway().internet_gateway_id(gateway).send().await.map(|_| ())
         })
         .await?;
     }
     for (_, subnet) in &network.subnets {
-        retry_dependency("ec2:DeleteSubnet", || async {
-            c.delete_subnet().subnet_id(subnet).send().await.map(|_| ()).map_err(|e| {
-                (ec2::code(&e).map(str::to_string), ec2::error("destroy", "cluster", "ec2:DeleteSubnet", &e))
-            })
-        })
-        .await?;
+        retry_dependency("ec2:DeleteSubnet", || async { c.delete_subnet().subnet_id(subnet).send().await.map(|_| ()) })
+            .await?;
     }
     if let Some(vpc) = &network.vpc_id {
-        retry_dependency("ec2:DeleteVpc", || async {
-            c.delete_vpc()
-                .vpc_id(vpc)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| (ec2::code(&e).map(str::to_string), ec2::error("destroy", "cluster", "ec2:DeleteVpc", &e)))
-        })
-        .await?;
+        retry_dependency("ec2:DeleteVpc", || async { c.delete_vpc().vpc_id(vpc).send().await.map(|_| ()) }).await?;
     }
     Ok(())
 }
 
-/// Runs a delete until it succeeds, its resource is gone (`*.NotFound`), or a dependency
-/// outlives [`DEPENDENCY_PATIENCE`]; throttling is retried too.
-async fn retry_dependency<F, Fut>(action: &str, mut call: F) -> Result<(), ProviderError>
+/// Runs a delete (`action`, e.g. `ec2:DeleteVpc`) until it succeeds, its resource is gone
+/// (`*.NotFound`), or a dependency outlives [`DEPENDENCY_PATIENCE`]; throttling is retried too.
+async fn retry_dependency<F, Fut, E, R>(action: &'static str, mut call: F) -> Result<(), ProviderError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), (Option<String>, ProviderError)>>,
+    Fut: std::future::Future<Output = Result<(), SdkError<E, R>>>,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     let started = tokio::time::Instant::now();
     let mut backoff = crate::instances::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
-        match call().await {
+        let e = match call().await {
             Ok(()) => return Ok(()),
-            Err((Some(code), _)) if code.ends_with(".NotFound") => return Ok(()),
-            Err((code, error)) => {
-                let again = matches!(code.as_deref(), Some("DependencyViolation" | "RequestLimitExceeded"))
-                    || error.is_retryable();
-                if !again || started.elapsed() > DEPENDENCY_PATIENCE {
-                    tracing::debug!(action, "giving up");
-                    return Err(error);
-                }
-                backoff.wait().await;
-            }
+            Err(e) => e,
+        };
+        let code = ec2::code(&e);
+        if code.is_some_and(|c| c.ends_with(".NotFound")) {
+            return Ok(());
         }
+        let error = ec2::error("destroy", "cluster", action, &e);
+        let again = matches!(code, Some("DependencyViolation" | "RequestLimitExceeded")) || error.is_retryable();
+        if !again || started.elapsed() > DEPENDENCY_PATIENCE {
+            return Err(error);
+        }
+        backoff.wait().await;
     }
 }
