@@ -114,21 +114,34 @@ impl HttpClusterApi {
         if let Some(client) = clients.get(url) {
             return Ok(client.clone());
         }
-        let client = gantry_api::Client::with_credentials(url, &self.credentials)
-            .map_err(|e| ClusterApiError { url: url.to_string(), message: e.to_string() })?;
+        let client = gantry_api::Client::with_credentials(url, &self.credentials).map_err(failed(url))?;
         clients.insert(url.to_string(), client.clone());
         Ok(client)
+    }
+}
+
+/// A client error of the master at `url`.
+fn failed(url: &str) -> impl Fn(gantry_api::ClientError) -> ClusterApiError + '_ {
+    move |e| ClusterApiError { url: url.to_string(), message: e.to_string() }
+}
+
+impl HttpClusterApi {
+    /// The client of `url` and the agents registered there with `hostname`.
+    async fn agents_named(
+        &self,
+        url: &str,
+        hostname: &str,
+    ) -> Result<(gantry_api::Client, Vec<gantry_api::Agent>), ClusterApiError> {
+        let client = self.client(url)?;
+        let agents = client.list_agents().await.map_err(failed(url))?;
+        Ok((client, agents.into_iter().filter(|a| a.info.hostname == hostname).collect()))
     }
 }
 
 impl ClusterApi for HttpClusterApi {
     fn health<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<(), ClusterApiError>> {
         Box::pin(async move {
-            let health = self
-                .client(url)?
-                .health()
-                .await
-                .map_err(|e| ClusterApiError { url: url.to_string(), message: e.to_string() })?;
+            let health = self.client(url)?.health().await.map_err(failed(url))?;
             if health.status == "ok" {
                 Ok(())
             } else {
@@ -143,14 +156,9 @@ impl ClusterApi for HttpClusterApi {
         hostname: &'a str,
     ) -> BoxFuture<'a, Result<Option<AgentView>, ClusterApiError>> {
         Box::pin(async move {
-            let agents = self
-                .client(url)?
-                .list_agents()
-                .await
-                .map_err(|e| ClusterApiError { url: url.to_string(), message: e.to_string() })?;
+            let (_, agents) = self.agents_named(url, hostname).await?;
             Ok(agents
                 .into_iter()
-                .filter(|a| a.info.hostname == hostname)
                 .max_by_key(|a| (a.state == AgentState::Active, a.last_seen_at))
                 .map(|a| AgentView { state: a.state, tasks: a.tasks }))
         })
@@ -162,12 +170,10 @@ impl ClusterApi for HttpClusterApi {
         hostname: &'a str,
     ) -> BoxFuture<'a, Result<Vec<String>, ClusterApiError>> {
         Box::pin(async move {
-            let failed = |e: gantry_api::ClientError| ClusterApiError { url: url.to_string(), message: e.to_string() };
-            let client = self.client(url)?;
-            let agents = client.list_agents().await.map_err(failed)?;
+            let (client, agents) = self.agents_named(url, hostname).await?;
             let mut revoked = Vec::new();
-            for agent in agents.into_iter().filter(|a| a.info.hostname == hostname) {
-                client.revoke_agent(&agent.info.id).await.map_err(failed)?;
+            for agent in agents {
+                client.revoke_agent(&agent.info.id).await.map_err(failed(url))?;
                 revoked.push(agent.info.id);
             }
             Ok(revoked)
@@ -181,13 +187,11 @@ impl ClusterApi for HttpClusterApi {
         deadline: Duration,
     ) -> BoxFuture<'a, Result<Option<DrainView>, ClusterApiError>> {
         Box::pin(async move {
-            let failed = |e: gantry_api::ClientError| ClusterApiError { url: url.to_string(), message: e.to_string() };
-            let client = self.client(url)?;
+            let (client, agents) = self.agents_named(url, hostname).await?;
             let request = gantry_api::DrainRequest { deadline: deadline.as_secs_f64() };
             let mut statuses = Vec::new();
-            for agent in client.list_agents().await.map_err(failed)?.into_iter().filter(|a| a.info.hostname == hostname)
-            {
-                statuses.push(client.drain_agent(&agent.info.id, &request).await.map_err(failed)?);
+            for agent in agents {
+                statuses.push(client.drain_agent(&agent.info.id, &request).await.map_err(failed(url))?);
             }
             Ok((!statuses.is_empty()).then(|| DrainView::of(&statuses)))
         })
@@ -199,15 +203,13 @@ impl ClusterApi for HttpClusterApi {
         hostname: &'a str,
     ) -> BoxFuture<'a, Result<Option<DrainView>, ClusterApiError>> {
         Box::pin(async move {
-            let failed = |e: gantry_api::ClientError| ClusterApiError { url: url.to_string(), message: e.to_string() };
-            let client = self.client(url)?;
-            let agents = client.list_agents().await.map_err(failed)?;
+            let (client, agents) = self.agents_named(url, hostname).await?;
             let mut statuses = Vec::new();
-            for agent in agents.into_iter().filter(|a| a.info.hostname == hostname && a.drain.is_some()) {
+            for agent in agents.into_iter().filter(|a| a.drain.is_some()) {
                 match client.agent_drain(&agent.info.id).await {
                     Ok(status) => statuses.push(status),
                     Err(e) if gantry_api::client::is_not_found(&e) => {}
-                    Err(e) => return Err(failed(e)),
+                    Err(e) => return Err(failed(url)(e)),
                 }
             }
             Ok((!statuses.is_empty()).then(|| DrainView::of(&statuses)))
