@@ -219,11 +219,6 @@ impl Engine<'_> {
         Ok(ApplyReport { completed, master_url: master_url.map(|(_, api)| api) })
     }
 
-    /// The primary master's URL as this machine reaches it, if the provider has that host.
-    pub async fn master_url(&self) -> Option<String> {
-        self.master_urls().await.map(|(_, api)| api)
-    }
-
     /// The primary master's URLs: as the hosts reach it, and as this machine does.
     async fn master_urls(&self) -> Option<(String, String)> {
         let host = self.provider.describe_host(PRIMARY_MASTER).await.ok()?;
