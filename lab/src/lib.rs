@@ -7,6 +7,5 @@
 //! It must never be a dependency of the product: only `tests/`, the bench and this crate's own
 //! binary name it.
 
-#[cfg(feature = "aws")]
 pub mod cloud;
 pub mod testhosts;

@@ -78,6 +78,18 @@ fn aws(dir: PathBuf, regions: Vec<String>, subnet: Option<u8>) -> anyhow::Result
     if !regions.is_empty() {
         options.regions = regions;
     }
+    serve(|| AwsLab::start_with(&dir, options).context("start the AWS lab"))
+}
+
+#[cfg(not(feature = "aws"))]
+fn aws(_dir: PathBuf, _regions: Vec<String>, _subnet: Option<u8>) -> anyhow::Result<()> {
+    anyhow::bail!("this gantry-lab was built without its `aws` feature")
+}
+
+/// Starts a cloud lab, prints its environment and `ready`, and runs until SIGTERM or SIGINT;
+/// then drops (removes) it.
+#[allow(dead_code, reason = "unused only in a build with no cloud feature")]
+fn serve<L: gantry_lab::cloud::CloudLab>(start: impl FnOnce() -> anyhow::Result<L>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("start tokio")?;
     // Signals are caught before the lab exists, so one that arrives while it starts still
     // leads to a clean teardown.
@@ -85,7 +97,7 @@ fn aws(dir: PathBuf, regions: Vec<String>, subnet: Option<u8>) -> anyhow::Result
         use tokio::signal::unix::{SignalKind, signal};
         anyhow::Ok((signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?))
     })?;
-    let lab = AwsLab::start_with(&dir, options).context("start the AWS lab")?;
+    let lab = start()?;
     let mut out = std::io::stdout().lock();
     for (key, value) in lab.env() {
         writeln!(out, "{key}={value}")?;
@@ -102,9 +114,4 @@ fn aws(dir: PathBuf, regions: Vec<String>, subnet: Option<u8>) -> anyhow::Result
     tracing::info!(prefix = %lab.prefix(), "Signal received: removing the lab.");
     drop(lab);
     Ok(())
-}
-
-#[cfg(not(feature = "aws"))]
-fn aws(_dir: PathBuf, _regions: Vec<String>, _subnet: Option<u8>) -> anyhow::Result<()> {
-    anyhow::bail!("this gantry-lab was built without its `aws` feature")
 }

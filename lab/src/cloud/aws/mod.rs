@@ -307,3 +307,13 @@ pub fn ec2_client(endpoint: &str, region: &str) -> aws_sdk_ec2::Client {
         .build();
     aws_sdk_ec2::Client::from_conf(config)
 }
+
+impl super::CloudLab for AwsLab {
+    fn env(&self) -> Vec<(String, String)> {
+        AwsLab::env(self)
+    }
+
+    fn prefix(&self) -> &str {
+        AwsLab::prefix(self)
+    }
+}

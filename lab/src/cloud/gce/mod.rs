@@ -1,0 +1,1 @@
+//! The Compute Engine lab: an emulator of the GCE API whose instances are test hosts.
