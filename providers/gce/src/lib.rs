@@ -1,0 +1,1 @@
+//! The `gce` provider: Compute Engine instances in a VPC network gantry makes, reached over SSH.
