@@ -8,14 +8,18 @@
 //! (the master pools' counts must then add up to `runtime.masters`).
 
 mod aws;
+mod azure;
 mod error;
+mod gce;
 mod onprem;
 #[cfg(test)]
 mod tests;
 mod validate;
 
 pub use aws::{AwsSection, ConnectVia, ImageRef, defaults as aws_defaults, parse_cidr};
+pub use azure::{AzureSection, defaults as azure_defaults};
 pub use error::ClusterFileError;
+pub use gce::{GceSection, defaults as gce_defaults};
 pub use onprem::{OnpremHost, OnpremSection, name_from_address};
 
 use serde::{Deserialize, Deserializer};
@@ -53,6 +57,12 @@ pub struct ClusterFile {
     /// Settings of the `aws` provider; required with `provider = "aws"`, allowed only then.
     #[serde(default)]
     pub aws: Option<Spanned<AwsSection>>,
+    /// Settings of the `gce` provider; required with `provider = "gce"`, allowed only then.
+    #[serde(default)]
+    pub gce: Option<Spanned<GceSection>>,
+    /// Settings of the `azure` provider; required with `provider = "azure"`, allowed only then.
+    #[serde(default)]
+    pub azure: Option<Spanned<AzureSection>>,
     /// SSH defaults for providers that reach their hosts over SSH.
     #[serde(default)]
     pub ssh: SshSection,
@@ -106,12 +116,6 @@ impl ProviderKind {
             Self::Gce => "gce",
             Self::Azure => "azure",
         }
-    }
-
-    /// Whether gantry has this provider (a build may still leave a cloud provider out: its
-    /// cargo feature).
-    pub fn is_available(self) -> bool {
-        matches!(self, Self::Local | Self::Onprem | Self::Aws)
     }
 
     /// Whether its hosts are cloud instances gantry creates (tagged, with a TTL).
@@ -199,16 +203,26 @@ pub struct Pool {
     /// `{index}` in a value is replaced by the host's index in the pool (`zone = "z{index}"`).
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
-    /// Cloud providers: the instance type, e.g. `t3.medium` (the default on aws).
+    /// aws: the instance type, e.g. `t3.medium` (the default).
     #[serde(default)]
     pub instance_type: Option<Spanned<String>>,
+    /// gce: the machine type, e.g. `e2-medium` (the default).
+    #[serde(default)]
+    pub machine_type: Option<Spanned<String>>,
+    /// azure: the VM size, e.g. `Standard_B2s` (the default).
+    #[serde(default)]
+    pub vm_size: Option<Spanned<String>>,
     /// Cloud providers: the image; on aws an AMI id or `{ owner = "…", name = "…-*" }` (the
-    /// newest match). Default the newest official Debian 12 (amd64).
+    /// newest match), on gce an image path or URL, on azure `{ publisher, offer, sku, version }`.
+    /// Default Debian 12 (amd64).
     #[serde(default)]
     pub image: Option<Spanned<ImageRef>>,
-    /// Cloud providers: size of the root volume in GiB. Default 20.
+    /// aws: size of the root volume in GiB. Default 20.
     #[serde(default)]
     pub root_volume_gb: Option<Spanned<u32>>,
+    /// gce and azure: size of the boot (OS) disk in GB. Default 20 on gce, 30 on azure.
+    #[serde(default)]
+    pub disk_gb: Option<Spanned<u32>>,
     /// Cloud providers: ask for spot instances. Default false.
     #[serde(default)]
     pub spot: Option<Spanned<bool>>,
@@ -218,16 +232,19 @@ impl Pool {
     /// The first cloud machine key the pool sets (`instance_type`, `image`, …), with its
     /// position: the keys other providers refuse.
     pub fn machine_key(&self) -> Option<(&'static str, std::ops::Range<usize>)> {
-        if let Some(v) = &self.instance_type {
-            return Some(("instance_type", v.span()));
-        }
-        if let Some(v) = &self.image {
-            return Some(("image", v.span()));
-        }
-        if let Some(v) = &self.root_volume_gb {
-            return Some(("root_volume_gb", v.span()));
-        }
-        self.spot.as_ref().map(|v| ("spot", v.span()))
+        self.machine_keys().into_iter().next()
+    }
+
+    /// Every cloud machine key the pool sets, with its position, in file order of the schema.
+    pub fn machine_keys(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
+        let strings =
+            [("instance_type", &self.instance_type), ("machine_type", &self.machine_type), ("vm_size", &self.vm_size)];
+        let numbers = [("root_volume_gb", &self.root_volume_gb), ("disk_gb", &self.disk_gb)];
+        let mut keys: Vec<_> = strings.into_iter().filter_map(|(k, v)| v.as_ref().map(|v| (k, v.span()))).collect();
+        keys.extend(self.image.as_ref().map(|v| ("image", v.span())));
+        keys.extend(numbers.into_iter().filter_map(|(k, v)| v.as_ref().map(|v| (k, v.span()))));
+        keys.extend(self.spot.as_ref().map(|v| ("spot", v.span())));
+        keys
     }
 }
 
@@ -433,6 +450,16 @@ impl ClusterFile {
     /// The `[aws]` section; `None` unless the provider is aws (validation requires it then).
     pub fn aws(&self) -> Option<&AwsSection> {
         self.aws.as_ref().map(Spanned::get_ref)
+    }
+
+    /// The `[gce]` section, if any.
+    pub fn gce(&self) -> Option<&GceSection> {
+        self.gce.as_ref().map(Spanned::get_ref)
+    }
+
+    /// The `[azure]` section, if any.
+    pub fn azure(&self) -> Option<&AzureSection> {
+        self.azure.as_ref().map(Spanned::get_ref)
     }
 
     /// The cluster's time to live (`[cluster] ttl`), if any.

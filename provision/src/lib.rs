@@ -31,6 +31,7 @@
 
 pub mod access;
 pub mod bootstrap;
+pub mod cloud;
 pub mod cluster_api;
 pub mod cluster_file;
 pub mod engine;

@@ -4,6 +4,7 @@
 use crate::ec2::{self, Ec2};
 use crate::tags;
 use aws_sdk_ec2::types::{Instance, InstanceStateName};
+use gantry_provision::cloud::Backoff;
 use gantry_provision::cluster_file::{ConnectVia, ImageRef};
 use gantry_provision::provider::{ErrorKind, HostDescription, HostState, ProviderError};
 use std::collections::BTreeMap;
@@ -68,6 +69,9 @@ pub async fn resolve_image(ec2: &Ec2, host: &str, image: &ImageRef) -> Result<St
         message,
     };
     match image {
+        ImageRef::Marketplace { .. } => {
+            Err(not_found(format!("{image} is an Azure marketplace image, not an AMI (validation refuses it)")))
+        }
         ImageRef::Id(id) => {
             let out = match ec2.client.describe_images().image_ids(id).send().await {
                 Ok(out) => out,
@@ -141,26 +145,6 @@ pub async fn terminate_and_wait(ec2: &Ec2, host: &str, ids: &[String], timeout: 
         backoff.wait().await;
     }
     Ok(())
-}
-
-/// Exponential waits between polls: from `first`, doubling, at most `max`.
-#[derive(Debug)]
-pub struct Backoff {
-    next: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    /// Waits of `first`, then twice as long each time, up to `max`.
-    pub fn new(first: Duration, max: Duration) -> Self {
-        Self { next: first, max }
-    }
-
-    /// Sleeps the next wait.
-    pub async fn wait(&mut self) {
-        tokio::time::sleep(self.next).await;
-        self.next = (self.next * 2).min(self.max);
-    }
 }
 
 /// Whether every one of `ids` is terminated (or unknown).

@@ -20,7 +20,6 @@
 pub mod ec2;
 pub mod iam;
 mod instances;
-mod keys;
 pub mod network;
 pub mod registry;
 pub mod settings;
@@ -35,23 +34,22 @@ use aws_sdk_ec2::types::{
 };
 use ec2::Ec2;
 use futures_util::future::BoxFuture;
-use gantry_provision::access::{Connector, DEFAULT_ROOT, HostAccess, HostLayout};
+use gantry_provision::access::{Connector, HostAccess};
+use gantry_provision::cloud::{self, Backoff, CloudHosts};
 use gantry_provision::cluster_file::{ClusterFile, ConnectVia, Role};
 use gantry_provision::provider::{
     ClusterResource, ErrorKind, HostDescription, HostSpec, Provider, ProviderCapabilities, ProviderError, TransportKind,
 };
-use gantry_provision::transport::{HostKeyPolicy, SshSettings, SshTransport};
 use network::Network;
 use registry::Registry;
 use settings::{MASTER_POOL, NetworkSpec};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 use tags::Tags;
 
 /// How long a launched instance may take to be `running` and to accept SSH connections.
-pub const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+pub const BOOT_TIMEOUT: Duration = cloud::BOOT_TIMEOUT;
 
 /// EC2 instances over SSH. See the module docs.
 #[derive(Debug)]
@@ -59,15 +57,11 @@ pub struct AwsProvider {
     cluster: String,
     settings: AwsSettings,
     state_dir: PathBuf,
-    ssh: SshSettings,
+    hosts: CloudHosts,
     registry: Registry,
     client: tokio::sync::OnceCell<Ec2>,
     network: tokio::sync::Mutex<Option<Network>>,
     images: tokio::sync::Mutex<BTreeMap<String, String>>,
-    transports: Mutex<BTreeMap<String, (String, SshTransport)>>,
-    /// Each instance's private address, as last described: the cluster's hosts reach each
-    /// other there (and daemons listen there), whatever `connect_via` says.
-    private: Mutex<BTreeMap<String, String>>,
 }
 
 impl AwsProvider {
@@ -75,28 +69,16 @@ impl AwsProvider {
     /// known_hosts in `state_dir`. `None` when the file has no `[aws]` section.
     pub fn new(file: &ClusterFile, state_dir: &Path) -> Option<Self> {
         let settings = AwsSettings::from_cluster_file(file)?;
-        let mut ssh = SshSettings::from_section(String::new(), &file.ssh, Some(settings::key_file(state_dir)));
-        ssh.use_agent = false;
-        // Instances are new machines: their host keys are learnt on first contact and kept in
-        // the cluster's own known_hosts (unless the file names one), then checked strictly.
-        ssh.known_hosts = file.ssh_known_hosts_file().unwrap_or_else(|| state_dir.join("known_hosts"));
-        if file.ssh.known_hosts_file.is_none() {
-            ssh.policy = HostKeyPolicy::AcceptNew;
-        }
-        if file.ssh.sudo {
-            ssh.sudo = Some(gantry_provision::transport::Sudo::from_env());
-        }
+        let hosts = CloudHosts::new("aws", file, state_dir, settings.connect_via, settings.api_port);
         Some(Self {
             cluster: file.name().to_string(),
             settings,
             state_dir: state_dir.to_path_buf(),
-            ssh,
+            hosts,
             registry: Registry::new(state_dir),
             client: tokio::sync::OnceCell::new(),
             network: tokio::sync::Mutex::new(None),
             images: tokio::sync::Mutex::new(BTreeMap::new()),
-            transports: Mutex::new(BTreeMap::new()),
-            private: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -126,8 +108,7 @@ impl AwsProvider {
                             .clone()
                     })
                     .map_err(|e| self.error("create", "cluster", ErrorKind::Other, e))?;
-                let created = humantime::parse_rfc3339(&created).unwrap_or_else(|_| SystemTime::now());
-                Some(humantime::format_rfc3339_seconds(created + ttl).to_string())
+                Some(humantime::format_rfc3339_seconds(cloud::expires_at(&created, ttl)).to_string())
             }
         };
         Ok(Tags::new(&self.cluster, &self.settings.tags, expires_at.as_deref()))
@@ -142,7 +123,7 @@ impl AwsProvider {
         let ec2 = self.ec2().await?;
         network::check_region(&self.settings).await?;
         let comment = format!("gantry-{}", self.cluster);
-        let public_key = keys::ensure(&settings::key_file(&self.state_dir), &comment)
+        let public_key = cloud::ensure_ssh_key(&cloud::key_file(&self.state_dir), &comment)
             .map_err(|e| self.error("prepare", "cluster", ErrorKind::Other, e))?;
         let maker = network::Maker {
             ec2,
@@ -194,7 +175,10 @@ impl AwsProvider {
         let token = self
             .registry
             .update(|r| {
-                r.tokens.entry(spec.name.clone()).or_insert_with(|| uuid_like(&self.cluster, &spec.name)).clone()
+                r.tokens
+                    .entry(spec.name.clone())
+                    .or_insert_with(|| cloud::request_token(&self.cluster, &spec.name))
+                    .clone()
             })
             .map_err(|e| self.error("create", &spec.name, ErrorKind::Other, e))?;
         if network.subnets.is_empty() {
@@ -205,7 +189,7 @@ impl AwsProvider {
                 "the cluster's network has no subnet".to_string(),
             ));
         }
-        let first = host_index(&spec.name) % network.subnets.len();
+        let first = cloud::host_index(&spec.name) % network.subnets.len();
         let order = (0..network.subnets.len()).map(|i| (first + i) % network.subnets.len());
         let tags = self
             .tags()?
@@ -272,7 +256,7 @@ impl AwsProvider {
     async fn wait_booted(&self, host: &str, id: &str) -> Result<HostDescription, ProviderError> {
         let ec2 = self.ec2().await?;
         let started = tokio::time::Instant::now();
-        let mut backoff = instances::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let description = loop {
             match ec2.client.describe_instances().instance_ids(id).send().await {
                 Ok(out) => {
@@ -314,23 +298,11 @@ impl AwsProvider {
             backoff.wait().await;
         };
         let address = description.address.clone().unwrap_or_default();
-        let target = format!("{address}:{}", self.ssh.port);
-        let mut backoff = instances::Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
-        loop {
-            let connect = tokio::net::TcpStream::connect(&target);
-            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), connect).await {
-                break;
-            }
-            if started.elapsed() > BOOT_TIMEOUT {
-                return Err(self.error(
-                    "create",
-                    host,
-                    ErrorKind::Transient,
-                    format!("{target} accepts no SSH connection after {BOOT_TIMEOUT:?}"),
-                ));
-            }
-            backoff.wait().await;
-        }
+        let target = format!("{address}:{}", self.hosts.ssh_port());
+        let left = BOOT_TIMEOUT.saturating_sub(started.elapsed());
+        cloud::wait_for_port(&target, left)
+            .await
+            .map_err(|e| self.error("create", host, ErrorKind::Transient, format!("no SSH: {e}")))?;
         Ok(description)
     }
 
@@ -348,8 +320,7 @@ impl AwsProvider {
                 r.tokens.remove(name);
             })
             .map_err(|e| self.error("destroy", name, ErrorKind::Other, e))?;
-        self.transports.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
-        forget_host_keys(&self.ssh.known_hosts, &addresses);
+        self.hosts.forget(name, &addresses);
         Ok(())
     }
 
@@ -357,59 +328,9 @@ impl AwsProvider {
     fn describe(&self, instance: &aws_sdk_ec2::types::Instance, region: &str) -> Option<HostDescription> {
         let description = instances::describe(instance, region, self.settings.connect_via)?;
         if let Some(private) = instance.private_ip_address() {
-            self.private
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(description.name.clone(), private.to_string());
+            self.hosts.remember_private(&description.name, private);
         }
         Some(description)
-    }
-
-    fn transport(&self, name: &str, address: &str) -> SshTransport {
-        let mut transports = self.transports.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((known, transport)) = transports.get(name)
-            && known == address
-        {
-            return transport.clone();
-        }
-        let mut settings = self.ssh.clone();
-        settings.address = address.to_string();
-        let transport = SshTransport::new(name.to_string(), settings);
-        transports.insert(name.to_string(), (address.to_string(), transport.clone()));
-        transport
-    }
-}
-
-/// A host's index in its pool (`workers-3` → 3), for spreading across zones.
-fn host_index(name: &str) -> usize {
-    name.rsplit('-').next().and_then(|i| i.parse().ok()).unwrap_or(0)
-}
-
-/// A fresh idempotency token for a host's launch (at most 64 characters with its zone suffix).
-fn uuid_like(cluster: &str, host: &str) -> String {
-    use sha2::Digest;
-    let mut hash = sha2::Sha256::new();
-    hash.update(cluster.as_bytes());
-    hash.update(host.as_bytes());
-    hash.update(format!("{:?}", SystemTime::now()).as_bytes());
-    hash.update(std::process::id().to_le_bytes());
-    hash.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
-}
-
-/// Removes the known_hosts lines of `addresses`: a terminated instance's address may come back
-/// with another machine (and another host key).
-fn forget_host_keys(known_hosts: &Path, addresses: &[String]) {
-    let Ok(text) = std::fs::read_to_string(known_hosts) else { return };
-    let kept: String = text
-        .lines()
-        .filter(|line| {
-            let hosts = line.split_whitespace().next().unwrap_or_default();
-            !hosts.split(',').any(|h| addresses.iter().any(|a| a == h || h == format!("[{a}]:22")))
-        })
-        .map(|line| format!("{line}\n"))
-        .collect();
-    if kept != text {
-        let _ = std::fs::write(known_hosts, kept);
     }
 }
 
@@ -492,76 +413,6 @@ impl Provider for AwsProvider {
 
 impl Connector for AwsProvider {
     fn connect(&self, host: &HostDescription) -> Result<HostAccess, ProviderError> {
-        let address = host.address.clone().ok_or_else(|| {
-            self.error(
-                "connect",
-                &host.name,
-                ErrorKind::Transient,
-                "the instance has no address yet (with connect_via = \"public\", its public IP)".to_string(),
-            )
-        })?;
-        let private = self.private.lock().unwrap_or_else(PoisonError::into_inner).get(&host.name).cloned();
-        let (inside, public) = match (self.settings.connect_via, private) {
-            (ConnectVia::Public, Some(private)) if private != address => (private, Some(address.clone())),
-            _ => (address.clone(), None),
-        };
-        Ok(HostAccess {
-            transport: Arc::new(self.transport(&host.name, &address)),
-            layout: HostLayout::new(DEFAULT_ROOT),
-            address: inside,
-            public_address: public,
-            api_port: self.settings.api_port,
-            use_systemd: true,
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn public_instances_are_dialed_publicly_and_reach_each_other_privately() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let text = "version = 1\n[cluster]\nname = \"c\"\nprovider = \"aws\"\n[aws]\nregion = \"eu-west-1\"\n\
-                    ssh_cidrs = [\"203.0.113.7/32\"]\napi_cidrs = [\"203.0.113.7/32\"]\n";
-        let file = ClusterFile::parse(&dir.path().join("c.toml"), text).expect("valid");
-        let provider = AwsProvider::new(&file, dir.path()).expect("aws");
-        provider.private.lock().expect("lock").insert("master-0".to_string(), "10.0.0.4".to_string());
-        let host = HostDescription {
-            name: "master-0".to_string(),
-            state: gantry_provision::provider::HostState::Running,
-            address: Some("198.51.100.9".to_string()),
-            attributes: BTreeMap::new(),
-        };
-        let access = provider.connect(&host).expect("access");
-        assert_eq!(access.address, "10.0.0.4", "daemons listen and hosts meet on the private address");
-        assert_eq!(access.public_address.as_deref(), Some("198.51.100.9"));
-        assert_eq!(access.master_url(), "https://10.0.0.4:5050", "what agents register with");
-        assert_eq!(access.public_master_url(), "https://198.51.100.9:5050", "what this machine calls");
-    }
-
-    #[test]
-    fn hosts_spread_by_their_index() {
-        assert_eq!(host_index("workers-3"), 3);
-        assert_eq!(host_index("master-0"), 0);
-        assert_eq!(host_index("odd"), 0);
-    }
-
-    #[test]
-    fn tokens_fit_ec2s_limit_with_a_zone_suffix() {
-        let token = uuid_like("c", "workers-0");
-        assert_eq!(token.len(), 32);
-        assert_ne!(token, uuid_like("c", "workers-1"));
-    }
-
-    #[test]
-    fn forgotten_addresses_leave_other_host_keys() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let file = dir.path().join("known_hosts");
-        std::fs::write(&file, "10.0.0.4 ssh-ed25519 AAA\n10.0.0.5 ssh-ed25519 BBB\n[10.0.0.4]:22 ssh-ed25519 CCC\n")
-            .expect("write");
-        forget_host_keys(&file, &["10.0.0.4".to_string()]);
-        assert_eq!(std::fs::read_to_string(&file).expect("read"), "10.0.0.5 ssh-ed25519 BBB\n");
+        self.hosts.connect(host)
     }
 }

@@ -526,7 +526,7 @@ where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     let started = tokio::time::Instant::now();
-    let mut backoff = crate::instances::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut backoff = gantry_provision::cloud::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let e = match call().await {
             Ok(()) => return Ok(()),

@@ -4,7 +4,6 @@
 use gantry_provision::cluster_file::{AwsSection, ClusterFile, ConnectVia, ImageRef, Role, parse_cidr};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// The settings of one cluster on AWS.
@@ -147,11 +146,6 @@ pub fn split_cidr(cidr: &str, parts: usize) -> Option<Vec<String>> {
     Some(
         (0..parts.max(1)).map(|i| format!("{}/{sub_len}", Ipv4Addr::from(u32::from(base) + size * i as u32))).collect(),
     )
-}
-
-/// Where the provider keeps its SSH key in the state dir.
-pub fn key_file(state_dir: &std::path::Path) -> PathBuf {
-    state_dir.join("ssh").join("id_ed25519")
 }
 
 #[cfg(test)]

@@ -4,33 +4,11 @@
 
 use crate::ec2::{self, Ec2};
 use crate::{instances, network, tags};
+use gantry_provision::cloud::sweep::verdict;
+pub use gantry_provision::cloud::sweep::{Found, Reason};
 use gantry_provision::provider::ProviderError;
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::SystemTime;
-
-/// Why a cluster's resources are swept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Reason {
-    /// Its `gantry:expires-at` has passed.
-    Expired,
-    /// No state dir on this machine knows it.
-    Orphaned,
-}
-
-/// One cluster found in the region.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Found {
-    /// The cluster's name (its tag).
-    pub cluster: String,
-    /// The earliest expiry among its resources.
-    pub expires_at: Option<String>,
-    /// Its resources: (kind, id).
-    pub resources: Vec<(String, String)>,
-    /// Why it is swept; `None` = kept (alive and known).
-    pub reason: Option<Reason>,
-}
 
 /// Lists every cluster with tagged resources in the region; `known` says whether a cluster has
 /// state on this machine.
@@ -143,36 +121,10 @@ pub async fn find(ec2: &Ec2, now: SystemTime, known: &dyn Fn(&str) -> bool) -> R
     Ok(found)
 }
 
-/// Why a cluster is swept: expired first, else unknown here; `None` to keep it. Pure.
-pub fn verdict(expires_at: Option<&str>, now: SystemTime, known: bool) -> Option<Reason> {
-    let expired = expires_at.and_then(|at| humantime::parse_rfc3339(at).ok()).is_some_and(|at| at <= now);
-    if expired {
-        Some(Reason::Expired)
-    } else if !known {
-        Some(Reason::Orphaned)
-    } else {
-        None
-    }
-}
-
 /// Deletes everything of `cluster`: its instances (waited for), then its network.
 pub async fn delete(ec2: &Ec2, cluster: &str) -> Result<(), ProviderError> {
     let found = instances::find(ec2, cluster, None).await?;
     let ids: Vec<String> = found.iter().filter_map(|i| i.instance_id()).map(str::to_string).collect();
     instances::terminate_and_wait(ec2, cluster, &ids, crate::BOOT_TIMEOUT).await?;
     network::delete(ec2, cluster, true).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn expired_clusters_go_before_unknown_ones_and_live_known_ones_stay() {
-        let now = humantime::parse_rfc3339("2026-12-06T12:00:00Z").expect("time");
-        assert_eq!(verdict(Some("2026-12-06T11:59:59Z"), now, true), Some(Reason::Expired));
-        assert_eq!(verdict(Some("2026-12-06T13:00:00Z"), now, false), Some(Reason::Orphaned));
-        assert_eq!(verdict(Some("2026-12-06T13:00:00Z"), now, true), None);
-        assert_eq!(verdict(None, now, true), None);
-    }
 }

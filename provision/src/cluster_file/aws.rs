@@ -76,7 +76,10 @@ pub enum ConnectVia {
     Private,
 }
 
-/// A pool's `image`: an AMI id, or the newest image matching an owner and a name pattern.
+/// A pool's `image`. On aws an AMI id, or the newest image matching an owner and a name
+/// pattern; on gce an image path or URL (`projects/debian-cloud/global/images/family/debian-12`);
+/// on azure a marketplace image (`{ publisher, offer, sku, version }`, or the URN
+/// `"Publisher:Offer:Sku:Version"`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum ImageRef {
@@ -90,6 +93,42 @@ pub enum ImageRef {
         /// The name pattern.
         name: String,
     },
+    /// An Azure marketplace image, e.g.
+    /// `{ publisher = "Debian", offer = "debian-12", sku = "12", version = "latest" }`.
+    Marketplace {
+        /// The publisher, e.g. `Debian`.
+        publisher: String,
+        /// The offer, e.g. `debian-12`.
+        offer: String,
+        /// The SKU, e.g. `12`.
+        sku: String,
+        /// The version; default `latest`.
+        #[serde(default = "latest")]
+        version: String,
+    },
+}
+
+fn latest() -> String {
+    "latest".to_string()
+}
+
+impl ImageRef {
+    /// An Azure image as publisher, offer, SKU and version: a marketplace table, or a URN
+    /// `Publisher:Offer:Sku:Version` given as a string.
+    pub fn marketplace(&self) -> Option<(String, String, String, String)> {
+        match self {
+            Self::Marketplace { publisher, offer, sku, version } => {
+                Some((publisher.clone(), offer.clone(), sku.clone(), version.clone()))
+            }
+            Self::Id(urn) => match urn.split(':').collect::<Vec<_>>()[..] {
+                [p, o, s, v] if [p, o, s, v].iter().all(|part| !part.is_empty()) => {
+                    Some((p.to_string(), o.to_string(), s.to_string(), v.to_string()))
+                }
+                _ => None,
+            },
+            Self::Search { .. } => None,
+        }
+    }
 }
 
 impl Default for ImageRef {
@@ -103,15 +142,16 @@ impl fmt::Display for ImageRef {
         match self {
             Self::Id(id) => f.write_str(id),
             Self::Search { owner, name } => write!(f, "newest `{name}` of {owner}"),
+            Self::Marketplace { publisher, offer, sku, version } => write!(f, "{publisher}:{offer}:{sku}:{version}"),
         }
     }
 }
 
-fn default_max_parallel_creates() -> Spanned<u32> {
+pub(super) fn default_max_parallel_creates() -> Spanned<u32> {
     Spanned::new(0..0, 10)
 }
 
-fn default_api_port() -> u16 {
+pub(super) fn default_api_port() -> u16 {
     crate::access::DEFAULT_API_PORT
 }
 

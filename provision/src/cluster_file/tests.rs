@@ -58,8 +58,8 @@ fn unknown_key_points_at_the_key() {
 
 #[test]
 fn unknown_section_is_rejected() {
-    let (line, column, key, text) = fault(&format!("{GOOD}\n[gce]\nregion = \"x\"\n"));
-    assert_eq!((line, column, key.as_str()), (22, 2, "gce"), "{text}");
+    let (line, column, key, text) = fault(&format!("{GOOD}\n[gcp]\nregion = \"x\"\n"));
+    assert_eq!((line, column, key.as_str()), (22, 2, "gcp"), "{text}");
 }
 
 #[test]
@@ -131,8 +131,8 @@ fn bad_provider_and_unavailable_provider() {
     assert_eq!((line, column, key.as_str()), (5, 12, "cluster.provider"), "{text}");
     assert!(text.contains("unknown variant `digitalocean`"), "{text}");
     let (line, column, key, text) = fault(&GOOD.replace("provider = \"local\"", "provider = \"gce\""));
-    assert_eq!((line, column, key.as_str()), (5, 12, "cluster.provider"), "{text}");
-    assert!(text.contains("provider `gce` is not available yet"), "{text}");
+    assert_eq!((line, column, key.as_str()), (5, 12, "gce"), "{text}");
+    assert!(text.contains("provider `gce` needs its [gce] section"), "{text}");
 }
 
 #[test]
@@ -356,7 +356,7 @@ fn aws_mistakes_point_at_the_value_and_say_the_fix() {
     assert!(key == "aws_" || text.contains("aws_"), "{text}");
     let (_, _, key, text) = fault(&AWS.replace("[aws]\nregion = \"eu-west-1\"\nvpc_cidr = \"10.0.0.0/16\"\nssh_cidrs = [\"203.0.113.7/32\"]\napi_cidrs = [\"203.0.113.0/24\"]\n", ""));
     assert_eq!(key, "aws", "{text}");
-    assert!(text.contains("needs an [aws] section"), "{text}");
+    assert!(text.contains("needs its [aws] section"), "{text}");
 }
 
 #[test]
@@ -369,4 +369,126 @@ fn cloud_keys_are_refused_on_providers_that_make_no_machines() {
     let (_, _, key, text) = fault(&format!("{GOOD}\n[aws]\nregion = \"eu-west-1\"\nssh_cidrs = []\napi_cidrs = []\n"));
     assert_eq!(key, "aws", "{text}");
     assert!(text.contains("provider is `local`"), "{text}");
+}
+
+const GCE: &str = r#"version = 1
+
+[cluster]
+name = "cloud"
+provider = "gce"
+ttl = "4h"
+
+[gce]
+project = "my-project"
+region = "europe-west1"
+zones = ["europe-west1-b", "europe-west1-c"]
+network_cidr = "10.1.0.0/20"
+ssh_cidrs = ["203.0.113.7/32"]
+api_cidrs = ["203.0.113.0/24"]
+labels = { team = "infra" }
+
+[[pool]]
+name = "workers"
+count = 2
+machine_type = "e2-standard-2"
+image = "projects/debian-cloud/global/images/family/debian-12"
+disk_gb = 40
+spot = true
+"#;
+
+const AZURE: &str = r#"version = 1
+
+[cluster]
+name = "cloud"
+provider = "azure"
+
+[azure]
+subscription_id = "00000000-1111-2222-3333-444444444444"
+location = "westeurope"
+zones = ["1", "2"]
+vnet_cidr = "10.2.0.0/16"
+ssh_cidrs = ["203.0.113.7/32"]
+api_cidrs = ["203.0.113.0/24"]
+tags = { team = "infra" }
+
+[[pool]]
+name = "workers"
+count = 2
+vm_size = "Standard_D2s_v5"
+image = { publisher = "Debian", offer = "debian-12", sku = "12" }
+disk_gb = 64
+"#;
+
+#[test]
+fn gce_and_azure_files_parse_with_their_machine_keys() {
+    let file = parse(GCE).expect("valid");
+    let gce = file.gce().expect("[gce]");
+    assert_eq!(gce.region.get_ref(), "europe-west1");
+    assert_eq!(gce.project.as_ref().map(|p| p.get_ref().as_str()), Some("my-project"));
+    assert_eq!(gce.labels.get("team").map(String::as_str), Some("infra"));
+    let pool = &file.pools[0];
+    assert_eq!(pool.machine_type.as_ref().map(|t| t.get_ref().as_str()), Some("e2-standard-2"));
+    assert_eq!(pool.disk_gb.as_ref().map(|d| *d.get_ref()), Some(40));
+
+    let file = parse(AZURE).expect("valid");
+    let azure = file.azure().expect("[azure]");
+    assert_eq!(azure.location.get_ref(), "westeurope");
+    let image = file.pools[0].image.as_ref().map(|i| i.get_ref().clone()).expect("image");
+    assert_eq!(
+        image.marketplace(),
+        Some(("Debian".into(), "debian-12".into(), "12".into(), "latest".into())),
+        "version defaults to latest"
+    );
+    let urn = parse(&AZURE.replace(
+        r#"{ publisher = "Debian", offer = "debian-12", sku = "12" }"#,
+        "\"Canonical:ubuntu-24_04-lts:server:latest\"",
+    ))
+    .expect("a URN");
+    assert_eq!(
+        urn.pools[0].image.as_ref().and_then(|i| i.get_ref().marketplace()).map(|m| m.0),
+        Some("Canonical".into())
+    );
+}
+
+#[test]
+fn gce_and_azure_mistakes_point_at_the_value_and_say_the_fix() {
+    let (line, column, key, text) =
+        fault(&GCE.replace("machine_type = \"e2-standard-2\"", "instance_type = \"t3.micro\""));
+    assert_eq!((line, column, key.as_str()), (20, 17, "pool[0].instance_type"), "{text}");
+    assert!(text.contains("a key of the aws provider; provider `gce` takes machine_type"), "{text}");
+    let (_, _, key, text) = fault(&GCE.replace("europe-west1-c", "us-central1-a"));
+    assert_eq!(key, "gce.zones", "{text}");
+    let (_, _, key, text) = fault(&GCE.replace("network_cidr = \"10.1.0.0/20\"", "network = \"default\""));
+    assert_eq!(key, "gce.network", "{text}");
+    assert!(text.contains("subnetwork"), "{text}");
+    let (_, _, key, text) = fault(&GCE.replace("team = \"infra\"", "Team = \"infra\""));
+    assert_eq!(key, "gce.labels", "{text}");
+    let (_, _, key, text) =
+        fault(&GCE.replace("\"projects/debian-cloud/global/images/family/debian-12\"", "\"ami-0abc\""));
+    assert_eq!(key, "pool[0].image", "{text}");
+    let (_, _, key, text) = fault(&GCE.replace("api_cidrs = [\"203.0.113.0/24\"]", "api_cidrs = []"));
+    assert_eq!(key, "gce.api_cidrs", "{text}");
+    assert!(text.contains("there is no open default"), "{text}");
+    let (_, _, key, text) = fault(&GCE.replace("project = \"my-project\"", "project = \"My Project\""));
+    assert_eq!(key, "gce.project", "{text}");
+
+    let (_, _, key, text) = fault(&AZURE.replace("00000000-1111", "not-a-guid"));
+    assert_eq!(key, "azure.subscription_id", "{text}");
+    let (_, _, key, text) = fault(&AZURE.replace("[\"1\", \"2\"]", "[\"a\"]"));
+    assert_eq!(key, "azure.zones", "{text}");
+    let (line, _, key, text) = fault(&AZURE.replace("disk_gb = 64", "disk_gb = 4"));
+    assert_eq!((line, key.as_str()), (21, "pool[0].disk_gb"), "{text}");
+    assert!(text.contains("e.g. disk_gb = 30"), "{text}");
+    let (_, _, key, text) =
+        fault(&AZURE.replace(r#"{ publisher = "Debian", offer = "debian-12", sku = "12" }"#, "\"debian\""));
+    assert_eq!(key, "pool[0].image", "{text}");
+    assert!(text.contains("marketplace"), "{text}");
+    let (_, _, key, text) = fault(&AZURE.replace("vm_size", "machine_type"));
+    assert_eq!(key, "pool[0].machine_type", "{text}");
+    assert!(text.contains("a key of the gce provider"), "{text}");
+    let (_, _, key, text) = fault(&format!(
+        "{AZURE}\n[gce]\nregion = \"europe-west1\"\nssh_cidrs = [\"10.0.0.0/8\"]\napi_cidrs = [\"10.0.0.0/8\"]\n"
+    ));
+    assert_eq!(key, "gce", "{text}");
+    assert!(text.contains("provider is `azure`"), "{text}");
 }

@@ -2,6 +2,9 @@
 //! The first fault found is returned, pointing at the offending value.
 
 mod aws;
+mod azure;
+mod cloud;
+mod gce;
 mod onprem;
 
 use super::error::{ClusterFileError, hint_for, span_pos};
@@ -27,14 +30,6 @@ pub(super) fn validate(file: &ClusterFile, text: &str) -> Result<(), ClusterFile
     }
     check_label(&at, &file.cluster.name, "cluster.name")?;
     let provider = *file.cluster.provider.get_ref();
-    if !provider.is_available() {
-        return Err(at.invalid(
-            file.cluster.provider.span(),
-            "cluster.provider",
-            format!("provider `{provider}` is not available yet"),
-            "use provider = \"local\", \"onprem\" or \"aws\"; gce and azure arrive with their providers",
-        ));
-    }
     if let Some(local) = &file.local
         && provider != super::ProviderKind::Local
     {
@@ -58,7 +53,10 @@ pub(super) fn validate(file: &ClusterFile, text: &str) -> Result<(), ClusterFile
     check_runtime(file, &at)?;
     check_pools(file, &at)?;
     onprem::check(file, &at)?;
+    cloud::check(file, &at)?;
     aws::check(file, &at)?;
+    gce::check(file, &at)?;
+    azure::check(file, &at)?;
     check_local(file, &at)?;
     check_ssh(file, &at)?;
     check_workloads(file, &at)

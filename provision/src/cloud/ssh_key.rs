@@ -1,5 +1,6 @@
 //! The cluster's SSH key: an ed25519 key made on the first `up` in the state dir (0600), whose
-//! public half becomes the EC2 key pair every instance authorises.
+//! public half every machine authorises (an EC2 key pair, GCE ssh-keys metadata, an Azure VM's
+//! SSH public keys).
 
 use ssh_key::{Algorithm, LineEnding, PrivateKey};
 use std::path::Path;
