@@ -208,7 +208,7 @@ fn up_scale_kill_resume_and_down_on_the_lab() {
         for agent in &agents {
             assert_eq!(agent.info.attributes.get("provider").map(String::as_str), Some("aws"), "{agent:?}");
             assert_eq!(agent.info.attributes.get("region").map(String::as_str), Some("eu-west-1"), "{agent:?}");
-            assert_eq!(agent.info.attributes.get("instance_type").map(String::as_str), Some("t3.micro"), "{agent:?}");
+            assert_eq!(agent.info.attributes.get("machine_type").map(String::as_str), Some("t3.micro"), "{agent:?}");
         }
         wait_for("the service's 3 instances", Duration::from_secs(60), || async {
             let tasks = client.list_tasks(Some("svc"), false).await.unwrap_or_default();

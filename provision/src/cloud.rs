@@ -7,11 +7,13 @@
 //! It is provider-neutral: nothing here knows an SDK.
 
 mod hosts;
+pub mod registry;
 mod ssh_key;
 pub mod sweep;
 mod wait;
 
 pub use hosts::{CloudHosts, forget_host_keys};
+pub use registry::{Records, Registry};
 pub use ssh_key::ensure as ensure_ssh_key;
 pub use wait::{Backoff, wait_for_port};
 

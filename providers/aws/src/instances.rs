@@ -53,7 +53,7 @@ pub fn describe(instance: &Instance, region: &str, via: ConnectVia) -> Option<Ho
         attributes.insert("zone".to_string(), zone.to_string());
     }
     if let Some(kind) = instance.instance_type() {
-        attributes.insert("instance_type".to_string(), kind.as_str().to_string());
+        attributes.insert("machine_type".to_string(), kind.as_str().to_string());
     }
     Some(HostDescription { name, state, address: address.map(str::to_string), attributes })
 }

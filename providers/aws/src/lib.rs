@@ -21,7 +21,6 @@ pub mod ec2;
 pub mod iam;
 mod instances;
 pub mod network;
-pub mod registry;
 pub mod settings;
 pub mod sweep;
 pub mod tags;
@@ -35,13 +34,13 @@ use aws_sdk_ec2::types::{
 use ec2::Ec2;
 use futures_util::future::BoxFuture;
 use gantry_provision::access::{Connector, HostAccess};
+use gantry_provision::cloud::Registry;
 use gantry_provision::cloud::{self, Backoff, CloudHosts};
 use gantry_provision::cluster_file::{ClusterFile, ConnectVia, Role};
 use gantry_provision::provider::{
     ClusterResource, ErrorKind, HostDescription, HostSpec, Provider, ProviderCapabilities, ProviderError, TransportKind,
 };
 use network::Network;
-use registry::Registry;
 use settings::{MASTER_POOL, NetworkSpec};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -75,7 +74,7 @@ impl AwsProvider {
             settings,
             state_dir: state_dir.to_path_buf(),
             hosts,
-            registry: Registry::new(state_dir),
+            registry: Registry::new("aws", state_dir),
             client: tokio::sync::OnceCell::new(),
             network: tokio::sync::Mutex::new(None),
             images: tokio::sync::Mutex::new(BTreeMap::new()),

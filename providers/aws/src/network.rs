@@ -4,11 +4,11 @@
 //! dependency order by [`delete`], retrying while AWS still sees a dependency.
 
 use crate::ec2::{self, Ec2};
-use crate::registry::Registry;
 use crate::settings::{AwsSettings, NetworkSpec, split_cidr};
 use crate::tags::{self, Tags};
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, ResourceType, UserIdGroupPair};
+use gantry_provision::cloud::Registry;
 use gantry_provision::provider::{ClusterResource, ErrorKind, ProviderError};
 use std::time::Duration;
 

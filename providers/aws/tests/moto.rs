@@ -126,7 +126,8 @@ fn the_network_is_made_once_listed_and_deleted_in_dependency_order() {
             .await
             .expect("describe vpcs");
         assert_eq!(vpcs.vpcs().len(), 1, "one VPC, not two");
-        let journal = std::fs::read_to_string(dir.path().join(gantry_provider_aws::registry::FILE)).expect("journal");
+        let journal =
+            std::fs::read_to_string(dir.path().join(gantry_provision::cloud::Registry::file("aws"))).expect("journal");
         assert!(journal.contains("security-group") && journal.contains("vpc-"), "{journal}");
 
         provider.teardown().await.expect("teardown");
@@ -146,7 +147,7 @@ fn an_expired_cluster_is_swept_and_a_live_one_is_kept() {
     // The expired cluster was created two hours ago (its journal says so).
     let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
     std::fs::write(
-        old.path().join(gantry_provider_aws::registry::FILE),
+        old.path().join(gantry_provision::cloud::Registry::file("aws")),
         format!("{{\"created_at\": \"{}\"}}", humantime::format_rfc3339_seconds(two_hours_ago)),
     )
     .expect("backdate");

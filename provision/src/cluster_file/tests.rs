@@ -402,6 +402,10 @@ const AZURE: &str = r#"version = 1
 name = "cloud"
 provider = "azure"
 
+[ssh]
+user = "gantry"
+sudo = true
+
 [azure]
 subscription_id = "00000000-1111-2222-3333-444444444444"
 location = "westeurope"
@@ -477,8 +481,11 @@ fn gce_and_azure_mistakes_point_at_the_value_and_say_the_fix() {
     let (_, _, key, text) = fault(&AZURE.replace("[\"1\", \"2\"]", "[\"a\"]"));
     assert_eq!(key, "azure.zones", "{text}");
     let (line, _, key, text) = fault(&AZURE.replace("disk_gb = 64", "disk_gb = 4"));
-    assert_eq!((line, key.as_str()), (21, "pool[0].disk_gb"), "{text}");
+    assert_eq!((line, key.as_str()), (25, "pool[0].disk_gb"), "{text}");
     assert!(text.contains("e.g. disk_gb = 30"), "{text}");
+    let (_, _, key, text) = fault(&AZURE.replace("user = \"gantry\"", "user = \"root\""));
+    assert_eq!(key, "ssh.user", "{text}");
+    assert!(text.contains("sudo = true"), "{text}");
     let (_, _, key, text) =
         fault(&AZURE.replace(r#"{ publisher = "Debian", offer = "debian-12", sku = "12" }"#, "\"debian\""));
     assert_eq!(key, "pool[0].image", "{text}");

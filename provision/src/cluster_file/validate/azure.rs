@@ -21,6 +21,14 @@ pub(super) fn check(file: &ClusterFile, at: &At<'_>) -> Result<(), ClusterFileEr
             max_parallel_creates: &azure.max_parallel_creates,
         },
     )?;
+    if file.ssh.user == "root" {
+        return Err(at.invalid(
+            section.span(),
+            "ssh.user",
+            "Azure refuses `root` as a VM's admin user, and gantry logs in as [ssh] user".to_string(),
+            "set [ssh] user = \"gantry\" and sudo = true (the admin user Azure creates has passwordless sudo)",
+        ));
+    }
     if let Some(id) = &azure.subscription_id
         && !is_guid(id.get_ref())
     {

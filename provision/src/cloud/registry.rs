@@ -1,9 +1,10 @@
-//! The provider's own journal, `aws.json` in the cluster's state dir: before each create call it
-//! records the intent (and, for instances, the idempotency token the call carries), and after it
-//! the id AWS answered. A `gantry up` killed between a call and its answer resumes with the same
-//! token (EC2 returns the instance it already made instead of a second one) and, because every
-//! resource is tagged in its create call, finds by tag what was made; `down` deletes what the
-//! journal and the tags know.
+//! A cloud provider's own journal, `<provider>.json` in the cluster's state dir: before each
+//! create call it records the intent (and, for instances, the idempotency token the call
+//! carries), and after it the id the cloud answered. A `gantry up` killed between a call and its
+//! answer resumes with the same token (EC2's client token, GCE's requestId: the cloud returns
+//! what it already made instead of a second one) and, because every resource is tagged (labelled)
+//! in its create call, finds by tag what was made; `down` deletes what the journal and the tags
+//! know.
 //!
 //! The file is small and rewritten whole: written to a temporary file, fsynced, renamed over the
 //! old one and the directory fsynced, so a crash leaves the old or the new version, never a mix.
@@ -14,16 +15,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
-/// Name of the file in the state dir.
-pub const FILE: &str = "aws.json";
-
 /// What the file holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Records {
     /// When the cluster was first created (RFC 3339): the TTL counts from here.
     #[serde(default)]
     pub created_at: Option<String>,
-    /// Per host, the idempotency token of its RunInstances call, recorded before the call.
+    /// Per host, the idempotency token of its create call, recorded before the call.
     #[serde(default)]
     pub tokens: BTreeMap<String, String>,
     /// Per cluster resource (`vpc`, `subnet:<zone>`, …), its id once known; `None` = the create
@@ -35,14 +33,20 @@ pub struct Records {
 /// The journal file, serialised by a lock.
 #[derive(Debug)]
 pub struct Registry {
+    provider: &'static str,
     path: PathBuf,
     lock: Mutex<()>,
 }
 
 impl Registry {
-    /// The registry in `state_dir`.
-    pub fn new(state_dir: &Path) -> Self {
-        Self { path: state_dir.join(FILE), lock: Mutex::new(()) }
+    /// The registry of `provider` in `state_dir` (the file [`Registry::file`]).
+    pub fn new(provider: &'static str, state_dir: &Path) -> Self {
+        Self { provider, path: state_dir.join(Self::file(provider)), lock: Mutex::new(()) }
+    }
+
+    /// The registry's file name for `provider`: `<provider>.json`.
+    pub fn file(provider: &str) -> String {
+        format!("{provider}.json")
     }
 
     /// What is recorded (empty when nothing is).
@@ -55,8 +59,9 @@ impl Registry {
         match std::fs::read(&self.path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 format!(
-                    "{}: unreadable: {e} (hint: restore it, or move it away and run `gantry sweep aws`)",
-                    self.path.display()
+                    "{}: unreadable: {e} (hint: restore it, or move it away and run `gantry sweep {}`)",
+                    self.path.display(),
+                    self.provider
                 )
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Records::default()),
@@ -95,7 +100,7 @@ mod tests {
     #[test]
     fn updates_are_durable_and_read_back() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let registry = Registry::new(dir.path());
+        let registry = Registry::new("aws", dir.path());
         assert_eq!(registry.read(), Ok(Records::default()));
         registry
             .update(|r| {
@@ -103,7 +108,7 @@ mod tests {
                 r.resources.insert("vpc".to_string(), None);
             })
             .expect("update");
-        let again = Registry::new(dir.path()).read().expect("read");
+        let again = Registry::new("aws", dir.path()).read().expect("read");
         assert_eq!(again.tokens.get("agents-0").map(String::as_str), Some("t1"));
         assert_eq!(again.resources.get("vpc"), Some(&None));
         assert!(!dir.path().join("aws.json.tmp").exists());
@@ -112,8 +117,8 @@ mod tests {
     #[test]
     fn a_damaged_file_is_an_error_that_says_what_to_do() {
         let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join(FILE), b"{not json").expect("write");
-        let error = Registry::new(dir.path()).read().expect_err("damaged");
-        assert!(error.contains("aws.json") && error.contains("sweep"), "{error}");
+        std::fs::write(dir.path().join("aws.json"), b"{not json").expect("write");
+        let error = Registry::new("aws", dir.path()).read().expect_err("damaged");
+        assert!(error.contains("aws.json") && error.contains("gantry sweep aws"), "{error}");
     }
 }
