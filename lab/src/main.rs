@@ -43,6 +43,20 @@ enum Cloud {
         #[arg(long, value_parser = parse_cidr)]
         cidr: Option<u8>,
     },
+    /// The Compute Engine emulator on loopback: prints KEY=VALUE lines to export, then `ready`,
+    /// and runs until SIGTERM or SIGINT, then removes everything it made.
+    Gce {
+        /// Where the `env` file (the KEY=VALUE lines) goes.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The lab network, `10.77.X.0/24`, that a lab cluster file's subnetwork uses. Default:
+        /// a free one.
+        #[arg(long, value_parser = parse_cidr)]
+        cidr: Option<u8>,
+        /// How long each operation takes from PENDING to DONE, in milliseconds.
+        #[arg(long, default_value_t = 400)]
+        operation_delay_ms: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,6 +73,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Cloud { cloud: Cloud::Aws { dir, regions, cidr } } => aws(dir, regions, cidr),
+        Command::Cloud { cloud: Cloud::Gce { dir, cidr, operation_delay_ms } } => gce(dir, cidr, operation_delay_ms),
     }
 }
 
@@ -84,6 +99,22 @@ fn aws(dir: PathBuf, regions: Vec<String>, subnet: Option<u8>) -> anyhow::Result
 #[cfg(not(feature = "aws"))]
 fn aws(_dir: PathBuf, _regions: Vec<String>, _subnet: Option<u8>) -> anyhow::Result<()> {
     anyhow::bail!("this gantry-lab was built without its `aws` feature")
+}
+
+#[cfg(feature = "gce")]
+fn gce(dir: PathBuf, subnet: Option<u8>, delay_ms: u64) -> anyhow::Result<()> {
+    use gantry_lab::cloud::gce::{GceLab, GceLabOptions};
+    let options = GceLabOptions {
+        subnet,
+        operation_delay: std::time::Duration::from_millis(delay_ms),
+        ..GceLabOptions::default()
+    };
+    serve(|| GceLab::start_with(&dir, options).context("start the GCE lab"))
+}
+
+#[cfg(not(feature = "gce"))]
+fn gce(_dir: PathBuf, _subnet: Option<u8>, _delay_ms: u64) -> anyhow::Result<()> {
+    anyhow::bail!("this gantry-lab was built without its `gce` feature")
 }
 
 /// Starts a cloud lab, prints its environment and `ready`, and runs until SIGTERM or SIGINT;
