@@ -1,5 +1,7 @@
-//! `gantry iam-policy aws`: prints the minimal IAM policy (JSON) gantry needs to provision on AWS,
-//! ready for `aws iam create-policy --policy-document file://…`.
+//! `gantry iam-policy aws|gce|azure`: prints what gantry needs to be allowed to provision on a
+//! cloud, as JSON ready for the cloud's own tool: an IAM policy (`aws iam create-policy
+//! --policy-document file://…`), a custom role (`gcloud iam roles create gantry --project P
+//! --file …`) or a custom role definition (`az role definition create --role-definition @…`).
 
 use super::sweep::Cloud;
 
@@ -12,13 +14,18 @@ pub struct IamPolicyArgs {
 
 /// Runs `gantry iam-policy`.
 pub fn run(args: IamPolicyArgs) -> anyhow::Result<()> {
-    let Cloud::Aws = args.cloud;
-    #[cfg(feature = "aws")]
-    {
-        crate::output::json(&gantry_provider_aws::iam::policy())
-    }
-    #[cfg(not(feature = "aws"))]
-    {
-        anyhow::bail!("this build has no aws provider (hint: build gantry with `--features aws`)")
-    }
+    let policy = match args.cloud {
+        #[cfg(feature = "aws")]
+        Cloud::Aws => gantry_provider_aws::iam::policy(),
+        #[cfg(feature = "gce")]
+        Cloud::Gce => gantry_provider_gce::iam::policy(),
+        #[cfg(feature = "azure")]
+        Cloud::Azure => gantry_provider_azure::iam::policy(),
+        #[allow(unreachable_patterns, reason = "reachable only in builds without a cloud feature")]
+        other => {
+            let name = format!("{other:?}").to_lowercase();
+            anyhow::bail!("this build has no {name} provider (hint: build gantry with `--features {name}`)")
+        }
+    };
+    crate::output::json(&policy)
 }
