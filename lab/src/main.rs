@@ -57,6 +57,20 @@ enum Cloud {
         #[arg(long, default_value_t = 400)]
         operation_delay_ms: u64,
     },
+    /// The Azure Resource Manager emulator on loopback: prints KEY=VALUE lines to export, then
+    /// `ready`, and runs until SIGTERM or SIGINT, then removes everything it made.
+    Azure {
+        /// Where the `env` file (the KEY=VALUE lines) goes.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The lab network, `10.77.X.0/24`, that a lab cluster file's VNet uses. Default: a
+        /// free one.
+        #[arg(long, value_parser = parse_cidr)]
+        cidr: Option<u8>,
+        /// How long each async operation stays InProgress, in milliseconds.
+        #[arg(long, default_value_t = 500)]
+        operation_delay_ms: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,6 +88,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Cloud { cloud: Cloud::Aws { dir, regions, cidr } } => aws(dir, regions, cidr),
         Command::Cloud { cloud: Cloud::Gce { dir, cidr, operation_delay_ms } } => gce(dir, cidr, operation_delay_ms),
+        Command::Cloud { cloud: Cloud::Azure { dir, cidr, operation_delay_ms } } => azure(dir, cidr, operation_delay_ms),
     }
 }
 
@@ -115,6 +130,22 @@ fn gce(dir: PathBuf, subnet: Option<u8>, delay_ms: u64) -> anyhow::Result<()> {
 #[cfg(not(feature = "gce"))]
 fn gce(_dir: PathBuf, _subnet: Option<u8>, _delay_ms: u64) -> anyhow::Result<()> {
     anyhow::bail!("this gantry-lab was built without its `gce` feature")
+}
+
+#[cfg(feature = "azure")]
+fn azure(dir: PathBuf, subnet: Option<u8>, delay_ms: u64) -> anyhow::Result<()> {
+    use gantry_lab::cloud::azure::{AzureLab, AzureLabOptions};
+    let options = AzureLabOptions {
+        subnet,
+        operation_delay: std::time::Duration::from_millis(delay_ms),
+        ..AzureLabOptions::default()
+    };
+    serve(|| AzureLab::start_with(&dir, options).context("start the Azure lab"))
+}
+
+#[cfg(not(feature = "azure"))]
+fn azure(_dir: PathBuf, _subnet: Option<u8>, _delay_ms: u64) -> anyhow::Result<()> {
+    anyhow::bail!("this gantry-lab was built without its `azure` feature")
 }
 
 /// Starts a cloud lab, prints its environment and `ready`, and runs until SIGTERM or SIGINT;
