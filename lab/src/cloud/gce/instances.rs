@@ -58,7 +58,7 @@ pub fn insert(api: &Arc<Api>, call: &Call) -> Result<Value, ApiError> {
     instance["scheduling"] = scheduling(&instance)?;
     let metadata = &mut instance["metadata"];
     metadata["kind"] = Value::from("compute#metadata");
-    metadata["fingerprint"] = Value::from("gantry-lab=");
+    metadata["fingerprint"] = Value::from("42WmSpB8rSM=");
     for (key, value) in [
         ("kind", Value::from("compute#instance")),
         ("creationTimestamp", Value::from(now())),
@@ -66,15 +66,15 @@ pub fn insert(api: &Arc<Api>, call: &Call) -> Result<Value, ApiError> {
         ("zone", Value::from(link(&format!("projects/{project}/zones/{zone}")))),
         ("selfLink", Value::from(link(&path))),
         ("cpuPlatform", Value::from("Unknown CPU Platform")),
-        ("labelFingerprint", Value::from("gantry-lab=")),
-        ("fingerprint", Value::from("gantry-lab=")),
+        ("labelFingerprint", Value::from("42WmSpB8rSM=")),
+        ("fingerprint", Value::from("42WmSpB8rSM=")),
         ("startRestricted", Value::from(false)),
         ("deletionProtection", Value::from(instance["deletionProtection"].as_bool().unwrap_or(false))),
         ("canIpForward", Value::from(instance["canIpForward"].as_bool().unwrap_or(false))),
     ] {
         instance[key] = value;
     }
-    instance["tags"]["fingerprint"] = Value::from("gantry-lab=");
+    instance["tags"]["fingerprint"] = Value::from("42WmSpB8rSM=");
     let effect = match faults::take(&mut state.faults, project, zone) {
         Some(failure) => Effect::Fail(failure, path.clone()),
         None => Effect::InsertInstance(path.clone()),
@@ -257,7 +257,7 @@ fn interfaces(state: &mut State, project: &str, zone: &str, instance: &Value) ->
             ("network", network_link),
             ("subnetwork", Value::from(link(&subnetwork_path))),
             ("networkIP", Value::from(address.to_string())),
-            ("fingerprint", Value::from("gantry-lab=")),
+            ("fingerprint", Value::from("42WmSpB8rSM=")),
             ("stackType", Value::from("IPV4_ONLY")),
         ] {
             nic[key] = value;

@@ -202,8 +202,27 @@ impl Spec {
         Ok(Some(value))
     }
 
+    /// Checks a response body of method `id` against the method's response schema, strictly:
+    /// 64-bit integers must be JSON strings, as Compute writes them. For tests: what the
+    /// emulator answers must be what the SDK parses.
+    pub fn check_response(&self, id: &str, value: &Value) -> Result<(), ApiError> {
+        let response = self.doc["resources"]
+            .as_object()
+            .into_iter()
+            .flat_map(|r| r.values())
+            .flat_map(|r| r["methods"].as_object().into_iter().flat_map(|m| m.values()))
+            .find(|m| m["id"] == id)
+            .map(|m| m["response"].clone())
+            .ok_or_else(|| ApiError::not_found(id))?;
+        self.check_value_as(&response, value, "response", true)
+    }
+
     /// Checks `value` against `schema` (a schema object or a `$ref`), at `at`.
     fn check_value(&self, schema: &Value, value: &Value, at: &str) -> Result<(), ApiError> {
+        self.check_value_as(schema, value, at, false)
+    }
+
+    fn check_value_as(&self, schema: &Value, value: &Value, at: &str, strict: bool) -> Result<(), ApiError> {
         let schema = match schema["$ref"].as_str() {
             Some(name) => &self.doc["schemas"][name],
             None => schema,
@@ -226,14 +245,14 @@ impl Spec {
                             ),
                         )
                     })?;
-                    self.check_value(field, item, &format!("{at}.{key}"))?;
+                    self.check_value_as(field, item, &format!("{at}.{key}"), strict)?;
                 }
                 Ok(())
             }
             Some("array") => {
                 let items = value.as_array().ok_or_else(|| wrong("TYPE_ARRAY"))?;
                 for (i, item) in items.iter().enumerate() {
-                    self.check_value(&schema["items"], item, &format!("{at}[{i}]"))?;
+                    self.check_value_as(&schema["items"], item, &format!("{at}[{i}]"), strict)?;
                 }
                 Ok(())
             }
@@ -250,12 +269,20 @@ impl Spec {
             }
             Some("string") => match schema["format"].as_str() {
                 Some("int64") => {
-                    let ok = value.as_i64().is_some() || value.as_str().is_some_and(|s| s.parse::<i64>().is_ok());
+                    let ok = (!strict && value.as_i64().is_some())
+                        || value.as_str().is_some_and(|s| s.parse::<i64>().is_ok());
                     ok.then_some(()).ok_or_else(|| wrong("TYPE_INT64"))
                 }
                 Some("uint64") => {
-                    let ok = value.as_u64().is_some() || value.as_str().is_some_and(|s| s.parse::<u64>().is_ok());
+                    let ok = (!strict && value.as_u64().is_some())
+                        || value.as_str().is_some_and(|s| s.parse::<u64>().is_ok());
                     ok.then_some(()).ok_or_else(|| wrong("TYPE_UINT64"))
+                }
+                Some("byte") => {
+                    let ok = value.as_str().is_some_and(|s| {
+                        s.len() % 4 == 0 && s.chars().all(|c| c.is_ascii_alphanumeric() || "+/=-_".contains(c))
+                    });
+                    ok.then_some(()).ok_or_else(|| wrong("TYPE_BYTES"))
                 }
                 _ => {
                     let text = value.as_str().ok_or_else(|| wrong("TYPE_STRING"))?;

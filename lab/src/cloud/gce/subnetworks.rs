@@ -75,7 +75,7 @@ pub fn insert(api: &Arc<Api>, call: &Call) -> Result<Value, ApiError> {
         ("region", Value::from(link(&format!("projects/{project}/regions/{region}")))),
         ("selfLink", Value::from(link(&path))),
         ("privateIpGoogleAccess", Value::from(subnetwork["privateIpGoogleAccess"].as_bool().unwrap_or(false))),
-        ("fingerprint", Value::from("gantry-lab=")),
+        ("fingerprint", Value::from("42WmSpB8rSM=")),
         ("stackType", Value::from("IPV4_ONLY")),
         ("purpose", Value::from("PRIVATE")),
     ] {
