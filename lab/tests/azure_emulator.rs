@@ -426,12 +426,16 @@ fn start_with_hosts(dir: &Path) -> Option<AzureLab> {
 }
 
 fn ssh(key: &Path, address: std::net::Ipv4Addr, command: &str) -> std::process::Output {
+    ssh_as("root", key, address, command)
+}
+
+fn ssh_as(user: &str, key: &Path, address: std::net::Ipv4Addr, command: &str) -> std::process::Output {
     Command::new("ssh")
         .args(["-F", "/dev/null", "-i"])
         .arg(key)
         .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
         .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=3"])
-        .arg(format!("root@{address}"))
+        .arg(format!("{user}@{address}"))
         .arg(command)
         .output()
         .expect("run ssh")
@@ -463,6 +467,10 @@ fn a_running_vm_is_a_test_host_reachable_with_its_key() {
     let out = ssh(&key, address, "hostname");
     assert!(out.status.success(), "ssh with the VM's key: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "vm1");
+    // The admin user exists with the VM's key and passwordless sudo, as Azure's agent makes it.
+    let out = ssh_as("gantry", &key, address, "id -un && sudo -n id -un");
+    assert!(out.status.success(), "ssh as the admin user: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>(), ["gantry", "root"]);
     let log = vm.custom_data_log.clone().expect("the custom data ran");
     let deadline = Instant::now() + WAIT;
     let ran = loop {

@@ -15,7 +15,7 @@ pub(super) const NFT_TABLE: &str = "gantry_lab";
 /// The sshd configuration of every host; paths are inside the host, where the host dir is
 /// bind-mounted on /run/gantry-lab.
 pub(super) const SSHD_CONFIG: &str = "Port 22\nListenAddress 0.0.0.0\nHostKey /run/gantry-lab/ssh/host_key\n\
-     AuthorizedKeysFile /run/gantry-lab/ssh/authorized_keys\nPermitRootLogin prohibit-password\n\
+     AuthorizedKeysFile /run/gantry-lab/ssh/authorized_keys .ssh/authorized_keys\nPermitRootLogin prohibit-password\n\
      PubkeyAuthentication yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
      UsePAM no\nUseDNS no\nStrictModes no\nPidFile none\nSubsystem sftp internal-sftp\n";
 

@@ -21,8 +21,11 @@ pub(super) enum HostCommand {
         group: String,
         name: String,
         address: Ipv4Addr,
-        /// `authorized_keys` lines for root.
+        /// `authorized_keys` lines for root and for the admin user.
         authorized_keys: String,
+        /// The VM's admin user (`osProfile.adminUsername`): made on the host with these keys and
+        /// passwordless sudo, as Azure's provisioning agent does.
+        admin_user: String,
         /// The decoded custom data, run once when it starts with `#!`.
         custom_data: Option<Vec<u8>>,
     },
@@ -100,6 +103,19 @@ fn ready(world: &Arc<Mutex<World>>, vm: &str) {
     world.lock().unwrap_or_else(|e| e.into_inner()).host_ready(vm);
 }
 
+/// The shell script that makes `user` on a host as Azure's provisioning agent does: a home, the
+/// VM's SSH keys in its authorized_keys, and passwordless sudo. Its password is `*` (none), not
+/// locked: sshd without PAM refuses key logins to a locked account.
+fn admin_user_script(user: &str, keys: &str) -> String {
+    format!(
+        "set -e\nid -u {user} >/dev/null 2>&1 || useradd -m -s /bin/sh -p '*' {user}\n\
+         install -d -m 700 -o {user} -g {user} /home/{user}/.ssh\n\
+         cat > /home/{user}/.ssh/authorized_keys <<'GANTRY_LAB_KEYS'\n{keys}\nGANTRY_LAB_KEYS\n\
+         chown {user}:{user} /home/{user}/.ssh/authorized_keys && chmod 600 /home/{user}/.ssh/authorized_keys\n\
+         echo '{user} ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/90-azure-{user} && chmod 440 /etc/sudoers.d/90-azure-{user}\n"
+    )
+}
+
 fn set_running(hosts: &Hosts, vm: &str, running: bool) {
     if let Some(host) = hosts.lock().get_mut(vm) {
         host.running = running;
@@ -108,7 +124,9 @@ fn set_running(hosts: &Hosts, vm: &str, running: bool) {
 }
 
 fn create(lab: &mut Lab, hosts: &Hosts, command: &HostCommand) {
-    let HostCommand::Create { vm, group, name, address, authorized_keys, custom_data } = command else { return };
+    let HostCommand::Create { vm, group, name, address, authorized_keys, admin_user, custom_data } = command else {
+        return;
+    };
     let existing = hosts.lock().get(vm).map(|h| h.host.clone());
     if let Some(host) = existing {
         match host.try_start() {
@@ -125,6 +143,12 @@ fn create(lab: &mut Lab, hosts: &Hosts, command: &HostCommand) {
     match lab.add_host(&hostname, *address, authorized_keys) {
         Ok(host) => {
             tracing::info!(%vm, host = %host.name(), %address, "VM running: host added.");
+            if !admin_user.is_empty() && admin_user != "root" {
+                let out = host.run(&admin_user_script(admin_user, authorized_keys));
+                if !out.status.success() {
+                    tracing::warn!(%vm, user = %admin_user, stderr = %String::from_utf8_lossy(&out.stderr), "Making the admin user failed.");
+                }
+            }
             let custom_data_log = match custom_data {
                 Some(script) if script.starts_with(b"#!") => match host.run_detached("custom-data", script) {
                     Ok(log) => Some(log),

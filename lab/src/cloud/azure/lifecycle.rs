@@ -92,6 +92,7 @@ fn host_for(world: &World, key: &str) -> Option<HostCommand> {
         name: vm.name.clone(),
         address,
         authorized_keys: keys.join("\n"),
+        admin_user: os.and_then(|o| o.get("adminUsername")).and_then(Value::as_str).unwrap_or_default().to_string(),
         custom_data,
     })
 }
