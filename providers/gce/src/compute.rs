@@ -61,7 +61,7 @@ fn connect_error(kind: ErrorKind, message: String) -> ProviderError {
 
 macro_rules! build {
     ($client:ty, $endpoint:expr, $credentials:expr) => {{
-        let mut builder = <$client>::builder().with_credentials($credentials.clone());
+        let mut builder = <$client>::builder().with_credentials($credentials.clone()).with_retry_policy(retry_policy());
         if let Some(endpoint) = $endpoint {
             builder = builder.with_endpoint(endpoint);
         }
@@ -69,6 +69,33 @@ macro_rules! build {
             connect_error(ErrorKind::Other, format!("cannot make the Compute Engine client: {}", chain(&e)))
         })?
     }};
+}
+
+/// Retries of one call (transient failures, including a credential source that does not
+/// answer): fewer and shorter than the SDK's default (10 attempts in 60 s), because the engine
+/// retries transient provider errors itself and a missing login should be reported quickly.
+fn retry_policy() -> impl google_cloud_gax::retry_policy::RetryPolicy {
+    use google_cloud_gax::retry_policy::RetryPolicyExt;
+    google_cloud_gax::retry_policy::Aip194Strict
+        .with_attempt_limit(4)
+        .with_time_limit(std::time::Duration::from_secs(20))
+}
+
+/// Whether `error`, or an error it wraps (a retry loop's last one), is a credentials failure.
+pub fn is_credentials(error: &Error) -> bool {
+    if error.is_authentication() {
+        return true;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        if e.downcast_ref::<google_cloud_gax::error::CredentialsError>().is_some()
+            || e.downcast_ref::<Error>().is_some_and(Error::is_authentication)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 impl Compute {
@@ -203,7 +230,7 @@ pub fn hint(kind: ErrorKind, permission: &str) -> Option<String> {
 
 /// A failed call needing IAM `permission` (e.g. `compute.instances.create`) as a provider error.
 pub fn error(operation: &'static str, host: &str, permission: &str, err: &Error) -> ProviderError {
-    let (kind, message) = if err.is_authentication() {
+    let (kind, message) = if is_credentials(err) {
         (ErrorKind::Auth, format!("{permission}: no usable credentials: {} (hint: {LOGIN_HINT})", chain(err)))
     } else if err.is_timeout() || err.is_io() || err.is_connect() || err.is_transport() || err.is_exhausted() {
         (ErrorKind::Transient, format!("{permission}: {}", chain(err)))
