@@ -371,6 +371,7 @@ impl Provider for AzureProvider {
                 ));
             }
             let mut cached = self.network.lock().await;
+            vms::delete_leftovers(arm, self.group(), &self.cluster).await?;
             network::delete(arm, &self.cluster, self.group()).await?;
             *cached = None;
             self.registry

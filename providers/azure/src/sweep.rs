@@ -70,6 +70,7 @@ pub async fn delete(arm: &Arm, cluster: &str) -> Result<(), ProviderError> {
         for vm in vms::list(arm, group, cluster).await? {
             vms::delete(arm, group, name(&vm)).await?;
         }
+        vms::delete_leftovers(arm, group, cluster).await?;
         network::delete(arm, cluster, group).await?;
     }
     Ok(())

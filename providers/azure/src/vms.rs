@@ -256,37 +256,61 @@ pub async fn addresses(arm: &Arm, group: &str, host: &str) -> Result<Addresses, 
     })
 }
 
-/// Every host's addresses in the group, by host name: two list calls whatever the host count.
-pub async fn all_addresses(arm: &Arm, group: &str) -> Result<BTreeMap<String, Addresses>, ProviderError> {
+/// The NICs and public IPs of the group (none when the group does not exist).
+async fn interfaces(arm: &Arm, group: &str) -> Result<(Vec<Value>, Vec<Value>), ProviderError> {
     let sub = &arm.subscription;
-    let mut found: BTreeMap<String, Addresses> = BTreeMap::new();
-    let mut nics = arm.network.network_interfaces_client().list(group, sub).into_stream();
-    while let Some(page) = nics.next().await {
-        let page = match page {
-            Ok(page) => page,
-            Err(e) if Failure::from_sdk(&e).is_not_found() => return Ok(found),
+    let mut nics = Vec::new();
+    let mut pages = arm.network.network_interfaces_client().list(group, sub).into_stream();
+    while let Some(page) = pages.next().await {
+        match page {
+            Ok(page) => nics.extend(page.value.iter().map(|n| serde_json::to_value(n).unwrap_or(Value::Null))),
+            Err(e) if Failure::from_sdk(&e).is_not_found() => return Ok((Vec::new(), Vec::new())),
             Err(e) => return Err(error::sdk("list", "*", "Microsoft.Network/networkInterfaces/read", &e)),
-        };
-        for nic in page.value {
-            let nic = serde_json::to_value(&nic).unwrap_or(Value::Null);
-            if let Some(host) = tags::value(nic.get("tags"), tags::HOST) {
-                found.entry(host.to_string()).or_default().private = private_address(&nic);
-            }
         }
     }
-    let mut ips = arm.network.public_ip_addresses_client().list(group, sub).into_stream();
-    while let Some(page) = ips.next().await {
+    let mut ips = Vec::new();
+    let mut pages = arm.network.public_ip_addresses_client().list(group, sub).into_stream();
+    while let Some(page) = pages.next().await {
         let page = page.map_err(|e| error::sdk("list", "*", "Microsoft.Network/publicIPAddresses/read", &e))?;
-        for ip in page.value {
-            let ip = serde_json::to_value(&ip).unwrap_or(Value::Null);
-            if let (Some(host), Some(address)) =
-                (tags::value(ip.get("tags"), tags::HOST), ip.pointer("/properties/ipAddress").and_then(Value::as_str))
-            {
-                found.entry(host.to_string()).or_default().public = Some(address.to_string());
-            }
+        ips.extend(page.value.iter().map(|ip| serde_json::to_value(ip).unwrap_or(Value::Null)));
+    }
+    Ok((nics, ips))
+}
+
+/// Every host's addresses in the group, by host name: two list calls whatever the host count.
+pub async fn all_addresses(arm: &Arm, group: &str) -> Result<BTreeMap<String, Addresses>, ProviderError> {
+    let (nics, ips) = interfaces(arm, group).await?;
+    let mut found: BTreeMap<String, Addresses> = BTreeMap::new();
+    for nic in &nics {
+        if let Some(host) = tags::value(nic.get("tags"), tags::HOST) {
+            found.entry(host.to_string()).or_default().private = private_address(nic);
+        }
+    }
+    for ip in &ips {
+        if let (Some(host), Some(address)) =
+            (tags::value(ip.get("tags"), tags::HOST), ip.pointer("/properties/ipAddress").and_then(Value::as_str))
+        {
+            found.entry(host.to_string()).or_default().public = Some(address.to_string());
         }
     }
     Ok(found)
+}
+
+/// Deletes the NICs and public IPs of `cluster` in the group that outlived their VMs (a create
+/// that failed after them, or was interrupted): the virtual network cannot go while they use it.
+pub async fn delete_leftovers(arm: &Arm, group: &str, cluster: &str) -> Result<(), ProviderError> {
+    let (nics, ips) = interfaces(arm, group).await?;
+    let ours = |r: &Value| {
+        (tags::value(r.get("tags"), tags::CLUSTER) == Some(cluster))
+            .then(|| tags::value(r.get("tags"), tags::HOST).map(str::to_string))
+            .flatten()
+    };
+    let hosts: std::collections::BTreeSet<String> = nics.iter().chain(&ips).filter_map(ours).collect();
+    for host in hosts {
+        tracing::info!(%host, "Deleting what a VM left.");
+        delete(arm, group, &host).await?;
+    }
+    Ok(())
 }
 
 fn private_address(nic: &Value) -> Option<String> {
