@@ -31,6 +31,12 @@ pub enum Hosts {
     /// EC2 instances over SSH.
     #[cfg(feature = "aws")]
     Aws(Box<gantry_provider_aws::AwsProvider>),
+    /// Compute Engine instances over SSH.
+    #[cfg(feature = "gce")]
+    Gce(Box<gantry_provider_gce::GceProvider>),
+    /// Azure virtual machines over SSH.
+    #[cfg(feature = "azure")]
+    Azure(Box<gantry_provider_azure::AzureProvider>),
 }
 
 impl Hosts {
@@ -41,6 +47,10 @@ impl Hosts {
             Self::Onprem(p) => p.as_ref(),
             #[cfg(feature = "aws")]
             Self::Aws(p) => p.as_ref(),
+            #[cfg(feature = "gce")]
+            Self::Gce(p) => p.as_ref(),
+            #[cfg(feature = "azure")]
+            Self::Azure(p) => p.as_ref(),
         }
     }
 
@@ -51,6 +61,10 @@ impl Hosts {
             Self::Onprem(p) => p.as_ref(),
             #[cfg(feature = "aws")]
             Self::Aws(p) => p.as_ref(),
+            #[cfg(feature = "gce")]
+            Self::Gce(p) => p.as_ref(),
+            #[cfg(feature = "azure")]
+            Self::Azure(p) => p.as_ref(),
         }
     }
 }
@@ -189,6 +203,19 @@ impl ClusterSession {
                     .context("an aws cluster file needs an [aws] section")?;
                 (Hosts::Aws(Box::new(provider)), None)
             }
+            #[cfg(feature = "gce")]
+            ProviderKind::Gce => {
+                let provider = gantry_provider_gce::GceProvider::new(&file, &state_dir)
+                    .context("a gce cluster file needs a [gce] section")?;
+                (Hosts::Gce(Box::new(provider)), None)
+            }
+            #[cfg(feature = "azure")]
+            ProviderKind::Azure => {
+                let provider = gantry_provider_azure::AzureProvider::new(&file, &state_dir)
+                    .context("an azure cluster file needs an [azure] section")?;
+                (Hosts::Azure(Box::new(provider)), None)
+            }
+            #[allow(unreachable_patterns, reason = "reachable only in builds without a cloud feature")]
             other => anyhow::bail!(
                 "provider `{other}` is not available in this build (hint: build gantry with its cargo feature, e.g. `--features {other}`)"
             ),

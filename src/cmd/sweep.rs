@@ -177,6 +177,7 @@ mod azure {
 }
 
 /// A cloud this build leaves out (its cargo feature is off).
+#[allow(unused_macros, reason = "used only in builds without a cloud feature")]
 macro_rules! missing {
     ($name:ident, $feature:literal) => {
         mod $name {
