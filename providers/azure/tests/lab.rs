@@ -11,10 +11,11 @@ mod common;
 use common::{cluster_file, half, lab, runtime, spec};
 use gantry_lab::cloud::azure::{AllocationError, AzureLab, Fault};
 use gantry_provider_azure::{Arm, AzureProvider, sweep};
+use gantry_provision::access::Connector;
 use gantry_provision::cloud::Registry;
 use gantry_provision::cloud::sweep::Reason;
 use gantry_provision::provider::{ErrorKind, HostState, Provider};
-use std::process::Command;
+use gantry_provision::transport::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 fn provider(lab: &AzureLab, dir: &std::path::Path, cluster: &str, cidr: &str, extra: &str) -> AzureProvider {
@@ -147,6 +148,13 @@ fn a_stopped_vm_is_started_and_an_interrupted_create_resumes_by_name() {
         lab.resources().into_iter().filter(|id| id.to_lowercase().contains("/virtualmachines/")).collect();
     assert_eq!(vms.len(), 1, "no duplicate: {vms:?}");
 
+    // gantry logs in as the admin user with the cluster's key, and runs commands through sudo.
+    let access = again.connect(&host).expect("connect");
+    let script = Command::new("echo \"$SUDO_USER $(id -un)\"", Duration::from_secs(30));
+    let out = rt.block_on(access.transport.run(&script)).expect("run over SSH");
+    assert!(out.success(), "{out:?}");
+    assert_eq!(out.stdout.trim(), "gantry root", "logged in as gantry, root through sudo");
+
     // Deallocated behind gantry's back, then created again: started, same address.
     rt.block_on(async {
         let arm = Arm::connect(Some(lab.subscription_id()), Some(lab.endpoint_url())).await.expect("client");
@@ -257,7 +265,7 @@ fn missing_credentials_say_how_to_log_in() {
     }
     for kind in ["environment", "azurecli"] {
         let home = tempfile::tempdir().expect("temp home");
-        let output = Command::new(std::env::current_exe().expect("test binary"))
+        let output = std::process::Command::new(std::env::current_exe().expect("test binary"))
             .args(["--exact", "missing_credentials_say_how_to_log_in", "--nocapture"])
             .env_clear()
             .env("GANTRY_AZURE_CREDENTIALS_CHILD", "1")
@@ -273,7 +281,7 @@ fn missing_credentials_say_how_to_log_in() {
         assert!(stdout.contains("az login") && stdout.contains("AZURE_CLIENT_ID"), "{kind}: how to log in: {stdout}");
     }
     // Without a subscription anywhere, the message names both places.
-    let output = Command::new(std::env::current_exe().expect("test binary"))
+    let output = std::process::Command::new(std::env::current_exe().expect("test binary"))
         .args(["--exact", "missing_credentials_say_how_to_log_in", "--nocapture"])
         .env_clear()
         .env("GANTRY_AZURE_CREDENTIALS_CHILD", "1")
