@@ -323,3 +323,42 @@ fn a_zone_without_capacity_falls_over_to_the_next() {
     });
     assert_eq!(lab.resources(), Vec::<String>::new(), "nothing is left");
 }
+
+/// A stopped instance is started by a create of its host; sweep finds the instance of a cluster
+/// no state dir knows and deletes it with the cluster's network.
+#[test]
+fn a_stopped_instance_is_started_and_an_orphan_instance_is_swept() {
+    let labdir = tempfile::tempdir().expect("lab dir");
+    let Some(lab) = lab(labdir.path()) else { return };
+    let dir = tempfile::tempdir().expect("state dir");
+    let file = cluster_file(dir.path(), &lab, "nap", None, "");
+    runtime().block_on(async {
+        let provider = GceProvider::new(&file, dir.path()).expect("[gce]");
+        provider.prepare().await.expect("prepare");
+        let host = provider.create_host(&spec("nap", "workers-1")).await.expect("create");
+        let zone = host.attributes.get("zone").cloned().expect("a zone");
+        let c = Compute::connect(Some(lab.project()), REGION, Some(lab.endpoint_url())).await.expect("client");
+        let op = c
+            .instances
+            .stop()
+            .set_project(&c.project)
+            .set_zone(&zone)
+            .set_instance("nap-workers-1")
+            .send()
+            .await
+            .expect("stop");
+        operations::wait(&c, op, "destroy", "workers-1", "compute.instances.stop").await.expect("stopped");
+        let stopped = provider.describe_host("workers-1").await.expect("describe");
+        assert_eq!(stopped.state, gantry_provision::provider::HostState::Stopped);
+        let again = provider.create_host(&spec("nap", "workers-1")).await.expect("create starts it");
+        assert_eq!(again.state, gantry_provision::provider::HostState::Running);
+        assert_eq!(again.address, host.address, "the same instance");
+
+        let found = sweep::find(&c, SystemTime::now(), &|_| false).await.expect("find");
+        let nap = found.iter().find(|f| f.cluster == "nap").expect("the cluster is found");
+        assert_eq!(nap.reason, Some(Reason::Orphaned));
+        assert!(nap.resources.contains(&("instance".to_string(), "nap-workers-1".to_string())), "{nap:?}");
+        sweep::delete(&c, "nap").await.expect("sweep");
+    });
+    assert_eq!(lab.resources(), Vec::<String>::new(), "sweep leaves nothing");
+}
