@@ -5,21 +5,22 @@
 //!
 //! Calls are measured, for gantry and for the baseline alike, by a counting proxy in front of the
 //! emulator ([`crate::cloud_proxy`]), so both sides are timed by the same clock at the same
-//! place. From its record ([`Call`]s) this module derives, per instance, a *create span* (from
-//! the start of the `RunInstances` that launched it to the end of the last `DescribeInstances`
-//! naming it, the one that saw it running) and a *terminate span* (from its `TerminateInstances`
-//! to the last `DescribeInstances` naming it, the one that saw it terminated). The figures:
+//! place. From its record ([`Call`]s, each of a [`Kind`]) this module derives, per instance, a
+//! *create span* (from the start of the create call that made it — `RunInstances`,
+//! `instances.insert`, the VM's PUT — to the end of the last describe or operation poll naming
+//! it, the one that saw it running) and a *terminate span* (from its delete call to the last
+//! describe or operation poll naming it, the one that saw it gone). The figures:
 //! - create time: from the first create span's start to the last one's end (a window: both
 //!   sides hold a create slot until the instance accepts SSH, so waves of creates follow each
 //!   other the same way);
 //! - terminate time: the length of the union of the terminate spans (not a window: gantry
 //!   terminates the agents, then stops the master over SSH before terminating it, and that SSH
-//!   work is not an EC2 call);
-//! - the EC2 ratio: gantry's create + terminate time over the baseline's (the issue's goal:
-//!   at most 1.2); and the ratio of instance calls (`RunInstances`, `DescribeInstances`,
-//!   `TerminateInstances`) made by each;
-//! - how many creates were in flight at once: instances inside their create span, and
-//!   `RunInstances` requests inside the proxy, at the busiest moment.
+//!   work is not an API call);
+//! - the API ratio (`ec2_ratio` on AWS, `api_ratio` elsewhere): gantry's create + terminate time
+//!   over the baseline's (the goal: at most 1.2); and the ratio of instance calls (creates,
+//!   describes, deletes, and operation polls naming an instance) made by each;
+//! - how many creates were in flight at once: instances inside their create span, and create
+//!   requests inside the proxy, at the busiest moment.
 //!
 //! The lab is started once; each of `--runs` runs does `up`, `down` and the baseline in it, and
 //! every figure is the median over the runs (the ratio: the median of the runs' own ratios).
@@ -30,8 +31,18 @@
 mod aws;
 #[cfg(feature = "aws")]
 mod aws_baseline;
+#[cfg(feature = "azure")]
+mod azure;
+#[cfg(feature = "azure")]
+mod azure_baseline;
+#[cfg(any(feature = "aws", feature = "gce", feature = "azure"))]
+mod cluster;
+#[cfg(feature = "gce")]
+mod gce;
+#[cfg(feature = "gce")]
+mod gce_baseline;
 
-use crate::cloud_proxy::Call;
+use crate::cloud_proxy::{Call, Kind};
 use crate::report::{Figure, Report, Target, number};
 use crate::stats::Samples;
 use anyhow::Context;
@@ -45,6 +56,10 @@ use std::time::Duration;
 pub enum Provider {
     /// Amazon EC2, emulated by moto.
     Aws,
+    /// Google Compute Engine, emulated by `gantry_lab::cloud::gce`.
+    Gce,
+    /// Azure Resource Manager, emulated by `gantry_lab::cloud::azure`.
+    Azure,
 }
 
 /// Options of `cloud`.
@@ -56,8 +71,8 @@ pub struct Args {
     /// Instances: 1 master and N-1 agents. A run of 20 takes about 30 s on 2 cores (release build).
     #[arg(long, default_value_t = 20)]
     pub instances: usize,
-    /// The cluster file's `[aws] max_parallel_creates` (gantry's default: 10); the baseline
-    /// uses the same bound.
+    /// The cluster file's `max_parallel_creates` (gantry's default: 10); the baseline uses the
+    /// same bound.
     #[arg(long, default_value_t = 10)]
     pub max_parallel_creates: usize,
     /// Runs of up, down and the baseline in one lab; every figure is the median over them.
@@ -67,7 +82,7 @@ pub struct Args {
     #[arg(long)]
     pub no_baseline: bool,
     /// Also write every call the proxy saw to this file, one JSON object a line (side, phase,
-    /// action, instances, status, start and end in ms).
+    /// action, kind, instances, status, start and end in ms).
     #[arg(long)]
     pub calls_file: Option<PathBuf>,
 }
@@ -86,13 +101,42 @@ pub fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     match args.provider {
         #[cfg(feature = "aws")]
         Provider::Aws => aws::run(args, report),
-        #[cfg(not(feature = "aws"))]
-        Provider::Aws => {
+        #[cfg(feature = "gce")]
+        Provider::Gce => gce::run(args, report),
+        #[cfg(feature = "azure")]
+        Provider::Azure => azure::run(args, report),
+        #[allow(unreachable_patterns)]
+        other => {
             let _ = report;
-            anyhow::bail!("this gantry-bench was built without its `aws` feature")
+            anyhow::bail!("this gantry-bench was built without its `{}` feature", other.name())
         }
     }
 }
+
+impl Provider {
+    /// Its name, as on the command line and in cluster files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Aws => "aws",
+            Provider::Gce => "gce",
+            Provider::Azure => "azure",
+        }
+    }
+}
+
+/// How a cloud's figures and notes name its API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Api {
+    /// In notes: `EC2`, `Compute Engine`, `Resource Manager`.
+    pub name: &'static str,
+    /// In figure names: `ec2` (`ec2_ratio`, `ec2_calls_up`) or `api`.
+    pub key: &'static str,
+    /// The figure of create requests in flight: `run_instances_in_flight` on EC2.
+    pub creates_in_flight: &'static str,
+}
+
+/// EC2's figures keep the names they had before the other clouds.
+pub const EC2: Api = Api { name: "EC2", key: "ec2", creates_in_flight: "run_instances_in_flight" };
 
 /// What one side (gantry or the baseline) did to the cloud.
 #[derive(Debug, Clone, Default)]
@@ -116,14 +160,15 @@ pub struct Measures {
     pub launched: usize,
     /// Instances terminated (terminate spans).
     pub terminated: usize,
-    /// `RunInstances` + `DescribeInstances` + `TerminateInstances` calls.
+    /// Create, describe and delete calls, and operation polls naming an instance.
     pub instance_calls: usize,
     /// Every call.
     pub calls: usize,
     /// Most instances inside their create span at once.
     pub creates_in_flight: usize,
-    /// Most `RunInstances` requests inside the proxy at once.
-    pub run_instances_in_flight: usize,
+    /// Most create requests (`RunInstances`, `instances.insert`, a VM's PUT) inside the proxy at
+    /// once.
+    pub create_requests_in_flight: usize,
     /// Answers with a status of 400 or more.
     pub errors: usize,
 }
@@ -131,8 +176,8 @@ pub struct Measures {
 impl Side {
     /// Its measures.
     pub fn measures(&self) -> Measures {
-        let creates = spans(&self.create, "RunInstances", |c| &c.launched);
-        let terminates = spans(&self.terminate, "TerminateInstances", |c| &c.instance_ids);
+        let creates = spans(&self.create, Kind::Create);
+        let terminates = spans(&self.terminate, Kind::Delete);
         let all = || self.create.iter().chain(&self.terminate);
         Measures {
             create: window(&creates),
@@ -141,30 +186,34 @@ impl Side {
             launched: creates.len(),
             terminated: terminates.len(),
             instance_calls: all()
-                .filter(|c| matches!(c.action.as_str(), "RunInstances" | "DescribeInstances" | "TerminateInstances"))
+                .filter(|c| match c.kind {
+                    Kind::Create | Kind::Describe | Kind::Delete => true,
+                    Kind::Poll => !c.instances.is_empty(),
+                    Kind::Other => false,
+                })
                 .count(),
             calls: all().count(),
             creates_in_flight: peak(creates.values().copied()),
-            run_instances_in_flight: peak(
-                self.create.iter().filter(|c| c.action == "RunInstances").map(|c| (c.start, c.end)),
+            create_requests_in_flight: peak(
+                self.create.iter().filter(|c| c.kind == Kind::Create).map(|c| (c.start, c.end)),
             ),
             errors: all().filter(|c| c.status >= 400).count(),
         }
     }
 }
 
-/// Per instance, from the start of the `opening` call that names it (`ids` of the call) to the
-/// end of the last `DescribeInstances` naming it after that.
-fn spans(calls: &[Call], opening: &str, ids: impl Fn(&Call) -> &Vec<String>) -> BTreeMap<String, (Duration, Duration)> {
+/// Per instance, from the start of the successful `opening` call (create or delete) that names
+/// it to the end of the last describe or operation poll naming it after that.
+fn spans(calls: &[Call], opening: Kind) -> BTreeMap<String, (Duration, Duration)> {
     let mut spans: BTreeMap<String, (Duration, Duration)> = BTreeMap::new();
-    for call in calls.iter().filter(|c| c.action == opening && c.status < 400) {
-        for id in ids(call) {
+    for call in calls.iter().filter(|c| c.kind == opening && c.status < 400) {
+        for id in &call.instances {
             let span = spans.entry(id.clone()).or_insert((call.start, call.end));
             span.0 = span.0.min(call.start);
         }
     }
-    for call in calls.iter().filter(|c| c.action == "DescribeInstances") {
-        for id in &call.instance_ids {
+    for call in calls.iter().filter(|c| matches!(c.kind, Kind::Describe | Kind::Poll)) {
+        for id in &call.instances {
             if let Some(span) = spans.get_mut(id)
                 && call.start >= span.0
             {
@@ -229,8 +278,8 @@ pub fn write_calls(path: &Path, runs: &[Run]) -> anyhow::Result<()> {
             for (phase, calls) in [("create", &side.create), ("terminate", &side.terminate)] {
                 for call in calls {
                     let line = serde_json::json!({
-                        "run": index + 1, "side": name, "phase": phase, "action": call.action,
-                        "instance_ids": call.instance_ids, "launched": call.launched, "status": call.status,
+                        "run": index + 1, "side": name, "phase": phase, "action": call.action, "kind": call.kind,
+                        "instances": call.instances, "status": call.status,
                         "start_ms": ms(call.start), "end_ms": ms(call.end),
                     });
                     writeln!(out, "{line}")?;
@@ -252,6 +301,17 @@ pub fn by_action(calls: &[Call]) -> String {
     counts.iter().map(|(action, n)| format!("{action} {n}")).collect::<Vec<_>>().join(", ")
 }
 
+/// `describe 41, create 20, poll 12, …`: the calls of each [`Kind`], most frequent first.
+pub fn by_kind(calls: &[Call]) -> String {
+    let mut counts: BTreeMap<Kind, usize> = BTreeMap::new();
+    for call in calls {
+        *counts.entry(call.kind).or_default() += 1;
+    }
+    let mut counts: Vec<(Kind, usize)> = counts.into_iter().collect();
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    counts.iter().map(|(kind, n)| format!("{} {n}", kind.name())).collect::<Vec<_>>().join(", ")
+}
+
 /// One run: `gantry up` and `gantry down`, then the baseline.
 #[derive(Debug, Clone)]
 pub struct Run {
@@ -271,9 +331,10 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
     if median.is_nan() { 0.0 } else { median }
 }
 
-/// Records the figures of `runs` in `report`: each the median over the runs, and the ratio the
-/// median of the runs' ratios (gantry's against the baseline of the same run).
-pub fn add_figures(report: &mut Report, prefix: &str, runs: &[Run]) {
+/// Records the figures of `runs` in `report`, named after `api`: each the median over the runs,
+/// and the ratio the median of the runs' ratios (gantry's against the baseline of the same run).
+pub fn add_figures(report: &mut Report, prefix: &str, api: Api, runs: &[Run]) {
+    let key = api.key;
     let ours: Vec<Measures> = runs.iter().map(|r| r.gantry.measures()).collect();
     let theirs: Vec<Measures> = runs.iter().filter_map(|r| r.baseline.as_ref().map(Side::measures)).collect();
     let secs = |d: Duration| d.as_secs_f64();
@@ -284,24 +345,28 @@ pub fn add_figures(report: &mut Report, prefix: &str, runs: &[Run]) {
     };
     add("create_s", "s", &|m| secs(m.create));
     add("terminate_s", "s", &|m| secs(m.terminate));
-    add("ec2_s", "s", &ec2);
+    add(&format!("{key}_s"), "s", &ec2);
     add("instance_calls", "calls", &|m| m.instance_calls as f64);
     add("creates_in_flight", "instances", &|m| m.creates_in_flight as f64);
-    add("run_instances_in_flight", "requests", &|m| m.run_instances_in_flight as f64);
+    add(api.creates_in_flight, "requests", &|m| m.create_requests_in_flight as f64);
     let ratios: Vec<f64> =
         ours.iter().zip(&theirs).filter(|(_, t)| ec2(t) > 0.0).map(|(o, t)| ec2(o) / ec2(t)).collect();
     if !ratios.is_empty() {
         let ratio = median(ratios.iter().copied());
-        report.add(Figure::new(format!("{prefix}.ec2_ratio"), ratio, "x").target(Target::at_most(1.2)));
+        report.add(Figure::new(format!("{prefix}.{key}_ratio"), ratio, "x").target(Target::at_most(1.2)));
     }
     let plain = |name: &str, value: f64, unit: &str| Figure::new(format!("{prefix}.{name}"), value, unit);
     report.add(plain("up_s", median(runs.iter().map(|r| secs(r.up))), "s"));
     report.add(plain("down_s", median(runs.iter().map(|r| secs(r.down))), "s"));
-    report.add(plain("ec2_calls_up", median(runs.iter().map(|r| r.gantry.create.len() as f64)), "calls"));
-    report.add(plain("ec2_calls_down", median(runs.iter().map(|r| r.gantry.terminate.len() as f64)), "calls"));
+    report.add(plain(&format!("{key}_calls_up"), median(runs.iter().map(|r| r.gantry.create.len() as f64)), "calls"));
+    report.add(plain(
+        &format!("{key}_calls_down"),
+        median(runs.iter().map(|r| r.gantry.terminate.len() as f64)),
+        "calls",
+    ));
     let list = |values: &mut dyn Iterator<Item = f64>| values.map(number).collect::<Vec<_>>().join(", ");
     report.note(format!(
-        "per run: up {} s; down {} s; create {} s (baseline {}); terminate {} s (baseline {}); ec2_ratio {}",
+        "per run: up {} s; down {} s; create {} s (baseline {}); terminate {} s (baseline {}); {key}_ratio {}",
         list(&mut runs.iter().map(|r| secs(r.up))),
         list(&mut runs.iter().map(|r| secs(r.down))),
         list(&mut ours.iter().map(|m| secs(m.create))),
@@ -311,8 +376,14 @@ pub fn add_figures(report: &mut Report, prefix: &str, runs: &[Run]) {
         list(&mut ratios.iter().copied()),
     ));
     if let (Some(first), Some(m)) = (runs.first(), ours.first()) {
-        report.note(format!("gantry's EC2 calls during up (run 1): {}", by_action(&first.gantry.create)));
-        report.note(format!("gantry's EC2 calls during down (run 1): {}", by_action(&first.gantry.terminate)));
+        let name = api.name;
+        report.note(format!("gantry's {name} calls during up (run 1): {}", by_action(&first.gantry.create)));
+        report.note(format!("gantry's {name} calls during down (run 1): {}", by_action(&first.gantry.terminate)));
+        report.note(format!(
+            "gantry's {name} calls by kind (run 1): up {}; down {}",
+            by_kind(&first.gantry.create),
+            by_kind(&first.gantry.terminate)
+        ));
         report.note(format!(
             "gantry (run 1): {} instances launched, {} terminated; terminate spans from first to last: {} s; {} \
              error answers",
@@ -323,10 +394,13 @@ pub fn add_figures(report: &mut Report, prefix: &str, runs: &[Run]) {
         ));
     }
     if let (Some(baseline), Some(m)) = (runs.first().and_then(|r| r.baseline.as_ref()), theirs.first()) {
+        let all = [baseline.create.as_slice(), baseline.terminate.as_slice()].concat();
         report.note(format!(
-            "baseline's EC2 calls (run 1): {}; {} launched, {} terminated; terminate spans from first to last: {} s; \
-             {} error answers",
-            by_action(&[baseline.create.as_slice(), baseline.terminate.as_slice()].concat()),
+            "baseline's {} calls (run 1): {} (by kind: {}); {} launched, {} terminated; terminate spans from first to \
+             last: {} s; {} error answers",
+            api.name,
+            by_action(&all),
+            by_kind(&all),
             m.launched,
             m.terminated,
             number(secs(m.terminate_window)),
@@ -343,11 +417,14 @@ mod tests {
         Duration::from_millis(v)
     }
 
+    /// An EC2 call naming `ids` whose answer launched `launched`.
     fn call(action: &str, ids: &[&str], launched: &[&str], start: u64, end: u64) -> Call {
+        let kind = crate::cloud_proxy::ec2::kind(action);
+        let named = if kind == Kind::Create { launched } else { ids };
         Call {
             action: action.to_string(),
-            instance_ids: ids.iter().map(|s| s.to_string()).collect(),
-            launched: launched.iter().map(|s| s.to_string()).collect(),
+            kind,
+            instances: named.iter().map(|s| s.to_string()).collect(),
             status: 200,
             start: ms(start),
             end: ms(end),
@@ -364,11 +441,54 @@ mod tests {
             call("DescribeInstances", &["i-1"], &[], 150, 160),
             call("DescribeInstances", &["i-2"], &[], 60, 70),
         ];
-        let spans = spans(&calls, "RunInstances", |c| &c.launched);
+        let spans = spans(&calls, Kind::Create);
         assert_eq!(spans["i-1"], (ms(10), ms(160)));
         assert_eq!(spans["i-2"], (ms(20), ms(70)));
         assert_eq!(window(&spans), ms(150));
         assert_eq!(peak(spans.values().copied()), 2);
+    }
+
+    /// A call of `kind` naming `instances`, as the proxy records GCE and Azure calls.
+    fn rest(action: &str, kind: Kind, instances: &[&str], start: u64, end: u64) -> Call {
+        let instances = instances.iter().map(|s| s.to_string()).collect();
+        Call { action: action.to_string(), kind, instances, status: 200, start: ms(start), end: ms(end) }
+    }
+
+    #[test]
+    fn operation_polls_naming_an_instance_end_its_spans_and_count_as_instance_calls() {
+        let side = Side {
+            create: vec![
+                rest("networks.insert", Kind::Other, &[], 0, 1),
+                rest("globalOperations.get", Kind::Poll, &[], 1, 2),
+                rest("instances.insert", Kind::Create, &["m-0"], 10, 20),
+                rest("instances.insert", Kind::Create, &["w-0"], 12, 22),
+                rest("zoneOperations.get", Kind::Poll, &["m-0"], 30, 40),
+                rest("zoneOperations.get", Kind::Poll, &["w-0"], 31, 35),
+                rest("instances.get", Kind::Describe, &["w-0"], 50, 60),
+            ],
+            terminate: vec![
+                rest("instances.delete", Kind::Delete, &["m-0"], 100, 110),
+                rest("zoneOperations.get", Kind::Poll, &["m-0"], 120, 130),
+                rest("instances.get", Kind::Describe, &["m-0"], 90, 95),
+            ],
+        };
+        let m = side.measures();
+        assert_eq!((m.launched, m.terminated), (2, 1));
+        assert_eq!((m.create, m.terminate), (ms(50), ms(30)));
+        assert_eq!((m.instance_calls, m.calls), (8, 10));
+        assert_eq!((m.creates_in_flight, m.create_requests_in_flight), (2, 2));
+        assert_eq!(by_kind(&side.create), "poll 3, create 2, describe 1, other 1");
+        let run = Run { up: ms(1), down: ms(1), gantry: side.clone(), baseline: Some(side) };
+        let mut report = Report::quiet("cloud");
+        add_figures(
+            &mut report,
+            "g",
+            Api { name: "Compute Engine", key: "api", creates_in_flight: "c_in_flight" },
+            &[run],
+        );
+        assert_eq!(report.figure("g.api_ratio").map(|f| f.value), Some(1.0));
+        assert_eq!(report.figure("g.c_in_flight").map(|f| f.value), Some(2.0));
+        assert!(report.figure("g.ec2_ratio").is_none());
     }
 
     #[test]
@@ -433,7 +553,7 @@ mod tests {
             run(side(500, 500), side(900, 100)),
         ];
         let mut report = Report::quiet("cloud");
-        add_figures(&mut report, "c", &runs);
+        add_figures(&mut report, "c", EC2, &runs);
         let create = report.figure("c.create_s").expect("create_s");
         assert_eq!((create.value, create.baseline), (0.3, Some(0.1)));
         assert_eq!(report.figure("c.ec2_ratio").map(|f| f.value), Some(1.0));

@@ -4,22 +4,17 @@
 //!
 //! The lab's own watcher polls moto directly, so its calls are not counted.
 
-use super::{Args, Run, Side, add_figures, aws_baseline};
-use crate::cloud_proxy::CountingProxy;
+use super::cluster::{self, CloudBench, SSH_PARALLELISM};
+use super::{Args, EC2, Side, add_figures, aws_baseline};
+use crate::cloud_proxy::{CountingProxy, Protocol};
 use crate::report::{Report, progress};
-use anyhow::{Context, bail};
 use gantry_lab::cloud::aws::{AwsLab, AwsLabError};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// How long the lab may take to remove the hosts of terminated instances.
-const HOSTS_GONE_TIMEOUT: Duration = Duration::from_secs(60);
+use std::path::Path;
+use std::time::Duration;
 
 /// Runs the scenario on the AWS lab.
 pub fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     let n = args.instances;
-    let bin = crate::binary::gantry()?;
     // The proxy is served by this runtime's workers while the main thread waits for `gantry`.
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let work = tempfile::Builder::new().prefix("gantry-bench-cloud-").tempdir()?;
@@ -28,58 +23,20 @@ pub fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
         AwsLabError::Lab(e) => anyhow::anyhow!("cloud --provider aws needs the lab's test hosts: {e}"),
         e => anyhow::anyhow!("cloud --provider aws cannot start the AWS lab: {e}"),
     })?;
-    let proxy = runtime.block_on(CountingProxy::start(lab.endpoint_url()))?;
+    let proxy = runtime.block_on(CountingProxy::start(lab.endpoint_url(), Protocol::Ec2))?;
     report.note(format!(
         "`gantry up` and `gantry down` of 1 master + {} agents on the AWS lab (moto {} on loopback, every instance a \
-         test host) with the {} binary ({} MiB), [aws] max_parallel_creates = {}; EC2 calls counted by a proxy in \
-         front of moto; {} runs in one lab, medians reported",
+         test host) with {}, [aws] max_parallel_creates = {}; EC2 calls counted by a proxy in front of moto; {} runs \
+         in one lab, medians reported",
         n - 1,
         gantry_lab::cloud::aws::MOTO_VERSION,
-        profile(&bin),
-        std::fs::metadata(&bin).map(|m| m.len() >> 20).unwrap_or(0),
+        cluster::binary_note()?,
         args.max_parallel_creates,
         args.runs
     ));
-    let prefix = format!("cloud.aws.instances_{n}");
-    let mut runs = Vec::new();
-    for index in 1..=args.runs {
-        let dir = work.path().join(format!("run-{index}"));
-        std::fs::create_dir_all(&dir)?;
-        let cluster = Cluster::new(&bin, &lab, &proxy, &dir, n, args.max_parallel_creates)?;
-        progress(&format!("run {index}: gantry up of {n} instances"));
-        let up = match cluster.run("up") {
-            Ok(up) => up,
-            Err(e) => {
-                let _ = cluster.run("down");
-                return Err(e);
-            }
-        };
-        let up_calls = proxy.take();
-        progress(&format!("run {index}: gantry down"));
-        let down = cluster.run("down")?;
-        let gantry = Side { create: up_calls, terminate: proxy.take() };
-        if lab.wait_for(HOSTS_GONE_TIMEOUT, |hosts| hosts.is_empty().then_some(())).is_none() {
-            bail!("the lab still has hosts {HOSTS_GONE_TIMEOUT:?} after `gantry down`: {:?}", lab.instances());
-        }
-        let baseline = if args.no_baseline {
-            None
-        } else {
-            progress(&format!("run {index}: the same instance calls with the SDK"));
-            let settings = aws_baseline::Settings {
-                name: format!("bench-{}-{index}", lab.prefix()),
-                instances: n,
-                max_parallel_creates: args.max_parallel_creates,
-                max_parallel_destroys: SSH_PARALLELISM,
-            };
-            let baseline = runtime.block_on(aws_baseline::run(&lab, &proxy, &dir, &settings))?;
-            if lab.wait_for(HOSTS_GONE_TIMEOUT, |hosts| hosts.is_empty().then_some(())).is_none() {
-                bail!("the lab still has hosts {HOSTS_GONE_TIMEOUT:?} after the baseline: {:?}", lab.instances());
-            }
-            Some(baseline)
-        };
-        runs.push(Run { up, down, gantry, baseline });
-    }
-    add_figures(report, &prefix, &runs);
+    let bench = Aws { args, lab: &lab, proxy: &proxy, runtime: &runtime };
+    let runs = cluster::runs(args, work.path(), &proxy, &bench)?;
+    add_figures(report, &format!("cloud.aws.instances_{n}"), EC2, &runs);
     if let Some(path) = &args.calls_file {
         super::write_calls(path, &runs)?;
         report.note(format!("every EC2 call: {}", path.display()));
@@ -95,32 +52,17 @@ pub fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// gantry's default `[ssh] parallelism`: how many hosts its destroy stages work on at once.
-const SSH_PARALLELISM: usize = 50;
-
-/// `release` or `debug`: the profile directory the binary was built into.
-fn profile(bin: &Path) -> String {
-    bin.parent().and_then(Path::file_name).map_or_else(|| "?".to_string(), |n| n.to_string_lossy().into_owned())
+/// The AWS lab behind the proxy.
+struct Aws<'a> {
+    args: &'a Args,
+    lab: &'a AwsLab,
+    proxy: &'a CountingProxy,
+    runtime: &'a tokio::runtime::Runtime,
 }
 
-/// A lab cluster file and the state dir of its runs.
-struct Cluster {
-    bin: PathBuf,
-    file: PathBuf,
-    state: PathBuf,
-    env: Vec<(String, String)>,
-}
-
-impl Cluster {
-    fn new(
-        bin: &Path,
-        lab: &AwsLab,
-        proxy: &CountingProxy,
-        work: &Path,
-        n: usize,
-        max_parallel_creates: usize,
-    ) -> anyhow::Result<Self> {
-        let file = work.join("cluster.toml");
+impl CloudBench for Aws<'_> {
+    fn cluster(&self, _index: usize) -> anyhow::Result<(String, Vec<(String, String)>)> {
+        let (lab, n) = (self.lab, self.args.instances);
         let image = "{ owner = \"amazon\", name = \"al2023-ami-2023.*-x86_64\" }";
         let text = format!(
             "version = 1\n[cluster]\nname = \"bench-{prefix}\"\nprovider = \"aws\"\n\n\
@@ -133,41 +75,35 @@ impl Cluster {
             prefix = lab.prefix(),
             region = lab.region(),
             cidr = lab.cidr(),
+            max_parallel_creates = self.args.max_parallel_creates,
             master_type = aws_baseline::MASTER_TYPE,
             worker_type = aws_baseline::WORKER_TYPE,
             workers = n - 1,
         );
-        std::fs::write(&file, text)?;
         let mut env = lab.env();
         for (key, value) in &mut env {
             if key == "AWS_ENDPOINT_URL" {
-                *value = proxy.url().to_string();
+                *value = self.proxy.url().to_string();
             }
         }
         env.push(("AWS_EC2_METADATA_DISABLED".to_string(), "true".to_string()));
-        Ok(Self { bin: bin.to_path_buf(), file, state: work.join("state"), env })
+        Ok((text, env))
     }
 
-    /// Runs `gantry VERB cluster.toml`; its wall time.
-    fn run(&self, verb: &str) -> anyhow::Result<Duration> {
-        let started = Instant::now();
-        let out = Command::new(&self.bin)
-            .arg(verb)
-            .arg(&self.file)
-            .env("GANTRY_STATE_DIR", &self.state)
-            .env_remove("SSH_AUTH_SOCK")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("cannot run {}", self.bin.display()))?;
-        let elapsed = started.elapsed();
-        if !out.status.success() {
-            bail!(
-                "gantry {verb} failed:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+    fn leftovers(&self, timeout: Duration) -> Option<String> {
+        match self.lab.wait_for(timeout, |hosts| hosts.is_empty().then_some(())) {
+            Some(()) => None,
+            None => Some(format!("{:?}", self.lab.instances())),
         }
-        Ok(elapsed)
+    }
+
+    fn baseline(&self, index: usize, dir: &Path) -> anyhow::Result<Side> {
+        let settings = aws_baseline::Settings {
+            name: format!("bench-{}-{index}", self.lab.prefix()),
+            instances: self.args.instances,
+            max_parallel_creates: self.args.max_parallel_creates,
+            max_parallel_destroys: SSH_PARALLELISM,
+        };
+        self.runtime.block_on(aws_baseline::run(self.lab, self.proxy, dir, &settings))
     }
 }
