@@ -23,7 +23,7 @@ pub enum Cloud {
 pub struct SweepArgs {
     /// The cloud to sweep.
     pub cloud: Cloud,
-    /// aws: the region to sweep.
+    /// aws and gce: the region to sweep (gce: its subnetworks; instances of every zone).
     #[arg(long, env = "AWS_REGION")]
     pub region: Option<String>,
     /// gce: the project to sweep.
@@ -143,7 +143,8 @@ mod gce {
         now: std::time::SystemTime,
         known: Known<'_>,
     ) -> anyhow::Result<(String, Vec<Found>)> {
-        let compute = Compute::connect(args.project.as_deref(), args.region.as_deref().unwrap_or(""), endpoint).await?;
+        let region = required(&args.region, "--region", "AWS_REGION")?;
+        let compute = Compute::connect(args.project.as_deref(), region, endpoint).await?;
         let found = sweep::find(&compute, now, known).await?;
         report(args, &found, |cluster| {
             let compute = &compute;

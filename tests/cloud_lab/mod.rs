@@ -183,9 +183,9 @@ impl CloudLab {
     pub fn sweep_args(&self) -> Vec<String> {
         let mut args = vec!["sweep".to_string(), self.kind.name().to_string()];
         match self.kind {
-            Kind::Aws => args.extend(["--region".to_string(), self.region().to_string()]),
-            // The project and subscription come from the lab's environment.
-            Kind::Gce | Kind::Azure => {}
+            // The project (gce) and the subscription (azure) come from the lab's environment.
+            Kind::Aws | Kind::Gce => args.extend(["--region".to_string(), self.region().to_string()]),
+            Kind::Azure => {}
         }
         args
     }
