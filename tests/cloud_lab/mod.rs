@@ -214,19 +214,28 @@ impl CloudLab {
                     *hosts.entry(host.unwrap_or("?").to_string()).or_default() += 1;
                 }
             }
+            // The emulators' own view of the API (not their test hosts, which follow a delete
+            // a moment later): instance (VM) names are unique per zone (resource group).
             Inner::Gce(lab) => {
                 let prefix = format!("{cluster}-");
-                for instance in lab.instances() {
-                    if let Some(host) = instance.name.strip_prefix(&prefix) {
+                for resource in lab.resources() {
+                    let Some((_, name)) = resource.split_once("/instances/") else { continue };
+                    if let Some(host) = name.strip_prefix(&prefix) {
                         *hosts.entry(host.to_string()).or_default() += 1;
                     }
                 }
             }
             Inner::Azure(lab) => {
-                let group = format!("gantry-{cluster}");
-                for vm in lab.instances() {
-                    if vm.resource_group.eq_ignore_ascii_case(&group) {
-                        *hosts.entry(vm.name.clone()).or_default() += 1;
+                let group = format!("/resourcegroups/gantry-{cluster}/");
+                for resource in lab.resources() {
+                    let lower = resource.to_ascii_lowercase();
+                    if !lower.contains(&group) {
+                        continue;
+                    }
+                    let Some(at) = lower.find("/providers/microsoft.compute/virtualmachines/") else { continue };
+                    let name = &resource[at + "/providers/microsoft.compute/virtualmachines/".len()..];
+                    if !name.contains('/') {
+                        *hosts.entry(name.to_string()).or_default() += 1;
                     }
                 }
             }
