@@ -78,6 +78,9 @@ pub struct Call {
     /// The instances it names, in order: for a create, those it creates (for `RunInstances`,
     /// those its answer launched); for an operation poll, the instance of the operation.
     pub instances: Vec<String>,
+    /// For a describe, the instances its answer showed running (GCE and Azure; empty on EC2,
+    /// whose create spans end at the last describe instead).
+    pub ready: Vec<String>,
     /// The HTTP status of the answer (502 when the emulator could not be reached).
     pub status: u16,
     /// When the request had arrived whole, since the proxy started.
@@ -95,6 +98,15 @@ pub struct Seen {
     pub kind: Kind,
     /// See [`Call::instances`].
     pub instances: Vec<String>,
+    /// See [`Call::ready`].
+    pub ready: Vec<String>,
+}
+
+impl Seen {
+    /// A call of `kind` naming `instances`, whose answer is not read yet.
+    pub fn new(action: String, kind: Kind, instances: Vec<String>) -> Seen {
+        Seen { action, kind, instances, ready: Vec::new() }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -195,13 +207,17 @@ async fn forward(State(upstream): State<Upstream>, request: Request) -> Response
         match upstream.protocol {
             Protocol::Ec2 => ec2::answer(&mut seen, &answer),
             Protocol::Gce => gce::answer(&mut seen, &answer),
-            Protocol::Azure => learn(&upstream, &mut seen, parts.uri.path(), &mut headers),
+            Protocol::Azure => {
+                learn(&upstream, &mut seen, parts.uri.path(), &mut headers);
+                azure::answer(&mut seen, &answer);
+            }
         }
     }
     let call = Call {
         action: seen.action,
         kind: seen.kind,
         instances: seen.instances,
+        ready: seen.ready,
         status: status.as_u16(),
         start,
         end: upstream.epoch.elapsed(),

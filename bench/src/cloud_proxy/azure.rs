@@ -9,6 +9,7 @@
 
 use super::{Kind, Seen};
 use axum::http::{HeaderMap, HeaderValue, Method};
+use serde_json::Value;
 
 /// The headers that carry an async operation's status URLs.
 const OPERATION_HEADERS: [&str; 2] = ["azure-asyncoperation", "location"];
@@ -46,7 +47,25 @@ pub fn request(method: &Method, path: &str) -> Seen {
         (Kind::Create | Kind::Describe | Kind::Delete, Some(name)) => vec![name.to_string()],
         _ => Vec::new(),
     };
-    Seen { action, kind, instances }
+    Seen::new(action, kind, instances)
+}
+
+/// Completes `seen` from a successful answer: a describe tells which VMs its instance views
+/// showed running (a GET without `$expand=instanceView` shows none).
+pub fn answer(seen: &mut Seen, body: &[u8]) {
+    if seen.kind != Kind::Describe {
+        return;
+    }
+    let Ok(answer) = serde_json::from_slice::<Value>(body) else { return };
+    let running = |vm: &Value| {
+        let statuses = vm.pointer("/properties/instanceView/statuses")?.as_array()?;
+        let up = statuses.iter().any(|s| s.get("code").and_then(Value::as_str) == Some("PowerState/running"));
+        up.then(|| vm.get("name")?.as_str().map(str::to_string)).flatten()
+    };
+    seen.ready = match answer.get("value").and_then(Value::as_array) {
+        Some(vms) => vms.iter().filter_map(running).collect(),
+        None => running(&answer).into_iter().collect(),
+    };
 }
 
 /// The paths of the status URLs an answer points at (to learn which VM their polls are about).
@@ -143,6 +162,18 @@ mod tests {
         );
         assert_eq!(headers["retry-after"], "1");
         assert_eq!(path_of("/a/b?c=d"), "/a/b");
+        let mut get = request(&Method::GET, &format!("{VMS}/m"));
+        let view = r#"{"name":"m","properties":{"instanceView":{"statuses":[
+            {"code":"ProvisioningState/succeeded"},{"code":"PowerState/running"}]}}}"#;
+        answer(&mut get, view.as_bytes());
+        assert_eq!(get.ready, ["m"]);
+        let mut list = request(&Method::GET, VMS);
+        answer(
+            &mut list,
+            br#"{"value":[{"name":"a","properties":{}},{"name":"b","properties":{"instanceView":
+            {"statuses":[{"code":"PowerState/running"}]}}}]}"#,
+        );
+        assert_eq!(list.ready, ["b"]);
         assert_eq!(path_of("http://h:1"), "/");
     }
 }

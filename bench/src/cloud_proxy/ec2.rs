@@ -9,7 +9,7 @@ pub fn request(query: Option<&str>, body: &[u8]) -> Seen {
     params.extend(pairs(body));
     let action = params.iter().find(|(k, _)| k == "Action").map_or_else(|| "?".to_string(), |(_, v)| v.clone());
     let instances = params.iter().filter(|(k, _)| k.starts_with("InstanceId.")).map(|(_, v)| v.clone()).collect();
-    Seen { kind: kind(&action), action, instances }
+    Seen::new(action.clone(), kind(&action), instances)
 }
 
 /// What an action does to instances.

@@ -9,7 +9,7 @@ use axum::http::Method;
 /// What a Compute Engine request is.
 pub fn request(method: &Method, path: &str, body: &[u8]) -> Seen {
     let Some(rest) = path.split_once("/compute/v1/projects/").map(|(_, rest)| rest) else {
-        return Seen { action: format!("{method} {path}"), kind: Kind::Other, instances: Vec::new() };
+        return Seen::new(format!("{method} {path}"), Kind::Other, Vec::new());
     };
     // P / scope… / collection [/ name [/ verb]]
     let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
@@ -18,11 +18,12 @@ pub fn request(method: &Method, path: &str, body: &[u8]) -> Seen {
         Some(["aggregated", tail @ ..]) => ("aggregated", tail),
         Some(["zones", _, tail @ ..]) => ("zones", tail),
         Some(["regions", _, tail @ ..]) => ("regions", tail),
-        _ => ("", &[][..]),
+        Some(tail) => ("", tail),
+        None => ("", &[][..]),
     };
     let Some((&collection, tail)) = tail.split_first() else {
         let action = if parts.len() > 1 { format!("{scope}.get") } else { "projects.get".to_string() };
-        return Seen { action, kind: Kind::Other, instances: Vec::new() };
+        return Seen::new(action, Kind::Other, Vec::new());
     };
     let resource = match (collection, scope) {
         ("operations", "zones") => "zoneOperations",
@@ -59,16 +60,31 @@ pub fn request(method: &Method, path: &str, body: &[u8]) -> Seen {
         ("instances", "get" | "delete", [name]) => vec![(*name).to_string()],
         _ => Vec::new(),
     };
-    Seen { action, kind, instances }
+    Seen::new(action, kind, instances)
 }
 
 /// Completes `seen` from a successful answer: an operation poll names the instance its
-/// operation targets.
+/// operation targets; a describe tells which instances it showed RUNNING.
 pub fn answer(seen: &mut Seen, body: &[u8]) {
-    if seen.kind == Kind::Poll
-        && let Some(name) = target_instance(body)
-    {
-        seen.instances = vec![name];
+    match seen.kind {
+        Kind::Poll => seen.instances.extend(target_instance(body)),
+        Kind::Describe => seen.ready = running(body),
+        _ => {}
+    }
+}
+
+/// The RUNNING instances of an `instances.get`, `list` or `aggregatedList` answer.
+fn running(body: &[u8]) -> Vec<String> {
+    let Ok(answer) = serde_json::from_slice::<serde_json::Value>(body) else { return Vec::new() };
+    let one = |i: &serde_json::Value| {
+        (i.get("status")?.as_str()? == "RUNNING").then(|| i.get("name")?.as_str().map(str::to_string)).flatten()
+    };
+    match answer.get("items") {
+        Some(serde_json::Value::Array(items)) => items.iter().filter_map(one).collect(),
+        Some(serde_json::Value::Object(scopes)) => {
+            scopes.values().filter_map(|scope| scope.get("instances")?.as_array()).flatten().filter_map(one).collect()
+        }
+        _ => one(&answer).into_iter().collect(),
     }
 }
 
@@ -120,6 +136,9 @@ mod tests {
         let image = seen(Method::GET, "/compute/v1/projects/debian-cloud/global/images/family/debian-12", "");
         assert_eq!((image.0.as_str(), image.1), ("images.getFromFamily", Kind::Other));
         assert_eq!(seen(Method::GET, "/elsewhere", "").1, Kind::Other);
+        assert_eq!(seen(Method::GET, "/compute/v1/projects/p/zones", "").0, "zones.list");
+        assert_eq!(seen(Method::GET, "/compute/v1/projects/p/zones/europe-west1-b", "").0, "zones.get");
+        assert_eq!(seen(Method::GET, "/compute/v1/projects/p", "").0, "projects.get");
     }
 
     #[test]
@@ -134,5 +153,23 @@ mod tests {
         assert!(network.instances.is_empty());
         answer(&mut network, b"not json");
         assert!(network.instances.is_empty());
+    }
+
+    #[test]
+    fn describes_tell_which_instances_run() {
+        let mut get = request(&Method::GET, &format!("{ZONE}/instances/m-0"), b"");
+        answer(&mut get, br#"{"kind":"compute#instance","name":"m-0","status":"RUNNING"}"#);
+        assert_eq!(get.ready, ["m-0"]);
+        let mut staging = request(&Method::GET, &format!("{ZONE}/instances/m-0"), b"");
+        answer(&mut staging, br#"{"name":"m-0","status":"STAGING"}"#);
+        assert!(staging.ready.is_empty());
+        let mut list = request(&Method::GET, &format!("{ZONE}/instances"), b"");
+        answer(&mut list, br#"{"items":[{"name":"a","status":"RUNNING"},{"name":"b","status":"PROVISIONING"}]}"#);
+        assert_eq!(list.ready, ["a"]);
+        let mut all = request(&Method::GET, "/compute/v1/projects/p/aggregated/instances", b"");
+        let body = r#"{"items":{"zones/a":{"instances":[{"name":"x","status":"RUNNING"}]},
+            "zones/b":{"warning":{"code":"NO_RESULTS_ON_PAGE"}}}}"#;
+        answer(&mut all, body.as_bytes());
+        assert_eq!(all.ready, ["x"]);
     }
 }

@@ -203,7 +203,9 @@ impl Side {
 }
 
 /// Per instance, from the start of the successful `opening` call (create or delete) that names
-/// it to the end of the last describe or operation poll naming it after that.
+/// it to the end of the last describe or operation poll naming it after that; a create span
+/// ends instead at the first describe whose answer showed it running, where the answers say so
+/// (GCE, Azure: gantry describes its hosts again after the bootstrap, which is not waiting).
 fn spans(calls: &[Call], opening: Kind) -> BTreeMap<String, (Duration, Duration)> {
     let mut spans: BTreeMap<String, (Duration, Duration)> = BTreeMap::new();
     for call in calls.iter().filter(|c| c.kind == opening && c.status < 400) {
@@ -212,13 +214,30 @@ fn spans(calls: &[Call], opening: Kind) -> BTreeMap<String, (Duration, Duration)
             span.0 = span.0.min(call.start);
         }
     }
+    // Where the answers say when an instance ran: the end of the first that did.
+    let mut ready: BTreeMap<String, Duration> = BTreeMap::new();
+    if opening == Kind::Create {
+        for call in calls.iter().filter(|c| c.kind == Kind::Describe) {
+            for id in &call.ready {
+                if spans.get(id).is_some_and(|span| call.start >= span.0) {
+                    let end = ready.entry(id.clone()).or_insert(call.end);
+                    *end = (*end).min(call.end);
+                }
+            }
+        }
+    }
     for call in calls.iter().filter(|c| matches!(c.kind, Kind::Describe | Kind::Poll)) {
-        for id in &call.instances {
+        for id in call.instances.iter().filter(|id| !ready.contains_key(*id)) {
             if let Some(span) = spans.get_mut(id)
                 && call.start >= span.0
             {
                 span.1 = span.1.max(call.end);
             }
+        }
+    }
+    for (id, end) in ready {
+        if let Some(span) = spans.get_mut(&id) {
+            span.1 = span.1.max(end);
         }
     }
     spans
@@ -425,6 +444,7 @@ mod tests {
             action: action.to_string(),
             kind,
             instances: named.iter().map(|s| s.to_string()).collect(),
+            ready: Vec::new(),
             status: 200,
             start: ms(start),
             end: ms(end),
@@ -451,7 +471,15 @@ mod tests {
     /// A call of `kind` naming `instances`, as the proxy records GCE and Azure calls.
     fn rest(action: &str, kind: Kind, instances: &[&str], start: u64, end: u64) -> Call {
         let instances = instances.iter().map(|s| s.to_string()).collect();
-        Call { action: action.to_string(), kind, instances, status: 200, start: ms(start), end: ms(end) }
+        Call {
+            action: action.to_string(),
+            kind,
+            instances,
+            ready: Vec::new(),
+            status: 200,
+            start: ms(start),
+            end: ms(end),
+        }
     }
 
     #[test]
@@ -489,6 +517,32 @@ mod tests {
         assert_eq!(report.figure("g.api_ratio").map(|f| f.value), Some(1.0));
         assert_eq!(report.figure("g.c_in_flight").map(|f| f.value), Some(2.0));
         assert!(report.figure("g.ec2_ratio").is_none());
+    }
+
+    #[test]
+    fn a_create_span_ends_at_the_first_answer_that_showed_the_instance_running() {
+        let mut looked = rest("virtualMachines.get", Kind::Describe, &["vm-1"], 30, 32);
+        looked.ready = vec!["vm-1".to_string()];
+        let mut again = rest("virtualMachines.get", Kind::Describe, &["vm-1"], 900, 905);
+        again.ready = vec!["vm-1".to_string()];
+        let mut listed = rest("virtualMachines.list", Kind::Describe, &[], 40, 44);
+        listed.ready = vec!["vm-1".to_string(), "vm-2".to_string()];
+        let calls = vec![
+            rest("virtualMachines.get", Kind::Describe, &["vm-1"], 0, 2),
+            rest("virtualMachines.createOrUpdate", Kind::Create, &["vm-1"], 10, 12),
+            rest("virtualMachines.createOrUpdate", Kind::Create, &["vm-2"], 11, 13),
+            rest("virtualMachines.createOrUpdate", Kind::Create, &["vm-3"], 11, 13),
+            rest("Microsoft.Compute/operations.get", Kind::Poll, &["vm-1"], 20, 22),
+            rest("Microsoft.Compute/operations.get", Kind::Poll, &["vm-3"], 20, 70),
+            looked,
+            listed,
+            again,
+            rest("virtualMachines.get", Kind::Describe, &["vm-2"], 950, 960),
+        ];
+        let spans = spans(&calls, Kind::Create);
+        assert_eq!(spans["vm-1"], (ms(10), ms(32)));
+        assert_eq!(spans["vm-2"], (ms(11), ms(44)));
+        assert_eq!(spans["vm-3"], (ms(11), ms(70)), "without a running answer: the last call naming it");
     }
 
     #[test]

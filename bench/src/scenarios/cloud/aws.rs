@@ -15,6 +15,7 @@ use std::time::Duration;
 /// Runs the scenario on the AWS lab.
 pub fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     let n = args.instances;
+    let bin = crate::binary::gantry()?;
     // The proxy is served by this runtime's workers while the main thread waits for `gantry`.
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let work = tempfile::Builder::new().prefix("gantry-bench-cloud-").tempdir()?;
@@ -30,12 +31,12 @@ pub fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
          in one lab, medians reported",
         n - 1,
         gantry_lab::cloud::aws::MOTO_VERSION,
-        cluster::binary_note()?,
+        cluster::binary_note(&bin),
         args.max_parallel_creates,
         args.runs
     ));
     let bench = Aws { args, lab: &lab, proxy: &proxy, runtime: &runtime };
-    let runs = cluster::runs(args, work.path(), &proxy, &bench)?;
+    let runs = cluster::runs(args, &bin, work.path(), &proxy, &bench)?;
     add_figures(report, &format!("cloud.aws.instances_{n}"), EC2, &runs);
     if let Some(path) = &args.calls_file {
         super::write_calls(path, &runs)?;

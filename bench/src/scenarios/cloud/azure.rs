@@ -20,6 +20,7 @@ pub const ARM: Api = Api { name: "Resource Manager", key: "api", creates_in_flig
 /// Runs the scenario on the Azure lab.
 pub fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     let n = args.instances;
+    let bin = crate::binary::gantry()?;
     // The proxy is served by this runtime's workers while the main thread waits for `gantry`.
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let work = tempfile::Builder::new().prefix("gantry-bench-cloud-").tempdir()?;
@@ -35,12 +36,12 @@ pub fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
          {}; Resource Manager calls counted by a proxy in front of the emulator (which points the operations' status \
          URLs at itself); {} runs in one lab, medians reported",
         n - 1,
-        cluster::binary_note()?,
+        cluster::binary_note(&bin),
         args.max_parallel_creates,
         args.runs
     ));
     let bench = Azure { args, lab: &lab, proxy: &proxy, runtime: &runtime };
-    let runs = cluster::runs(args, work.path(), &proxy, &bench)?;
+    let runs = cluster::runs(args, &bin, work.path(), &proxy, &bench)?;
     add_figures(report, &format!("cloud.azure.instances_{n}"), ARM, &runs);
     if let Some(path) = &args.calls_file {
         super::write_calls(path, &runs)?;

@@ -28,15 +28,20 @@ pub trait CloudBench {
 }
 
 /// Runs `args.runs` times `gantry up`, `gantry down` and (unless `--no-baseline`) the baseline.
-pub fn runs(args: &Args, work: &Path, proxy: &CountingProxy, cloud: &impl CloudBench) -> anyhow::Result<Vec<Run>> {
+pub fn runs(
+    args: &Args,
+    bin: &Path,
+    work: &Path,
+    proxy: &CountingProxy,
+    cloud: &impl CloudBench,
+) -> anyhow::Result<Vec<Run>> {
     let n = args.instances;
-    let bin = crate::binary::gantry()?;
     let mut runs = Vec::new();
     for index in 1..=args.runs {
         let dir = work.join(format!("run-{index}"));
         std::fs::create_dir_all(&dir)?;
         let (text, env) = cloud.cluster(index)?;
-        let cluster = Cluster::new(&bin, &dir, &text, env)?;
+        let cluster = Cluster::new(bin, &dir, &text, env)?;
         progress(&format!("run {index}: gantry up of {n} instances"));
         proxy.take();
         let up = match cluster.run("up") {
@@ -69,14 +74,13 @@ pub fn runs(args: &Args, work: &Path, proxy: &CountingProxy, cloud: &impl CloudB
 }
 
 /// `release` or `debug`: the profile directory the binary was built into.
-pub fn profile(bin: &Path) -> String {
+fn profile(bin: &Path) -> String {
     bin.parent().and_then(Path::file_name).map_or_else(|| "?".to_string(), |n| n.to_string_lossy().into_owned())
 }
 
 /// The binary's profile and size, for the scenario's first note.
-pub fn binary_note() -> anyhow::Result<String> {
-    let bin = crate::binary::gantry()?;
-    Ok(format!("the {} binary ({} MiB)", profile(&bin), std::fs::metadata(&bin).map(|m| m.len() >> 20).unwrap_or(0)))
+pub fn binary_note(bin: &Path) -> String {
+    format!("the {} binary ({} MiB)", profile(bin), std::fs::metadata(bin).map(|m| m.len() >> 20).unwrap_or(0))
 }
 
 /// A lab cluster file and the state dir of its runs.

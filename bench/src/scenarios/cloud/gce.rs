@@ -20,6 +20,7 @@ pub const COMPUTE: Api = Api { name: "Compute Engine", key: "api", creates_in_fl
 /// Runs the scenario on the GCE lab.
 pub fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     let n = args.instances;
+    let bin = crate::binary::gantry()?;
     // The proxy is served by this runtime's workers while the main thread waits for `gantry`.
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let work = tempfile::Builder::new().prefix("gantry-bench-cloud-").tempdir()?;
@@ -34,12 +35,12 @@ pub fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
          on loopback, operations of 200 ms, every instance a test host) with {}, [gce] max_parallel_creates = {}; \
          Compute Engine calls counted by a proxy in front of the emulator; {} runs in one lab, medians reported",
         n - 1,
-        cluster::binary_note()?,
+        cluster::binary_note(&bin),
         args.max_parallel_creates,
         args.runs
     ));
     let bench = Gce { args, lab: &lab, proxy: &proxy, runtime: &runtime };
-    let runs = cluster::runs(args, work.path(), &proxy, &bench)?;
+    let runs = cluster::runs(args, &bin, work.path(), &proxy, &bench)?;
     add_figures(report, &format!("cloud.gce.instances_{n}"), COMPUTE, &runs);
     if let Some(path) = &args.calls_file {
         super::write_calls(path, &runs)?;
