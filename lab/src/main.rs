@@ -88,7 +88,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Cloud { cloud: Cloud::Aws { dir, regions, cidr } } => aws(dir, regions, cidr),
         Command::Cloud { cloud: Cloud::Gce { dir, cidr, operation_delay_ms } } => gce(dir, cidr, operation_delay_ms),
-        Command::Cloud { cloud: Cloud::Azure { dir, cidr, operation_delay_ms } } => azure(dir, cidr, operation_delay_ms),
+        Command::Cloud { cloud: Cloud::Azure { dir, cidr, operation_delay_ms } } => {
+            azure(dir, cidr, operation_delay_ms)
+        }
     }
 }
 
