@@ -8,7 +8,8 @@
 //! place. From its record ([`Call`]s, each of a [`Kind`]) this module derives, per instance, a
 //! *create span* (from the start of the create call that made it — `RunInstances`,
 //! `instances.insert`, the VM's PUT — to the end of the last describe or operation poll naming
-//! it, the one that saw it running) and a *terminate span* (from its delete call to the last
+//! it, the one that saw it running; on GCE and Azure, whose answers the proxy reads, the first
+//! describe that showed it running) and a *terminate span* (from its delete call to the last
 //! describe or operation poll naming it, the one that saw it gone). The figures:
 //! - create time: from the first create span's start to the last one's end (a window: both
 //!   sides hold a create slot until the instance accepts SSH, so waves of creates follow each

@@ -48,9 +48,9 @@ pub fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
         report.note(format!("every Resource Manager call: {}", path.display()));
     }
     report.note(
-        "create_s: first VM PUT sent to the last VM GET or operation poll that saw the last VM done (both sides \
-         hold a create slot until the VM accepts SSH, as gantry's create does; the NIC each VM needs is made in \
-         that slot before the VM's PUT); terminate_s: time during which some VM was between its DELETE and the \
+        "create_s: first VM PUT sent to the first VM GET (or list) whose instance view showed the last VM running \
+         (both sides hold a create slot until the VM accepts SSH, as gantry's create does; the NIC each VM needs is \
+         made in that slot before the VM's PUT); terminate_s: time during which some VM was between its DELETE and the \
          last call that named it (its GET or its operation's poll); api_ratio: the median over the runs of \
          gantry's (create_s + terminate_s) / the same run's baseline's; the baseline polls on gantry's schedule \
          (operations 50 ms doubling to 5 s, the boot 100 ms doubling to 5 s)",

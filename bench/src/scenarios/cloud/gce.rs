@@ -47,8 +47,8 @@ pub fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
         report.note(format!("every Compute Engine call: {}", path.display()));
     }
     report.note(
-        "create_s: first instances.insert sent to the last instances.get or operation poll that saw the last \
-         instance done (both sides hold a create slot until the instance accepts SSH, as gantry's create does); \
+        "create_s: first instances.insert sent to the first instances.get (or list) that saw the last instance \
+         RUNNING (both sides hold a create slot until the instance accepts SSH, as gantry's create does); \
          terminate_s: time during which some instance was between its instances.delete and the last call that \
          named it (an instances.get or its operation's poll); api_ratio: the median over the runs of gantry's \
          (create_s + terminate_s) / the same run's baseline's; the baseline polls on gantry's schedule (50 ms \
