@@ -395,12 +395,7 @@ impl Provider for AwsProvider {
             let owned = matches!(self.settings.network, NetworkSpec::Create { .. });
             network::delete(ec2, &self.cluster, owned).await?;
             *self.network.lock().await = None;
-            self.registry
-                .update(|r| {
-                    r.resources.clear();
-                    r.tokens.clear();
-                })
-                .map_err(|e| self.error("destroy", "cluster", ErrorKind::Other, e))?;
+            self.registry.forget_cluster().map_err(|e| self.error("destroy", "cluster", ErrorKind::Other, e))?;
             Ok(())
         })
     }

@@ -374,12 +374,7 @@ impl Provider for AzureProvider {
             vms::delete_leftovers(arm, self.group(), &self.cluster).await?;
             network::delete(arm, &self.cluster, self.group()).await?;
             *cached = None;
-            self.registry
-                .update(|r| {
-                    r.resources.clear();
-                    r.tokens.clear();
-                })
-                .map_err(|e| error::other("destroy", "cluster", ErrorKind::Other, e))?;
+            self.registry.forget_cluster().map_err(|e| error::other("destroy", "cluster", ErrorKind::Other, e))?;
             Ok(())
         })
     }

@@ -407,12 +407,7 @@ impl Provider for GceProvider {
             let owned = matches!(self.settings.network, NetworkSpec::Create { .. });
             network::delete(c, &self.cluster, owned).await?;
             *self.prepared.lock().await = None;
-            self.registry
-                .update(|r| {
-                    r.resources.clear();
-                    r.tokens.clear();
-                })
-                .map_err(|e| self.error("destroy", "cluster", ErrorKind::Other, e))?;
+            self.registry.forget_cluster().map_err(|e| self.error("destroy", "cluster", ErrorKind::Other, e))?;
             Ok(())
         })
     }

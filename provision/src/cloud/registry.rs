@@ -69,6 +69,15 @@ impl Registry {
         }
     }
 
+    /// Forgets the cluster's resources and request tokens, durably: what a provider's teardown
+    /// does once the network is gone (`created_at` stays: a TTL counts from the first `up`).
+    pub fn forget_cluster(&self) -> Result<(), String> {
+        self.update(|r| {
+            r.resources.clear();
+            r.tokens.clear();
+        })
+    }
+
     /// Changes the records durably; returns what `change` returned.
     pub fn update<T>(&self, change: impl FnOnce(&mut Records) -> T) -> Result<T, String> {
         let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
@@ -112,6 +121,11 @@ mod tests {
         assert_eq!(again.tokens.get("agents-0").map(String::as_str), Some("t1"));
         assert_eq!(again.resources.get("vpc"), Some(&None));
         assert!(!dir.path().join("aws.json.tmp").exists());
+        registry.update(|r| r.created_at = Some("2026-12-07T00:00:00Z".to_string())).expect("update");
+        registry.forget_cluster().expect("forget");
+        let left = registry.read().expect("read");
+        assert!(left.tokens.is_empty() && left.resources.is_empty(), "{left:?}");
+        assert_eq!(left.created_at.as_deref(), Some("2026-12-07T00:00:00Z"), "the TTL still counts from the first up");
     }
 
     #[test]
