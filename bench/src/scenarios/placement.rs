@@ -288,6 +288,8 @@ impl Framework for BenchFramework {
                 secret_files: BTreeMap::new(),
                 secret_values: Default::default(),
                 user: None,
+                container: None,
+                volumes: Vec::new(),
             };
             accepts.push(Accept { offer_id: offer.id, task, launch });
         }

@@ -3,6 +3,7 @@
 
 use crate::Millis;
 use crate::command::TaskCommand;
+use crate::container::{ContainerSpec, Volume};
 use crate::error::ValidationError;
 use crate::resources::Resources;
 use serde::{Deserialize, Serialize};
@@ -32,9 +33,16 @@ pub struct AppDefinition {
     /// `{ "db.pass" = "db/password" }`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_files: BTreeMap<String, String>,
-    /// The user the task runs as; default: the agent's (`nobody` when the agent runs as root).
+    /// The user the task runs as; default: the agent's (`nobody` when the agent runs as root),
+    /// or in a container the image's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// The OCI image the instances run from; without it they run on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerSpec>,
+    /// Host directories mounted into the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
     /// CPU shares per instance.
     #[serde(default = "default_cpus")]
     pub cpus: f64,
@@ -395,6 +403,12 @@ impl AppDefinition {
         Resources::scalar(self.cpus, self.mem, self.disk, self.gpus)
     }
 
+    /// The name of every secret the app's tasks read (environment, files, registry).
+    pub fn secret_names(&self) -> impl Iterator<Item = &String> {
+        let registry = self.container.as_ref().and_then(|c| c.registry_auth.as_ref());
+        self.secrets.values().chain(self.secret_files.values()).chain(registry)
+    }
+
     /// Checks everything the types cannot: names, amounts, references between fields.
     pub fn validate(&self) -> Result<(), ValidationError> {
         validate_id(&self.id).map_err(|m| ValidationError::new("id", m))?;
@@ -405,6 +419,8 @@ impl AppDefinition {
             cpus: self.cpus,
             mem: self.mem,
             disk: self.disk,
+            container: self.container.as_ref(),
+            volumes: &self.volumes,
         };
         command.validate("")?;
         crate::security::validate_secret_refs("", &self.env, &self.secrets, &self.secret_files)?;

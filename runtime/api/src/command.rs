@@ -2,6 +2,7 @@
 //! apps and jobs share. Field paths in errors carry the caller's prefix (`""` for an app,
 //! `"run."` for a job), so they point at the key the user wrote.
 
+use crate::container::{ContainerSpec, Volume};
 use crate::error::ValidationError;
 use std::collections::BTreeMap;
 
@@ -20,14 +21,30 @@ pub(crate) struct TaskCommand<'a> {
     pub mem: f64,
     /// Disk in MiB.
     pub disk: f64,
+    /// The image, when the task runs in a container.
+    pub container: Option<&'a ContainerSpec>,
+    /// Host directories mounted into the container.
+    pub volumes: &'a [Volume],
 }
 
 impl TaskCommand<'_> {
-    /// Exactly one of `cmd` and `args`, non-empty; positive cpus and mem; non-negative disk;
-    /// environment names without `=`.
+    /// Exactly one of `cmd` and `args`, non-empty (in a container: at most one, and not with
+    /// `container.cmd`); positive cpus and mem; non-negative disk; environment names without `=`.
     pub(crate) fn validate(&self, prefix: &str) -> Result<(), ValidationError> {
         let at = |field: &str| format!("{prefix}{field}");
+        if let Some(container) = self.container {
+            container.validate(prefix)?;
+            if container.cmd.is_some() && (self.cmd.is_some() || self.args.is_some()) {
+                let field = if self.cmd.is_some() { "cmd" } else { "args" };
+                return Err(ValidationError::new(
+                    at(field),
+                    format!("set the container's command once: `{}` or `{}`, not both", at(field), at("container.cmd")),
+                ));
+            }
+        }
+        crate::container::validate_volumes(prefix, self.volumes, self.container.is_some())?;
         match (self.cmd, self.args) {
+            (None, None) if self.container.is_some() => {}
             (None, None) => {
                 return Err(ValidationError::new(
                     at("cmd"),
@@ -78,7 +95,16 @@ mod tests {
         let env = BTreeMap::from([("A=B".to_string(), "x".to_string())]);
         let none: Option<Vec<String>> = None;
         let cmd = Some("true".to_string());
-        let ok = TaskCommand { cmd: &cmd, args: &none, env: &BTreeMap::new(), cpus: 0.1, mem: 16.0, disk: 0.0 };
+        let ok = TaskCommand {
+            cmd: &cmd,
+            args: &none,
+            env: &BTreeMap::new(),
+            cpus: 0.1,
+            mem: 16.0,
+            disk: 0.0,
+            container: None,
+            volumes: &[],
+        };
         assert_eq!(ok.validate("run."), Ok(()));
         let no_command = TaskCommand { cmd: &None, ..ok };
         let err = no_command.validate("run.").expect_err("no command");
@@ -90,5 +116,39 @@ mod tests {
         assert_eq!(TaskCommand { env: &env, ..ok }.validate("run.").expect_err("env").field, "run.env.A=B");
         let both = Some(vec!["true".to_string()]);
         assert_eq!(TaskCommand { args: &both, ..ok }.validate("").expect_err("both").field, "args");
+    }
+
+    #[test]
+    fn a_container_may_bring_its_own_command_but_only_one() {
+        let image = ContainerSpec {
+            image: "team/web:1.4".into(),
+            entrypoint: None,
+            cmd: None,
+            pull: Default::default(),
+            registry_auth: None,
+            working_dir: None,
+        };
+        let none: Option<Vec<String>> = None;
+        let env = BTreeMap::new();
+        let bare = TaskCommand {
+            cmd: &None,
+            args: &none,
+            env: &env,
+            cpus: 0.1,
+            mem: 16.0,
+            disk: 0.0,
+            container: Some(&image),
+            volumes: &[],
+        };
+        assert_eq!(bare.validate(""), Ok(()), "the image's entrypoint and cmd run");
+        let with_cmd = ContainerSpec { cmd: Some(vec!["/bin/httpd".into()]), ..image.clone() };
+        let shell = Some("httpd -f".to_string());
+        let twice = TaskCommand { cmd: &shell, container: Some(&with_cmd), ..bare };
+        let error = twice.validate("run.").expect_err("two commands");
+        assert_eq!(error.field, "run.cmd");
+        assert!(error.message.contains("`run.container.cmd`"), "{error}");
+        let bad_image = ContainerSpec { image: "Web".into(), ..image.clone() };
+        let error = TaskCommand { container: Some(&bad_image), ..bare }.validate("").expect_err("bad image");
+        assert_eq!(error.field, "container.image");
     }
 }

@@ -9,6 +9,7 @@
 use crate::Millis;
 use crate::app::validate_id;
 use crate::command::TaskCommand;
+use crate::container::{ContainerSpec, Volume};
 use crate::error::ValidationError;
 use crate::resources::Resources;
 use crate::task::TaskState;
@@ -56,9 +57,16 @@ pub struct RunSpec {
     /// `{ "db.pass" = "db/password" }`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_files: BTreeMap<String, String>,
-    /// The user the task runs as; default: the agent's (`nobody` when the agent runs as root).
+    /// The user the task runs as; default: the agent's (`nobody` when the agent runs as root),
+    /// or in a container the image's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// The OCI image the task runs from; without it, it runs on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerSpec>,
+    /// Host directories mounted into the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
     /// CPU shares.
     #[serde(default = "default_cpus")]
     pub cpus: f64,
@@ -77,6 +85,14 @@ pub struct RunSpec {
     /// Seconds between SIGTERM and SIGKILL when a run's task is stopped.
     #[serde(default = "default_kill_grace_period")]
     pub kill_grace_period: f64,
+}
+
+impl RunSpec {
+    /// The name of every secret the run's task reads (environment, files, registry).
+    pub fn secret_names(&self) -> impl Iterator<Item = &String> {
+        let registry = self.container.as_ref().and_then(|c| c.registry_auth.as_ref());
+        self.secrets.values().chain(self.secret_files.values()).chain(registry)
+    }
 }
 
 fn default_cpus() -> f64 {
@@ -177,8 +193,16 @@ impl JobDefinition {
     pub fn validate(&self) -> Result<(), ValidationError> {
         validate_id(&self.id).map_err(|m| ValidationError::new("id", m))?;
         let run = &self.run;
-        let command =
-            TaskCommand { cmd: &run.cmd, args: &run.args, env: &run.env, cpus: run.cpus, mem: run.mem, disk: run.disk };
+        let command = TaskCommand {
+            cmd: &run.cmd,
+            args: &run.args,
+            env: &run.env,
+            cpus: run.cpus,
+            mem: run.mem,
+            disk: run.disk,
+            container: run.container.as_ref(),
+            volumes: &run.volumes,
+        };
         command.validate("run.")?;
         crate::security::validate_secret_refs("run.", &run.env, &run.secrets, &run.secret_files)?;
         if let Some(user) = &run.user {

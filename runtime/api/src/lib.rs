@@ -11,6 +11,7 @@ pub mod client_deployments;
 pub mod client_jobs;
 pub mod client_security;
 mod command;
+pub mod container;
 pub mod deployment;
 pub mod error;
 pub mod event;
@@ -27,6 +28,7 @@ pub use app::{
     PortDefinition, UpgradeStrategy,
 };
 pub use client::{Client, ClientError, Credentials};
+pub use container::{ContainerSpec, PullPolicy, Volume, VolumeMode};
 pub use deployment::{AppVersion, Deployment, DeploymentKind, DeploymentStatus};
 pub use error::{ApiError, ValidationError};
 pub use event::Event;

@@ -18,6 +18,7 @@
 
 use crate::Millis;
 use crate::agent::AgentInfo;
+use crate::container::{ContainerSpec, Volume};
 use crate::resources::Resources;
 use crate::task::TaskState;
 use serde::{Deserialize, Serialize};
@@ -114,9 +115,25 @@ pub struct LaunchTask {
     /// launch to the agent (over mutual TLS), never stored by the master.
     #[serde(default, skip_serializing_if = "SecretValues::is_empty")]
     pub secret_values: SecretValues,
-    /// The user the task runs as; `None`: the agent's default (`nobody` when it runs as root).
+    /// The user the task runs as; `None`: the agent's default (`nobody` when it runs as root),
+    /// in a container the image's user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// The image the task runs from; `None`: on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerSpec>,
+    /// Host directories mounted into the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
+}
+
+impl LaunchTask {
+    /// The name of every secret the task reads: its environment's, its files' and its
+    /// registry credentials'.
+    pub fn secret_names(&self) -> impl Iterator<Item = &String> {
+        let registry = self.container.as_ref().and_then(|c| c.registry_auth.as_ref());
+        self.secrets.values().chain(self.secret_files.values()).chain(registry)
+    }
 }
 
 /// Secret values by secret name. Its `Debug` shows the names only, so no log line can print a

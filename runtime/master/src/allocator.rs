@@ -424,6 +424,8 @@ mod tests {
             secret_files: BTreeMap::new(),
             secret_values: Default::default(),
             user: None,
+            container: None,
+            volumes: Vec::new(),
         };
         Accept { offer_id, task, launch }
     }

@@ -73,7 +73,7 @@ async fn create(
     body: Bytes,
 ) -> Result<(StatusCode, Json<App>), ApiFailure> {
     let definition = parse_definition(&body)?;
-    caller.may_read_secrets(definition.secrets.values().chain(definition.secret_files.values()))?;
+    caller.may_read_secrets(definition.secret_names())?;
     let mut state = master.lock();
     if state.app(&definition.id).is_some() {
         return Err(ApiFailure::conflict(format!(
@@ -139,7 +139,7 @@ async fn put(
     body: Bytes,
 ) -> Result<(StatusCode, Json<App>), ApiFailure> {
     let definition = parse_definition(&body)?;
-    caller.may_read_secrets(definition.secrets.values().chain(definition.secret_files.values()))?;
+    caller.may_read_secrets(definition.secret_names())?;
     super::same_id(&definition.id, &id)?;
     let mut state = master.lock();
     let Some(entry) = state.app(&id) else {

@@ -107,7 +107,7 @@ async fn create(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Job>), ApiFailure> {
     let definition = parse_definition(&body)?;
-    caller.may_read_secrets(definition.run.secrets.values().chain(definition.run.secret_files.values()))?;
+    caller.may_read_secrets(definition.run.secret_names())?;
     let mut state = master.lock();
     if state.job(&definition.id).is_some() {
         return Err(ApiFailure::conflict(format!(
@@ -142,7 +142,7 @@ async fn put(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Job>), ApiFailure> {
     let definition = parse_definition(&body)?;
-    caller.may_read_secrets(definition.run.secrets.values().chain(definition.run.secret_files.values()))?;
+    caller.may_read_secrets(definition.run.secret_names())?;
     super::same_id(&definition.id, &id)?;
     let mut state = master.lock();
     let Some(existing) = state.job(&id) else {

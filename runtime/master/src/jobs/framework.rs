@@ -252,6 +252,8 @@ pub fn build_accept(definition: &JobDefinition, run_id: &str, attempt: u32, offe
         secret_files: definition.run.secret_files.clone(),
         secret_values: Default::default(),
         user: definition.run.user.clone(),
+        container: definition.run.container.clone(),
+        volumes: definition.run.volumes.clone(),
     };
     let task = Task { resources, ..crate::allocator::staging_task(offer, id, &definition.id, now) };
     Accept { offer_id: offer.id, task, launch }

@@ -213,11 +213,12 @@ impl Security {
     /// Fills in the values of the secrets `launch` names. Fails, naming the first missing one,
     /// when a secret does not exist or does not open.
     pub fn resolve_secrets(&self, launch: &mut gantry_api::protocol::LaunchTask) -> Result<(), String> {
-        if launch.secrets.is_empty() && launch.secret_files.is_empty() {
+        let names: Vec<String> = launch.secret_names().cloned().collect();
+        if names.is_empty() {
             return Ok(());
         }
         let records = self.records();
-        for name in launch.secrets.values().chain(launch.secret_files.values()) {
+        for name in &names {
             if launch.secret_values.0.contains_key(name) {
                 continue;
             }

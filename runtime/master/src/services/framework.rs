@@ -232,6 +232,8 @@ pub fn build_accept(definition: &AppDefinition, version: u64, offer: &Offer, por
         secret_files: definition.secret_files.clone(),
         secret_values: Default::default(),
         user: definition.user.clone(),
+        container: definition.container.clone(),
+        volumes: definition.volumes.clone(),
     };
     let task = Task {
         app_version: version,
