@@ -11,6 +11,7 @@ pub mod cgroup;
 pub mod env;
 pub mod executor;
 pub mod files;
+pub mod gpu;
 pub mod health;
 pub mod join;
 pub mod master_link;

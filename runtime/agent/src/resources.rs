@@ -1,6 +1,7 @@
 //! What the agent offers: resources given in the config, with every missing one detected from
-//! the host (cpus, memory, free disk of the work dir, a default port range).
+//! the host (cpus, memory, free disk of the work dir, NVIDIA GPUs, a default port range).
 
+use crate::gpu::{self, Gpu};
 use gantry_api::{PortRange, Resources};
 use std::path::Path;
 
@@ -23,8 +24,9 @@ pub enum ResourcesError {
     },
 }
 
-/// The resources to offer: `given` as is, with cpus, mem and disk that are zero and ports that
-/// are empty filled in from `detected`. Without `given`, everything is detected.
+/// The resources to offer: `given` as is, with cpus, mem, disk and gpus that are zero and ports
+/// that are empty filled in from `detected`. Without `given`, everything is detected. A `gpus`
+/// given above zero wins even over a smaller detected count.
 pub fn merge(given: Option<&Resources>, detected: &Resources) -> Resources {
     let Some(given) = given else { return detected.clone() };
     let mut merged = given.clone();
@@ -36,6 +38,9 @@ pub fn merge(given: Option<&Resources>, detected: &Resources) -> Resources {
     }
     if merged.disk <= 0.0 {
         merged.disk = detected.disk;
+    }
+    if merged.gpus == 0 {
+        merged.gpus = detected.gpus;
     }
     if merged.ports.is_empty() {
         merged.ports = detected.ports.clone();
@@ -49,8 +54,13 @@ pub fn offered(given: Option<&Resources>, work_dir: &Path) -> Result<Resources, 
 }
 
 /// Detects cpus (available parallelism), mem (MemTotal in MiB), disk (free MiB of the work
-/// dir's filesystem), no gpus and [`DEFAULT_PORTS`].
+/// dir's filesystem), gpus ([`gpu::detect`]) and [`DEFAULT_PORTS`].
 pub fn detect(work_dir: &Path) -> Result<Resources, ResourcesError> {
+    detect_with_gpus(work_dir, &gpu::detect())
+}
+
+/// As [`detect`], offering `gpus` (for an agent that detected its GPUs once already).
+pub fn detect_with_gpus(work_dir: &Path, gpus: &[Gpu]) -> Result<Resources, ResourcesError> {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
     let meminfo = std::fs::read_to_string("/proc/meminfo").map_err(|e| ResourcesError::Memory(e.to_string()))?;
     let mem = parse_mem_total_mib(&meminfo).ok_or_else(|| ResourcesError::Memory("no MemTotal line".into()))?;
@@ -58,7 +68,8 @@ pub fn detect(work_dir: &Path) -> Result<Resources, ResourcesError> {
         .map_err(|source| ResourcesError::Disk { path: work_dir.display().to_string(), source })?;
     let free_bytes = stat.blocks_available() as f64 * stat.fragment_size() as f64;
     let disk = (free_bytes / (1024.0 * 1024.0)).floor();
-    Ok(Resources { cpus, mem, disk, gpus: 0, ports: vec![DEFAULT_PORTS] })
+    let gpus = u32::try_from(gpus.len()).unwrap_or(u32::MAX);
+    Ok(Resources { cpus, mem, disk, gpus, ports: vec![DEFAULT_PORTS] })
 }
 
 /// `MemTotal` of `/proc/meminfo` content, in whole MiB.
@@ -99,6 +110,9 @@ mod tests {
         assert_eq!(merge(None, &detected), detected);
         let scalars_only = merge(Some(&Resources::parse("mem=10").expect("valid")), &detected);
         assert_eq!(scalars_only.ports, vec![DEFAULT_PORTS]);
+        let with_gpus = Resources { gpus: 2, ..detected.clone() };
+        assert_eq!(merge(Some(&Resources::parse("mem=10").expect("valid")), &with_gpus).gpus, 2);
+        assert_eq!(merge(Some(&given), &with_gpus).gpus, 1);
     }
 
     #[test]
@@ -108,7 +122,7 @@ mod tests {
         assert!(detected.cpus >= 1.0);
         assert!(detected.mem > 0.0);
         assert!(detected.disk > 0.0);
-        assert_eq!(detected.gpus, 0);
+        assert_eq!(detected.gpus as usize, gpu::detect().len());
         assert_eq!(detected.port_count(), 1001);
     }
 }
