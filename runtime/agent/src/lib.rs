@@ -8,6 +8,7 @@
 
 pub mod background;
 pub mod cgroup;
+pub mod container;
 pub mod env;
 pub mod executor;
 pub mod files;
