@@ -38,6 +38,7 @@ fn agent_config(dir: &std::path::Path, url: &str, i: usize, port_base: u16) -> g
         executor_path: BIN.into(),
         join_token: Some(support::seed_trust(&dir.join("master")).1),
         task_user: None,
+        task_limits: Default::default(),
     }
 }
 

@@ -2,12 +2,16 @@
 //! and the task, so a task outlives agent restarts and its exit status is never lost.
 //!
 //! It runs as `gantry executor --sandbox DIR`, started by the agent, and is synchronous: no async
-//! runtime, no threads, no logging framework. It reads `launch.json`, starts the task in its own
-//! process group, records pids in `executor.json`, turns a SIGTERM into "SIGTERM the task's group,
-//! SIGKILL it after the grace period", and when the task exits kills what is left of its group and
-//! records the outcome in `exit.json`. It must never talk to the master or touch other sandboxes.
+//! runtime, no threads, no logging framework. It reads `launch.json`, puts the task's limits on
+//! its cgroups ([`crate::cgroup`], recorded in `limits.json`), starts the task in its own
+//! process group and cgroups, records pids in `executor.json`, turns a SIGTERM into "SIGTERM the
+//! task's group, SIGKILL it after the grace period", stops the task when the OOM killer acted in
+//! its cgroup or its sandbox uses more disk than allowed, and when the task exits kills what is
+//! left of its group and cgroups and records the outcome in `exit.json`, its last act. It must
+//! never talk to the master or touch other sandboxes.
 
 use crate::cgroup::TaskCgroup;
+use crate::cgroup::limits::{self, AppliedLimit, Enforcement, LimitExceeded, LimitKind, Limits, LimitsRecord};
 use crate::process;
 use crate::sandbox::{self, ExecutorInfo, ExecutorLaunch, ExitInfo, KillRequest};
 use nix::errno::Errno;
@@ -66,22 +70,12 @@ fn supervise(sandbox: &Path) -> Result<(), ExecutorError> {
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None)
         .map_err(|source| ExecutorError::Sys { call: "sigprocmask", source })?;
 
-    let cgroup = match TaskCgroup::create(&launch.task.task_id) {
-        Ok(cgroup) => match cgroup.record(sandbox) {
-            Ok(()) => Some(cgroup),
-            Err(error) => {
-                eprintln!("gantry executor: cannot record the task's cgroup ({error}); using the process group only");
-                let _ = cgroup.kill_and_remove(Duration::from_secs(1));
-                None
-            }
-        },
-        Err(reason) => {
-            eprintln!("gantry executor: no task cgroup ({reason}); stopping relies on the process group");
-            None
-        }
-    };
-    let procs = cgroup.as_ref().and_then(|c| c.procs_file().ok());
-    let child = match build_command(&launch, sandbox, procs.as_ref()).and_then(|mut command| command.spawn()) {
+    let (cgroup, cgroup_procs) = apply_limits(&launch, sandbox);
+    let setup = ChildSetup { cgroup_procs };
+    let child = match build_command(&launch, sandbox).and_then(|mut command| {
+        setup.install(&mut command);
+        command.spawn()
+    }) {
         Ok(child) => child,
         Err(error) => {
             eprintln!("gantry executor: cannot start the task: {error}");
@@ -93,6 +87,7 @@ fn supervise(sandbox: &Path) -> Result<(), ExecutorError> {
                 signal: None,
                 killed_on_request: false,
                 error: Some(format!("cannot start the task: {error}")),
+                limit_exceeded: None,
                 finished_at: gantry_api::now_millis(),
             };
             sandbox::write_json(&sandbox.join(sandbox::EXIT_FILE), &exit)?;
@@ -111,27 +106,115 @@ fn supervise(sandbox: &Path) -> Result<(), ExecutorError> {
     };
     sandbox::write_json(&sandbox.join(sandbox::EXECUTOR_FILE), &info)?;
 
-    drop(procs);
-    let (status, killed_on_request) =
-        wait_for_task(task_pid, cgroup.as_ref(), &signals, sandbox, launch.task.kill_grace_period_secs)?;
+    let mut ended = wait_for_task(task_pid, cgroup.as_ref(), &signals, sandbox, &launch)?;
+    // An OOM kill that ended the task at once is seen only now; the cgroup still tells.
+    if ended.limit_exceeded.is_none() && !ended.killed_on_request {
+        ended.limit_exceeded = memory_exceeded(&launch.limits, cgroup.as_ref());
+    }
     // Whatever the task left behind goes with it: its group, and anything that escaped the group.
     let _ = process::signal_group(task_pid, Signal::SIGKILL);
     if let Some(cgroup) = &cgroup
         && !cgroup.kill_and_remove(Duration::from_secs(5))
     {
-        eprintln!("gantry executor: {} is not empty after SIGKILL", cgroup.dir().display());
+        eprintln!("gantry executor: the task's cgroups are not empty after SIGKILL: {:?}", cgroup.dirs());
     }
-    let (code, signal) = match status {
+    let (code, signal) = match ended.status {
         WaitStatus::Exited(_, code) => (Some(code), None),
         WaitStatus::Signaled(_, signal, _) => (None, Some(signal as i32)),
         _ => (None, None),
     };
-    let exit = ExitInfo { code, signal, killed_on_request, error: None, finished_at: gantry_api::now_millis() };
+    let exit = ExitInfo {
+        code,
+        signal,
+        killed_on_request: ended.killed_on_request,
+        error: None,
+        limit_exceeded: ended.limit_exceeded,
+        finished_at: gantry_api::now_millis(),
+    };
     sandbox::write_json(&sandbox.join(sandbox::EXIT_FILE), &exit)?;
     Ok(())
 }
 
-fn build_command(launch: &ExecutorLaunch, sandbox: &Path, cgroup_procs: Option<&File>) -> std::io::Result<Command> {
+/// Creates the task's cgroups with its limits and records what is enforced (`cgroup`,
+/// `limits.json`, and a line in the executor log for each limit that is not). Returns the
+/// cgroups with their `cgroup.procs` opened for the child to join; `None` where no cgroup can
+/// be made — the task then runs without, stopped through its process group.
+fn apply_limits(launch: &ExecutorLaunch, sandbox: &Path) -> (Option<TaskCgroup>, Vec<File>) {
+    let limits = &launch.limits;
+    let created = TaskCgroup::create(&launch.task.task_id, limits).and_then(|(cgroup, applied)| {
+        match cgroup.record(sandbox).and_then(|()| cgroup.procs_files()) {
+            Ok(procs) => Ok((cgroup, procs, applied)),
+            Err(error) => {
+                let _ = cgroup.kill_and_remove(Duration::from_secs(1));
+                Err(format!("the task cannot join its cgroups: {error}"))
+            }
+        }
+    });
+    let (cgroup, procs, mut applied) = match created {
+        Ok((cgroup, procs, applied)) => (Some(cgroup), procs, applied),
+        Err(reason) => {
+            eprintln!("gantry executor: no task cgroup ({reason}); stopping relies on the process group");
+            let _ = std::fs::remove_file(sandbox.join(crate::cgroup::CGROUP_FILE));
+            (None, Vec::new(), limits.not_enforced(&reason))
+        }
+    };
+    if let Some(disk) = limits.disk_bytes {
+        applied.push(AppliedLimit {
+            kind: LimitKind::Disk,
+            value: limits::mib(disk),
+            enforcement: Enforcement::DiskWatch { interval_ms: launch.disk_check_interval_ms },
+        });
+    }
+    let record =
+        LimitsRecord { cgroups: cgroup.as_ref().map(|c| c.dirs().to_vec()).unwrap_or_default(), limits: applied };
+    for limit in record.not_enforced() {
+        eprintln!("gantry executor: limit {limit}");
+    }
+    if let Err(error) = sandbox::write_json(&sandbox.join(limits::LIMITS_FILE), &record) {
+        eprintln!("gantry executor: cannot record the task's limits: {error}");
+    }
+    (cgroup, procs)
+}
+
+/// What the task's process does between fork and exec, all prepared before the fork so that the
+/// child makes only async-signal-safe calls. In this order:
+/// 1. join the task's cgroups (write `0` to each `cgroup.procs`), so its limits hold before it
+///    can allocate or fork; a failure fails the start rather than run the task unlimited;
+/// 2. (a container's set-up goes here, once the executor runs containers: namespaces, root,
+///    capabilities — after joining, so the task cannot leave its cgroups);
+/// 3. clear the signal mask: the executor blocks SIGTERM, SIGINT, SIGHUP and SIGCHLD to wait
+///    for them synchronously, and a blocked mask survives exec, so the task would never see the
+///    SIGTERM of a kill.
+#[derive(Debug)]
+struct ChildSetup {
+    /// The `cgroup.procs` files of the task's cgroups, opened for writing.
+    cgroup_procs: Vec<File>,
+}
+
+impl ChildSetup {
+    /// Makes `command` run the set-up in its child.
+    fn install(self, command: &mut Command) {
+        let empty = SigSet::empty();
+        let procs = self.cgroup_procs;
+        // SAFETY: the closure runs between fork and exec and calls only write(2) on descriptors
+        // opened before the fork and sigprocmask, both async-signal-safe; it allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                for file in &procs {
+                    if libc::write(file.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                sigprocmask(SigmaskHow::SIG_SETMASK, Some(&empty), None).map_err(std::io::Error::from)
+            });
+        }
+    }
+}
+
+/// The task's command: its program, arguments, environment, user, working directory and
+/// output, in a process group of its own. What happens in the child before exec is
+/// [`ChildSetup`]'s.
+fn build_command(launch: &ExecutorLaunch, sandbox: &Path) -> std::io::Result<Command> {
     let mut command = match (&launch.task.cmd, &launch.task.args) {
         (Some(cmd), _) => {
             let mut command = Command::new("/bin/sh");
@@ -157,74 +240,120 @@ fn build_command(launch: &ExecutorLaunch, sandbox: &Path, cgroup_procs: Option<&
         .stdout(output("stdout")?)
         .stderr(output("stderr")?)
         .process_group(0);
-    // The executor blocks SIGTERM, SIGINT, SIGHUP and SIGCHLD to wait for them synchronously; a
-    // blocked mask survives exec, so the task would never see the SIGTERM of a kill. Clear it.
-    // The task also joins its cgroup there, before it can fork, by writing "0" to cgroup.procs.
-    let empty = SigSet::empty();
-    let procs_fd = cgroup_procs.map(AsRawFd::as_raw_fd);
-    // SAFETY: the closure runs between fork and exec and calls only write(2) on a descriptor
-    // opened before the fork and sigprocmask, both async-signal-safe.
-    unsafe {
-        command.pre_exec(move || {
-            if let Some(fd) = procs_fd {
-                // Best effort: a task outside its cgroup is still stopped through its group.
-                let _ = libc::write(fd, b"0".as_ptr().cast(), 1);
-            }
-            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&empty), None).map_err(std::io::Error::from)
-        });
-    }
     Ok(command)
 }
 
-/// Waits until the task exits, forwarding a kill request from the agent; returns its status and
-/// whether it was killed on request.
+/// How the task ended.
+#[derive(Debug)]
+struct Ended {
+    status: WaitStatus,
+    killed_on_request: bool,
+    limit_exceeded: Option<LimitExceeded>,
+}
+
+/// A stop under way: SIGTERM sent, SIGKILL due at `sigkill_at`.
+#[derive(Debug, Clone, Copy)]
+struct Stopping {
+    sigkill_at: Instant,
+    sigkill_sent: bool,
+}
+
+/// Sends SIGTERM to the task's group and cgroups; SIGKILL follows after `grace`.
+fn begin_stop(task_pid: i32, cgroup: Option<&TaskCgroup>, grace: Duration, current: Option<Stopping>) -> Stopping {
+    let _ = process::signal_group(task_pid, Signal::SIGTERM);
+    if let Some(cgroup) = cgroup {
+        cgroup.signal_all(Signal::SIGTERM);
+    }
+    let sigkill_at = Instant::now() + grace;
+    match current {
+        Some(stopping) if stopping.sigkill_sent || stopping.sigkill_at <= sigkill_at => stopping,
+        _ => Stopping { sigkill_at, sigkill_sent: false },
+    }
+}
+
+/// Waits until the task exits, forwarding a kill request from the agent and stopping the task
+/// when it goes over its memory (an OOM kill in its cgroup) or disk limit.
 fn wait_for_task(
     task_pid: i32,
     cgroup: Option<&TaskCgroup>,
     signals: &SigSet,
     sandbox: &Path,
-    default_grace_secs: f64,
-) -> Result<(WaitStatus, bool), ExecutorError> {
-    let mut kill_deadline: Option<Instant> = None;
+    launch: &ExecutorLaunch,
+) -> Result<Ended, ExecutorError> {
+    let mut stopping: Option<Stopping> = None;
     let mut killed_on_request = false;
-    let mut sigkill_sent = false;
+    let mut limit_exceeded = None;
+    let disk_interval = Duration::from_millis(launch.disk_check_interval_ms.max(10));
+    let mut next_disk_check = launch.limits.disk_bytes.map(|_| Instant::now() + disk_interval);
     loop {
         match waitpid(Pid::from_raw(task_pid), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => {}
-            Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => return Ok((status, killed_on_request)),
+            Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                return Ok(Ended { status, killed_on_request, limit_exceeded });
+            }
             Ok(_) | Err(Errno::EINTR) => {}
             Err(source) => return Err(ExecutorError::Sys { call: "waitpid", source }),
         }
-        if let Some(deadline) = kill_deadline
-            && !sigkill_sent
-            && Instant::now() >= deadline
+        if limit_exceeded.is_none() && !killed_on_request {
+            let disk = match (next_disk_check, launch.limits.disk_bytes) {
+                (Some(due), Some(limit)) if Instant::now() >= due => {
+                    next_disk_check = Some(Instant::now() + disk_interval);
+                    let used = crate::disk_usage::usage_bytes(sandbox);
+                    (used > limit).then_some(LimitExceeded::Disk { used_bytes: used, limit_bytes: limit })
+                }
+                _ => None,
+            };
+            limit_exceeded = disk.or_else(|| memory_exceeded(&launch.limits, cgroup));
+            if let Some(limit) = &limit_exceeded {
+                eprintln!("gantry executor: stopping the task: {limit}");
+                // Past its memory, the task is already broken: no grace.
+                let grace = match limit {
+                    LimitExceeded::Memory { .. } => Duration::ZERO,
+                    LimitExceeded::Disk { .. } => grace_period(launch.task.kill_grace_period_secs),
+                };
+                stopping = Some(begin_stop(task_pid, cgroup, grace, stopping));
+            }
+        }
+        if let Some(stop) = &mut stopping
+            && !stop.sigkill_sent
+            && Instant::now() >= stop.sigkill_at
         {
             let _ = process::signal_group(task_pid, Signal::SIGKILL);
             if let Some(cgroup) = cgroup {
                 cgroup.signal_all(Signal::SIGKILL);
             }
-            sigkill_sent = true;
+            stop.sigkill_sent = true;
         }
-        let timeout = match kill_deadline {
-            Some(deadline) if !sigkill_sent => deadline.saturating_duration_since(Instant::now()),
-            _ => Duration::from_secs(1),
-        };
+        let mut timeout = Duration::from_secs(1);
+        if let Some(stop) = stopping.filter(|s| !s.sigkill_sent) {
+            timeout = timeout.min(stop.sigkill_at.saturating_duration_since(Instant::now()));
+        }
+        if let Some(due) = next_disk_check.filter(|_| limit_exceeded.is_none()) {
+            timeout = timeout.min(due.saturating_duration_since(Instant::now()));
+        }
         match wait_signal(signals, timeout) {
             Some(Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP) if !killed_on_request => {
                 killed_on_request = true;
                 let grace = sandbox::read_json::<KillRequest>(&sandbox.join(sandbox::KILL_FILE))
                     .ok()
                     .flatten()
-                    .map_or(default_grace_secs, |k| k.grace_period_secs);
-                let _ = process::signal_group(task_pid, Signal::SIGTERM);
-                if let Some(cgroup) = cgroup {
-                    cgroup.signal_all(Signal::SIGTERM);
-                }
-                kill_deadline = Some(Instant::now() + Duration::from_secs_f64(grace.clamp(0.0, 86_400.0)));
+                    .map_or(launch.task.kill_grace_period_secs, |k| k.grace_period_secs);
+                stopping = Some(begin_stop(task_pid, cgroup, grace_period(grace), stopping));
             }
             _ => {}
         }
     }
+}
+
+/// A grace period in seconds, bounded to a day.
+fn grace_period(secs: f64) -> Duration {
+    Duration::from_secs_f64(if secs.is_finite() { secs.clamp(0.0, 86_400.0) } else { 0.0 })
+}
+
+/// The task's memory limit, when the kernel's OOM killer acted in its cgroups.
+fn memory_exceeded(limits: &Limits, cgroup: Option<&TaskCgroup>) -> Option<LimitExceeded> {
+    let limit_bytes = limits.mem_bytes?;
+    (cgroup?.oom_kills() > 0).then_some(LimitExceeded::Memory { limit_bytes })
 }
 
 /// Waits up to `timeout` for one of the blocked `signals`.

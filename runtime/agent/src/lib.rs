@@ -9,6 +9,7 @@
 pub mod background;
 pub mod cgroup;
 pub mod container;
+pub mod disk_usage;
 pub mod env;
 pub mod executor;
 pub mod files;
@@ -59,6 +60,8 @@ pub struct AgentConfig {
     /// The user tasks run as when their app or job names none; `None`: `nobody` when the agent
     /// runs as root, else the agent's own user.
     pub task_user: Option<String>,
+    /// Limits every task gets besides its resources (pids), and how often disk use is checked.
+    pub task_limits: cgroup::limits::LimitSettings,
 }
 
 /// Why the agent could not start or stopped.
@@ -193,6 +196,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     let supervisor =
         Supervisor::new(work_dir.clone(), config.executor_path.clone(), hostname, sink, background.clone());
     supervisor.set_task_user(config.task_user.clone());
+    supervisor.set_limit_settings(config.task_limits.clone());
     supervisor.recover()?;
 
     let (stop_server, stopped) = oneshot::channel::<()>();

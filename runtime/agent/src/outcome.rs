@@ -1,5 +1,6 @@
 //! How a task's end (the executor's `exit.json`, or its absence) maps to a terminal state and a
-//! message. Pure.
+//! message: a task that could not start, or that the executor stopped for going over a limit
+//! (memory, disk), fails with the reason; one killed on request is `KILLED`. Pure.
 
 use crate::process::signal_name;
 use crate::sandbox::ExitInfo;
@@ -46,6 +47,9 @@ pub fn outcome(exit: Option<&ExitInfo>, kill_requested: bool, kill_reason: Optio
     if let Some(error) = &exit.error {
         return Outcome { state: TaskState::Failed, exit_code: None, message: error.clone() };
     }
+    if let Some(limit) = &exit.limit_exceeded {
+        return Outcome { state: TaskState::Failed, exit_code: exit.code, message: limit.to_string() };
+    }
     if exit.killed_on_request {
         return killed(exit.code, what);
     }
@@ -58,7 +62,7 @@ mod tests {
     use super::*;
 
     fn exit(code: Option<i32>, signal: Option<i32>, killed_on_request: bool) -> ExitInfo {
-        ExitInfo { code, signal, killed_on_request, error: None, finished_at: 1 }
+        ExitInfo { code, signal, killed_on_request, error: None, limit_exceeded: None, finished_at: 1 }
     }
 
     #[test]
@@ -96,6 +100,20 @@ mod tests {
         assert_eq!(outcome(None, false, None).state, TaskState::Failed);
         assert!(outcome(None, false, None).message.contains("executor died"));
         assert_eq!(outcome(None, true, None).state, TaskState::Killed);
+    }
+
+    #[test]
+    fn a_task_over_a_limit_fails_with_the_limit() {
+        use crate::cgroup::limits::{LimitExceeded, MIB};
+        let mut oom = exit(None, Some(9), false);
+        oom.limit_exceeded = Some(LimitExceeded::Memory { limit_bytes: 128 * MIB });
+        let failed = outcome(Some(&oom), false, None);
+        assert_eq!((failed.state, failed.message.as_str()), (TaskState::Failed, "out of memory (limit 128 MiB)"));
+        let mut disk = exit(None, Some(15), false);
+        disk.limit_exceeded = Some(LimitExceeded::Disk { used_bytes: 21 * MIB, limit_bytes: 10 * MIB });
+        let failed = outcome(Some(&disk), false, None);
+        assert_eq!(failed.state, TaskState::Failed);
+        assert_eq!(failed.message, "disk usage 21 MiB exceeds its limit of 10 MiB");
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //!     spawned.json    written by the agent right after starting the executor: its pid
 //!     executor.json   written by the executor once the task runs: pids and start times
 //!     kill.json       written by the agent before it asks the executor to kill the task
+//!     cgroup          written by the executor: the task's cgroup directories, one per line
+//!     limits.json     written by the executor: each limit and how it is enforced, or why not
 //!     exit.json       written by the executor when the task has exited
 //!     stdout, stderr  the task's output
 //!     executor.log    the executor's own output
@@ -19,6 +21,7 @@
 //! old or the new content, with mode 0600. A task's secret files sit beside them, 0400, owned by
 //! the task's user. This module is synchronous and uses no runtime: the executor uses it.
 
+use crate::cgroup::limits::{LimitExceeded, Limits};
 use gantry_api::protocol::{LaunchTask, StatusUpdate};
 use gantry_api::{Millis, TaskState};
 use serde::de::DeserializeOwned;
@@ -87,6 +90,16 @@ pub struct ExecutorLaunch {
     /// The uid and gid the task runs as; `None`: the executor's own.
     #[serde(default)]
     pub run_as: Option<(u32, u32)>,
+    /// The task's limits, applied by the executor before the task starts.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Milliseconds between two measurements of the sandbox's disk usage (with a `disk` limit).
+    #[serde(default = "default_disk_check_interval_ms")]
+    pub disk_check_interval_ms: u64,
+}
+
+fn default_disk_check_interval_ms() -> u64 {
+    crate::cgroup::limits::DEFAULT_DISK_CHECK_INTERVAL.as_millis() as u64
 }
 
 /// What the agent keeps to recover a task (`task.json`).
@@ -137,6 +150,9 @@ pub struct ExitInfo {
     /// Why the task could not be started, if it could not.
     #[serde(default)]
     pub error: Option<String>,
+    /// The limit the task went over, when that ended it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_exceeded: Option<LimitExceeded>,
     /// When the executor saw the exit.
     pub finished_at: Millis,
 }
@@ -290,7 +306,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(EXIT_FILE);
         assert_eq!(read_json::<ExitInfo>(&path).expect("read"), None);
-        let exit = ExitInfo { code: Some(3), signal: None, killed_on_request: false, error: None, finished_at: 7 };
+        let exit = ExitInfo {
+            code: Some(3),
+            signal: None,
+            killed_on_request: false,
+            error: None,
+            limit_exceeded: None,
+            finished_at: 7,
+        };
         write_json(&path, &exit).expect("write");
         assert_eq!(read_json::<ExitInfo>(&path).expect("read"), Some(exit));
         let leftovers: Vec<_> = fs::read_dir(dir.path()).expect("list").collect();

@@ -8,6 +8,7 @@
 
 use crate::background::Background;
 use crate::cgroup::TaskCgroup;
+use crate::cgroup::limits::{LimitSettings, Limits};
 use crate::env::task_env;
 use crate::executor;
 use crate::health::{self, CheckState, Verdict};
@@ -122,6 +123,8 @@ pub struct Supervisor {
     health_client: reqwest::Client,
     /// The user of tasks that name none (see [`crate::user::resolve`]).
     task_user: Mutex<Option<String>>,
+    /// The agent's settings for task limits.
+    limit_settings: Mutex<LimitSettings>,
 }
 
 impl fmt::Debug for Supervisor {
@@ -168,6 +171,7 @@ impl Supervisor {
                 background,
                 health_client,
                 task_user: Mutex::default(),
+                limit_settings: Mutex::default(),
             }
         })
     }
@@ -175,6 +179,11 @@ impl Supervisor {
     /// Sets the user of tasks whose launch names none.
     pub fn set_task_user(&self, user: Option<String>) {
         *self.task_user.lock().unwrap_or_else(|p| p.into_inner()) = user;
+    }
+
+    /// Sets the limits every task gets besides its resources.
+    pub fn set_limit_settings(&self, settings: LimitSettings) {
+        *self.limit_settings.lock().unwrap_or_else(|p| p.into_inner()) = settings;
     }
 
     /// The user `launch` runs as.
@@ -286,10 +295,15 @@ impl Supervisor {
             sandbox::write_secret_file(&sandbox.join(file), value.as_bytes(), run_as.as_ref().map(|u| (u.uid, u.gid)))?;
         }
         let env = task_env(launch, &self.hostname, sandbox);
-        sandbox::write_json_volatile(
-            &sandbox.join(sandbox::LAUNCH_FILE),
-            &ExecutorLaunch { task: launch.clone(), env, run_as: run_as.map(|u| (u.uid, u.gid)) },
-        )?;
+        let settings = self.limit_settings.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let executor_launch = ExecutorLaunch {
+            task: launch.clone(),
+            env,
+            run_as: run_as.map(|u| (u.uid, u.gid)),
+            limits: Limits::from_resources(&launch.resources, settings.pids_per_task),
+            disk_check_interval_ms: settings.disk_check_interval.as_millis().try_into().unwrap_or(u64::MAX),
+        };
+        sandbox::write_json_volatile(&sandbox.join(sandbox::LAUNCH_FILE), &executor_launch)?;
         let spawn_error = |source| TaskError::Spawn { path: self.executor_path.clone(), source };
         let log = executor::open_log(sandbox).map_err(spawn_error)?;
         let log_err = log.try_clone().map_err(spawn_error)?;
@@ -696,6 +710,8 @@ mod tests {
             secret_files: BTreeMap::new(),
             secret_values: Default::default(),
             user: None,
+            container: None,
+            volumes: Vec::new(),
         }
     }
 
@@ -726,8 +742,14 @@ mod tests {
     async fn recovery_reports_ended_tasks_resends_unacked_ones_and_forgets_acked_ones() {
         let dir = tempfile::tempdir().expect("tempdir");
         let work_dir = dir.path();
-        let exit =
-            |code| ExitInfo { code: Some(code), signal: None, killed_on_request: false, error: None, finished_at: 1 };
+        let exit = |code| ExitInfo {
+            code: Some(code),
+            signal: None,
+            killed_on_request: false,
+            error: None,
+            limit_exceeded: None,
+            finished_at: 1,
+        };
         sandbox_with(
             work_dir,
             "ended.1",
