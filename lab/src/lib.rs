@@ -8,4 +8,5 @@
 //! binary name it.
 
 pub mod cloud;
+pub mod registry;
 pub mod testhosts;
