@@ -104,6 +104,13 @@ impl ImageStore {
     /// unpacks left in `tmp/`, and drops records whose layers are missing.
     pub fn open(root: &Path, options: StoreOptions) -> Result<ImageStore, ImageError> {
         let io = |action, path: &Path, e| ImageError::io("", action, path, e);
+        if root.to_string_lossy().contains([':', ',']) {
+            let reason = std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "overlayfs options cannot name paths with ':' or ','",
+            );
+            return Err(io("choosing a directory without ':' or ',' for", root, reason));
+        }
         let (blobs_dir, layers, images, tmp) =
             (root.join("blobs/sha256"), root.join("layers/sha256"), root.join("images"), root.join("tmp"));
         for dir in [&blobs_dir, &layers, &images, &tmp] {
@@ -290,5 +297,21 @@ fn info(record: &ImageRecord) -> ImageInfo {
         manifest_digest: record.manifest_digest.clone(),
         size_bytes: record.size(),
         last_used: record.last_used,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_root_overlayfs_cannot_name_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = ImageStore::open(&dir.path().join("a:b"), StoreOptions::default()).expect_err("colon");
+        assert!(err.to_string().contains("without ':' or ','"), "{err}");
+        let store = ImageStore::open(&dir.path().join("images"), StoreOptions::default()).expect("plain path");
+        assert_eq!(store.total_bytes(), 0);
+        assert!(store.list().is_empty());
+        assert!(dir.path().join("images/tmp").is_dir() && dir.path().join("images/layers/sha256").is_dir());
     }
 }
