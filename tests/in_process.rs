@@ -39,6 +39,7 @@ fn agent_config(dir: &std::path::Path, url: &str, i: usize, port_base: u16) -> g
         join_token: Some(support::seed_trust(&dir.join("master")).1),
         task_user: None,
         task_limits: Default::default(),
+        images: Default::default(),
     }
 }
 

@@ -73,6 +73,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         join_token: args.join_token,
         task_user: args.task_user,
         task_limits: Default::default(),
+        images: Default::default(),
     };
     gantry_agent::run(config).await.with_context(|| format!("agent with work dir {}", args.work_dir.display()))
 }

@@ -72,6 +72,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             // A dev cluster runs its tasks as whoever runs it, like any program they start.
             task_user: current_user(),
             task_limits: Default::default(),
+            images: Default::default(),
         };
         agents.push(gantry_agent::start(config).await.with_context(|| format!("cannot start agent dev-{i}"))?);
     }

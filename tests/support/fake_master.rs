@@ -329,6 +329,7 @@ pub fn config(master: &FakeMaster, work_dir: &WorkDir) -> AgentConfig {
         join_token: Some(master.join_token.clone()),
         task_user: None,
         task_limits: Default::default(),
+        images: Default::default(),
     }
 }
 

@@ -12,6 +12,8 @@
 
 use crate::cgroup::TaskCgroup;
 use crate::cgroup::limits::{self, AppliedLimit, Enforcement, LimitExceeded, LimitKind, Limits, LimitsRecord};
+use crate::container::ContainerLaunch;
+use crate::container::enter::{self, Prepared};
 use crate::process;
 use crate::sandbox::{self, ExecutorInfo, ExecutorLaunch, ExitInfo, KillRequest};
 use nix::errno::Errno;
@@ -71,27 +73,30 @@ fn supervise(sandbox: &Path) -> Result<(), ExecutorError> {
         .map_err(|source| ExecutorError::Sys { call: "sigprocmask", source })?;
 
     let (cgroup, cgroup_procs) = apply_limits(&launch, sandbox);
-    let setup = ChildSetup { cgroup_procs };
+    let container = match launch.container.as_ref().map(prepare_container).transpose() {
+        Ok(container) => container,
+        Err(error) => {
+            if let Some(cgroup) = &cgroup {
+                let _ = cgroup.kill_and_remove(Duration::from_secs(1));
+            }
+            return write_start_failure(sandbox, &format!("cannot set up the container: {error}"));
+        }
+    };
+    let setup = ChildSetup { cgroup_procs, container };
     let child = match build_command(&launch, sandbox).and_then(|mut command| {
         setup.install(&mut command);
         command.spawn()
     }) {
         Ok(child) => child,
         Err(error) => {
-            eprintln!("gantry executor: cannot start the task: {error}");
+            let error = match container_failure(sandbox) {
+                Some(step) => format!("{step} ({error})"),
+                None => error.to_string(),
+            };
             if let Some(cgroup) = &cgroup {
                 let _ = cgroup.kill_and_remove(Duration::from_secs(1));
             }
-            let exit = ExitInfo {
-                code: None,
-                signal: None,
-                killed_on_request: false,
-                error: Some(format!("cannot start the task: {error}")),
-                limit_exceeded: None,
-                finished_at: gantry_api::now_millis(),
-            };
-            sandbox::write_json(&sandbox.join(sandbox::EXIT_FILE), &exit)?;
-            return Ok(());
+            return write_start_failure(sandbox, &format!("cannot start the task: {error}"));
         }
     };
     let task_pid = child.id() as i32;
@@ -129,6 +134,45 @@ fn supervise(sandbox: &Path) -> Result<(), ExecutorError> {
         killed_on_request: ended.killed_on_request,
         error: None,
         limit_exceeded: ended.limit_exceeded,
+        finished_at: gantry_api::now_millis(),
+    };
+    sandbox::write_json(&sandbox.join(sandbox::EXIT_FILE), &exit)?;
+    Ok(())
+}
+
+/// Makes the container's pid namespace (the task's init is the executor's next child) and
+/// prepares the rest of its set-up.
+fn prepare_container(container: &ContainerLaunch) -> std::io::Result<Prepared> {
+    enter::new_pid_namespace()
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot make a pid namespace: {e}")))?;
+    Prepared::new(container)
+}
+
+/// The container set-up step that failed in the child, from the line [`enter::report`] left in
+/// the task's stderr.
+fn container_failure(sandbox: &Path) -> Option<String> {
+    let stderr = std::fs::read_to_string(sandbox.join("stderr")).ok()?;
+    let line = stderr.lines().rev().find(|l| l.starts_with("gantry: container set-up failed at "))?;
+    let line = line.trim_start_matches("gantry: ");
+    // "errno N" in words.
+    match line.rsplit_once(": errno ") {
+        Some((step, errno)) => {
+            let errno = errno.trim().parse().unwrap_or(0);
+            Some(format!("{step}: {}", std::io::Error::from_raw_os_error(errno)))
+        }
+        None => Some(line.to_string()),
+    }
+}
+
+/// Records that the task could not be started.
+fn write_start_failure(sandbox: &Path, error: &str) -> Result<(), ExecutorError> {
+    eprintln!("gantry executor: {error}");
+    let exit = ExitInfo {
+        code: None,
+        signal: None,
+        killed_on_request: false,
+        error: Some(error.to_string()),
+        limit_exceeded: None,
         finished_at: gantry_api::now_millis(),
     };
     sandbox::write_json(&sandbox.join(sandbox::EXIT_FILE), &exit)?;
@@ -180,8 +224,8 @@ fn apply_limits(launch: &ExecutorLaunch, sandbox: &Path) -> (Option<TaskCgroup>,
 /// child makes only async-signal-safe calls. In this order:
 /// 1. join the task's cgroups (write `0` to each `cgroup.procs`), so its limits hold before it
 ///    can allocate or fork; a failure fails the start rather than run the task unlimited;
-/// 2. (a container's set-up goes here, once the executor runs containers: namespaces, root,
-///    capabilities — after joining, so the task cannot leave its cgroups);
+/// 2. for a container, enter it ([`enter::enter`]: namespaces, root, capabilities, user, and
+///    a minimal init as pid 1) — after joining, so the task cannot leave its cgroups;
 /// 3. clear the signal mask: the executor blocks SIGTERM, SIGINT, SIGHUP and SIGCHLD to wait
 ///    for them synchronously, and a blocked mask survives exec, so the task would never see the
 ///    SIGTERM of a kill.
@@ -189,6 +233,8 @@ fn apply_limits(launch: &ExecutorLaunch, sandbox: &Path) -> (Option<TaskCgroup>,
 struct ChildSetup {
     /// The `cgroup.procs` files of the task's cgroups, opened for writing.
     cgroup_procs: Vec<File>,
+    /// The container's set-up, for a container task.
+    container: Option<Prepared>,
 }
 
 impl ChildSetup {
@@ -196,6 +242,7 @@ impl ChildSetup {
     fn install(self, command: &mut Command) {
         let empty = SigSet::empty();
         let procs = self.cgroup_procs;
+        let container = self.container;
         // SAFETY: the closure runs between fork and exec and calls only write(2) on descriptors
         // opened before the fork and sigprocmask, both async-signal-safe; it allocates nothing.
         unsafe {
@@ -204,6 +251,12 @@ impl ChildSetup {
                     if libc::write(file.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
                         return Err(std::io::Error::last_os_error());
                     }
+                }
+                if let Some(container) = &container
+                    && let Err(error) = enter::enter(container)
+                {
+                    enter::report(error);
+                    return Err(error.into());
                 }
                 sigprocmask(SigmaskHow::SIG_SETMASK, Some(&empty), None).map_err(std::io::Error::from)
             });
@@ -215,6 +268,9 @@ impl ChildSetup {
 /// output, in a process group of its own. What happens in the child before exec is
 /// [`ChildSetup`]'s.
 fn build_command(launch: &ExecutorLaunch, sandbox: &Path) -> std::io::Result<Command> {
+    if let Some(container) = &launch.container {
+        return container_command(container, sandbox);
+    }
     let mut command = match (&launch.task.cmd, &launch.task.args) {
         (Some(cmd), _) => {
             let mut command = Command::new("/bin/sh");
@@ -236,6 +292,27 @@ fn build_command(launch: &ExecutorLaunch, sandbox: &Path) -> std::io::Result<Com
     command
         .current_dir(sandbox)
         .envs(&launch.env)
+        .stdin(Stdio::null())
+        .stdout(output("stdout")?)
+        .stderr(output("stderr")?)
+        .process_group(0);
+    Ok(command)
+}
+
+/// A container task's command: the planned program (absolute inside the container) with only the
+/// planned environment; the user and the working directory are set by [`enter::enter`].
+fn container_command(container: &ContainerLaunch, sandbox: &Path) -> std::io::Result<Command> {
+    let (program, args) = container
+        .argv
+        .split_first()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "the container has no command"))?;
+    let output = |name: &str| OpenOptions::new().create(true).append(true).open(sandbox.join(name));
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .current_dir(sandbox)
+        .env_clear()
+        .envs(&container.env)
         .stdin(Stdio::null())
         .stdout(output("stdout")?)
         .stderr(output("stderr")?)

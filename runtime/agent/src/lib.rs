@@ -12,6 +12,7 @@ pub mod container;
 pub mod disk_usage;
 pub mod env;
 pub mod executor;
+pub mod executors;
 pub mod files;
 pub mod gpu;
 pub mod health;
@@ -62,6 +63,44 @@ pub struct AgentConfig {
     pub task_user: Option<String>,
     /// Limits every task gets besides its resources (pids), and how often disk use is checked.
     pub task_limits: cgroup::limits::LimitSettings,
+    /// The image cache of container tasks.
+    pub images: ImageSettings,
+}
+
+/// Where and how the agent keeps the images of container tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSettings {
+    /// The cache directory; default: `<work_dir>/images`.
+    pub dir: Option<PathBuf>,
+    /// The cache size above which least recently used images not in use are removed.
+    pub max_bytes: u64,
+    /// Registries (`host[:port]`) spoken to over plain HTTP besides loopback ones.
+    pub insecure_registries: Vec<String>,
+}
+
+impl Default for ImageSettings {
+    fn default() -> Self {
+        Self { dir: None, max_bytes: gantry_image::DEFAULT_MAX_BYTES, insecure_registries: Vec::new() }
+    }
+}
+
+/// The agent's executors: processes on the host, and containers from images cached under
+/// `images` (refusing launches with the reason where this host cannot run containers).
+pub fn executors(
+    executor_path: &std::path::Path,
+    work_dir: &std::path::Path,
+    images: &ImageSettings,
+) -> Vec<Arc<dyn executors::TaskExecutor>> {
+    let options = gantry_image::StoreOptions {
+        max_bytes: images.max_bytes,
+        insecure_registries: images.insecure_registries.clone(),
+        ..Default::default()
+    };
+    let dir = images.dir.clone().unwrap_or_else(|| work_dir.join("images"));
+    vec![
+        Arc::new(executors::process::ProcessExecutor::new(executor_path.to_path_buf())),
+        Arc::new(executors::container::ContainerExecutor::new(executor_path.to_path_buf(), &dir, options)),
+    ]
 }
 
 /// Why the agent could not start or stopped.
@@ -161,7 +200,8 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         .map_err(|source| AgentError::Bind { addr: config.listen, source })?;
     let local_addr = listener.local_addr().map_err(|source| AgentError::Bind { addr: config.listen, source })?;
     let agent_id = sandbox::load_or_create_agent_id(&work_dir)?;
-    let offered = resources::offered(config.resources.as_ref(), &work_dir)?;
+    let gpus = gpu::detect();
+    let offered = resources::merge(config.resources.as_ref(), &resources::detect_with_gpus(&work_dir, &gpus)?);
     let hostname = config.hostname.clone().unwrap_or_else(host_name);
     let endpoint_host = if local_addr.ip().is_unspecified() { hostname.clone() } else { local_addr.ip().to_string() };
     let endpoint = match local_addr {
@@ -193,8 +233,9 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         .map_err(AgentError::Client)?;
     let background = Background::default();
     let sink = Arc::new(HttpStatusSink::new(&config.master, &agent_id, client.clone()));
-    let supervisor =
-        Supervisor::new(work_dir.clone(), config.executor_path.clone(), hostname, sink, background.clone());
+    let executors = executors(&config.executor_path, &work_dir, &config.images);
+    let supervisor = Supervisor::new(work_dir.clone(), executors, hostname, sink, background.clone());
+    supervisor.set_gpus(gpus);
     supervisor.set_task_user(config.task_user.clone());
     supervisor.set_limit_settings(config.task_limits.clone());
     supervisor.recover()?;

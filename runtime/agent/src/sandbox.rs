@@ -96,6 +96,9 @@ pub struct ExecutorLaunch {
     /// Milliseconds between two measurements of the sandbox's disk usage (with a `disk` limit).
     #[serde(default = "default_disk_check_interval_ms")]
     pub disk_check_interval_ms: u64,
+    /// The container the task runs in; `None`: on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<crate::container::ContainerLaunch>,
 }
 
 fn default_disk_check_interval_ms() -> u64 {

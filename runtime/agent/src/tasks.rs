@@ -7,35 +7,26 @@
 //! commands come from the master link.
 
 use crate::background::Background;
-use crate::cgroup::TaskCgroup;
 use crate::cgroup::limits::{LimitSettings, Limits};
 use crate::env::task_env;
-use crate::executor;
+use crate::executors::{LaunchRequest, Recovered, Started, TaskExecutor};
+use crate::gpu::{self, GpuAllocator};
 use crate::health::{self, CheckState, Verdict};
 use crate::outcome::{Outcome, outcome};
-use crate::process;
-use crate::sandbox::{
-    self, ExecutorInfo, ExecutorLaunch, ExitInfo, KillRequest, SandboxError, SpawnedExecutor, TaskRecord, TaskStateFile,
-};
+use crate::sandbox::{self, ExecutorInfo, ExitInfo, SandboxError, TaskRecord, TaskStateFile};
 use crate::status::{OnAcked, StatusQueue, StatusSink, new_update};
 use gantry_api::TaskState;
 use gantry_api::protocol::{AgentCommand, LaunchTask, StatusUpdate, TaskHealthCheck, TaskReport};
-use nix::sys::signal::Signal;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
-/// How long an executor may take to start its task.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often a started executor is polled for `executor.json`.
-const START_POLL: Duration = Duration::from_millis(1);
-/// How often the liveness of an adopted executor is checked.
-const ADOPTED_POLL: Duration = Duration::from_millis(200);
+/// The sandbox file naming the GPUs (uuids) a task holds.
+const GPUS_FILE: &str = "gpus.json";
 /// Sandboxes of acknowledged terminal tasks older than this are removed at recovery.
 const SANDBOX_TTL_MILLIS: u64 = 60 * 60 * 1000;
 
@@ -75,6 +66,8 @@ pub enum TaskError {
 #[derive(Debug)]
 struct TaskEntry {
     launch: LaunchTask,
+    /// The executor that runs it.
+    runner: Arc<dyn TaskExecutor>,
     sandbox: PathBuf,
     state: TaskState,
     healthy: Option<bool>,
@@ -90,10 +83,11 @@ struct TaskEntry {
 }
 
 impl TaskEntry {
-    fn new(launch: LaunchTask, sandbox: PathBuf, state: TaskState) -> Self {
+    fn new(launch: LaunchTask, runner: Arc<dyn TaskExecutor>, sandbox: PathBuf, state: TaskState) -> Self {
         let checks = launch.health_checks.len();
         Self {
             launch,
+            runner,
             sandbox,
             state,
             healthy: None,
@@ -115,7 +109,10 @@ impl TaskEntry {
 /// Launches, watches, kills and recovers the agent's tasks.
 pub struct Supervisor {
     work_dir: PathBuf,
-    executor_path: PathBuf,
+    /// The ways of running tasks: the first that can handle a launch runs it.
+    executors: Vec<Arc<dyn TaskExecutor>>,
+    /// The host's GPUs and the tasks that hold them.
+    gpus: Mutex<GpuAllocator>,
     hostname: String,
     tasks: Mutex<HashMap<String, TaskEntry>>,
     status: Arc<StatusQueue>,
@@ -133,18 +130,12 @@ impl fmt::Debug for Supervisor {
     }
 }
 
-enum Started {
-    Running(ExecutorInfo),
-    Exited,
-    TimedOut,
-}
-
 impl Supervisor {
-    /// A supervisor for the sandboxes under `work_dir` (absolute), starting `executor_path` for
-    /// each task and posting updates to `sink`.
+    /// A supervisor for the sandboxes under `work_dir` (absolute), running each task with the
+    /// first of `executors` that can, and posting updates to `sink`.
     pub fn new(
         work_dir: PathBuf,
-        executor_path: PathBuf,
+        executors: Vec<Arc<dyn TaskExecutor>>,
         hostname: String,
         sink: Arc<dyn StatusSink>,
         background: Background,
@@ -164,7 +155,8 @@ impl Supervisor {
                 .unwrap_or_else(|_| reqwest::Client::new());
             Self {
                 work_dir,
-                executor_path,
+                executors,
+                gpus: Mutex::new(GpuAllocator::new(Vec::new())),
                 hostname,
                 tasks: Mutex::default(),
                 status,
@@ -179,6 +171,41 @@ impl Supervisor {
     /// Sets the user of tasks whose launch names none.
     pub fn set_task_user(&self, user: Option<String>) {
         *self.task_user.lock().unwrap_or_else(|p| p.into_inner()) = user;
+    }
+
+    /// Sets the GPUs tasks are given (detected once by the agent).
+    pub fn set_gpus(&self, gpus: Vec<gpu::Gpu>) {
+        *self.gpus.lock().unwrap_or_else(|p| p.into_inner()) = GpuAllocator::new(gpus);
+    }
+
+    /// The executors, for their capabilities and the image store.
+    pub fn executors(&self) -> &[Arc<dyn TaskExecutor>] {
+        &self.executors
+    }
+
+    /// The executor for `launch`: the first that can handle it, or why none can (the reason of
+    /// the executor of its kind).
+    fn executor_for(&self, launch: &LaunchTask) -> Result<Arc<dyn TaskExecutor>, String> {
+        let mut reasons = Vec::new();
+        for executor in &self.executors {
+            match executor.cant_handle(launch) {
+                None => return Ok(Arc::clone(executor)),
+                Some(reason) => reasons.push((executor.name(), reason)),
+            }
+        }
+        let kind = if launch.container.is_some() { "container" } else { "process" };
+        Err(reasons
+            .iter()
+            .find(|(name, _)| *name == kind)
+            .or(reasons.first())
+            .map_or_else(|| "this agent has no executor".to_string(), |(_, reason)| reason.clone()))
+    }
+
+    /// The executor that ran the task of a recovered launch (by kind; even if it could not run
+    /// a new one now).
+    fn executor_of(&self, launch: &LaunchTask) -> Option<Arc<dyn TaskExecutor>> {
+        let kind = if launch.container.is_some() { "container" } else { "process" };
+        self.executors.iter().find(|e| e.name() == kind).or(self.executors.first()).cloned()
     }
 
     /// Sets the limits every task gets besides its resources.
@@ -242,22 +269,31 @@ impl Supervisor {
             return;
         }
         let sandbox = self.sandbox(&task_id);
+        let runner = match self.executor_for(&launch) {
+            Ok(runner) => runner,
+            Err(reason) => {
+                warn!(%task_id, %reason, "Launch refused: no executor can run it here.");
+                self.status.push(new_update(&task_id, TaskState::Failed, None, None, Some(reason)));
+                return;
+            }
+        };
         {
             let mut tasks = self.lock();
             if tasks.contains_key(&task_id) || sandbox.exists() {
                 info!(%task_id, "Launch ignored: the task is already known.");
                 return;
             }
-            tasks.insert(task_id.clone(), TaskEntry::new(launch.clone(), sandbox.clone(), TaskState::Staging));
+            let entry = TaskEntry::new(launch.clone(), Arc::clone(&runner), sandbox.clone(), TaskState::Staging);
+            tasks.insert(task_id.clone(), entry);
         }
         let supervisor = Arc::clone(self);
-        self.background.spawn(async move { supervisor.run_task(launch, sandbox).await });
+        self.background.spawn(async move { supervisor.run_task(launch, runner, sandbox).await });
     }
 
-    async fn run_task(self: Arc<Self>, launch: LaunchTask, sandbox: PathBuf) {
+    async fn run_task(self: Arc<Self>, launch: LaunchTask, runner: Arc<dyn TaskExecutor>, sandbox: PathBuf) {
         let task_id = launch.task_id.clone();
-        let mut child = match self.spawn_executor(&launch, &sandbox) {
-            Ok(child) => child,
+        let request = match self.prepare_sandbox(&launch, &sandbox) {
+            Ok(request) => request,
             Err(error) => {
                 warn!(%task_id, %error, "Task could not be started.");
                 let message = error.to_string();
@@ -265,23 +301,26 @@ impl Supervisor {
                 return;
             }
         };
-        match wait_started(&sandbox, &mut child).await {
-            Started::Running(info) => self.running(&task_id, info),
-            Started::Exited => {}
-            Started::TimedOut => {
-                warn!(%task_id, "Executor did not start the task in time; killing it.");
-                let _ = child.start_kill();
+        match runner.launch(&request).await {
+            Ok(Started::Running(info)) => self.running(&task_id, info),
+            Ok(Started::Ended) => {}
+            Err(error) => {
+                warn!(%task_id, %error, transient = error.transient, "Task could not be started.");
+                let outcome = Outcome { state: TaskState::Failed, exit_code: None, message: error.message };
+                self.finish_with(&task_id, outcome);
+                return;
             }
         }
-        if let Err(error) = child.wait().await {
-            warn!(%task_id, %error, "Cannot wait for the executor.");
-        }
-        self.finish(&task_id);
+        let exit = runner.wait(&sandbox).await;
+        self.finish(&task_id, exit);
     }
 
-    fn spawn_executor(&self, launch: &LaunchTask, sandbox: &Path) -> Result<tokio::process::Child, TaskError> {
+    /// Makes the task's sandbox (its user's, with `task.json` and the secret files) and the
+    /// request for its executor: environment, limits, GPUs.
+    fn prepare_sandbox(&self, launch: &LaunchTask, sandbox: &Path) -> Result<LaunchRequest, TaskError> {
         sandbox::create_dir(sandbox)?;
-        let run_as = self.run_as(launch)?;
+        // A container's user comes from its image, and the container executor hands it the sandbox.
+        let run_as = if launch.container.is_some() { None } else { self.run_as(launch)? };
         if let Some(user) = &run_as {
             // 0750 and the task's: the task works in it; other users see nothing.
             let chown = |source| TaskError::Chown { path: sandbox.to_path_buf(), user: user.name.clone(), source };
@@ -294,37 +333,40 @@ impl Supervisor {
             let value = launch.secret_values.get(name).ok_or_else(|| TaskError::MissingSecret(name.clone()))?;
             sandbox::write_secret_file(&sandbox.join(file), value.as_bytes(), run_as.as_ref().map(|u| (u.uid, u.gid)))?;
         }
-        let env = task_env(launch, &self.hostname, sandbox);
+        let mut env = task_env(launch, &self.hostname, sandbox);
+        let gpus = self.assign_gpus(launch, sandbox)?;
+        env.extend(gpu::task_env(&gpus));
+        let devices = match gpu::device_nodes(&gpus) {
+            Ok(nodes) => nodes.into_iter().map(|n| n.path).collect(),
+            Err(error) => return Err(TaskError::User(error.to_string())),
+        };
         let settings = self.limit_settings.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let executor_launch = ExecutorLaunch {
-            task: launch.clone(),
+        Ok(LaunchRequest {
+            launch: launch.clone(),
+            sandbox: sandbox.to_path_buf(),
             env,
             run_as: run_as.map(|u| (u.uid, u.gid)),
+            hostname: self.hostname.clone(),
             limits: Limits::from_resources(&launch.resources, settings.pids_per_task),
             disk_check_interval_ms: settings.disk_check_interval.as_millis().try_into().unwrap_or(u64::MAX),
-        };
-        sandbox::write_json_volatile(&sandbox.join(sandbox::LAUNCH_FILE), &executor_launch)?;
-        let spawn_error = |source| TaskError::Spawn { path: self.executor_path.clone(), source };
-        let log = executor::open_log(sandbox).map_err(spawn_error)?;
-        let log_err = log.try_clone().map_err(spawn_error)?;
-        let child = tokio::process::Command::new(&self.executor_path)
-            .arg("executor")
-            .arg("--sandbox")
-            .arg(sandbox)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .spawn()
-            .map_err(spawn_error)?;
-        if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok())
-            && let Some(stat) = process::stat(pid)
-        {
-            let spawned = SpawnedExecutor { pid, start_time: stat.start_time };
-            if let Err(error) = sandbox::write_json_volatile(&sandbox.join(sandbox::SPAWNED_FILE), &spawned) {
-                warn!(task_id = %launch.task_id, %error, "Cannot record the executor's pid.");
-            }
+            devices,
+        })
+    }
+
+    /// Gives the task its GPUs and records them in the sandbox (`gpus.json`) for recovery.
+    fn assign_gpus(&self, launch: &LaunchTask, sandbox: &Path) -> Result<Vec<gpu::Gpu>, TaskError> {
+        if launch.resources.gpus == 0 {
+            return Ok(Vec::new());
         }
-        Ok(child)
+        let gpus = self
+            .gpus
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .assign(&launch.task_id, launch.resources.gpus)
+            .map_err(|e| TaskError::User(e.to_string()))?;
+        let uuids: Vec<&str> = gpus.iter().map(|g| g.uuid.as_str()).collect();
+        sandbox::write_json(&sandbox.join(GPUS_FILE), &uuids)?;
+        Ok(gpus)
     }
 
     fn running(self: &Arc<Self>, task_id: &str, info: ExecutorInfo) {
@@ -344,34 +386,20 @@ impl Supervisor {
         }
     }
 
-    /// Reads the executor's verdict and reports the task's end.
-    fn finish(&self, task_id: &str) {
-        let Some((sandbox, executor, kill_requested, kill_reason)) = self
-            .lock()
-            .get(task_id)
-            .map(|e| (e.sandbox.clone(), e.executor, e.kill_grace.is_some(), e.kill_reason.clone()))
+    /// Reports the task's end from its executor's record (`exit`, `None` when there is none).
+    fn finish(&self, task_id: &str, exit: Option<ExitInfo>) {
+        let Some((executor, kill_requested, kill_reason)) =
+            self.lock().get(task_id).map(|e| (e.executor, e.kill_grace.is_some(), e.kill_reason.clone()))
         else {
             return;
         };
-        let exit = sandbox::read_json::<ExitInfo>(&sandbox.join(sandbox::EXIT_FILE)).unwrap_or_else(|error| {
-            warn!(%task_id, %error, "Unreadable exit record.");
-            None
-        });
-        let executor = executor.or_else(|| sandbox::read_json(&sandbox.join(sandbox::EXECUTOR_FILE)).ok().flatten());
-        if exit.is_none() {
-            match executor {
-                Some(info) => {
-                    warn!(%task_id, pgid = info.task_pgid, "Executor died; killing the task's process group.");
-                    let _ = process::signal_group(info.task_pgid, Signal::SIGKILL);
-                    if let Some(cgroup) = TaskCgroup::from_sandbox(&sandbox) {
-                        let _ = cgroup.kill_and_remove(std::time::Duration::from_secs(2));
-                    }
-                }
-                None => {
-                    let message = "the executor ended before starting the task (see executor.log)".to_string();
-                    self.finish_with(task_id, Outcome { state: TaskState::Failed, exit_code: None, message });
-                    return;
-                }
+        if exit.is_none() && executor.is_none() {
+            let sandbox = self.sandbox(task_id);
+            let executor = sandbox::read_json::<ExecutorInfo>(&sandbox.join(sandbox::EXECUTOR_FILE)).ok().flatten();
+            if executor.is_none() {
+                let message = "the executor ended before starting the task (see executor.log)".to_string();
+                self.finish_with(task_id, Outcome { state: TaskState::Failed, exit_code: None, message });
+                return;
             }
         }
         self.finish_with(task_id, outcome(exit.as_ref(), kill_requested, kill_reason.as_deref()));
@@ -386,6 +414,8 @@ impl Supervisor {
         for handle in entry.health_tasks.drain(..) {
             handle.abort();
         }
+        entry.runner.release(&entry.sandbox);
+        self.gpus.lock().unwrap_or_else(|p| p.into_inner()).release(task_id);
         entry.state = outcome.state;
         entry.exit_code = outcome.exit_code;
         let update = new_update(task_id, outcome.state, entry.healthy, outcome.exit_code, Some(outcome.message));
@@ -422,22 +452,7 @@ impl Supervisor {
             persist(&entry.sandbox, &entry.state_file(None, false));
         }
         info!(%task_id, grace_period_secs, "Killing task.");
-        let kill_file = entry.sandbox.join(sandbox::KILL_FILE);
-        if let Err(error) = sandbox::write_json(&kill_file, &KillRequest { grace_period_secs }) {
-            warn!(%task_id, %error, "Cannot record the grace period; the executor uses the launch's.");
-        }
-        if process::is_alive(info.executor_pid, info.executor_start_time) {
-            if let Err(error) = process::signal_pid(info.executor_pid, Signal::SIGTERM) {
-                warn!(%task_id, %error, "Cannot signal the executor.");
-            }
-        } else {
-            if let Err(error) = process::signal_group(info.task_pgid, Signal::SIGKILL) {
-                warn!(%task_id, %error, "Cannot kill the task's process group.");
-            }
-            if let Some(cgroup) = TaskCgroup::from_sandbox(&entry.sandbox) {
-                cgroup.signal_all(Signal::SIGKILL);
-            }
-        }
+        entry.runner.kill(&entry.sandbox, &info, grace_period_secs);
     }
 
     fn kill_unknown(&self, task_id: &str) {
@@ -575,7 +590,8 @@ impl Supervisor {
                 }
                 return Ok(());
             }
-            let mut entry = TaskEntry::new(record.launch, sandbox, update.state);
+            let Some(runner) = self.executor_of(&record.launch) else { return Ok(()) };
+            let mut entry = TaskEntry::new(record.launch, runner, sandbox, update.state);
             entry.healthy = update.healthy;
             entry.exit_code = update.exit_code;
             entry.terminal_uuid = Some(update.uuid.clone());
@@ -585,88 +601,53 @@ impl Supervisor {
             return Ok(());
         }
         let state = state_file.as_ref().map_or(TaskState::Staging, |s| s.state);
-        let mut entry = TaskEntry::new(record.launch, sandbox.clone(), state);
+        let Some(runner) = self.executor_of(&record.launch) else { return Ok(()) };
+        let mut entry = TaskEntry::new(record.launch, runner, sandbox.clone(), state);
         entry.kill_reason = state_file.and_then(|s| s.kill_reason);
         if state == TaskState::Killing {
             entry.kill_grace = Some(entry.launch.kill_grace_period_secs);
         }
-        let executor = sandbox::read_json::<ExecutorInfo>(&sandbox.join(sandbox::EXECUTOR_FILE))?;
-        entry.executor = executor;
-        // The executor writes exit.json as its last act: with it, the task has ended even if the
-        // executor has not quite exited yet.
-        let exited = sandbox.join(sandbox::EXIT_FILE).exists();
-        let spawned = sandbox::read_json::<SpawnedExecutor>(&sandbox.join(sandbox::SPAWNED_FILE))?;
-        let mut tasks = self.lock();
-        match (executor, spawned) {
-            (Some(info), _) if !exited && process::is_alive(info.executor_pid, info.executor_start_time) => {
+        let runner = entry.runner.clone();
+        entry.executor = sandbox::read_json::<ExecutorInfo>(&sandbox.join(sandbox::EXECUTOR_FILE))?;
+        if let Ok(Some(uuids)) = sandbox::read_json::<Vec<String>>(&sandbox.join(GPUS_FILE))
+            && let Err(error) = self.gpus.lock().unwrap_or_else(|p| p.into_inner()).restore(task_id, &uuids)
+        {
+            warn!(%task_id, %error, "Cannot give a recovered task its GPUs back.");
+        }
+        match runner.recover(&sandbox) {
+            Recovered::Running(info) => {
+                entry.executor = Some(info);
                 if entry.state == TaskState::Staging {
                     entry.state = TaskState::Running;
                 }
                 info!(%task_id, executor_pid = info.executor_pid, "Re-adopted a running task.");
                 self.start_health_checks(task_id, &mut entry);
-                tasks.insert(task_id.to_string(), entry);
-                drop(tasks);
-                let supervisor = Arc::clone(self);
-                let task_id = task_id.to_string();
-                self.background.spawn(supervisor.watch_adopted(task_id, info.executor_pid, info.executor_start_time));
-            }
-            (None, Some(spawned)) if !exited && process::is_alive(spawned.pid, spawned.start_time) => {
-                info!(%task_id, executor_pid = spawned.pid, "Re-adopted a task that is still starting.");
-                tasks.insert(task_id.to_string(), entry);
-                drop(tasks);
-                let supervisor = Arc::clone(self);
-                let task_id = task_id.to_string();
+                self.lock().insert(task_id.to_string(), entry);
+                let (supervisor, task_id) = (Arc::clone(self), task_id.to_string());
                 self.background.spawn(async move {
-                    let executor_file = sandbox.join(sandbox::EXECUTOR_FILE);
-                    let deadline = Instant::now() + START_TIMEOUT;
-                    while process::is_alive(spawned.pid, spawned.start_time) && Instant::now() < deadline {
-                        if let Ok(Some(info)) = sandbox::read_json::<ExecutorInfo>(&executor_file) {
-                            supervisor.running(&task_id, info);
-                            break;
-                        }
-                        tokio::time::sleep(START_POLL * 10).await;
-                    }
-                    if sandbox::read_json::<ExecutorInfo>(&executor_file).ok().flatten().is_none() {
-                        let _ = process::signal_pid(spawned.pid, Signal::SIGKILL);
-                    }
-                    supervisor.watch_adopted(task_id, spawned.pid, spawned.start_time).await;
+                    let exit = runner.wait(&sandbox).await;
+                    supervisor.finish(&task_id, exit);
                 });
             }
-            _ => {
-                tasks.insert(task_id.to_string(), entry);
-                drop(tasks);
+            Recovered::Starting(spawned) => {
+                info!(%task_id, executor_pid = spawned.pid, "Re-adopted a task that is still starting.");
+                self.lock().insert(task_id.to_string(), entry);
+                let (supervisor, task_id) = (Arc::clone(self), task_id.to_string());
+                self.background.spawn(async move {
+                    if let Some(info) = runner.started(&sandbox, spawned).await {
+                        supervisor.running(&task_id, info);
+                    }
+                    let exit = runner.wait(&sandbox).await;
+                    supervisor.finish(&task_id, exit);
+                });
+            }
+            Recovered::Ended(exit) => {
+                self.lock().insert(task_id.to_string(), entry);
                 info!(%task_id, "Task ended while the agent was away.");
-                self.finish(task_id);
+                self.finish(task_id, exit);
             }
         }
         Ok(())
-    }
-
-    /// Polls an executor that is not our child until it is gone, then reports the task's end.
-    async fn watch_adopted(self: Arc<Self>, task_id: String, pid: i32, start_time: u64) {
-        while process::is_alive(pid, start_time) {
-            tokio::time::sleep(ADOPTED_POLL).await;
-        }
-        self.finish(&task_id);
-    }
-}
-
-/// Waits for the executor to record that the task runs, or to exit.
-async fn wait_started(sandbox: &Path, child: &mut tokio::process::Child) -> Started {
-    let executor_file = sandbox.join(sandbox::EXECUTOR_FILE);
-    let read_info = || sandbox::read_json::<ExecutorInfo>(&executor_file).ok().flatten();
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        if let Some(info) = read_info() {
-            return Started::Running(info);
-        }
-        if !matches!(child.try_wait(), Ok(None)) {
-            return read_info().map_or(Started::Exited, Started::Running);
-        }
-        if Instant::now() >= deadline {
-            return Started::TimedOut;
-        }
-        tokio::time::sleep(START_POLL).await;
     }
 }
 
@@ -791,7 +772,7 @@ mod tests {
         let sink = Arc::new(RecordingSink::default());
         let supervisor = Supervisor::new(
             work_dir.to_path_buf(),
-            "/nonexistent".into(),
+            vec![Arc::new(crate::executors::process::ProcessExecutor::new("/nonexistent".into()))],
             "h".into(),
             sink.clone(),
             Background::default(),
@@ -824,5 +805,104 @@ mod tests {
                 .expect("state.json");
         assert!(state.terminal_acked);
         assert_eq!(state.terminal_update.map(|u| u.state), Some(TaskState::Finished));
+    }
+
+    async fn updates_until(sink: &RecordingSink, task_id: &str, state: TaskState) -> Vec<StatusUpdate> {
+        for _ in 0..1000 {
+            let updates: Vec<StatusUpdate> =
+                sink.0.lock().expect("lock").iter().filter(|u| u.task_id == task_id).cloned().collect();
+            if updates.iter().any(|u| u.state == state) {
+                return updates;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("{task_id} never reached {state}: {:?}", sink.0.lock().expect("lock"));
+    }
+
+    fn with_fakes(
+        work_dir: &Path,
+        executors: Vec<Arc<crate::executors::fake::RecordingExecutor>>,
+    ) -> (Arc<Supervisor>, Arc<RecordingSink>) {
+        let sink = Arc::new(RecordingSink::default());
+        let executors = executors.into_iter().map(|e| e as Arc<dyn TaskExecutor>).collect();
+        let supervisor =
+            Supervisor::new(work_dir.to_path_buf(), executors, "h".into(), sink.clone(), Background::default());
+        (supervisor, sink)
+    }
+
+    fn container_launch(task_id: &str) -> LaunchTask {
+        let container = gantry_api::ContainerSpec {
+            image: "team/web:1.4".into(),
+            entrypoint: None,
+            cmd: None,
+            pull: Default::default(),
+            registry_auth: None,
+            working_dir: None,
+        };
+        LaunchTask { container: Some(container), cmd: None, ..launch(task_id) }
+    }
+
+    #[tokio::test]
+    async fn a_task_no_executor_can_run_fails_with_the_reason_of_its_kind() {
+        use crate::executors::fake::RecordingExecutor;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let process = Arc::new(RecordingExecutor::unable("process", "a task with an image needs containers"));
+        let container = Arc::new(RecordingExecutor::unable("container", "the agent does not run as root"));
+        let (supervisor, sink) = with_fakes(dir.path(), vec![process.clone(), container.clone()]);
+        supervisor.launch(container_launch("web.1"));
+        let updates = updates_until(&sink, "web.1", TaskState::Failed).await;
+        assert_eq!(updates.len(), 1, "no STAGING or RUNNING first: {updates:?}");
+        assert_eq!(updates[0].message.as_deref(), Some("the agent does not run as root"));
+        assert!(process.calls().is_empty() && container.calls().is_empty(), "nothing was launched");
+    }
+
+    #[tokio::test]
+    async fn the_supervisor_reports_what_its_executor_does() {
+        use crate::executors::LaunchError;
+        use crate::executors::fake::{Call, RecordingExecutor};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = Arc::new(RecordingExecutor::new("process"));
+        let (supervisor, sink) = with_fakes(dir.path(), vec![fake.clone()]);
+
+        supervisor.launch(launch("exits.1"));
+        updates_until(&sink, "exits.1", TaskState::Running).await;
+        let sandbox = sandbox::tasks_dir(dir.path()).join("exits.1");
+        assert!(sandbox.join(sandbox::TASK_FILE).exists(), "the supervisor prepared the sandbox");
+        let exit = ExitInfo {
+            code: Some(3),
+            signal: None,
+            killed_on_request: false,
+            error: None,
+            limit_exceeded: None,
+            finished_at: 1,
+        };
+        fake.end(&sandbox, exit);
+        let updates = updates_until(&sink, "exits.1", TaskState::Failed).await;
+        let failed = updates.last().expect("terminal");
+        assert_eq!((failed.exit_code, failed.message.as_deref()), (Some(3), Some("exited with code 3")));
+
+        supervisor.launch(launch("killed.1"));
+        updates_until(&sink, "killed.1", TaskState::Running).await;
+        supervisor.kill("killed.1", 2.5, None);
+        let updates = updates_until(&sink, "killed.1", TaskState::Killed).await;
+        assert_eq!(
+            updates.iter().map(|u| u.state).collect::<Vec<_>>(),
+            [TaskState::Running, TaskState::Killing, TaskState::Killed]
+        );
+        let killed_sandbox = sandbox::tasks_dir(dir.path()).join("killed.1");
+        assert!(fake.calls().contains(&Call::Kill(killed_sandbox.clone(), 2.5)), "{:?}", fake.calls());
+        assert!(fake.calls().contains(&Call::Release(killed_sandbox)), "an ended task releases what it held");
+
+        let mut refused = launch("pull.1");
+        refused.app_id = "pull".into();
+        fake.refuse("pull", LaunchError { message: "registry r:5000 is unreachable".into(), transient: true });
+        supervisor.launch(refused);
+        let updates = updates_until(&sink, "pull.1", TaskState::Failed).await;
+        assert_eq!(updates.last().and_then(|u| u.message.as_deref()), Some("registry r:5000 is unreachable"));
+        assert_eq!(
+            fake.calls().iter().filter(|c| matches!(c, Call::Launch(_))).count(),
+            3,
+            "every launch reached the executor once"
+        );
     }
 }

@@ -1,0 +1,200 @@
+//! The part both real executors share: handing a task to its own `gantry executor` process
+//! through the sandbox (`launch.json` in; `spawned.json`, `executor.json`, `exit.json` out),
+//! waiting for it, killing it and finding it again after an agent restart.
+
+use super::{LaunchError, Recovered, Started};
+use crate::cgroup::TaskCgroup;
+use crate::executor;
+use crate::process;
+use crate::sandbox::{self, ExecutorInfo, ExecutorLaunch, ExitInfo, KillRequest, SpawnedExecutor};
+use nix::sys::signal::Signal;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tracing::warn;
+
+/// How long an executor may take to start its task.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a started executor is polled for `executor.json`.
+const START_POLL: Duration = Duration::from_millis(1);
+/// How often the liveness of an executor that is not our child is checked.
+const ADOPTED_POLL: Duration = Duration::from_millis(200);
+
+/// Starts and tracks `gantry executor` processes.
+#[derive(Debug)]
+pub struct Spawner {
+    executor_path: PathBuf,
+    /// Executors started by this agent process, by sandbox (reaped by [`Spawner::wait`]).
+    children: Mutex<HashMap<PathBuf, tokio::process::Child>>,
+}
+
+impl Spawner {
+    /// A spawner running `executor_path executor --sandbox DIR` for each task.
+    pub fn new(executor_path: PathBuf) -> Self {
+        Self { executor_path, children: Mutex::default() }
+    }
+
+    /// Writes `launch.json` and starts the executor; resolves once the task runs, the executor
+    /// ended, or it did not start the task in time (then it is killed).
+    pub async fn start(&self, sandbox: &Path, launch: &ExecutorLaunch) -> Result<Started, LaunchError> {
+        sandbox::write_json_volatile(&sandbox.join(sandbox::LAUNCH_FILE), launch)
+            .map_err(|e| LaunchError::permanent(e.to_string()))?;
+        let spawn_error = |source: std::io::Error| {
+            LaunchError::permanent(format!("cannot start the executor {}: {source}", self.executor_path.display()))
+        };
+        let log = executor::open_log(sandbox).map_err(spawn_error)?;
+        let log_err = log.try_clone().map_err(spawn_error)?;
+        let child = tokio::process::Command::new(&self.executor_path)
+            .arg("executor")
+            .arg("--sandbox")
+            .arg(sandbox)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .map_err(spawn_error)?;
+        if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok())
+            && let Some(stat) = process::stat(pid)
+        {
+            let spawned = SpawnedExecutor { pid, start_time: stat.start_time };
+            if let Err(error) = sandbox::write_json_volatile(&sandbox.join(sandbox::SPAWNED_FILE), &spawned) {
+                warn!(task_id = %launch.task.task_id, %error, "Cannot record the executor's pid.");
+            }
+        }
+        self.children.lock().unwrap_or_else(|p| p.into_inner()).insert(sandbox.to_path_buf(), child);
+        Ok(self.started(sandbox).await)
+    }
+
+    /// Waits for the executor of `sandbox` (our child) to record that the task runs, or to exit.
+    async fn started(&self, sandbox: &Path) -> Started {
+        let executor_file = sandbox.join(sandbox::EXECUTOR_FILE);
+        let read_info = || sandbox::read_json::<ExecutorInfo>(&executor_file).ok().flatten();
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(info) = read_info() {
+                return Started::Running(info);
+            }
+            let exited = {
+                let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
+                children.get_mut(sandbox).is_none_or(|child| !matches!(child.try_wait(), Ok(None)))
+            };
+            if exited {
+                return read_info().map_or(Started::Ended, Started::Running);
+            }
+            if Instant::now() >= deadline {
+                warn!(sandbox = %sandbox.display(), "Executor did not start the task in time; killing it.");
+                if let Some(child) = self.children.lock().unwrap_or_else(|p| p.into_inner()).get_mut(sandbox) {
+                    let _ = child.start_kill();
+                }
+                return Started::Ended;
+            }
+            tokio::time::sleep(START_POLL).await;
+        }
+    }
+
+    /// Waits until the executor of `sandbox` is gone — our child, or one found by
+    /// [`Spawner::recover`] — and returns its `exit.json`. An executor that died without one
+    /// leaves the task's processes behind: they are killed here.
+    pub async fn wait(&self, sandbox: &Path) -> Option<ExitInfo> {
+        let child = self.children.lock().unwrap_or_else(|p| p.into_inner()).remove(sandbox);
+        match child {
+            Some(mut child) => {
+                if let Err(error) = child.wait().await {
+                    warn!(sandbox = %sandbox.display(), %error, "Cannot wait for the executor.");
+                }
+            }
+            None => {
+                let running = sandbox::read_json::<ExecutorInfo>(&sandbox.join(sandbox::EXECUTOR_FILE)).ok().flatten();
+                let spawned =
+                    sandbox::read_json::<SpawnedExecutor>(&sandbox.join(sandbox::SPAWNED_FILE)).ok().flatten();
+                let (pid, start_time) = match (running, spawned) {
+                    (Some(info), _) => (info.executor_pid, info.executor_start_time),
+                    (None, Some(spawned)) => (spawned.pid, spawned.start_time),
+                    (None, None) => (0, 0),
+                };
+                while pid > 0 && process::is_alive(pid, start_time) {
+                    tokio::time::sleep(ADOPTED_POLL).await;
+                }
+            }
+        }
+        collect(sandbox)
+    }
+
+    /// Asks the executor to stop the task (`kill.json` with the grace period, then SIGTERM); a
+    /// dead executor's task is killed directly.
+    pub fn kill(&self, sandbox: &Path, info: &ExecutorInfo, grace_period_secs: f64) {
+        let kill_file = sandbox.join(sandbox::KILL_FILE);
+        if let Err(error) = sandbox::write_json(&kill_file, &KillRequest { grace_period_secs }) {
+            warn!(%error, "Cannot record the grace period; the executor uses the launch's.");
+        }
+        if process::is_alive(info.executor_pid, info.executor_start_time) {
+            if let Err(error) = process::signal_pid(info.executor_pid, Signal::SIGTERM) {
+                warn!(%error, "Cannot signal the executor.");
+            }
+        } else {
+            if let Err(error) = process::signal_group(info.task_pgid, Signal::SIGKILL) {
+                warn!(%error, "Cannot kill the task's process group.");
+            }
+            if let Some(cgroup) = TaskCgroup::from_sandbox(sandbox) {
+                cgroup.signal_all(Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// What a restarted agent finds of the task of `sandbox`.
+    pub fn recover(&self, sandbox: &Path) -> Recovered {
+        // The executor writes exit.json as its last act: with it, the task has ended even if the
+        // executor has not quite exited yet.
+        if sandbox.join(sandbox::EXIT_FILE).exists() {
+            return Recovered::Ended(collect(sandbox));
+        }
+        let executor = sandbox::read_json::<ExecutorInfo>(&sandbox.join(sandbox::EXECUTOR_FILE)).ok().flatten();
+        let spawned = sandbox::read_json::<SpawnedExecutor>(&sandbox.join(sandbox::SPAWNED_FILE)).ok().flatten();
+        match (executor, spawned) {
+            (Some(info), _) if process::is_alive(info.executor_pid, info.executor_start_time) => {
+                Recovered::Running(info)
+            }
+            (None, Some(spawned)) if process::is_alive(spawned.pid, spawned.start_time) => Recovered::Starting(spawned),
+            _ => Recovered::Ended(collect(sandbox)),
+        }
+    }
+
+    /// Waits (up to the start timeout) until an executor found starting records that its task
+    /// runs; kills it when it does not.
+    pub async fn started_after_recovery(&self, sandbox: &Path, spawned: SpawnedExecutor) -> Option<ExecutorInfo> {
+        let executor_file = sandbox.join(sandbox::EXECUTOR_FILE);
+        let deadline = Instant::now() + START_TIMEOUT;
+        while process::is_alive(spawned.pid, spawned.start_time) && Instant::now() < deadline {
+            if let Ok(Some(info)) = sandbox::read_json::<ExecutorInfo>(&executor_file) {
+                return Some(info);
+            }
+            tokio::time::sleep(START_POLL * 10).await;
+        }
+        let info = sandbox::read_json::<ExecutorInfo>(&executor_file).ok().flatten();
+        if info.is_none() {
+            let _ = process::signal_pid(spawned.pid, Signal::SIGKILL);
+        }
+        info
+    }
+}
+
+/// The executor's record of the task's end (`exit.json`); without one, an executor that died
+/// left the task's processes behind: they are killed here.
+fn collect(sandbox: &Path) -> Option<ExitInfo> {
+    let exit = sandbox::read_json::<ExitInfo>(&sandbox.join(sandbox::EXIT_FILE)).unwrap_or_else(|error| {
+        warn!(sandbox = %sandbox.display(), %error, "Unreadable exit record.");
+        None
+    });
+    if exit.is_none()
+        && let Ok(Some(info)) = sandbox::read_json::<ExecutorInfo>(&sandbox.join(sandbox::EXECUTOR_FILE))
+    {
+        warn!(pgid = info.task_pgid, "Executor died; killing the task's process group.");
+        let _ = process::signal_group(info.task_pgid, Signal::SIGKILL);
+        if let Some(cgroup) = TaskCgroup::from_sandbox(sandbox) {
+            let _ = cgroup.kill_and_remove(Duration::from_secs(2));
+        }
+    }
+    exit
+}
