@@ -1,9 +1,11 @@
 //! The agent's HTTPS endpoint: `GET /files/{task_id}/{stream}` serves pieces of a task's stdout
 //! or stderr as [`FileChunk`]s, `GET /health` says the agent is up. Read-only; it serves nothing
 //! outside the sandboxes and only the two output streams. It is served over mutual TLS: only a
-//! client with a master's certificate of the cluster CA is answered.
+//! client with a master's certificate of the cluster CA is answered. The image cache's routes
+//! ([`crate::images_api`]) are served beside it, behind the same check.
 
 use crate::sandbox;
+use crate::tasks::Supervisor;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -13,6 +15,7 @@ use gantry_api::protocol::FileChunk;
 use serde::Deserialize;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Bytes returned when `length` is not given.
 pub const DEFAULT_LENGTH: u64 = 64 * 1024;
@@ -35,13 +38,15 @@ struct FilesState {
     work_dir: PathBuf,
 }
 
-/// The agent's HTTP routes, for the sandboxes under `work_dir`.
-pub fn router(work_dir: PathBuf) -> Router {
+/// The agent's HTTP routes, for the sandboxes under `work_dir` and the image cache of
+/// `supervisor`'s container executor ([`crate::images_api`]).
+pub fn router(work_dir: PathBuf, supervisor: Arc<Supervisor>) -> Router {
     Router::new()
         .route("/health", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
         .route("/files/{task_id}/{stream}", get(file))
-        .layer(axum::middleware::from_fn(only_masters))
         .with_state(FilesState { work_dir })
+        .merge(crate::images_api::router(supervisor))
+        .layer(axum::middleware::from_fn(only_masters))
 }
 
 type Rejection = (StatusCode, Json<ApiError>);
@@ -122,7 +127,7 @@ async fn only_masters(request: axum::extract::Request, next: axum::middleware::N
         Some(gantry_trust::Identity::Master(_)) => next.run(request).await,
         other => {
             let who = other.map_or_else(|| "a client without a certificate".to_string(), |i| i.to_string());
-            let message = format!("{who} may not read sandbox files: only masters may");
+            let message = format!("{who} may not call the agent's endpoint: only masters may");
             (StatusCode::FORBIDDEN, Json(ApiError { message, field: None })).into_response()
         }
     }

@@ -16,6 +16,7 @@ pub mod executors;
 pub mod files;
 pub mod gpu;
 pub mod health;
+pub mod images_api;
 pub mod join;
 pub mod master_link;
 pub mod outcome;
@@ -244,7 +245,8 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     let server_tls = gantry_trust::tls::server_config_with(&credentials.ca_pem, identity.clone(), false)?;
     let listener = gantry_trust::listener::TlsListener::new(listener, Arc::new(server_tls))
         .map_err(|source| AgentError::Bind { addr: config.listen, source })?;
-    let app = files::router(work_dir.clone()).into_make_service_with_connect_info::<gantry_trust::listener::Peer>();
+    let app = files::router(work_dir.clone(), Arc::clone(&supervisor))
+        .into_make_service_with_connect_info::<gantry_trust::listener::Peer>();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
