@@ -6,6 +6,7 @@ pub mod agents;
 pub mod apps;
 pub mod deployments;
 pub mod events;
+pub mod images;
 pub mod jobs;
 pub mod join;
 pub mod policies;
@@ -112,6 +113,7 @@ pub fn router(master: Arc<Master>) -> Router {
         .merge(deployments::routes())
         .merge(tasks::routes())
         .merge(agents::routes())
+        .merge(images::routes())
         .merge(events::routes())
         .merge(tokens::routes())
         .merge(policies::routes())

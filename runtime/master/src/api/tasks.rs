@@ -127,7 +127,11 @@ async fn logs(
 /// A client that reaches agent `agent_id` only: at the address it registered (`endpoint`), over
 /// mutual TLS, presenting the master's certificate and accepting only a certificate issued to
 /// that agent (its `<id>.agent.gantry` name). Answers the client and the base URL to use.
-async fn agent_client(master: &Master, agent_id: &str, endpoint: &str) -> Result<(reqwest::Client, String), String> {
+pub(crate) async fn agent_client(
+    master: &Master,
+    agent_id: &str,
+    endpoint: &str,
+) -> Result<(reqwest::Client, String), String> {
     let url = reqwest::Url::parse(endpoint).map_err(|e| format!("its endpoint `{endpoint}` is not a URL: {e}"))?;
     if url.scheme() != "https" {
         return Err(format!("its endpoint `{endpoint}` is not https://"));

@@ -86,6 +86,9 @@ pub fn required(method: &str, path: &str) -> Requirement {
         // Draining (POST) or cancelling a drain (DELETE) moves workloads off an agent: the
         // agents' write level, as removing one (DELETE /api/v1/agents/{id}); reading it, read.
         (Kind::Agents, Some("drain")) => Requirement::Api { kind, level, id },
+        // An agent's image cache: listing it reads the agent, pruning it (POST .../images/prune)
+        // changes the agent, as a drain does.
+        (Kind::Agents, Some("images" | "images/prune")) => Requirement::Api { kind, level, id },
         _ => Requirement::Api { kind, level, id },
     }
 }
@@ -127,6 +130,8 @@ mod tests {
             ("POST", "/api/v1/agents/a1/drain", api(Kind::Agents, Level::Write, Some("a1"))),
             ("DELETE", "/api/v1/agents/a1/drain", api(Kind::Agents, Level::Write, Some("a1"))),
             ("GET", "/api/v1/agents/a1/drain", api(Kind::Agents, Level::Read, Some("a1"))),
+            ("GET", "/api/v1/agents/a1/images", api(Kind::Agents, Level::Read, Some("a1"))),
+            ("POST", "/api/v1/agents/a1/images/prune", api(Kind::Agents, Level::Write, Some("a1"))),
             ("GET", "/api/v1/events", api(Kind::Tasks, Level::Read, None)),
             ("PUT", "/api/v1/secrets/db/password", api(Kind::Secrets, Level::Write, Some("db/password"))),
             ("DELETE", "/api/v1/tokens/ci", api(Kind::Tokens, Level::Write, Some("ci"))),
