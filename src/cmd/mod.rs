@@ -8,6 +8,7 @@ pub mod dev;
 pub mod down;
 pub mod executor;
 pub mod iam_policy;
+pub mod image;
 pub mod job;
 pub mod master;
 pub mod node;
@@ -58,6 +59,9 @@ pub enum Command {
     /// Lists the cluster's agents.
     #[command(subcommand)]
     Node(node::NodeCommand),
+    /// Lists and prunes the images agents keep for container tasks.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
     /// Creates, lists, shows and revokes API tokens; a token carries policies.
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -156,6 +160,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Deployment(command) => deployment::run(command).await,
         Command::Task(command) => task::run(command).await,
         Command::Node(command) => node::run(command).await,
+        Command::Image(command) => image::run(command).await,
         Command::Token(command) => token::run(command).await,
         Command::Policy(command) => policy::run(command).await,
         Command::Secret(command) => secret::run(command).await,
