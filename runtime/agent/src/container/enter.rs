@@ -4,9 +4,10 @@
 //! opening the bind sources) in the executor before the fork; [`enter`] then runs only system
 //! calls: new mount, uts and ipc namespaces (the pid namespace was made by the executor with
 //! [`new_pid_namespace`], so the child is its pid 1), the overlay, `pivot_root` into it, `/proc`,
-//! `/sys`, a fresh `/dev`, the sandbox and the volumes (bind-mounted from descriptors opened
-//! before the switch, so no symlink in the image can point a mount at the host), the host name,
-//! capabilities, `no_new_privs` and the user.
+//! `/sys`, a fresh `/dev`, the sandbox and the volumes (detached copies of the host paths made
+//! with `open_tree` before the switch and attached with `move_mount` after it, so a target is
+//! resolved inside the container and no symlink in the image can point a mount at the host),
+//! the host name, capabilities, `no_new_privs` and the user.
 //!
 //! Pid 1 of a namespace ignores every signal it has no handler for, so the child does not exec
 //! the task itself: it forks once more, and while the grandchild goes on to exec the task, the
@@ -17,9 +18,9 @@ use super::ContainerLaunch;
 use super::caps;
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Host device nodes every container gets in its `/dev`.
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -33,16 +34,22 @@ pub fn new_pid_namespace() -> io::Result<()> {
     if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
-/// One bind mount, ready: the source opened, the target inside the new root.
+/// One bind mount, ready: the host source, the target inside the new root, and a slot for the
+/// detached copy of the source that the child makes (written between fork and exec, in memory
+/// allocated before the fork).
 #[derive(Debug)]
 struct Bind {
-    _source: OwnedFd,
-    /// `/proc/self/fd/<n>` of the source.
-    source_path: CString,
+    source: CString,
     target: CString,
     is_dir: bool,
     read_only: bool,
+    tree: AtomicI32,
 }
+
+/// `open_tree` flags (linux/mount.h): a detached copy of the tree, closed on exec.
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+/// `move_mount` flag: the source is the descriptor itself.
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
 /// A container's set-up with every string and descriptor made before the fork.
 #[derive(Debug)]
@@ -62,17 +69,11 @@ fn cstring(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path holds a NUL byte"))
 }
 
-fn open_source(path: &Path) -> io::Result<(OwnedFd, bool)> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display())))?;
-    let is_dir = file.metadata().map(|m| m.is_dir()).unwrap_or(false);
-    Ok((OwnedFd::from(file), is_dir))
+fn source_kind(path: &Path) -> io::Result<bool> {
+    let metadata = std::fs::metadata(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot mount {} into the container: {e}", path.display())))?;
+    Ok(metadata.is_dir())
 }
-
-use std::os::unix::fs::OpenOptionsExt;
 
 impl Prepared {
     /// Prepares `launch`'s set-up: creates the overlay's directories, opens every bind source.
@@ -108,9 +109,14 @@ impl Prepared {
         }
         let mut binds = Vec::new();
         let mut add = |source: &Path, target: &str, read_only: bool| -> io::Result<()> {
-            let (fd, is_dir) = open_source(source)?;
-            let source_path = cstring(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes())?;
-            binds.push(Bind { _source: fd, source_path, target: cstring(target.as_bytes())?, is_dir, read_only });
+            let is_dir = source_kind(source)?;
+            binds.push(Bind {
+                source: cstring(source.as_os_str().as_bytes())?,
+                target: cstring(target.as_bytes())?,
+                is_dir,
+                read_only,
+                tree: AtomicI32::new(-1),
+            });
             Ok(())
         };
         for device in DEVICES {
@@ -240,6 +246,13 @@ pub fn enter(prepared: &Prepared) -> Result<(), StepError> {
     // SAFETY: valid C strings.
     unsafe { check("chdir to the layers", libc::chdir(prepared.layer_parent.as_ptr()))? };
     mount("mount the overlay", c"overlay", &prepared.merged, c"overlay", 0, Some(&prepared.overlay_options))?;
+    for bind in &prepared.binds {
+        let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint;
+        // SAFETY: a valid C string; the result is a descriptor or -1.
+        let tree = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, bind.source.as_ptr(), flags) };
+        check("copy a mount source", tree as libc::c_int)?;
+        bind.tree.store(tree as i32, Ordering::Relaxed);
+    }
     // SAFETY: valid C strings; pivot_root(".", ".") stacks the old root under the new one, and
     // the detach below removes it (the way runc does it).
     unsafe {
@@ -288,7 +301,18 @@ pub fn enter(prepared: &Prepared) -> Result<(), StepError> {
         } else {
             touch(&bind.target)?;
         }
-        mount("bind a volume", &bind.source_path, &bind.target, c"", libc::MS_BIND | libc::MS_REC, None)?;
+        // SAFETY: a descriptor from open_tree and valid C strings.
+        let moved = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                bind.tree.load(Ordering::Relaxed),
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                bind.target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        check("bind a volume", moved as libc::c_int)?;
         if bind.read_only {
             let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
             mount("make a volume read-only", c"none", &bind.target, c"", flags, None)?;

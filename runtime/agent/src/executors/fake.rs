@@ -123,8 +123,7 @@ impl TaskExecutor for RecordingExecutor {
     fn wait<'a>(&'a self, sandbox: &'a Path) -> BoxFuture<'a, Option<ExitInfo>> {
         Box::pin(async move {
             let mut receiver = self.sender(sandbox).subscribe();
-            let ended = receiver.wait_for(Option::is_some).await.ok().and_then(|exit| exit.clone());
-            ended
+            receiver.wait_for(Option::is_some).await.ok().and_then(|exit| exit.clone())
         })
     }
 
