@@ -386,3 +386,103 @@ async fn a_drained_agent_keeps_services_at_capacity_lets_jobs_finish_and_is_forg
     assert!(events >= 4, "the watch saw the drain's task changes ({events} events)");
     assert!(fewest >= 3, "healthy instances never dropped below 3 (minimum health capacity 1.0): fewest {fewest}");
 }
+
+/// A page served by `task` on its first port.
+async fn page(task: &gantry_api::Task) -> Option<String> {
+    let port = task.ports.first()?;
+    let response = reqwest::get(format!("http://127.0.0.1:{port}/")).await.ok()?;
+    response.text().await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_container_app_serves_scales_upgrades_and_keeps_its_containers_across_an_agent_restart() {
+    use gantry_lab::registry::{RegistryOptions, TestImage, TestLayer, TestRegistry};
+    let missing = if nix::unistd::Uid::effective().is_root() {
+        TestRegistry::missing()
+    } else {
+        Some("containers need root (mounts, namespaces)".to_string())
+    };
+    if let Some(reason) = missing {
+        return support::skipped(&reason);
+    }
+    let registry = TestRegistry::start(RegistryOptions::default()).expect("registry");
+    for version in ["1.4", "1.5"] {
+        let page = TestLayer::new().file("www/index.html", format!("web {version}\n"), 0o644);
+        let image = TestImage::busybox().expect("busybox").layer(page);
+        image.push(&registry, &format!("team/web:{version}")).await.expect("push");
+    }
+    let mut cluster = InProcessCluster::start(2).await;
+    let client = cluster.client.clone();
+    let text = std::fs::read_to_string(support::repo_root().join("configs/apps/web-container.toml")).expect("example");
+    let text = text.replace("127.0.0.1:5000", registry.address());
+    let mut app = gantry_api::workload::parse_app("web-container.toml", &text, false).expect("the example parses");
+    for check in &mut app.health_checks {
+        check.interval = 0.2;
+    }
+    client.put_app(&app).await.expect("deploy");
+    let healthy = |n: usize| {
+        let client = client.clone();
+        async move {
+            wait_for(&format!("{n} healthy instances"), Duration::from_secs(30), || async {
+                let tasks = client.list_tasks(Some("web-container"), false).await.ok()?;
+                let healthy: Vec<_> =
+                    tasks.into_iter().filter(|t| t.state == TaskState::Running && t.healthy == Some(true)).collect();
+                (healthy.len() == n).then_some(healthy)
+            })
+            .await
+        }
+    };
+    for task in healthy(2).await {
+        assert_eq!(page(&task).await.as_deref(), Some("web 1.4\n"), "{task:?}");
+    }
+
+    client.scale_app("web-container", 3).await.expect("scale");
+    healthy(3).await;
+
+    // A rolling upgrade to the new tag: every instance ends up serving it.
+    app.instances = 3;
+    app.container.as_mut().expect("a container").image = format!("{}/team/web:1.5", registry.address());
+    client.put_app(&app).await.expect("upgrade");
+    let upgraded = wait_for("every instance on 1.5", Duration::from_secs(60), || async {
+        let tasks = client.list_tasks(Some("web-container"), false).await.ok()?;
+        let running: Vec<_> = tasks.into_iter().filter(|t| t.state == TaskState::Running).collect();
+        let mut pages = Vec::new();
+        for task in &running {
+            pages.push(page(task).await?);
+        }
+        (running.len() == 3 && pages.iter().all(|p| p == "web 1.5\n")).then_some(running)
+    })
+    .await;
+
+    // A killed instance is replaced.
+    let killed = client.kill_task(&upgraded[0].id).await.expect("kill");
+    let replaced = wait_for("a replacement", Duration::from_secs(30), || async {
+        let tasks = client.list_tasks(Some("web-container"), false).await.ok()?;
+        let healthy: Vec<_> =
+            tasks.into_iter().filter(|t| t.state == TaskState::Running && t.healthy == Some(true)).collect();
+        (healthy.len() == 3 && healthy.iter().all(|t| t.id != killed.id)).then_some(healthy)
+    })
+    .await;
+
+    // An agent restarts: its containers are re-adopted, not replaced.
+    let agent = cluster.agents[0].take().expect("agent 0");
+    agent.shutdown().await;
+    cluster.agents[0] = Some(
+        gantry_agent::start(agent_config(cluster.dir.path(), &cluster.url, 0, cluster.port_base))
+            .await
+            .expect("restart"),
+    );
+    cluster.wait_active(2).await;
+    let after = healthy(3).await;
+    let ids =
+        |tasks: &[gantry_api::Task]| tasks.iter().map(|t| t.id.clone()).collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(ids(&replaced), ids(&after), "no container was replaced");
+    for task in &after {
+        assert_eq!(page(task).await.as_deref(), Some("web 1.5\n"));
+    }
+    client.delete_app("web-container").await.expect("delete");
+    wait_for("all instances gone", Duration::from_secs(30), || async {
+        client.list_tasks(Some("web-container"), false).await.ok()?.is_empty().then_some(())
+    })
+    .await;
+}

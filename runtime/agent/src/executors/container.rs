@@ -43,7 +43,11 @@ impl ContainerExecutor {
         self.store.as_ref().ok()
     }
 
-    /// Manifest digests of the images live tasks run from.
+    fn lease(&self, sandbox: &Path, image: &str) {
+        self.leases.lock().unwrap_or_else(|p| p.into_inner()).insert(sandbox.to_path_buf(), image.to_string());
+    }
+
+    /// Manifest digests (or, while they are pulled, references) of the images live tasks run from.
     pub fn in_use(&self) -> HashSet<String> {
         self.leases.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
@@ -126,7 +130,16 @@ impl TaskExecutor for ContainerExecutor {
             let launch = &request.launch;
             let spec =
                 launch.container.as_ref().ok_or_else(|| LaunchError::permanent("the launch has no container"))?;
-            let image = self.pull(store, launch).await?;
+            // Leased by reference before the pull (a prune treats references in use as kept),
+            // by digest once it is known.
+            self.lease(&request.sandbox, &spec.image);
+            let image = match self.pull(store, launch).await {
+                Ok(image) => image,
+                Err(error) => {
+                    self.release(&request.sandbox);
+                    return Err(error);
+                }
+            };
             let parts = ImageParts {
                 digest: image.manifest_digest.clone(),
                 layers: image.layers.clone(),
@@ -145,10 +158,7 @@ impl TaskExecutor for ContainerExecutor {
                     LaunchError::permanent(format!("cannot give the sandbox to uid {}: {e}", container.uid))
                 })?;
             }
-            self.leases
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(request.sandbox.clone(), image.manifest_digest.clone());
+            self.lease(&request.sandbox, &image.manifest_digest);
             self.prune_if_over(store);
             let mut executor_launch = request.executor_launch();
             executor_launch.run_as = None;
