@@ -3,13 +3,23 @@
 //! submitted one after another; its latency runs from sending the request to receiving the
 //! task's RUNNING event on the master's event stream. The baseline is a raw fork+exec of the
 //! same command in the same run (`Command::spawn`, which returns once `exec` succeeded).
+//!
+//! Where the time goes is read from each task's sandbox ([`breakdown`]): the files the agent and
+//! the executor write on the way to RUNNING, by their modification times.
+//!
+//! `--container` runs the tasks from an image instead ([`container`]): the first pull of a large
+//! image from a loopback registry, then launches with the image cached.
+
+mod breakdown;
+mod container;
+mod runs;
 
 use crate::cluster::LocalCluster;
 use crate::report::{Figure, Report, Target, progress};
 use crate::stats::Samples;
-use anyhow::bail;
-use gantry_api::{Event, TaskState};
-use std::time::{Duration, Instant};
+use breakdown::Breakdown;
+use runs::Launcher;
+use std::time::Instant;
 
 /// Options of `launch`.
 #[derive(Debug, Clone, clap::Args)]
@@ -20,52 +30,51 @@ pub struct Args {
     /// The task's shell command.
     #[arg(long, default_value = "sleep 0.5")]
     pub cmd: String,
+    /// Run the tasks in containers (root, Debian's docker-registry): the first pull of a large
+    /// image, then `--tasks` launches from a cached busybox image.
+    #[arg(long)]
+    pub container: bool,
+    /// With `--container`: bytes of random data in the large image's top layer.
+    #[arg(long, default_value_t = 50_000_000)]
+    pub pull_bytes: usize,
 }
 
 const JOB: &str = "bench-launch";
 
 /// Runs the scenario.
 pub fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
+    if args.container {
+        return container::run(args, report);
+    }
     let bin = crate::binary::gantry()?;
     let baseline = fork_exec(&args.cmd, args.tasks)?;
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
         let cluster = LocalCluster::start(&bin, 3).await?;
-        report.note(format!("{} runs of a job `{}`, one after another, on master + 3 agents", args.tasks, args.cmd));
+        report.note(format!(
+            "{} runs of a job `{}`, one after another, on master + 3 agents; gantry binary {} ({} build)",
+            args.tasks,
+            args.cmd,
+            bin.display(),
+            container::profile(&bin)
+        ));
         let definition = serde_json::from_value(
             serde_json::json!({ "id": JOB, "run": { "cmd": args.cmd, "cpus": 0.1, "mem": 32 } }),
         )?;
         cluster.client.create_job(&definition).await?;
-        let mut events = crate::events::subscribe(&cluster.client).await?;
+        let mut launcher = Launcher::new(&cluster, 3).await?;
         let mut latencies = Vec::with_capacity(args.tasks);
         let mut staged = Vec::with_capacity(args.tasks);
         let mut on_agent = Vec::with_capacity(args.tasks);
+        let mut stages = Breakdown::default();
         progress(&format!("{} launches", args.tasks));
         for _ in 0..args.tasks {
-            let submitted = tokio::time::Instant::now();
-            let run = cluster.client.start_job_run(JOB).await?;
-            let prefix = format!("{JOB}_{}_", run.id);
-            let deadline = submitted + Duration::from_secs(30);
-            let mut staging_seen = None;
-            loop {
-                let Ok(Some((received, event))) = tokio::time::timeout_at(deadline, events.recv()).await else {
-                    bail!("run {} did not reach RUNNING within 30 s", run.id);
-                };
-                let Event::TaskChanged { task_id, state, .. } = event else { continue };
-                if !task_id.starts_with(&prefix) {
-                    continue;
-                }
-                if state == TaskState::Staging && staging_seen.is_none() {
-                    staging_seen = Some(received);
-                    staged.push(received - submitted);
-                }
-                if matches!(state, TaskState::Running | TaskState::Finished | TaskState::Failed) {
-                    latencies.push(received - submitted);
-                    if let Some(staging) = staging_seen {
-                        on_agent.push(received - staging);
-                    }
-                    break;
-                }
+            let launched = launcher.launch(JOB).await?;
+            latencies.push(launched.latency);
+            if let Some(staging) = launched.staged {
+                staged.push(staging);
+                on_agent.push(launched.latency - staging);
             }
+            stages.add(&launched);
         }
         let samples = Samples::from_durations(&latencies);
         report.add(
@@ -85,6 +94,8 @@ pub fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
         report.add(Figure::new("launch.submit_to_staging_p50_ms", staged.median(), "ms"));
         let on_agent = Samples::from_durations(&on_agent);
         report.add(Figure::new("launch.staging_to_running_p50_ms", on_agent.median(), "ms"));
+        stages.report("launch", report);
+        launcher.wait_all_ended().await;
         Ok(())
     })
 }
