@@ -163,8 +163,17 @@ async fn a_container_runs_as_the_image_user_is_killed_with_grace_and_outlives_an
     let work_dir = WorkDir::new();
     let agent = start(&master, &work_dir).await;
     master.wait_registrations(1).await;
-    master.send(launch("sleeper.1", &image, serde_json::json!({})));
+    // The check holds only inside the container: its own host name, its image's user.
+    let check = serde_json::json!([{
+        "kind": {"protocol": "COMMAND", "command": "test \"$(cat /proc/sys/kernel/hostname)\" = test-host && test \"$(id -u)\" = 65534 && test -x /bin/busybox"},
+        "grace_period_secs": 30.0, "interval_secs": 0.1, "timeout_secs": 2.0, "max_consecutive_failures": 3
+    }]);
+    master.send(launch("sleeper.1", &image, serde_json::json!({ "health_checks": check })));
     reach(&master, &work_dir, "sleeper.1", TaskState::Running).await;
+    wait_for("a healthy report from the check inside the container", || {
+        master.updates("sleeper.1").iter().any(|u| u.healthy == Some(true)).then_some(())
+    })
+    .await;
     let sandbox = work_dir.sandbox("sleeper.1");
     let uid = wait_for("the task's uid", || std::fs::read_to_string(sandbox.join("uid")).ok()).await;
     assert_eq!(uid.trim(), "65534", "the image's user");

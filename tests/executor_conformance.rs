@@ -223,6 +223,31 @@ async fn health_checks(kind: Kind) {
     h.stop().await;
 }
 
+async fn command_health_check_runs_beside_the_task(kind: Kind) {
+    let Some(h) = Harness::start(kind).await else { return };
+    let check = serde_json::json!([{
+        "kind": {"protocol": "COMMAND", "command": "test -f ready && test \"$GREETING\" = hello"},
+        "grace_period_secs": 30.0, "interval_secs": 0.1, "timeout_secs": 2.0, "max_consecutive_failures": 3
+    }]);
+    h.launch(
+        "ready.1",
+        "touch ready; while true; do sleep 0.05; done",
+        31608,
+        serde_json::json!({ "health_checks": check }),
+    );
+    wait_for("a healthy report", || {
+        h.master
+            .updates("ready.1")
+            .iter()
+            .any(|u| u.state == TaskState::Running && u.healthy == Some(true))
+            .then_some(())
+    })
+    .await;
+    h.master.send(AgentCommand::Kill { task_id: "ready.1".into(), grace_period_secs: 1.0 });
+    h.reach("ready.1", TaskState::Killed).await;
+    h.stop().await;
+}
+
 async fn memory_limit(kind: Kind) {
     if !nix::unistd::Uid::effective().is_root() {
         return skip::skipped("memory limits need root (cgroups)");
@@ -259,5 +284,6 @@ conformance!(
     sigterm_ignored_means_sigkill_after_the_grace,
     recovery_across_an_agent_restart,
     health_checks,
+    command_health_check_runs_beside_the_task,
     memory_limit,
 );

@@ -86,13 +86,74 @@ pub fn kill_reason(kind: &TaskHealthCheckKind, failures: u32, last_error: &str) 
     format!("failed {failures} consecutive {}: {last_error}", describe(kind))
 }
 
-/// Runs one check; `Err` says why it failed.
+/// Where a COMMAND check runs: beside a process task on the host, or inside a container task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckPlace {
+    /// On the host, in the sandbox, as the task's host user (`None`: the agent's).
+    Host(Option<(u32, u32)>),
+    /// In the container whose init has host pid `pid` (its mount, uts and ipc namespaces), in
+    /// the task's working directory, as its uid and gid (as `docker exec` does).
+    Container {
+        /// The container's init (the task's pid as the executor recorded it).
+        pid: i32,
+        /// The task's uid.
+        uid: u32,
+        /// The task's gid.
+        gid: u32,
+        /// The task's working directory inside the container.
+        working_dir: String,
+    },
+}
+
+/// Makes `command` run inside the container of `pid`: it joins the container's ipc, uts and
+/// mount namespaces (which also moves its root there), switches to the task's user and works in
+/// the task's working directory.
+fn enter_container(
+    command: &mut tokio::process::Command,
+    pid: i32,
+    uid: u32,
+    gid: u32,
+    working_dir: &str,
+) -> Result<(), String> {
+    let working_dir =
+        std::ffi::CString::new(working_dir).map_err(|_| "the working directory holds a NUL".to_string())?;
+    let mut namespaces = Vec::new();
+    for (name, kind) in [("ipc", libc::CLONE_NEWIPC), ("uts", libc::CLONE_NEWUTS), ("mnt", libc::CLONE_NEWNS)] {
+        let file = std::fs::File::open(format!("/proc/{pid}/ns/{name}"))
+            .map_err(|e| format!("the container is gone ({name} namespace: {})", lowercase_io(&e)))?;
+        namespaces.push((file, kind));
+    }
+    // SAFETY: the closure runs between fork and exec and makes system calls only, on descriptors
+    // opened before the fork and a path made before it; it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            use std::os::fd::AsRawFd;
+            for (file, kind) in &namespaces {
+                if libc::setns(file.as_raw_fd(), *kind) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            let groups = [gid];
+            if libc::setgroups(1, groups.as_ptr()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::chdir(working_dir.as_ptr()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// Runs one check; `Err` says why it failed. `env` is the task's environment (a container's
+/// own, for a container task).
 pub async fn probe(
     check: &TaskHealthCheck,
     client: &reqwest::Client,
     sandbox: &Path,
     env: &BTreeMap<String, String>,
-    run_as: Option<(u32, u32)>,
+    place: &CheckPlace,
 ) -> Result<(), String> {
     let timeout = Duration::from_secs_f64(check.timeout_secs.clamp(0.001, 3600.0));
     match &check.kind {
@@ -116,8 +177,14 @@ pub async fn probe(
         }
         TaskHealthCheckKind::Command { command } => {
             let mut shell = tokio::process::Command::new("/bin/sh");
-            if let Some((uid, gid)) = run_as {
-                shell.uid(uid).gid(gid);
+            match place {
+                CheckPlace::Host(Some((uid, gid))) => {
+                    shell.uid(*uid).gid(*gid);
+                }
+                CheckPlace::Host(None) => {}
+                CheckPlace::Container { pid, uid, gid, working_dir } => {
+                    enter_container(&mut shell, *pid, *uid, *gid, working_dir)?;
+                }
             }
             let mut child = shell
                 .arg("-c")
@@ -249,14 +316,23 @@ mod tests {
         let env = BTreeMap::new();
         let mut tcp = check(0.0, 1);
         tcp.kind = TaskHealthCheckKind::Tcp { port };
-        assert_eq!(probe(&tcp, &client, dir.path(), &env, None).await, Err("connection refused".to_string()));
+        assert_eq!(
+            probe(&tcp, &client, dir.path(), &env, &CheckPlace::Host(None)).await,
+            Err("connection refused".to_string())
+        );
         let mut command = check(0.0, 1);
         command.kind = TaskHealthCheckKind::Command { command: "exit 4".into() };
-        assert_eq!(probe(&command, &client, dir.path(), &env, None).await, Err("exited with code 4".to_string()));
+        assert_eq!(
+            probe(&command, &client, dir.path(), &env, &CheckPlace::Host(None)).await,
+            Err("exited with code 4".to_string())
+        );
         command.kind = TaskHealthCheckKind::Command { command: "test -d .".into() };
-        assert_eq!(probe(&command, &client, dir.path(), &env, None).await, Ok(()));
+        assert_eq!(probe(&command, &client, dir.path(), &env, &CheckPlace::Host(None)).await, Ok(()));
         let mut http = check(0.0, 1);
         http.kind = TaskHealthCheckKind::Http { port, path: "/".into() };
-        assert_eq!(probe(&http, &client, dir.path(), &env, None).await, Err("connection refused".to_string()));
+        assert_eq!(
+            probe(&http, &client, dir.path(), &env, &CheckPlace::Host(None)).await,
+            Err("connection refused".to_string())
+        );
     }
 }

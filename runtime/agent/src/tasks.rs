@@ -11,9 +11,9 @@ use crate::cgroup::limits::{LimitSettings, Limits};
 use crate::env::task_env;
 use crate::executors::{LaunchRequest, Recovered, Started, TaskExecutor};
 use crate::gpu::{self, GpuAllocator};
-use crate::health::{self, CheckState, Verdict};
+use crate::health::{self, CheckPlace, CheckState, Verdict};
 use crate::outcome::{Outcome, outcome};
-use crate::sandbox::{self, ExecutorInfo, ExitInfo, SandboxError, TaskRecord, TaskStateFile};
+use crate::sandbox::{self, ExecutorInfo, ExecutorLaunch, ExitInfo, SandboxError, TaskRecord, TaskStateFile};
 use crate::status::{OnAcked, StatusQueue, StatusSink, new_update};
 use gantry_api::TaskState;
 use gantry_api::protocol::{AgentCommand, LaunchTask, StatusUpdate, TaskHealthCheck, TaskReport};
@@ -487,20 +487,41 @@ impl Supervisor {
         if !entry.health_tasks.is_empty() {
             return;
         }
-        let env = task_env(&entry.launch, &self.hostname, &entry.sandbox);
-        // COMMAND checks run as the task's user, never as the agent's.
-        let run_as = match self.run_as(&entry.launch) {
-            Ok(run_as) => run_as.map(|u| (u.uid, u.gid)),
-            Err(error) => {
-                warn!(%task_id, %error, "Health checks not started: the task's user cannot be used.");
-                return;
+        // COMMAND checks run as the task's user, never as the agent's, and inside its container.
+        let (env, place) = if entry.launch.container.is_some() {
+            let launch = sandbox::read_json::<ExecutorLaunch>(&entry.sandbox.join(sandbox::LAUNCH_FILE));
+            match (launch, entry.executor) {
+                (Ok(Some(ExecutorLaunch { container: Some(c), .. })), Some(info)) => {
+                    let place = CheckPlace::Container {
+                        pid: info.task_pid,
+                        uid: c.uid,
+                        gid: c.gid,
+                        working_dir: c.working_dir,
+                    };
+                    (c.env, place)
+                }
+                _ => {
+                    warn!(%task_id, "Health checks not started: the container's launch record is unreadable.");
+                    return;
+                }
+            }
+        } else {
+            match self.run_as(&entry.launch) {
+                Ok(run_as) => (
+                    task_env(&entry.launch, &self.hostname, &entry.sandbox),
+                    CheckPlace::Host(run_as.map(|u| (u.uid, u.gid))),
+                ),
+                Err(error) => {
+                    warn!(%task_id, %error, "Health checks not started: the task's user cannot be used.");
+                    return;
+                }
             }
         };
         for (index, check) in entry.launch.health_checks.iter().enumerate() {
             let supervisor = Arc::clone(self);
-            let (task_id, check, sandbox, env) =
-                (task_id.to_string(), check.clone(), entry.sandbox.clone(), env.clone());
-            let run = async move { supervisor.health_loop(task_id, index, check, sandbox, env, run_as).await };
+            let (task_id, check, sandbox, env, place) =
+                (task_id.to_string(), check.clone(), entry.sandbox.clone(), env.clone(), place.clone());
+            let run = async move { supervisor.health_loop(task_id, index, check, sandbox, env, place).await };
             if let Some(handle) = self.background.spawn(run) {
                 entry.health_tasks.push(handle);
             }
@@ -514,13 +535,13 @@ impl Supervisor {
         check: TaskHealthCheck,
         sandbox: PathBuf,
         env: BTreeMap<String, String>,
-        run_as: Option<(u32, u32)>,
+        place: CheckPlace,
     ) {
         let started = Instant::now();
         let interval = Duration::from_secs_f64(check.interval_secs.clamp(0.01, 86_400.0));
         let mut state = CheckState::default();
         loop {
-            let result = health::probe(&check, &self.health_client, &sandbox, &env, run_as).await;
+            let result = health::probe(&check, &self.health_client, &sandbox, &env, &place).await;
             match state.record(result.is_ok(), started.elapsed(), &check) {
                 Verdict::Unchanged => {}
                 Verdict::Healthy => self.set_check_health(&task_id, index, true),
