@@ -479,6 +479,8 @@ async fn a_container_app_serves_scales_upgrades_and_keeps_its_containers_across_
     assert_eq!(ids(&replaced), ids(&after), "no container was replaced");
     for task in &after {
         assert_eq!(page(task).await.as_deref(), Some("web 1.5\n"));
+        let limits = client.get_task(&task.id).await.expect("task").limits;
+        assert!(limits.iter().any(|l| l.starts_with("mem 64 MiB: cgroup")), "task show lists its limits: {limits:?}");
     }
     client.delete_app("web-container").await.expect("delete");
     wait_for("all instances gone", Duration::from_secs(30), || async {

@@ -86,6 +86,7 @@ async fn every_attack_is_refused_and_changes_nothing() {
         message: Some("forged".to_string()),
         uuid: "forged-1".to_string(),
         timestamp: 0,
+        limits: Vec::new(),
     };
     for route_agent in [&other.info.id, &owner.info.id] {
         let response = as_other

@@ -236,6 +236,7 @@ async fn report(link: Arc<Link>, agent_id: String, task_id: String, state: TaskS
         exit_code: None,
         message: None,
         timestamp: gantry_api::now_millis(),
+        limits: Vec::new(),
     };
     if link.update(&format!("{agent_id}/status"), &update).await.is_some() {
         let counters = &link.shared.counters;

@@ -37,6 +37,20 @@ pub struct AgentArgs {
     /// Attributes for placement constraints, e.g. `zone=a;rack=r1`.
     #[arg(long, value_parser = parse_attributes, default_value = "")]
     pub attributes: BTreeMap<String, String>,
+    /// Where container images are cached (default: WORK_DIR/images).
+    #[arg(long)]
+    pub image_dir: Option<PathBuf>,
+    /// The image cache's size in GiB: above it, least recently used images that no task uses
+    /// are removed.
+    #[arg(long, default_value_t = 20.0)]
+    pub image_cache_gib: f64,
+    /// A registry (`host[:port]`) spoken to over plain HTTP; repeat for several. Loopback
+    /// registries always are.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+    /// The most processes (and threads) one task may have (its cgroup's pids limit); 0: none.
+    #[arg(long, default_value_t = 4096)]
+    pub task_pids: u64,
 }
 
 fn parse_resources(text: &str) -> Result<Resources, String> {
@@ -72,8 +86,15 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         executor_path,
         join_token: args.join_token,
         task_user: args.task_user,
-        task_limits: Default::default(),
-        images: Default::default(),
+        task_limits: gantry_agent::cgroup::limits::LimitSettings {
+            pids_per_task: (args.task_pids > 0).then_some(args.task_pids),
+            ..Default::default()
+        },
+        images: gantry_agent::ImageSettings {
+            dir: args.image_dir,
+            max_bytes: (args.image_cache_gib.max(0.0) * (1u64 << 30) as f64) as u64,
+            insecure_registries: args.insecure_registries,
+        },
     };
     gantry_agent::run(config).await.with_context(|| format!("agent with work dir {}", args.work_dir.display()))
 }

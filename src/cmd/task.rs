@@ -20,6 +20,14 @@ pub enum TaskCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Shows one task: where it runs, its state and why, its resources and the limits its
+    /// agent enforces.
+    Show {
+        /// Task id.
+        task: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Prints a task's stdout (or stderr).
     Logs {
         /// Task id.
@@ -76,6 +84,14 @@ pub async fn run(command: TaskCommand) -> anyhow::Result<()> {
             output::table(&["ID", "STATE", "HEALTH", "HOST", "PORTS", "AGE", "MESSAGE"], &rows);
             Ok(())
         }
+        TaskCommand::Show { task, client } => {
+            let task = client.client()?.get_task(&task).await?;
+            if client.output == Format::Json {
+                return output::json(&task);
+            }
+            print!("{}", describe(&task));
+            Ok(())
+        }
         TaskCommand::Kill { task, client } => {
             let killed = client.client()?.kill_task(&task).await?;
             if client.output == Format::Json {
@@ -108,5 +124,67 @@ pub async fn run(command: TaskCommand) -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }
+    }
+}
+
+/// The text of `task show`.
+fn describe(task: &gantry_api::Task) -> String {
+    let health = match task.healthy {
+        Some(true) => "healthy",
+        Some(false) => "unhealthy",
+        None => "-",
+    };
+    let ports: Vec<String> = task.ports.iter().map(u16::to_string).collect();
+    let r = &task.resources;
+    let mut text = format!(
+        "Task:      {}\nApp:       {} (version {})\nHost:      {} (agent {})\nState:     {}\nHealth:    {health}\nPorts:     {}\nResources: cpus={} mem={} MiB disk={} MiB gpus={}\nStaged:    {}\n",
+        task.id,
+        task.app_id,
+        task.app_version,
+        task.host,
+        task.agent_id,
+        task.state,
+        if ports.is_empty() { "-".to_string() } else { ports.join(",") },
+        r.cpus,
+        r.mem,
+        r.disk,
+        r.gpus,
+        output::age(task.staged_at),
+    );
+    if let Some(code) = task.exit_code {
+        text.push_str(&format!("Exit code: {code}\n"));
+    }
+    if let Some(message) = &task.message {
+        text.push_str(&format!("Message:   {message}\n"));
+    }
+    if task.limits.is_empty() {
+        text.push_str("Limits:    (reported once the task runs)\n");
+    } else {
+        text.push_str("Limits:\n");
+        for limit in &task.limits {
+            text.push_str(&format!("  {limit}\n"));
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn show_names_the_reason_and_every_limit() {
+        let task: gantry_api::Task = serde_json::from_value(serde_json::json!({
+            "id": "web.1", "app_id": "web", "app_version": 3, "agent_id": "a1", "host": "h1",
+            "state": "FAILED", "ports": [31000],
+            "resources": {"cpus": 0.5, "mem": 128.0, "disk": 0.0, "gpus": 0, "ports": []},
+            "staged_at": 0, "exit_code": null, "message": "out of memory (limit 128 MiB)",
+            "limits": ["mem 128 MiB: cgroup v1 (memory.limit_in_bytes)", "pids 4096: cgroup v1 (pids.max)"]
+        }))
+        .expect("a task");
+        let text = describe(&task);
+        assert!(text.contains("Message:   out of memory (limit 128 MiB)\n"), "{text}");
+        assert!(text.contains("  mem 128 MiB: cgroup v1 (memory.limit_in_bytes)\n"), "{text}");
+        assert!(text.contains("Ports:     31000\n"), "{text}");
     }
 }

@@ -42,6 +42,7 @@ pub fn new_update(
         exit_code,
         message,
         timestamp: gantry_api::now_millis() as Millis,
+        limits: Vec::new(),
     }
 }
 

@@ -7,7 +7,7 @@
 //! commands come from the master link.
 
 use crate::background::Background;
-use crate::cgroup::limits::{LimitSettings, Limits};
+use crate::cgroup::limits::{LIMITS_FILE, LimitSettings, Limits, LimitsRecord};
 use crate::env::task_env;
 use crate::executors::{LaunchRequest, Recovered, Started, TaskExecutor};
 use crate::gpu::{self, GpuAllocator};
@@ -375,7 +375,13 @@ impl Supervisor {
         entry.executor = Some(info);
         if entry.state == TaskState::Staging {
             entry.state = TaskState::Running;
-            self.status.push(new_update(task_id, TaskState::Running, None, None, None));
+            let mut update = new_update(task_id, TaskState::Running, None, None, None);
+            update.limits = sandbox::read_json::<LimitsRecord>(&entry.sandbox.join(LIMITS_FILE))
+                .ok()
+                .flatten()
+                .map(|record| record.limits.iter().map(ToString::to_string).collect())
+                .unwrap_or_default();
+            self.status.push(update);
             info!(%task_id, task_pid = info.task_pid, "Task running.");
         }
         persist(&entry.sandbox, &entry.state_file(None, false));

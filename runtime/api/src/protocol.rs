@@ -227,6 +227,9 @@ pub struct StatusUpdate {
     pub message: Option<String>,
     /// When the agent observed it.
     pub timestamp: Millis,
+    /// With the first RUNNING update: the limits the agent enforces on the task, in words.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<String>,
 }
 
 /// Heartbeat body.

@@ -96,4 +96,8 @@ pub struct Task {
     /// Human-readable reason of the last state change.
     #[serde(default)]
     pub message: Option<String>,
+    /// The limits the agent enforces on it and how, e.g. `mem 64 MiB: cgroup v1
+    /// (memory.limit_in_bytes)`, or why one is not enforced; reported once it runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<String>,
 }

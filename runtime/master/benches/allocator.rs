@@ -83,6 +83,7 @@ fn main() {
             exit_code: None,
             message: None,
             timestamp: 0,
+            limits: Vec::new(),
         };
         let mut state = master.lock();
         let change = status_change(&mut state, agent_id, &update, 0);

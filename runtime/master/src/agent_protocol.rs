@@ -335,6 +335,9 @@ pub fn status_change(state: &mut ClusterState, agent_id: &str, update: &StatusUp
         if update.healthy.is_some() {
             after.healthy = update.healthy;
         }
+        if !update.limits.is_empty() {
+            after.limits = update.limits.clone();
+        }
         if update.message.is_some() && task.state != TaskState::Killing {
             after.message = update.message.clone();
         }

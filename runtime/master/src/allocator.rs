@@ -348,6 +348,7 @@ pub fn staging_task(offer: &Offer, id: String, workload_id: &str, now: Millis) -
         finished_at: None,
         exit_code: None,
         message: None,
+        limits: Vec::new(),
     }
 }
 
@@ -409,6 +410,7 @@ mod tests {
             finished_at: None,
             exit_code: None,
             message: None,
+            limits: Vec::new(),
         };
         let launch = LaunchTask {
             task_id: "t".into(),

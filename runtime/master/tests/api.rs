@@ -259,6 +259,7 @@ async fn agent_protocol_answers_and_stores_before_acking() {
         exit_code: None,
         message: None,
         timestamp: 1,
+        limits: Vec::new(),
     };
     let (status, _) = call(
         &t.router,
@@ -338,6 +339,7 @@ async fn status_updates_are_stored_before_they_are_acknowledged() {
         exit_code: None,
         message: None,
         timestamp: 1,
+        limits: Vec::new(),
     };
     let body = serde_json::to_value(&update).expect("json");
     let before = t.store.batches().len();

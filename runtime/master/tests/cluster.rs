@@ -179,6 +179,7 @@ impl FakeAgent {
             exit_code: (state == TaskState::Failed).then_some(1),
             message: None,
             timestamp: gantry_api::now_millis(),
+            limits: Vec::new(),
         };
         let response = self
             .http

@@ -236,6 +236,7 @@ mod tests {
                 _ => None,
             },
             message: None,
+            limits: Vec::new(),
         }
     }
 

@@ -63,6 +63,7 @@ mod tests {
             finished_at: None,
             exit_code: None,
             message: None,
+            limits: Vec::new(),
         }
     }
 

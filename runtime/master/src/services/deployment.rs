@@ -281,6 +281,7 @@ mod tests {
             finished_at: None,
             exit_code: None,
             message: None,
+            limits: Vec::new(),
         }
     }
 
