@@ -177,4 +177,21 @@ mod tests {
         let err = parse_app("web.toml", &text.replace("UNIQUE", "UNIQ"), false).expect_err("bad op");
         assert!(err.to_string().contains("unknown constraint operator `UNIQ`"), "{err}");
     }
+
+    #[test]
+    fn container_mistakes_name_file_line_and_column() {
+        let text = "id = \"web\"\n\n[container]\nimage = \"Team/Web\"\n";
+        let error = parse_app("web.toml", text, false).expect_err("bad image");
+        let message = error.to_string();
+        assert!(message.starts_with("web.toml:4:1: container.image: "), "{message}");
+        assert!(message.contains("lowercase"), "{message}");
+        let text = "id = \"web\"\ncmd = \"x\"\n\n[[volumes]]\nhost_path = \"srv\"\ncontainer_path = \"/d\"\n";
+        let message = parse_app("web.toml", text, false).expect_err("no container").to_string();
+        assert!(message.starts_with("web.toml:4:"), "{message}");
+        assert!(message.contains("add a `container` section"), "{message}");
+        let text = "id = \"web\"\n[container]\nimage = \"web\"\nimgae = \"x\"\n";
+        let message = parse_app("web.toml", text, false).expect_err("typo").to_string();
+        assert!(message.starts_with("web.toml:"), "{message}");
+        assert!(message.contains("imgae"), "{message}");
+    }
 }
