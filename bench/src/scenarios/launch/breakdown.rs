@@ -4,11 +4,14 @@
 //! RUNNING event.
 //!
 //! New files get the kernel's coarse timestamp (one jiffy: 4 ms at HZ=250), so a single stage is
-//! only good to a tick; the figures are means, which such rounding does not bias, and the note
-//! adds p50 and p99.
+//! only good to a tick, and a file can seem up to a tick older than the bench's (fine) submit: a
+//! stage may come out slightly negative. The figures are means, which such rounding does not
+//! bias between two files; the first stage reads about half a tick short and the last as much
+//! long. The note adds p50 and p99.
 //!
-//! A mark that is missing (no cgroups on this host: no `cgroup` file) or out of order is left
-//! out for that run, and its stage merges into the next one under the merged name.
+//! A mark that is missing (no cgroups on this host: no `cgroup` file) or out of order by more
+//! than [`SLACK`] is left out for that run, and its stage merges into the next one under the
+//! merged name.
 
 use super::runs::Launched;
 use crate::report::{Figure, Report};
@@ -47,11 +50,15 @@ const MARKS: &[(&str, Option<&str>, &str)] = &[
     ("running", None, "the status update to the master, stored, and the event stream to the bench"),
 ];
 
+/// How far a mark may seem to precede the one before it (or follow the RUNNING event): two
+/// coarse clock ticks.
+const SLACK: Duration = Duration::from_millis(8);
+
 /// Stage durations of many runs.
 #[derive(Debug, Default)]
 pub struct Breakdown {
-    /// `(from, to)` mark indices → durations.
-    stages: Vec<((usize, usize), Vec<Duration>)>,
+    /// `(from, to)` mark indices → milliseconds.
+    stages: Vec<((usize, usize), Vec<f64>)>,
     runs: usize,
     without_sandbox: usize,
 }
@@ -84,8 +91,8 @@ impl Breakdown {
         );
         for ((from, to), durations) in stages {
             let (from_name, to_name) = (MARKS[*from].0, MARKS[*to].0);
-            let samples = Samples::from_durations(durations);
-            let mean = durations.iter().map(Duration::as_secs_f64).sum::<f64>() * 1000.0 / durations.len() as f64;
+            let samples = Samples::from_ms(durations.clone());
+            let mean = durations.iter().sum::<f64>() / durations.len() as f64;
             report.add(Figure::new(format!("{prefix}.stage_{from_name}_to_{to_name}_mean_ms"), mean, "ms"));
             let _ = write!(
                 note,
@@ -100,8 +107,8 @@ impl Breakdown {
     }
 }
 
-/// The stages of one run: `(from, to)` mark indices and the time between them.
-fn stages(sandbox: &Path, submitted_at: SystemTime, running_at: SystemTime) -> Vec<((usize, usize), Duration)> {
+/// The stages of one run: `(from, to)` mark indices and the milliseconds between them.
+fn stages(sandbox: &Path, submitted_at: SystemTime, running_at: SystemTime) -> Vec<((usize, usize), f64)> {
     let mut result = Vec::new();
     let mut last = (0, submitted_at);
     for (index, (_, file, _)) in MARKS.iter().enumerate().skip(1) {
@@ -109,13 +116,19 @@ fn stages(sandbox: &Path, submitted_at: SystemTime, running_at: SystemTime) -> V
             None => Some(running_at),
             Some(file) => std::fs::metadata(sandbox.join(file)).and_then(|m| m.modified()).ok(),
         };
-        let Some(at) = at.filter(|at| *at >= last.1 && *at <= running_at) else { continue };
-        if let Ok(duration) = at.duration_since(last.1) {
-            result.push(((last.0, index), duration));
-        }
+        let Some(at) = at.filter(|at| *at + SLACK >= last.1 && *at <= running_at + SLACK) else { continue };
+        result.push(((last.0, index), signed_ms(last.1, at)));
         last = (index, at);
     }
     result
+}
+
+/// `to - from` in milliseconds, negative when `to` is earlier.
+fn signed_ms(from: SystemTime, to: SystemTime) -> f64 {
+    match to.duration_since(from) {
+        Ok(later) => later.as_secs_f64() * 1000.0,
+        Err(earlier) => -earlier.duration().as_secs_f64() * 1000.0,
+    }
 }
 
 #[cfg(test)]
@@ -133,7 +146,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let t0 = SystemTime::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
-        touch(dir.path(), "task.json", ms(3));
+        // Stamped by a coarse clock: seemingly before the submit.
+        touch(dir.path(), "task.json", t0 - Duration::from_millis(2));
         touch(dir.path(), "launch.json", ms(4));
         touch(dir.path(), "spawned.json", ms(6));
         // No cgroup file: spawned → limits is one stage.
@@ -142,13 +156,13 @@ mod tests {
         // Written after the event arrived: left out.
         touch(dir.path(), "state.json", ms(30));
         let got = stages(dir.path(), t0, ms(12));
-        let got: Vec<(&str, &str, u128)> =
-            got.iter().map(|((f, t), d)| (MARKS[*f].0, MARKS[*t].0, d.as_millis())).collect();
+        let got: Vec<(&str, &str, i64)> =
+            got.iter().map(|((f, t), d)| (MARKS[*f].0, MARKS[*t].0, d.round() as i64)).collect();
         assert_eq!(
             got,
             vec![
-                ("submit", "task", 3),
-                ("task", "launch", 1),
+                ("submit", "task", -2),
+                ("task", "launch", 6),
                 ("launch", "spawned", 2),
                 ("spawned", "limits", 3),
                 ("limits", "executor", 1),

@@ -112,15 +112,22 @@ fn curl(address: &str, repository: &str, digests: &[&String]) -> anyhow::Result<
     if !output.status.success() {
         bail!("curl failed: {}", String::from_utf8_lossy(&output.stderr));
     }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let total = sum_transfers(&stdout)?;
+    if total.0 == 0 {
+        bail!("curl fetched nothing: {stdout}");
+    }
+    Ok(total)
+}
+
+/// Sums curl's `size_download time_total` lines: total bytes and seconds.
+fn sum_transfers(lines: &str) -> anyhow::Result<(u64, f64)> {
     let mut total = (0u64, 0f64);
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
+    for line in lines.lines() {
         let mut fields = line.split_whitespace();
         let (Some(bytes), Some(seconds)) = (fields.next(), fields.next()) else { continue };
-        total.0 += bytes.parse::<u64>().context("curl's size_download")?;
-        total.1 += seconds.parse::<f64>().context("curl's time_total")?;
-    }
-    if total.0 == 0 {
-        bail!("curl fetched nothing: {}", String::from_utf8_lossy(&output.stdout));
+        total.0 += bytes.parse::<u64>().with_context(|| format!("curl's size_download in {line:?}"))?;
+        total.1 += seconds.parse::<f64>().with_context(|| format!("curl's time_total in {line:?}"))?;
     }
     Ok(total)
 }
@@ -303,4 +310,17 @@ fn ms(duration: Duration) -> f64 {
 /// `debug` or `release`: the profile dir the binary was built into.
 pub fn profile(bin: &Path) -> String {
     bin.parent().and_then(Path::file_name).map_or_else(|| "unknown".into(), |n| n.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn curl_transfers_add_up() {
+        let (bytes, seconds) = sum_transfers("1024 0.001500\n50000000 0.080000\n\n").expect("parsed");
+        assert_eq!(bytes, 50_001_024);
+        assert!((seconds - 0.0815).abs() < 1e-9, "{seconds}");
+        assert!(sum_transfers("12 soon\n").is_err());
+    }
 }
