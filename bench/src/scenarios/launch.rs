@@ -12,6 +12,7 @@
 
 mod breakdown;
 mod container;
+mod pull;
 mod runs;
 
 use crate::cluster::LocalCluster;

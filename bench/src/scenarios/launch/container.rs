@@ -15,7 +15,8 @@
 
 use super::Args;
 use super::breakdown::Breakdown;
-use super::runs::{Launched, Launcher};
+use super::pull::{BlobWatch, PullMarks, curl_median, hex};
+use super::runs::Launcher;
 use crate::cluster::LocalCluster;
 use crate::report::{Figure, Report, Target, progress};
 use crate::stats::Samples;
@@ -23,9 +24,7 @@ use anyhow::{Context, bail};
 use gantry_lab::registry::{PushedImage, RegistryOptions, TestImage, TestRegistry};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 const AGENTS: usize = 3;
 const PULL_JOB: &str = "bench-pull";
@@ -80,56 +79,6 @@ async fn create_job(cluster: &LocalCluster, id: &str, cmd: &str, image: Option<S
     let definition = serde_json::from_value(serde_json::json!({ "id": id, "run": run }))?;
     cluster.client.create_job(&definition).await.with_context(|| format!("creating job {id}"))?;
     Ok(())
-}
-
-/// The curl baseline: `(bytes, seconds)` of the median of `runs` fetches of the image's
-/// config and layer blobs; `None` (with the reason on stderr) where curl cannot run.
-fn curl_median(registry: &TestRegistry, repository: &str, image: &PushedImage, runs: usize) -> Option<(u64, f64)> {
-    let digests: Vec<&String> = std::iter::once(&image.config_digest).chain(&image.layer_digests).collect();
-    let mut results = Vec::new();
-    for _ in 0..runs {
-        match curl(registry.address(), repository, &digests) {
-            Ok(result) => results.push(result),
-            Err(error) => {
-                progress(&format!("no curl baseline: {error:#}"));
-                return None;
-            }
-        }
-    }
-    results.sort_by(|a, b| a.1.total_cmp(&b.1));
-    results.get(results.len() / 2).copied()
-}
-
-/// One `curl` of `digests` from `repository` on the registry at `address`, one connection:
-/// total bytes and the sum of the transfers' times.
-fn curl(address: &str, repository: &str, digests: &[&String]) -> anyhow::Result<(u64, f64)> {
-    let mut command = std::process::Command::new("curl");
-    command.args(["-sS", "--fail", "-w", "%{size_download} %{time_total}\\n"]);
-    for digest in digests {
-        command.args(["-o", "/dev/null", &format!("http://{address}/v2/{repository}/blobs/{digest}")]);
-    }
-    let output = command.output().context("cannot run curl (Debian package curl)")?;
-    if !output.status.success() {
-        bail!("curl failed: {}", String::from_utf8_lossy(&output.stderr));
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let total = sum_transfers(&stdout)?;
-    if total.0 == 0 {
-        bail!("curl fetched nothing: {stdout}");
-    }
-    Ok(total)
-}
-
-/// Sums curl's `size_download time_total` lines: total bytes and seconds.
-fn sum_transfers(lines: &str) -> anyhow::Result<(u64, f64)> {
-    let mut total = (0u64, 0f64);
-    for line in lines.lines() {
-        let mut fields = line.split_whitespace();
-        let (Some(bytes), Some(seconds)) = (fields.next(), fields.next()) else { continue };
-        total.0 += bytes.parse::<u64>().with_context(|| format!("curl's size_download in {line:?}"))?;
-        total.1 += seconds.parse::<f64>().with_context(|| format!("curl's time_total in {line:?}"))?;
-    }
-    Ok(total)
 }
 
 /// Part 1: one run of the large image on cold caches.
@@ -209,9 +158,9 @@ async fn cached(launcher: &mut Launcher<'_>, args: &Args, report: &mut Report) -
         processes.push(launcher.launch(PROCESS_JOB).await?.latency);
     }
     report.note(format!(
-        "cached: {} runs of a busybox container `/bin/sh -c {}` after {warm_ups} warm-up runs (the image cached on \
-         {warmed} of {AGENTS} agents; {cold} runs placed on an agent without it left out), alternating with as many process runs of the same command \
-         (the baseline)",
+        "cached: {} runs of a busybox container `/bin/sh -c {}` after {warm_ups} warm-up runs (the image \
+         cached on {warmed} of {AGENTS} agents; {cold} runs placed on an agent without it left out), \
+         alternating with as many process runs of the same command (the baseline)",
         containers.len(),
         args.cmd
     ));
@@ -230,79 +179,6 @@ async fn cached(launcher: &mut Launcher<'_>, args: &Args, report: &mut Report) -
     Ok(())
 }
 
-/// Instants of the first pull on its agent.
-#[derive(Debug)]
-struct PullMarks {
-    started: Option<SystemTime>,
-    downloaded: Option<SystemTime>,
-    appeared: Option<SystemTime>,
-    recorded: Option<SystemTime>,
-}
-
-impl PullMarks {
-    fn read(work_dir: &Path, launched: &Launched, large: &PushedImage, blob: Option<BlobSeen>) -> Self {
-        let mtime = |path: PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        let record = work_dir.join("images/images").join(format!("{}.json", hex(&large.manifest_digest)));
-        Self {
-            started: launched.sandbox.as_ref().and_then(|s| mtime(s.join("task.json"))),
-            downloaded: blob.as_ref().and_then(|b| b.modified),
-            appeared: blob.map(|b| b.appeared),
-            recorded: mtime(record),
-        }
-    }
-
-    fn span(&self, from: Option<SystemTime>, to: Option<SystemTime>) -> Option<Duration> {
-        to?.duration_since(from?).ok()
-    }
-
-    fn download(&self) -> Option<Duration> {
-        self.span(self.started, self.downloaded)
-    }
-}
-
-/// When a blob appeared in a store, and its modification time then.
-#[derive(Debug, Clone, Copy)]
-struct BlobSeen {
-    appeared: SystemTime,
-    modified: Option<SystemTime>,
-}
-
-/// Polls (every millisecond, on a thread) until one of `paths` exists.
-#[derive(Debug)]
-struct BlobWatch {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Option<BlobSeen>>,
-}
-
-impl BlobWatch {
-    fn start(paths: Vec<PathBuf>) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            while !stopped.load(Ordering::Relaxed) {
-                for path in &paths {
-                    if let Ok(meta) = std::fs::metadata(path) {
-                        return Some(BlobSeen { appeared: SystemTime::now(), modified: meta.modified().ok() });
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            None
-        });
-        Self { stop, thread }
-    }
-
-    /// What was seen, stopping the watch.
-    fn finish(self) -> Option<BlobSeen> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().ok().flatten()
-    }
-}
-
-fn hex(digest: &str) -> &str {
-    digest.trim_start_matches("sha256:")
-}
-
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
@@ -310,17 +186,4 @@ fn ms(duration: Duration) -> f64 {
 /// `debug` or `release`: the profile dir the binary was built into.
 pub fn profile(bin: &Path) -> String {
     bin.parent().and_then(Path::file_name).map_or_else(|| "unknown".into(), |n| n.to_string_lossy().into_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn curl_transfers_add_up() {
-        let (bytes, seconds) = sum_transfers("1024 0.001500\n50000000 0.080000\n\n").expect("parsed");
-        assert_eq!(bytes, 50_001_024);
-        assert!((seconds - 0.0815).abs() < 1e-9, "{seconds}");
-        assert!(sum_transfers("12 soon\n").is_err());
-    }
 }
