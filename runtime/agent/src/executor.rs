@@ -109,7 +109,9 @@ fn supervise(sandbox: &Path) -> Result<(), ExecutorError> {
         task_pgid: task_pid,
         task_start_time: process::stat(task_pid).map(|s| s.start_time).unwrap_or(0),
     };
-    sandbox::write_json(&sandbox.join(sandbox::EXECUTOR_FILE), &info)?;
+    // Without fsync, like the agent's launch-path files: a machine crash ends the task too, and
+    // an agent restart reads the page cache.
+    sandbox::write_json_volatile(&sandbox.join(sandbox::EXECUTOR_FILE), &info)?;
 
     let mut ended = wait_for_task(task_pid, cgroup.as_ref(), &signals, sandbox, &launch)?;
     // An OOM kill that ended the task at once is seen only now; the cgroup still tells.
@@ -214,7 +216,7 @@ fn apply_limits(launch: &ExecutorLaunch, sandbox: &Path) -> (Option<TaskCgroup>,
     for limit in record.not_enforced() {
         eprintln!("gantry executor: limit {limit}");
     }
-    if let Err(error) = sandbox::write_json(&sandbox.join(limits::LIMITS_FILE), &record) {
+    if let Err(error) = sandbox::write_json_volatile(&sandbox.join(limits::LIMITS_FILE), &record) {
         eprintln!("gantry executor: cannot record the task's limits: {error}");
     }
     (cgroup, procs)
