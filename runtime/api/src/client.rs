@@ -6,6 +6,8 @@
 //! `GET /api/v1/tasks/{id}`, `POST /api/v1/tasks/{id}/kill`,
 //! `GET /api/v1/tasks/{id}/logs?stream=stdout|stderr&offset=N&length=N`;
 //! `GET /api/v1/agents`, `GET|DELETE /api/v1/agents/{id}`, `GET|POST|DELETE /api/v1/agents/{id}/drain`;
+//! image caches (methods in `client_images`): `GET /api/v1/agents/{id}/images`,
+//! `POST /api/v1/agents/{id}/images/prune` (`{"all": BOOL}`);
 //! `GET /api/v1/events` (server-sent events);
 //! jobs (methods in `client_jobs`): `GET|POST /api/v1/jobs`, `GET|PUT /api/v1/jobs/{id}`,
 //! `DELETE /api/v1/jobs/{id}?stop_current_runs=BOOL`, `GET|POST /api/v1/jobs/{id}/runs`
