@@ -163,6 +163,17 @@ async fn scale_up_and_down_leaves_no_processes_and_unplaceable_apps_say_why() {
     .await;
 }
 
+/// A registry holding `team/web:1.4` (busybox serving `/www/index.html`), as the container
+/// examples name it.
+async fn container_registry() -> gantry_lab::registry::TestRegistry {
+    use gantry_lab::registry::{RegistryOptions, TestImage, TestLayer, TestRegistry};
+    let registry = TestRegistry::start(RegistryOptions::default()).expect("registry");
+    let page = TestLayer::new().file("www/index.html", "web 1.4\n", 0o644);
+    let image = TestImage::busybox().expect("busybox").layer(page);
+    image.push(&registry, "team/web:1.4").await.expect("push");
+    registry
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_example_app_deploys_and_runs() {
     let cluster = Cluster::start(3).await;
@@ -174,7 +185,32 @@ async fn every_example_app_deploys_and_runs() {
         .collect();
     entries.sort();
     assert!(entries.len() >= 3, "example apps exist");
+    // Container examples name a registry on 127.0.0.1:5000: they are deployed from a real one
+    // that this test starts, with the image they name built from busybox-static.
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let mut registry = None;
     for path in entries {
+        let text = std::fs::read_to_string(&path).expect("readable example");
+        let path = if text.contains("[container]") {
+            let missing = if nix::unistd::Uid::effective().is_root() {
+                gantry_lab::registry::TestRegistry::missing()
+            } else {
+                Some("container examples need root (mounts, namespaces)".to_string())
+            };
+            if let Some(reason) = missing {
+                support::skipped(&format!("{}: {reason}", path.display()));
+                continue;
+            }
+            let registry = match &registry {
+                Some(registry) => registry,
+                None => registry.insert(container_registry().await),
+            };
+            let copy = scratch.path().join(path.file_name().expect("a file name"));
+            std::fs::write(&copy, text.replace("127.0.0.1:5000", registry.address())).expect("write");
+            copy
+        } else {
+            path
+        };
         let (ok, stdout, stderr) = cluster.gantry(&["app", "deploy", path.to_str().expect("utf-8 path")]);
         assert!(ok, "deploy {}: {stderr}", path.display());
         assert!(stdout.contains("deployed"), "{stdout}");
