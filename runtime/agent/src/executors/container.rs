@@ -133,13 +133,8 @@ impl TaskExecutor for ContainerExecutor {
             // Leased by reference before the pull (a prune treats references in use as kept),
             // by digest once it is known.
             self.lease(&request.sandbox, &spec.image);
-            let image = match self.pull(store, launch).await {
-                Ok(image) => image,
-                Err(error) => {
-                    self.release(&request.sandbox);
-                    return Err(error);
-                }
-            };
+            // A failed launch is released by the supervisor, as every ended task is.
+            let image = self.pull(store, launch).await?;
             let parts = ImageParts {
                 digest: image.manifest_digest.clone(),
                 layers: image.layers.clone(),
