@@ -40,7 +40,15 @@ pub(super) fn cgroup2_mount() -> Option<PathBuf> {
     mounts().into_iter().find(|m| m.fstype == "cgroup2").map(|m| PathBuf::from(m.target))
 }
 
+/// Whether the v2 hierarchy at `cgroup2` has `cgroup.kill` (Linux 5.14+). Asked once per
+/// process: tests start labs in parallel, and two probes made at once used to race (one test's
+/// probe directory already existed, or was removed under it, and that test skipped, failing CI).
 fn has_kill_file(cgroup2: &Path) -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| probe_kill_file(cgroup2))
+}
+
+fn probe_kill_file(cgroup2: &Path) -> bool {
     // The root cgroup has no cgroup.kill; look at a child, making one when there is none.
     let child = std::fs::read_dir(cgroup2)
         .into_iter()
