@@ -41,9 +41,15 @@ pub async fn run(master: Arc<Master>) {
     }
 }
 
-/// Evaluates every active deployment once and stores what changed.
+/// Evaluates every active deployment once, now, and stores what changed.
 pub fn tick(master: &Master) {
-    let now = gantry_api::now_millis();
+    tick_at(master, gantry_api::now_millis());
+}
+
+/// Evaluates every active deployment once as of `now` (milliseconds since the Unix epoch) and
+/// stores what changed: progress deadlines are measured against `now`, and it stamps the
+/// transitions. [`tick`] passes the wall clock; tests pass explicit instants.
+pub fn tick_at(master: &Master, now: Millis) {
     let mut state = master.lock();
     let ids: Vec<String> =
         state.apps().filter(|e| e.history.active().is_some()).map(|e| e.record.app.definition.id.clone()).collect();
@@ -174,9 +180,12 @@ mod tests {
         master.commit(&mut state, Change::of(tasks.into_iter().map(Edit::PutTask))).expect("store tasks");
     }
 
-    fn deploy(master: &Master, definition: AppDefinition) -> String {
+    /// A fixed instant the tests' deployments start at; the driver is ticked at explicit
+    /// instants after it, so no test waits for a deadline in real time.
+    const T0: Millis = 1_700_000_000_000;
+
+    fn deploy(master: &Master, definition: AppDefinition, now: Millis) -> String {
         let mut state = master.lock();
-        let now = gantry_api::now_millis();
         let prepared = if state.app(&definition.id).is_some() {
             versions::new_version(&state, definition.clone(), DeploymentKind::Update, None, now).expect("version")
         } else {
@@ -195,15 +204,19 @@ mod tests {
     #[test]
     fn stalled_deployment_rolls_back_and_everything_is_stored_first() {
         let (master, store, _shutdown) = master();
-        let strategy = UpgradeStrategy { progress_deadline: 0.001, auto_rollback: true, ..UpgradeStrategy::default() };
-        deploy(&master, definition("web", "serve v1", strategy.clone()));
+        let strategy = UpgradeStrategy { progress_deadline: 10.0, auto_rollback: true, ..UpgradeStrategy::default() };
+        deploy(&master, definition("web", "serve v1", strategy.clone()), T0);
         commit_tasks(&master, vec![task("web", 1, 1, TaskState::Running), task("web", 2, 1, TaskState::Running)]);
-        let id = deploy(&master, definition("web", "serve v2", strategy));
-        std::thread::sleep(Duration::from_millis(5));
-        tick(&master);
+        let id = deploy(&master, definition("web", "serve v2", strategy), T0);
+        let since = deployment(&master, "web", &id).progressed_at;
+        assert_eq!(since, T0);
+        tick_at(&master, since + 10_000);
+        assert_eq!(deployment(&master, "web", &id).status, DeploymentStatus::Running, "at the deadline, not past it");
+        tick_at(&master, since + 10_001);
 
         let failed = deployment(&master, "web", &id);
         assert_eq!(failed.status, DeploymentStatus::RolledBack);
+        assert_eq!(failed.finished_at, Some(since + 10_001));
         assert!(failed.reason.as_deref().is_some_and(|r| r.contains("progress deadline")), "{failed:?}");
         let rollback_id = failed.rollback_id.clone().expect("rollback");
         let rollback = deployment(&master, "web", &rollback_id);
@@ -222,7 +235,7 @@ mod tests {
         let mut done = vec![task("web", 1, 1, TaskState::Killed), task("web", 2, 1, TaskState::Killed)];
         done.extend([task("web", 3, 3, TaskState::Running), task("web", 4, 3, TaskState::Running)]);
         commit_tasks(&master, done);
-        tick(&master);
+        tick_at(&master, since + 10_002);
         assert_eq!(deployment(&master, "web", &rollback_id).status, DeploymentStatus::Succeeded);
         assert_eq!(master.lock().app_status("web", 0).deployment, None);
     }
@@ -231,21 +244,23 @@ mod tests {
     fn without_auto_rollback_a_stalled_deployment_fails_and_progress_restarts_the_deadline() {
         let (master, _store, _shutdown) = master();
         let strategy = UpgradeStrategy { progress_deadline: 0.5, ..UpgradeStrategy::default() };
-        deploy(&master, definition("api", "serve v1", strategy.clone()));
+        deploy(&master, definition("api", "serve v1", strategy.clone()), T0);
         commit_tasks(&master, vec![task("api", 1, 1, TaskState::Running), task("api", 2, 1, TaskState::Running)]);
-        let id = deploy(&master, definition("api", "serve v2", strategy));
-        std::thread::sleep(Duration::from_millis(350));
+        let id = deploy(&master, definition("api", "serve v2", strategy), T0);
+        let since = deployment(&master, "api", &id).progressed_at;
+        tick_at(&master, since + 350);
+        assert_eq!(deployment(&master, "api", &id).progressed_at, since, "no progress yet");
         commit_tasks(&master, vec![task("api", 3, 2, TaskState::Running)]);
-        tick(&master);
+        tick_at(&master, since + 400);
         let progressed = deployment(&master, "api", &id);
         assert_eq!((progressed.status, progressed.progress.new_ready), (DeploymentStatus::Running, 1));
-        std::thread::sleep(Duration::from_millis(350));
-        tick(&master);
+        assert_eq!(progressed.progressed_at, since + 400, "progress restarts the deadline");
+        tick_at(&master, since + 900);
         assert_eq!(deployment(&master, "api", &id).status, DeploymentStatus::Running, "the deadline restarted");
-        std::thread::sleep(Duration::from_millis(300));
-        tick(&master);
+        tick_at(&master, since + 901);
         let failed = deployment(&master, "api", &id);
         assert_eq!(failed.status, DeploymentStatus::Failed);
+        assert_eq!(failed.finished_at, Some(since + 901));
         assert!(failed.rollback_id.is_none());
         assert_eq!(master.lock().app("api").map(|e| e.record.app.version), Some(2), "no rollback");
     }
