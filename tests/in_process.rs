@@ -40,6 +40,7 @@ fn agent_config(dir: &std::path::Path, url: &str, i: usize, port_base: u16) -> g
         task_user: None,
         task_limits: Default::default(),
         images: Default::default(),
+        gpus: Default::default(),
     }
 }
 
@@ -487,4 +488,79 @@ async fn a_container_app_serves_scales_upgrades_and_keeps_its_containers_across_
         client.list_tasks(Some("web-container"), false).await.ok()?.is_empty().then_some(())
     })
     .await;
+}
+
+/// Waits until run `run` of job `job` is SUCCESS or FAILED.
+async fn ended_run(client: &Client, job: &str, run: &str) -> gantry_api::JobRun {
+    wait_for(&format!("run {run} of {job} to end"), Duration::from_secs(60), || async {
+        let run = client.get_job_run(job, run).await.ok()?;
+        run.status.is_terminal().then_some(run)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_container_job_reads_its_image_writes_its_volume_and_fails_with_its_exit_code_or_a_missing_tag() {
+    use gantry_api::RunStatus;
+    use gantry_lab::registry::{RegistryOptions, TestImage, TestLayer, TestRegistry};
+    let missing = if nix::unistd::Uid::effective().is_root() {
+        TestRegistry::missing()
+    } else {
+        Some("containers need root (mounts, namespaces)".to_string())
+    };
+    if let Some(reason) = missing {
+        return support::skipped(&reason);
+    }
+    let registry = TestRegistry::start(RegistryOptions::default()).expect("registry");
+    let input = TestLayer::new().dir("srv", 0o755).file("srv/input.txt", "batch input\n", 0o644);
+    let image = TestImage::busybox().expect("busybox").layer(input);
+    image.push(&registry, "team/batch:1").await.expect("push");
+    let cluster = InProcessCluster::start(1).await;
+    let client = cluster.client.clone();
+    let results = cluster.dir.path().join("results");
+    std::fs::create_dir(&results).expect("the volume's host directory");
+    let job = |id: &str, tag: &str, cmd: &str| {
+        let text = format!(
+            "id = \"{id}\"\n\n[run]\ncmd = \"{cmd}\"\ncpus = 0.1\nmem = 32\n\n[run.container]\n\
+             image = \"{}/team/batch:{tag}\"\n\n[[run.volumes]]\nhost_path = \"{}\"\n\
+             container_path = \"/results\"\nmode = \"rw\"\n",
+            registry.address(),
+            results.display()
+        );
+        gantry_api::workload::parse_job(&format!("{id}.toml"), &text, false).expect("a valid job")
+    };
+    let jobs = [
+        job("batch", "1", "sed s/input/output/ /srv/input.txt > /results/output.txt"),
+        job("batch-fails", "1", "echo partial > /results/partial.txt; exit 3"),
+        job("batch-missing", "9", "true"),
+    ];
+    let mut runs = Vec::new();
+    for job in &jobs {
+        client.create_job(job).await.expect("create the job");
+        runs.push(client.start_job_run(&job.id).await.expect("start a run"));
+    }
+
+    // The run reads a file of its image and writes through its volume, then exits 0.
+    let done = ended_run(&client, "batch", &runs[0].id).await;
+    assert_eq!(done.status, RunStatus::Success, "{done:?}");
+    let attempt = done.attempts.last().expect("an attempt");
+    assert_eq!((attempt.state, attempt.exit_code), (TaskState::Finished, Some(0)), "{done:?}");
+    let output = std::fs::read_to_string(results.join("output.txt")).expect("the run's output on the host");
+    assert_eq!(output, "batch output\n");
+
+    // A command exiting 3 inside the container fails the run with that exit code.
+    let failed = ended_run(&client, "batch-fails", &runs[1].id).await;
+    assert_eq!(failed.status, RunStatus::Failed, "{failed:?}");
+    let attempt = failed.attempts.last().expect("an attempt");
+    assert_eq!((attempt.state, attempt.exit_code), (TaskState::Failed, Some(3)), "{failed:?}");
+    let partial = std::fs::read_to_string(results.join("partial.txt")).expect("written before the exit");
+    assert_eq!(partial, "partial\n");
+
+    // A tag the registry does not have fails the run, and its attempt says which.
+    let unpulled = ended_run(&client, "batch-missing", &runs[2].id).await;
+    assert_eq!(unpulled.status, RunStatus::Failed, "{unpulled:?}");
+    let attempt = unpulled.attempts.last().expect("an attempt");
+    assert_eq!((attempt.state, attempt.exit_code), (TaskState::Failed, None), "{unpulled:?}");
+    let message = attempt.message.as_deref().unwrap_or_default();
+    assert!(message.contains("not found") && message.contains("has no tag 9"), "{unpulled:?}");
 }
