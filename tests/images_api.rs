@@ -65,6 +65,7 @@ impl OneAgentCluster {
             task_user: None,
             task_limits: Default::default(),
             images: self.images.clone(),
+            gpus: Default::default(),
         };
         let agent = gantry_agent::start(config).await.expect("agent starts");
         let id = agent.agent_id().to_string();

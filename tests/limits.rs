@@ -243,3 +243,94 @@ fn without_cgroup_v2_the_freezer_kills_every_process() {
     let status = child.wait().expect("the shell is reaped");
     assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "{status:?}");
 }
+
+/// Builds the fake NVML of `runtime/agent/tests/fake_nvml` reporting two GPUs, or `None`
+/// (skipped) without gcc.
+fn fake_nvml_with_two_gpus(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime/agent/tests/fake_nvml/fake_nvml.c");
+    let library = dir.join("libnvidia-ml.so.1");
+    let output = match std::process::Command::new("gcc")
+        .args(["-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-DFAKE_NVML_DEFAULT_GPUS=\"2\"", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .output()
+    {
+        Ok(output) => output,
+        Err(error) => {
+            skip::skipped(&format!("cannot run gcc to build the fake NVML ({error}); install gcc"));
+            return None;
+        }
+    };
+    assert!(output.status.success(), "gcc failed: {}", String::from_utf8_lossy(&output.stderr));
+    Some(library)
+}
+
+/// A task holding one of the agent's two (fake) GPUs gets its uuid in the env and can open its
+/// device node but not the other GPU's; a task without GPUs can open neither. The nodes are real
+/// character devices (major 195, NVIDIA's) with no driver behind them: an allowed open fails
+/// with "No such device or address", a denied one with "Operation not permitted" from the
+/// devices cgroup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_opens_only_the_gpus_it_was_given() {
+    if !can_limit(&["devices"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(library) = fake_nvml_with_two_gpus(dir.path()) else { return };
+    let dev_root = dir.path().join("dev");
+    std::fs::create_dir(&dev_root).expect("dev dir");
+    for dir in [dir.path(), dev_root.as_path()] {
+        // The tasks run as `nobody`: they must reach the nodes.
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    }
+    for minor in 0..2 {
+        let node = dev_root.join(format!("nvidia{minor}"));
+        let device = nix::sys::stat::makedev(195, minor);
+        nix::sys::stat::mknod(
+            &node,
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            device,
+        )
+        .expect("mknod");
+    }
+
+    let master = FakeMaster::start().await;
+    let work_dir = WorkDir::new();
+    let gpus = gantry_agent::gpu::GpuSettings { nvml_library: Some(library), dev_root: dev_root.clone() };
+    let agent = gantry_agent::start(AgentConfig { gpus, ..config(&master, &work_dir) }).await.expect("agent");
+    let registration = master.wait_registrations(1).await;
+    assert_eq!(registration.info.resources.gpus, 2, "the agent offers the fake's GPUs");
+
+    let probe = format!(
+        "echo \"visible=$NVIDIA_VISIBLE_DEVICES\"; for n in 0 1; do (: < {}/nvidia$n) 2>&1 | sed \"s/.*: /nvidia$n: /\"; done",
+        dev_root.display()
+    );
+    master.send(launch("gpu.1", &probe, Resources::scalar(0.1, 32.0, 0.0, 1)));
+    master.send(launch("nogpu.1", &probe, Resources::scalar(0.1, 32.0, 0.0, 0)));
+    for task in ["gpu.1", "nogpu.1"] {
+        let end = master.wait_state(task, TaskState::Finished).await;
+        assert_eq!(end.exit_code, Some(0), "{task}: {end:?}");
+    }
+    let stdout = |task: &str| std::fs::read_to_string(work_dir.sandbox(task).join("stdout")).unwrap_or_default();
+    assert_eq!(
+        stdout("gpu.1"),
+        "visible=GPU-fa4e0000-0000-4000-8000-000000000000\n\
+         nvidia0: No such device or address\nnvidia1: Operation not permitted\n",
+        "the task reaches its GPU (no driver answers) and is refused the other"
+    );
+    assert_eq!(
+        stdout("nogpu.1"),
+        "visible=void\nnvidia0: Operation not permitted\nnvidia1: Operation not permitted\n",
+        "a task without GPUs reaches none"
+    );
+    let record = record(&work_dir, "gpu.1");
+    assert_eq!(enforcement(&record, LimitKind::Devices), Enforcement::CgroupV1 { files: vec!["devices.deny".into()] });
+    let running = master.updates("gpu.1").into_iter().find(|u| u.state == TaskState::Running).expect("RUNNING");
+    assert!(
+        running.limits.iter().any(|l| l == "devices deny c 195:1 rwm: cgroup v1 (devices.deny)"),
+        "task show lists the denial: {:?}",
+        running.limits
+    );
+    agent.shutdown().await;
+}

@@ -95,6 +95,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             max_bytes: (args.image_cache_gib.max(0.0) * (1u64 << 30) as f64) as u64,
             insecure_registries: args.insecure_registries,
         },
+        gpus: Default::default(),
     };
     gantry_agent::run(config).await.with_context(|| format!("agent with work dir {}", args.work_dir.display()))
 }

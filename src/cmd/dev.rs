@@ -73,6 +73,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             task_user: current_user(),
             task_limits: Default::default(),
             images: Default::default(),
+            gpus: Default::default(),
         };
         agents.push(gantry_agent::start(config).await.with_context(|| format!("cannot start agent dev-{i}"))?);
     }

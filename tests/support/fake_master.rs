@@ -330,6 +330,7 @@ pub fn config(master: &FakeMaster, work_dir: &WorkDir) -> AgentConfig {
         task_user: None,
         task_limits: Default::default(),
         images: Default::default(),
+        gpus: Default::default(),
     }
 }
 

@@ -66,6 +66,8 @@ pub struct AgentConfig {
     pub task_limits: cgroup::limits::LimitSettings,
     /// The image cache of container tasks.
     pub images: ImageSettings,
+    /// Where the GPUs' device nodes are.
+    pub gpus: gpu::GpuSettings,
 }
 
 /// Where and how the agent keeps the images of container tasks.
@@ -201,7 +203,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         .map_err(|source| AgentError::Bind { addr: config.listen, source })?;
     let local_addr = listener.local_addr().map_err(|source| AgentError::Bind { addr: config.listen, source })?;
     let agent_id = sandbox::load_or_create_agent_id(&work_dir)?;
-    let gpus = gpu::detect();
+    let gpus = config.gpus.detect();
     let offered = resources::merge(config.resources.as_ref(), &resources::detect_with_gpus(&work_dir, &gpus)?);
     let hostname = config.hostname.clone().unwrap_or_else(host_name);
     let endpoint_host = if local_addr.ip().is_unspecified() { hostname.clone() } else { local_addr.ip().to_string() };
@@ -236,7 +238,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     let sink = Arc::new(HttpStatusSink::new(&config.master, &agent_id, client.clone()));
     let executors = executors(&config.executor_path, &work_dir, &config.images);
     let supervisor = Supervisor::new(work_dir.clone(), executors, hostname, sink, background.clone());
-    supervisor.set_gpus(gpus);
+    supervisor.set_gpus(gpus, config.gpus.clone());
     supervisor.set_task_user(config.task_user.clone());
     supervisor.set_limit_settings(config.task_limits.clone());
     supervisor.recover()?;

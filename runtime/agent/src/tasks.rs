@@ -113,6 +113,8 @@ pub struct Supervisor {
     executors: Vec<Arc<dyn TaskExecutor>>,
     /// The host's GPUs and the tasks that hold them.
     gpus: Mutex<GpuAllocator>,
+    /// Where the GPUs' device nodes are.
+    gpu_settings: Mutex<gpu::GpuSettings>,
     hostname: String,
     tasks: Mutex<HashMap<String, TaskEntry>>,
     status: Arc<StatusQueue>,
@@ -157,6 +159,7 @@ impl Supervisor {
                 work_dir,
                 executors,
                 gpus: Mutex::new(GpuAllocator::new(Vec::new())),
+                gpu_settings: Mutex::default(),
                 hostname,
                 tasks: Mutex::default(),
                 status,
@@ -173,9 +176,10 @@ impl Supervisor {
         *self.task_user.lock().unwrap_or_else(|p| p.into_inner()) = user;
     }
 
-    /// Sets the GPUs tasks are given (detected once by the agent).
-    pub fn set_gpus(&self, gpus: Vec<gpu::Gpu>) {
+    /// Sets the GPUs tasks are given (detected once by the agent) and where their nodes are.
+    pub fn set_gpus(&self, gpus: Vec<gpu::Gpu>, settings: gpu::GpuSettings) {
         *self.gpus.lock().unwrap_or_else(|p| p.into_inner()) = GpuAllocator::new(gpus);
+        *self.gpu_settings.lock().unwrap_or_else(|p| p.into_inner()) = settings;
     }
 
     /// The executors, for their capabilities and the image store.
@@ -336,10 +340,13 @@ impl Supervisor {
         let mut env = task_env(launch, &self.hostname, sandbox);
         let gpus = self.assign_gpus(launch, sandbox)?;
         env.extend(gpu::task_env(&gpus));
-        let devices = match gpu::device_nodes(&gpus) {
+        let dev_root = self.gpu_settings.lock().unwrap_or_else(|p| p.into_inner()).dev_root.clone();
+        let devices = match gpu::device_nodes_in(&dev_root, &gpus) {
             Ok(nodes) => nodes.into_iter().map(|n| n.path).collect(),
             Err(error) => return Err(TaskError::User(error.to_string())),
         };
+        let all_gpus = self.gpus.lock().unwrap_or_else(|p| p.into_inner()).gpus().to_vec();
+        let denied = gpu::deny_rules_in(&dev_root, &all_gpus, &gpus);
         let settings = self.limit_settings.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Ok(LaunchRequest {
             launch: launch.clone(),
@@ -347,7 +354,7 @@ impl Supervisor {
             env,
             run_as: run_as.map(|u| (u.uid, u.gid)),
             hostname: self.hostname.clone(),
-            limits: Limits::from_resources(&launch.resources, settings.pids_per_task),
+            limits: Limits::from_resources(&launch.resources, settings.pids_per_task).deny_devices(denied),
             disk_check_interval_ms: settings.disk_check_interval.as_millis().try_into().unwrap_or(u64::MAX),
             devices,
         })

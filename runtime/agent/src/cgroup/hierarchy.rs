@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 /// The controllers the executor uses on cgroup v1.
-pub const V1_CONTROLLERS: [&str; 5] = ["cpu", "cpuacct", "memory", "pids", "freezer"];
+pub const V1_CONTROLLERS: [&str; 6] = ["cpu", "cpuacct", "memory", "pids", "freezer", "devices"];
 
 /// Which cgroup version provides something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,7 @@ pub const MIB: u64 = 1024 * 1024;
 pub const LIMITS_FILE: &str = "limits.json";
 
 /// The limits of one task; `None`: no limit.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
     /// CPUs: a quota of `cpus` × the period, and a weight proportional to it.
     #[serde(default)]
@@ -29,6 +29,10 @@ pub struct Limits {
     /// Disk used by the sandbox, in bytes.
     #[serde(default)]
     pub disk_bytes: Option<u64>,
+    /// Device nodes the task may not open, as cgroup v1 `devices.deny` rules (`c 195:1 rwm`):
+    /// the agent's GPUs it was not given (see [`Limits::deny_devices`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denied_devices: Vec<String>,
 }
 
 impl Limits {
@@ -41,7 +45,14 @@ impl Limits {
             mem_bytes: bytes(resources.mem),
             pids: pids.filter(|&p| p > 0),
             disk_bytes: bytes(resources.disk),
+            denied_devices: Vec::new(),
         }
+    }
+
+    /// These limits, and the task may not open `rules` (cgroup v1 `devices.deny` lines).
+    pub fn deny_devices(mut self, rules: Vec<String>) -> Self {
+        self.denied_devices = rules;
+        self
     }
 
     /// Limit `kind` in words (`0.5`, `128 MiB`, `4096`), when the task has it.
@@ -51,13 +62,16 @@ impl Limits {
             LimitKind::Mem => self.mem_bytes.map(mib),
             LimitKind::Pids => self.pids.map(|p| p.to_string()),
             LimitKind::Disk => self.disk_bytes.map(mib),
+            LimitKind::Devices => {
+                (!self.denied_devices.is_empty()).then(|| format!("deny {}", self.denied_devices.join(", ")))
+            }
         }
     }
 
-    /// The cgroup limits (cpus, mem, pids) the task has, each recorded as not enforced for
-    /// `reason`.
+    /// The cgroup limits (cpus, mem, pids, devices) the task has, each recorded as not enforced
+    /// for `reason`.
     pub fn not_enforced(&self, reason: &str) -> Vec<AppliedLimit> {
-        [LimitKind::Cpus, LimitKind::Mem, LimitKind::Pids]
+        [LimitKind::Cpus, LimitKind::Mem, LimitKind::Pids, LimitKind::Devices]
             .into_iter()
             .filter_map(|kind| {
                 let enforcement = Enforcement::NotEnforced { reason: reason.to_string() };
@@ -99,6 +113,8 @@ pub enum LimitKind {
     Pids,
     /// `disk`.
     Disk,
+    /// The device nodes denied: the agent's GPUs the task was not given.
+    Devices,
 }
 
 impl fmt::Display for LimitKind {
@@ -108,6 +124,7 @@ impl fmt::Display for LimitKind {
             Self::Mem => "mem",
             Self::Pids => "pids",
             Self::Disk => "disk",
+            Self::Devices => "devices",
         })
     }
 }
@@ -233,7 +250,8 @@ mod tests {
     fn zero_resources_are_no_limits() {
         let resources = Resources::scalar(0.5, 128.0, 0.0, 0);
         let limits = Limits::from_resources(&resources, Some(64));
-        assert_eq!(limits, Limits { cpus: Some(0.5), mem_bytes: Some(128 * MIB), pids: Some(64), disk_bytes: None });
+        let expected = Limits { cpus: Some(0.5), mem_bytes: Some(128 * MIB), pids: Some(64), ..Limits::default() };
+        assert_eq!(limits, expected);
         assert_eq!(Limits::from_resources(&Resources::default(), Some(0)), Limits::default());
     }
 

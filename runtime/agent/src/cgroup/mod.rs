@@ -42,8 +42,8 @@ pub struct TaskCgroup {
 }
 
 /// The controller of each limit the cgroups enforce.
-const CONTROLLERS: [(LimitKind, &str); 3] =
-    [(LimitKind::Cpus, "cpu"), (LimitKind::Mem, "memory"), (LimitKind::Pids, "pids")];
+const CONTROLLERS: [(LimitKind, &str); 4] =
+    [(LimitKind::Cpus, "cpu"), (LimitKind::Mem, "memory"), (LimitKind::Pids, "pids"), (LimitKind::Devices, "devices")];
 
 impl TaskCgroup {
     /// Creates the task's cgroups in this process's hierarchies and applies `limits` (cpus, mem
@@ -130,9 +130,7 @@ impl TaskCgroup {
             .map(|(kind, controller)| {
                 let enforcement =
                     outcome.iter().find(|(k, _)| k == kind).map(|(_, e)| e.clone()).unwrap_or_else(|| {
-                        Enforcement::NotEnforced {
-                            reason: format!("no cgroup hierarchy here has the `{controller}` controller"),
-                        }
+                        Enforcement::NotEnforced { reason: missing_controller(controller, hierarchies) }
                     });
                 AppliedLimit { kind: *kind, value: limits.value(*kind).unwrap_or_default(), enforcement }
             })
@@ -294,6 +292,7 @@ fn write_files(
         if let Ok(names) = &mut written[index].1 {
             let path = dir.join(file);
             match std::fs::write(&path, &value) {
+                Ok(()) if names.iter().any(|n| n == file) => {}
                 Ok(()) => names.push(file.to_string()),
                 Err(error) => written[index].1 = Err(format!("writing {value} to {}: {error}", path.display())),
             }
@@ -316,6 +315,17 @@ fn enforcements(
             (*kind, enforcement)
         })
         .collect()
+}
+
+/// Why no hierarchy enforces `controller`'s limit.
+fn missing_controller(controller: &str, hierarchies: &Hierarchies) -> String {
+    if controller == "devices" && hierarchies.v2.is_some() {
+        // v2 has no devices controller: a BPF program attached to the cgroup decides instead.
+        return "cgroup v2 controls devices only through a BPF program, which gantry does not load yet, and no v1 \
+                `devices` hierarchy is mounted: the task can open this agent's other GPUs"
+            .to_string();
+    }
+    format!("no cgroup hierarchy here has the `{controller}` controller")
 }
 
 fn mark_not_enforced(

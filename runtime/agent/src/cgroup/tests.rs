@@ -44,7 +44,13 @@ impl FakeFs {
     }
 }
 
-const LIMITS: Limits = Limits { cpus: Some(0.5), mem_bytes: Some(32 << 20), pids: Some(16), disk_bytes: Some(1) };
+const LIMITS: Limits = Limits {
+    cpus: Some(0.5),
+    mem_bytes: Some(32 << 20),
+    pids: Some(16),
+    disk_bytes: Some(1),
+    denied_devices: Vec::new(),
+};
 
 fn files_of(applied: &[AppliedLimit], kind: LimitKind) -> Enforcement {
     applied.iter().find(|a| a.kind == kind).map(|a| a.enforcement.clone()).expect("the limit is listed")
@@ -113,6 +119,30 @@ fn v1_alone_kills_through_the_freezer_and_missing_controllers_are_not_enforced()
     assert_eq!(files_of(&applied, LimitKind::Pids), Enforcement::CgroupV1 { files: vec!["pids.max".into()] });
     assert!(
         matches!(files_of(&applied, LimitKind::Mem), Enforcement::NotEnforced { reason } if reason.contains("`memory`"))
+    );
+}
+
+#[test]
+fn denied_devices_go_to_the_v1_devices_hierarchy_and_are_not_enforced_on_v2_alone() {
+    let rules = vec!["c 195:0 rwm".to_string(), "c 195:2 rwm".to_string()];
+    let limits = Limits::default().deny_devices(rules);
+    let (fake, hierarchies) = FakeFs::new(&[("devices", "cgroup", "devices", "/"), ("unified", "cgroup2", "", "/")]);
+    fake.touch("unified/cgroup.controllers");
+    let (cgroup, applied) = TaskCgroup::create_in(&hierarchies, "t1", &limits).expect("created");
+    assert_eq!(cgroup.dirs(), [fake.path("unified/gantry.t1"), fake.path("devices/gantry.t1")]);
+    // One rule per write; the fake file keeps the last.
+    assert_eq!(fake.read("devices/gantry.t1/devices.deny"), "c 195:2 rwm");
+    assert_eq!(applied.len(), 1);
+    assert_eq!(applied[0].to_string(), "devices deny c 195:0 rwm, c 195:2 rwm: cgroup v1 (devices.deny)");
+    // Without GPUs to deny, the devices hierarchy is not touched.
+    let (cgroup, _) = TaskCgroup::create_in(&hierarchies, "t2", &Limits::default()).expect("created");
+    assert_eq!(cgroup.dirs(), [fake.path("unified/gantry.t2")]);
+
+    let (_fake, hierarchies) = FakeFs::new(&[("v2", "cgroup2", "", "/")]);
+    let (_, applied) = TaskCgroup::create_in(&hierarchies, "t1", &limits).expect("created");
+    assert!(
+        matches!(&files_of(&applied, LimitKind::Devices), Enforcement::NotEnforced { reason } if reason.contains("BPF")),
+        "{applied:?}"
     );
 }
 

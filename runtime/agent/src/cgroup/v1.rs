@@ -3,7 +3,8 @@
 //! One directory per hierarchy (`<mount>/<own path>/gantry.<task id>`, co-mounted controllers
 //! share one): `cpu.cfs_period_us` and `cpu.cfs_quota_us` (the quota), `cpu.shares` (the
 //! weight), `memory.limit_in_bytes` and, where the kernel accounts swap,
-//! `memory.memsw.limit_in_bytes` with the same value (no swap beyond the limit), `pids.max`.
+//! `memory.memsw.limit_in_bytes` with the same value (no swap beyond the limit), `pids.max`,
+//! and one `devices.deny` write per device node the task may not open.
 //! v1 has no rule against processes in inner cgroups, so each directory sits right under the
 //! executor's own cgroup of that hierarchy.
 
@@ -45,6 +46,10 @@ pub fn files(limits: &Limits, controllers: &[String], memsw: bool) -> Vec<(Limit
     {
         files.push((LimitKind::Pids, "pids.max", pids.to_string()));
     }
+    if has("devices") {
+        // One rule per write: the kernel takes a single rule at a time.
+        files.extend(limits.denied_devices.iter().map(|rule| (LimitKind::Devices, "devices.deny", rule.clone())));
+    }
     files
 }
 
@@ -74,7 +79,13 @@ mod tests {
 
     #[test]
     fn each_hierarchy_gets_the_files_of_its_controllers() {
-        let limits = Limits { cpus: Some(0.5), mem_bytes: Some(32 << 20), pids: Some(64), disk_bytes: Some(1) };
+        let limits = Limits {
+            cpus: Some(0.5),
+            mem_bytes: Some(32 << 20),
+            pids: Some(64),
+            disk_bytes: Some(1),
+            ..Limits::default()
+        };
         let cpu: Vec<(&str, String)> =
             files(&limits, &names(&["cpu", "cpuacct"]), false).into_iter().map(|(_, f, v)| (f, v)).collect();
         assert_eq!(

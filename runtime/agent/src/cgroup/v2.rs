@@ -124,7 +124,7 @@ mod tests {
 
     #[test]
     fn limits_become_v2_files() {
-        let limits = Limits { cpus: Some(0.5), mem_bytes: Some(128 << 20), pids: Some(100), disk_bytes: None };
+        let limits = Limits { cpus: Some(0.5), mem_bytes: Some(128 << 20), pids: Some(100), ..Limits::default() };
         let written: Vec<(&str, String)> =
             files(&limits, &names(&["cpu", "memory", "pids"]), true).into_iter().map(|(_, f, v)| (f, v)).collect();
         assert_eq!(

@@ -61,7 +61,7 @@ impl LaunchRequest {
             task: self.launch.clone(),
             env: self.env.clone(),
             run_as: self.run_as,
-            limits: self.limits,
+            limits: self.limits.clone(),
             disk_check_interval_ms: self.disk_check_interval_ms,
             container: None,
         }

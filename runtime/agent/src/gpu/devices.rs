@@ -66,6 +66,17 @@ pub fn device_nodes_in(dev_root: &Path, gpus: &[Gpu]) -> Result<Vec<DeviceNode>,
     Ok(nodes)
 }
 
+/// The `devices.deny` rules that keep a task holding `given` away from the other GPUs of `all`:
+/// one per other GPU whose node is under `dev_root` (a GPU without a node cannot be opened
+/// anyway). The driver's control nodes stay open: CUDA needs them, and they give no GPU.
+pub fn deny_rules_in(dev_root: &Path, all: &[Gpu], given: &[Gpu]) -> Vec<String> {
+    all.iter()
+        .filter(|gpu| !given.iter().any(|g| g.uuid == gpu.uuid))
+        .filter_map(|gpu| stat_node(&dev_root.join(gpu.node_name())).ok().flatten())
+        .map(|node| node.cgroup_rule())
+        .collect()
+}
+
 /// The node at `path` (links followed), `None` where nothing is there.
 fn stat_node(path: &Path) -> Result<Option<DeviceNode>, GpuError> {
     let metadata = match std::fs::metadata(path) {
@@ -96,6 +107,19 @@ mod tests {
 
     fn gpu(minor: u32) -> Gpu {
         Gpu { index: minor, uuid: format!("GPU-{minor}"), name: "Test".into(), memory_mib: 0, minor }
+    }
+
+    #[test]
+    fn a_task_is_denied_exactly_the_gpus_it_was_not_given() {
+        let dev = tempfile::tempdir().expect("tempdir");
+        std::os::unix::fs::symlink("/dev/null", dev.path().join("nvidia0")).expect("link");
+        std::os::unix::fs::symlink("/dev/zero", dev.path().join("nvidia2")).expect("link");
+        let all = [gpu(0), gpu(1), gpu(2)];
+        // nvidia1 has no node: nothing to deny. /dev/null is c 1:3, /dev/zero c 1:5.
+        assert_eq!(deny_rules_in(dev.path(), &all, &[gpu(1)]), ["c 1:3 rwm", "c 1:5 rwm"]);
+        assert_eq!(deny_rules_in(dev.path(), &all, &[gpu(0)]), ["c 1:5 rwm"]);
+        assert!(deny_rules_in(dev.path(), &all, &all).is_empty());
+        assert!(deny_rules_in(dev.path(), &[], &[]).is_empty());
     }
 
     #[test]

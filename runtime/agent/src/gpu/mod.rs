@@ -16,12 +16,38 @@ mod env;
 mod nvml;
 
 pub use assign::GpuAllocator;
-pub use devices::{CONTROL_DEVICES, DeviceKind, DeviceNode, device_nodes, device_nodes_in};
+pub use devices::{CONTROL_DEVICES, DeviceKind, DeviceNode, deny_rules_in, device_nodes, device_nodes_in};
 pub use env::task_env;
 pub use nvml::{NVML_LIBRARY_ENV, detect, detect_from};
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+
+/// Where the agent finds NVML and the GPUs' device nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuSettings {
+    /// The NVML library to load; `None`: the one [`NVML_LIBRARY_ENV`] names, else
+    /// `libnvidia-ml.so.1` (see [`detect`]).
+    pub nvml_library: Option<PathBuf>,
+    /// The directory of the `nvidia<minor>` and control nodes; `/dev` but in tests.
+    pub dev_root: PathBuf,
+}
+
+impl Default for GpuSettings {
+    fn default() -> Self {
+        Self { nvml_library: None, dev_root: PathBuf::from("/dev") }
+    }
+}
+
+impl GpuSettings {
+    /// The GPUs of this host, from [`GpuSettings::nvml_library`] or as [`detect`] finds them.
+    pub fn detect(&self) -> Vec<Gpu> {
+        match &self.nvml_library {
+            Some(library) => detect_from(Some(library)),
+            None => detect(),
+        }
+    }
+}
 
 /// One NVIDIA GPU of this host, as NVML reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
