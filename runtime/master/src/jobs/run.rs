@@ -70,9 +70,12 @@ fn describe(attempt: &RunAttempt) -> String {
         Some(code) => format!("task {} {} (exit code {code})", attempt.task_id, attempt.state),
         None => format!("task {} {}", attempt.task_id, attempt.state),
     };
-    match &attempt.message {
-        Some(why) if matches!(attempt.state, TaskState::Killed | TaskState::Lost) => format!("{what}: {why}"),
-        _ => what,
+    // The agent's "exited with code N" says no more than the exit code; any other reason (an
+    // image not found, a missing program, out of memory, a kill) is worth reading.
+    match (&attempt.message, attempt.exit_code) {
+        (Some(why), Some(code)) if *why == format!("exited with code {code}") => what,
+        (Some(why), _) => format!("{what}: {why}"),
+        (None, _) => what,
     }
 }
 
@@ -303,9 +306,27 @@ mod tests {
         let message = retried.run.message.unwrap_or_default();
         assert!(message.contains("drain deadline passed") && message.contains("retrying"), "{message}");
         let failed = task(1, TaskState::Failed, 10);
-        let step =
-            advance(&run(), &spec(RestartPolicy::Never, None), &[&Task { message: Some("x".into()), ..failed }], 10);
+        let step = advance(
+            &run(),
+            &spec(RestartPolicy::Never, None),
+            &[&Task { message: Some("exited with code 1".into()), ..failed.clone() }],
+            10,
+        );
         assert_eq!(step.run.message.as_deref(), Some("task j_r1_1 FAILED (exit code 1)"), "exit codes say enough");
+        let not_started =
+            Task { exit_code: None, message: Some("cannot pull image r/x:9: not found".into()), ..failed.clone() };
+        let step = advance(&run(), &spec(RestartPolicy::Never, None), &[&not_started], 10);
+        assert_eq!(
+            step.run.message.as_deref(),
+            Some("task j_r1_1 FAILED: cannot pull image r/x:9: not found"),
+            "a task that never started says why"
+        );
+        let oom = Task { exit_code: Some(137), message: Some("out of memory (limit 64 MiB)".into()), ..failed };
+        let step = advance(&run(), &spec(RestartPolicy::Never, None), &[&oom], 10);
+        assert_eq!(
+            step.run.message.as_deref(),
+            Some("task j_r1_1 FAILED (exit code 137): out of memory (limit 64 MiB)")
+        );
     }
 
     fn outcome() -> impl Strategy<Value = TaskState> {
