@@ -66,6 +66,7 @@ impl OneAgentCluster {
             task_limits: Default::default(),
             images: self.images.clone(),
             gpus: Default::default(),
+            cgroup_favordynmods: false,
         };
         let agent = gantry_agent::start(config).await.expect("agent starts");
         let id = agent.agent_id().to_string();

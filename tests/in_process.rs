@@ -41,6 +41,7 @@ fn agent_config(dir: &std::path::Path, url: &str, i: usize, port_base: u16) -> g
         task_limits: Default::default(),
         images: Default::default(),
         gpus: Default::default(),
+        cgroup_favordynmods: false,
     }
 }
 

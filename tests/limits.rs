@@ -334,3 +334,46 @@ async fn a_task_opens_only_the_gpus_it_was_given() {
     );
     agent.shutdown().await;
 }
+
+/// `gantry agent --cgroup-favordynmods` remounts the host's cgroup2 hierarchy with the option and
+/// keeps its other options and flags; a second call finds it on. The test puts the mount back
+/// as it found it.
+#[test]
+fn favordynmods_is_set_on_the_cgroup2_mount_keeping_its_other_options() {
+    use gantry_agent::cgroup::dynmods::{Dynmods, favor_dynmods};
+    if !nix::unistd::Uid::effective().is_root() {
+        skip::skipped("remounting cgroup2 needs root");
+        return;
+    }
+    let cgroup2 = || {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        mountinfo.lines().find(|l| l.contains(" - cgroup2 ")).map(|l| {
+            let (left, right) = l.split_once(" - ").expect("a mountinfo line");
+            let left: Vec<String> = left.split_whitespace().map(str::to_string).collect();
+            let right: Vec<String> = right.split_whitespace().map(str::to_string).collect();
+            (left[4].clone(), left[5].clone(), right[2].clone())
+        })
+    };
+    let Some((target, flags, options)) = cgroup2() else {
+        skip::skipped("no cgroup2 hierarchy is mounted");
+        return;
+    };
+    let was_on = options.split(',').any(|o| o == "favordynmods");
+    let done = favor_dynmods().expect("favordynmods is set");
+    let (_, flags_after, options_after) = cgroup2().expect("still mounted");
+    if !was_on {
+        // Put it back first, whatever the assertions say.
+        // mount(8) given "none" sets exactly these: the mount's flags and the hierarchy's options.
+        let original: Vec<&str> = flags.split(',').chain(options.split(',').filter(|o| *o != "rw")).collect();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "cgroup2", "-o", &format!("remount,{}", original.join(",")), "none", &target])
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "putting {target} back");
+        assert_eq!(cgroup2().map(|(_, _, o)| o), Some(options.clone()), "the mount is as it was");
+    }
+    assert_eq!(flags_after, flags, "the mount's flags are kept");
+    assert_eq!(options_after, if was_on { options.clone() } else { format!("{options},favordynmods") });
+    let expected = if was_on { Dynmods::AlreadyOn(target.clone().into()) } else { Dynmods::TurnedOn(target.into()) };
+    assert_eq!(done, expected);
+}

@@ -74,6 +74,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             task_limits: Default::default(),
             images: Default::default(),
             gpus: Default::default(),
+            cgroup_favordynmods: false,
         };
         agents.push(gantry_agent::start(config).await.with_context(|| format!("cannot start agent dev-{i}"))?);
     }

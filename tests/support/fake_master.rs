@@ -331,6 +331,7 @@ pub fn config(master: &FakeMaster, work_dir: &WorkDir) -> AgentConfig {
         task_limits: Default::default(),
         images: Default::default(),
         gpus: Default::default(),
+        cgroup_favordynmods: false,
     }
 }
 

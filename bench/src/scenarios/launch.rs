@@ -52,11 +52,12 @@ pub fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
         let cluster = LocalCluster::start(&bin, 3).await?;
         report.note(format!(
-            "{} runs of a job `{}`, one after another, on master + 3 agents; gantry binary {} ({} build)",
+            "{} runs of a job `{}`, one after another, on master + 3 agents; gantry binary {} ({} build); {}",
             args.tasks,
             args.cmd,
             bin.display(),
-            container::profile(&bin)
+            container::profile(&bin),
+            favordynmods()
         ));
         let definition = serde_json::from_value(
             serde_json::json!({ "id": JOB, "run": { "cmd": args.cmd, "cpus": 0.1, "mem": 32 } }),
@@ -117,4 +118,19 @@ fn fork_exec(cmd: &str, n: usize) -> anyhow::Result<Samples> {
         }
     }
     Ok(Samples::from_durations(&times))
+}
+
+/// Whether this host's cgroup2 mount has `favordynmods`, which decides whether a task's joining
+/// its cgroups waits for an RCU grace period (see `gantry agent --cgroup-favordynmods`).
+pub fn favordynmods() -> &'static str {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    match mountinfo.lines().find(|l| l.contains(" - cgroup2 ")) {
+        None => "no cgroup2 mount",
+        Some(line) if line.split_whitespace().last().is_some_and(|o| o.split(',').any(|o| o == "favordynmods")) => {
+            "cgroup2 mounted with favordynmods (joining a cgroup does not wait for an RCU grace period)"
+        }
+        Some(_) => {
+            "cgroup2 mounted without favordynmods (each task's joining its cgroups waits for an RCU grace period)"
+        }
+    }
 }

@@ -68,6 +68,9 @@ pub struct AgentConfig {
     pub images: ImageSettings,
     /// Where the GPUs' device nodes are.
     pub gpus: gpu::GpuSettings,
+    /// Remount the host's cgroup2 hierarchy with `favordynmods` at start, so that tasks join
+    /// their cgroups without waiting for an RCU grace period (see [`cgroup::dynmods`]).
+    pub cgroup_favordynmods: bool,
 }
 
 /// Where and how the agent keeps the images of container tasks.
@@ -203,6 +206,12 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         .map_err(|source| AgentError::Bind { addr: config.listen, source })?;
     let local_addr = listener.local_addr().map_err(|source| AgentError::Bind { addr: config.listen, source })?;
     let agent_id = sandbox::load_or_create_agent_id(&work_dir)?;
+    if config.cgroup_favordynmods {
+        match cgroup::dynmods::favor_dynmods() {
+            Ok(done) => info!(?done, "cgroup v2 favours dynamic modifications: tasks join their cgroups sooner."),
+            Err(error) => tracing::warn!(%error, "Cannot set favordynmods; task launches wait for the kernel."),
+        }
+    }
     let gpus = config.gpus.detect();
     let offered = resources::merge(config.resources.as_ref(), &resources::detect_with_gpus(&work_dir, &gpus)?);
     let hostname = config.hostname.clone().unwrap_or_else(host_name);

@@ -19,6 +19,7 @@
 //! after a dead executor. The sandbox's disk usage is not a cgroup matter: see
 //! [`crate::disk_usage`].
 
+pub mod dynmods;
 pub mod hierarchy;
 pub mod limits;
 pub mod v1;
