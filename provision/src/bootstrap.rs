@@ -56,7 +56,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Runtime settings every daemon of the cluster gets.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RuntimeSettings {
     /// How often agents heartbeat.
     pub heartbeat_interval: Duration,
@@ -67,6 +67,14 @@ pub struct RuntimeSettings {
     pub trust: Option<std::sync::Arc<crate::trust::ClusterTrust>>,
     /// The user tasks run as when they name none; `None`: the agent's default.
     pub task_user: Option<String>,
+    /// The agents' pids limit per task, 0 for none (`--task-pids`); `None`: the agent's default.
+    pub task_pids: Option<u64>,
+    /// The agents' image cache size in GiB (`--image-cache-gib`); `None`: the agent's default.
+    pub image_cache_gib: Option<f64>,
+    /// Registries the agents reach over plain HTTP (`--insecure-registry`, one per entry).
+    pub insecure_registries: Vec<String>,
+    /// Whether agents remount cgroup2 with `favordynmods` (`--cgroup-favordynmods`).
+    pub cgroup_favordynmods: bool,
 }
 
 impl RuntimeSettings {
@@ -77,6 +85,10 @@ impl RuntimeSettings {
             agent_unreachable_timeout: file.runtime.agent_unreachable_timeout.get_ref().0,
             trust: None,
             task_user: file.runtime.task_user.as_ref().map(|u| u.get_ref().clone()),
+            task_pids: file.runtime.task_pids.as_ref().map(|n| *n.get_ref()),
+            image_cache_gib: file.runtime.image_cache_gib.as_ref().map(|g| *g.get_ref()),
+            insecure_registries: file.runtime.insecure_registries.iter().map(|r| r.get_ref().clone()).collect(),
+            cgroup_favordynmods: file.runtime.cgroup_favordynmods,
         }
     }
 }
@@ -88,6 +100,10 @@ impl Default for RuntimeSettings {
             agent_unreachable_timeout: Duration::from_secs(3),
             trust: None,
             task_user: None,
+            task_pids: None,
+            image_cache_gib: None,
+            insecure_registries: Vec::new(),
+            cgroup_favordynmods: false,
         }
     }
 }

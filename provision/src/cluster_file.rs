@@ -149,6 +149,23 @@ pub struct RuntimeSection {
     /// agent runs as root (every provider but `local`), the user running `gantry up` on `local`.
     #[serde(default)]
     pub task_user: Option<Spanned<String>>,
+    /// The most processes (and threads) one task may have, 0 for no limit (`gantry agent
+    /// --task-pids`). Absent: the agent's default, 4096.
+    #[serde(default)]
+    pub task_pids: Option<Spanned<u64>>,
+    /// Size of each agent's image cache in GiB, above 0 (`--image-cache-gib`): above it, least
+    /// recently used images no task uses are removed. Absent: the agent's default, 20.
+    #[serde(default)]
+    pub image_cache_gib: Option<Spanned<f64>>,
+    /// Registries (`host[:port]`) the agents pull from over plain HTTP (`--insecure-registry`);
+    /// loopback registries always are. Default: none.
+    #[serde(default)]
+    pub insecure_registries: Vec<Spanned<String>>,
+    /// Whether agents remount their host's cgroup2 hierarchy with `favordynmods`
+    /// (`--cgroup-favordynmods`): faster task launches, slightly slower forks host-wide.
+    /// Default false.
+    #[serde(default)]
+    pub cgroup_favordynmods: bool,
 }
 
 impl Default for RuntimeSection {
@@ -158,6 +175,10 @@ impl Default for RuntimeSection {
             heartbeat_interval: default_heartbeat(),
             agent_unreachable_timeout: default_unreachable(),
             task_user: None,
+            task_pids: None,
+            image_cache_gib: None,
+            insecure_registries: Vec::new(),
+            cgroup_favordynmods: false,
         }
     }
 }

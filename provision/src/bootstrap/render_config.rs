@@ -46,6 +46,11 @@ pub(crate) fn context(host: &HostContext) -> Result<tera::Context, BootstrapErro
             c.insert("attributes", &agent_attributes(host));
             c.insert("join_token", &host.runtime.trust.as_ref().map(|t| t.join.to_string()).unwrap_or_default());
             c.insert("task_user", &host.runtime.task_user.clone().unwrap_or_default());
+            let rt = &host.runtime;
+            c.insert("task_pids", &rt.task_pids.map(|n| n.to_string()).unwrap_or_default());
+            c.insert("image_cache_gib", &rt.image_cache_gib.map(|g| g.to_string()).unwrap_or_default());
+            c.insert("insecure_registries", &rt.insecure_registries);
+            c.insert("cgroup_favordynmods", &rt.cgroup_favordynmods);
         }
     }
     Ok(c)

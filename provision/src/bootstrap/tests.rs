@@ -68,6 +68,57 @@ async fn the_master_config_names_its_address_and_runtime_settings() {
     assert_eq!(again, PhaseOutcome::Skipped("unchanged".to_string()));
 }
 
+/// The cluster file's agent options reach the agent's command line, under systemd and under
+/// gantry's supervisor (every provider, `local` included); unset, none is passed.
+#[tokio::test]
+async fn the_agent_gets_the_cluster_files_agent_options() {
+    let connector = FakeConnector::new();
+    let transport = connector.transport("w-0");
+    let mut host = context(Role::Agent, transport.clone());
+    host.master_url = Some("https://10.0.0.5:5050".to_string());
+    let defaults = templates::args(Role::Agent, &render_config::context(&host).expect("context")).expect("args");
+    assert!(
+        !defaults.iter().any(|a| a.contains("pids") || a.contains("image") || a.contains("registry")),
+        "{defaults:?}"
+    );
+    assert!(!defaults.contains(&"--cgroup-favordynmods".to_string()), "{defaults:?}");
+
+    host.runtime.task_pids = Some(0);
+    host.runtime.image_cache_gib = Some(0.5);
+    host.runtime.insecure_registries = vec!["registry.lab:5000".to_string(), "[fd00::1]:5000".to_string()];
+    host.runtime.cgroup_favordynmods = true;
+    let args = templates::args(Role::Agent, &render_config::context(&host).expect("context")).expect("args");
+    let expected = [
+        "--task-pids",
+        "0",
+        "--image-cache-gib",
+        "0.5",
+        "--insecure-registry",
+        "registry.lab:5000",
+        "--insecure-registry",
+        "[fd00::1]:5000",
+        "--cgroup-favordynmods",
+    ];
+    assert_eq!(args[args.len() - expected.len()..], expected, "{args:?}");
+
+    InstallService.run(&mut host).await.expect("install the start script");
+    let script = transport.file(&host.access.layout.start_script(Role::Agent)).expect("uploaded");
+    let script = String::from_utf8(script).expect("text");
+    assert!(
+        script.contains(
+            "'--task-pids' '0' '--image-cache-gib' '0.5' '--insecure-registry' 'registry.lab:5000' \
+             '--insecure-registry' '[fd00::1]:5000' '--cgroup-favordynmods'"
+        ),
+        "{script}"
+    );
+    host.facts = Some(HostFacts { os: "Linux".into(), arch: std::env::consts::ARCH.into(), systemd: true });
+    InstallService.run(&mut host).await.expect("install the unit");
+    let unit = transport.file(&host.access.layout.unit_file(Role::Agent)).expect("uploaded");
+    let unit = String::from_utf8(unit).expect("text");
+    assert!(unit.contains(" --task-pids 0 --image-cache-gib 0.5 --insecure-registry registry.lab:5000 "), "{unit}");
+    assert!(unit.contains("--insecure-registry [fd00::1]:5000 --cgroup-favordynmods\n"), "{unit}");
+}
+
 #[tokio::test]
 async fn an_agent_without_a_master_url_is_refused() {
     let transport = Arc::new(FakeTransport::new("w-0"));

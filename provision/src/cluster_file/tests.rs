@@ -499,3 +499,75 @@ fn gce_and_azure_mistakes_point_at_the_value_and_say_the_fix() {
     assert_eq!(key, "gce", "{text}");
     assert!(text.contains("provider is `azure`"), "{text}");
 }
+
+#[test]
+fn agent_options_parse_and_are_absent_by_default() {
+    let file = parse(GOOD).expect("valid");
+    assert_eq!((file.runtime.task_pids.as_ref(), file.runtime.image_cache_gib.as_ref()), (None, None));
+    assert!(file.runtime.insecure_registries.is_empty() && !file.runtime.cgroup_favordynmods);
+
+    let options = "agent_unreachable_timeout = \"3s\"\ntask_pids = 0\nimage_cache_gib = 20\n\
+                   insecure_registries = [\"registry.lab:5000\", \"10.0.0.9\", \"[fd00::1]:5000\"]\n\
+                   cgroup_favordynmods = true";
+    let file = parse(&GOOD.replace("agent_unreachable_timeout = \"3s\"", options)).expect("valid");
+    let rt = &file.runtime;
+    assert_eq!(rt.task_pids.as_ref().map(|n| *n.get_ref()), Some(0), "0 = no limit is allowed");
+    assert_eq!(rt.image_cache_gib.as_ref().map(|g| *g.get_ref()), Some(20.0), "an integer is a number of GiB");
+    let registries: Vec<&str> = rt.insecure_registries.iter().map(|r| r.get_ref().as_str()).collect();
+    assert_eq!(registries, ["registry.lab:5000", "10.0.0.9", "[fd00::1]:5000"]);
+    assert!(rt.cgroup_favordynmods);
+    let desired = crate::planner::Desired::from_cluster_file(&file);
+    assert!(
+        desired.hosts[0].settings["runtime"].ends_with(
+            ";task_pids=0;image_cache_gib=20;insecure_registries=registry.lab:5000,10.0.0.9,[fd00::1]:5000;cgroup_favordynmods=true"
+        ),
+        "changing them reconfigures the hosts: {:?}",
+        desired.hosts[0].settings
+    );
+    let unset = crate::planner::Desired::from_cluster_file(&parse(GOOD).expect("valid"));
+    assert_eq!(unset.hosts[0].settings["runtime"], "masters=1;heartbeat_interval=1s;agent_unreachable_timeout=3s");
+    let file = parse(&GOOD.replace("masters = 1", "masters = 1\nimage_cache_gib = 0.5")).expect("a fraction");
+    assert_eq!(file.runtime.image_cache_gib.as_ref().map(|g| *g.get_ref()), Some(0.5));
+}
+
+#[test]
+fn bad_agent_options_point_at_the_value_and_say_the_fix() {
+    let with = |line: &str| GOOD.replace("masters = 1", &format!("masters = 1\n{line}"));
+    let (line, column, key, text) = fault(&with("task_pids = -1"));
+    assert_eq!((line, column, key.as_str()), (9, 13, "runtime.task_pids"), "{text}");
+    assert!(text.contains("hint: a whole number of processes per task, 0 for no limit"), "{text}");
+    let (_, _, key, text) = fault(&with("task_pids = \"many\""));
+    assert_eq!(key, "runtime.task_pids", "{text}");
+
+    for bad in ["0", "-2", "nan", "inf"] {
+        let (line, column, key, text) = fault(&with(&format!("image_cache_gib = {bad}")));
+        assert_eq!((line, column, key.as_str()), (9, 19, "runtime.image_cache_gib"), "{bad}: {text}");
+        assert!(text.contains("finite number of GiB above 0") && text.contains("image_cache_gib = 20"), "{text}");
+    }
+    let (_, _, key, text) = fault(&with("image_cache_gib = \"20G\""));
+    assert_eq!(key, "runtime.image_cache_gib", "{text}");
+    assert!(text.contains("hint: a number of GiB above 0"), "{text}");
+
+    let cases = [
+        ("\"http://registry.lab:5000\"", "has a scheme (http://)"),
+        ("\"registry.lab:5000/team\"", "has a path"),
+        ("\"registry.lab:http\"", "`http` is not a port number"),
+        ("\"registry.lab:0\"", "`0` is not a port number"),
+        ("\"\"", "`` is not a host name or address"),
+        ("\"reg istry\"", "`reg istry` is not a host name or address"),
+        ("\"[fd00::1\"", "unclosed `[`"),
+    ];
+    for (value, message) in cases {
+        let (line, column, key, text) = fault(&with(&format!("insecure_registries = [\"ok.lab\", {value}]")));
+        assert_eq!((line, column, key.as_str()), (9, 34, "runtime.insecure_registries[1]"), "{value}: {text}");
+        assert!(text.contains(message), "{value}: {text}");
+        assert!(text.contains("host[:port] with no scheme or path"), "{text}");
+    }
+    let (_, _, key, text) = fault(&with("insecure_registries = \"registry.lab\""));
+    assert_eq!(key, "runtime.insecure_registries", "{text}");
+    assert!(text.contains("hint: a list of registries"), "{text}");
+
+    let (_, _, key, text) = fault(&with("cgroup_favordynmods = \"yes\""));
+    assert_eq!(key, "runtime.cgroup_favordynmods", "{text}");
+    assert!(text.contains("hint: `true` or `false`"), "{text}");
+}

@@ -1,6 +1,7 @@
 //! Semantic checks of a parsed cluster file: the values serde accepts but a cluster cannot have.
 //! The first fault found is returned, pointing at the offending value.
 
+mod agent;
 mod aws;
 mod azure;
 mod cloud;
@@ -122,7 +123,7 @@ fn check_runtime(file: &ClusterFile, at: &At<'_>) -> Result<(), ClusterFileError
             "a user name of the hosts, e.g. task_user = \"nobody\"",
         ));
     }
-    Ok(())
+    agent::check(file, at)
 }
 
 fn check_pools(file: &ClusterFile, at: &At<'_>) -> Result<(), ClusterFileError> {

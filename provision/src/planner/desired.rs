@@ -58,12 +58,13 @@ impl Desired {
     /// placed on the master pools in file order when there are any; agents are `<pool>-<i>`.
     pub fn from_cluster_file(file: &ClusterFile) -> Self {
         let rt = &file.runtime;
-        let runtime = format!(
+        let mut runtime = format!(
             "masters={};heartbeat_interval={};agent_unreachable_timeout={}",
             file.masters(),
             rt.heartbeat_interval.get_ref(),
             rt.agent_unreachable_timeout.get_ref()
         );
+        runtime.push_str(&agent_options(file));
         if file.provider() == ProviderKind::Onprem {
             return Self::from_onprem(file, &runtime);
         }
@@ -137,6 +138,30 @@ impl Desired {
         masters.extend(agents);
         Self { cluster: file.name().to_string(), source: file.source.display().to_string(), hosts: masters }
     }
+}
+
+/// The agent options the file sets, as `;key=value` each (nothing for those left at the agent's
+/// default, so files that set none keep the settings hosts were bootstrapped with).
+fn agent_options(file: &ClusterFile) -> String {
+    let rt = &file.runtime;
+    let mut options = String::new();
+    if let Some(user) = &rt.task_user {
+        options.push_str(&format!(";task_user={}", user.get_ref()));
+    }
+    if let Some(pids) = &rt.task_pids {
+        options.push_str(&format!(";task_pids={}", pids.get_ref()));
+    }
+    if let Some(gib) = &rt.image_cache_gib {
+        options.push_str(&format!(";image_cache_gib={}", gib.get_ref()));
+    }
+    if !rt.insecure_registries.is_empty() {
+        let registries: Vec<&str> = rt.insecure_registries.iter().map(|r| r.get_ref().as_str()).collect();
+        options.push_str(&format!(";insecure_registries={}", registries.join(",")));
+    }
+    if rt.cgroup_favordynmods {
+        options.push_str(";cgroup_favordynmods=true");
+    }
+    options
 }
 
 fn host(
