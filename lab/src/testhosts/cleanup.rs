@@ -1,6 +1,7 @@
 //! Removing labs: the teardown of one lab, and the cleanup of labs whose process died.
 
 use super::STALE_AFTER;
+use super::cgroup_v1;
 use super::system::{REGISTRY, cgroup2_mount, is_prefix, link_names, netns_names, prefix_of};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -8,11 +9,12 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Removes everything of lab `prefix`: kills its hosts (and the processes it started with
-/// [`super::Lab::command`]), removes its cgroups, namespaces (with their veths and nft
+/// [`super::Lab::command`]), removes its cgroups (v2, then v1), namespaces (with their veths and nft
 /// tables), bridge and registry entry. The lab's temp dir is left to its owner (or
 /// [`cleanup_stale`]).
 pub(super) fn teardown(prefix: &str, cgroup: &Path) {
     remove_cgroup_tree(cgroup);
+    cgroup_v1::remove_lab(prefix);
     for ns in netns_names() {
         if prefix_of(&ns) == Some(prefix) {
             let _ = Command::new("ip").args(["netns", "del", &ns]).output();
@@ -91,7 +93,8 @@ pub fn cleanup_stale() {
     let cgroups = dirs(&cgroup2, "gantry-lab-");
     let temps = dirs(&tmp, "gantry-lab-");
     let registered = dirs(Path::new(REGISTRY), "");
-    for (p, path) in cgroups.iter().chain(&temps).chain(&registered) {
+    let v1_records = cgroup_v1::records();
+    for (p, path) in cgroups.iter().chain(&temps).chain(&registered).chain(&v1_records) {
         prefixes.insert(p.clone());
         artifacts.push((p.clone(), path.clone()));
     }
@@ -117,7 +120,7 @@ pub fn cleanup_stale() {
 }
 
 /// `dir` and every cgroup below it.
-fn collect_cgroups(dir: &Path, into: &mut Vec<PathBuf>) {
+pub(super) fn collect_cgroups(dir: &Path, into: &mut Vec<PathBuf>) {
     if !dir.is_dir() {
         return;
     }

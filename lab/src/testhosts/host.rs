@@ -3,7 +3,7 @@
 //! (SSH commands, faults, detached scripts).
 
 use super::system::{self, SSHD, run_ok};
-use super::{LabError, READY_TIMEOUT};
+use super::{LabError, READY_TIMEOUT, cgroup_v1};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -63,6 +63,8 @@ pub(super) struct HostParts {
     pub address: Ipv4Addr,
     pub dir: PathBuf,
     pub cgroup: PathBuf,
+    /// The host's cgroup in each cgroup v1 hierarchy: made when it starts, removed when it stops.
+    pub cgroups_v1: Vec<PathBuf>,
     pub key: PathBuf,
     pub known_hosts: PathBuf,
     pub known_hosts_line: String,
@@ -206,9 +208,10 @@ impl Host {
         // The outer shell joins the host's cgroup and backgrounds nsenter, then exits: the
         // script is nobody's child here, so nothing waits for it and no zombie is left.
         let line = format!(
-            "echo $$ > '{procs}' && {{ nsenter --target {init} --mount --uts --ipc --net --pid --root --wd \
+            "{join_v1}echo $$ > '{procs}' && {{ nsenter --target {init} --mount --uts --ipc --net --pid --root --wd \
              env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
              setsid {program} </dev/null >>'{log}' 2>&1 & }}",
+            join_v1 = cgroup_v1::join_script(&self.parts().cgroups_v1),
             procs = self.parts().cgroup.join("cgroup.procs").display(),
             log = log.display(),
         );
@@ -238,12 +241,16 @@ impl Host {
         run_ok(Command::new("ip").args(["link", "set", &self.parts().veth, "up"]));
     }
 
-    /// Kills the whole host (every process in it) at once; files in it persist.
+    /// Kills the whole host (every process in it) at once and removes the cgroup v1 dirs its
+    /// processes made; files in it persist.
     pub fn stop(&self) {
         self.kill();
         let deadline = Instant::now() + Duration::from_secs(5);
         while !system::cgroup_empty(&self.parts().cgroup) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
+        }
+        for dir in &self.parts().cgroups_v1 {
+            cgroup_v1::remove_tree(dir);
         }
     }
 
@@ -286,9 +293,13 @@ impl Host {
             .append(true)
             .open(self.dir().join("sshd.log"))
             .map_err(LabError::io("open the host log"))?;
+        for dir in &self.parts().cgroups_v1 {
+            cgroup_v1::create(dir).map_err(LabError::io(format!("create the host cgroup {}", dir.display())))?;
+        }
         let script = format!(
-            "echo $$ > {procs} && exec ip netns exec {ns} unshare --uts --ipc --mount --pid --fork --kill-child \
+            "{join_v1}echo $$ > {procs} && exec ip netns exec {ns} unshare --uts --ipc --mount --pid --fork --kill-child \
              --propagation private /bin/sh {launcher}",
+            join_v1 = cgroup_v1::join_script(&self.parts().cgroups_v1),
             procs = self.parts().cgroup.join("cgroup.procs").display(),
             ns = self.parts().netns,
             launcher = self.dir().join("launch.sh").display(),

@@ -4,9 +4,11 @@
 //! /root, and a real OpenSSH sshd as its PID 1.
 //!
 //! Every name a lab creates starts with a per-run prefix `gt<4 hex>`: the bridge `<prefix>br`,
-//! the veths `<prefix>v<i>`, the namespaces `<prefix>-h<i>`, the cgroup `gantry-lab-<prefix>`,
-//! the temporary directory `gantry-lab-<prefix>-*` and the registry file
-//! `/run/gantry-labs/<prefix>` (the owning process id). The lab subnet is `10.77.X.0/24` with X
+//! the veths `<prefix>v<i>`, the namespaces `<prefix>-h<i>`, the cgroup `gantry-lab-<prefix>`
+//! (at the root of the v2 hierarchy, and under this process's own cgroup in every cgroup v1
+//! hierarchy, so that what a host makes under its own v1 cgroups goes with it), the temporary
+//! directory `gantry-lab-<prefix>-*` and the registry files `/run/gantry-labs/<prefix>` (the
+//! owning process id) and `/run/gantry-labs/<prefix>.v1` (the v1 cgroups). The lab subnet is `10.77.X.0/24` with X
 //! derived from the prefix; the bridge is `.1`. [`Lab::new`] puts host `i` at `.(10 + i)`;
 //! [`Lab::add_host`] adds a host at an address the caller picks while the lab runs, and
 //! [`Lab::remove_host`] takes one away. Hosts get no default route: nothing leaves the lab
@@ -18,6 +20,7 @@
 //! This module owns hosts and their network; it knows nothing of any cloud (see
 //! [`crate::cloud`]).
 
+mod cgroup_v1;
 mod cleanup;
 mod host;
 mod system;
@@ -168,6 +171,7 @@ pub struct Lab {
     subnet: u8,
     dir: tempfile::TempDir,
     cgroup: PathBuf,
+    cgroups_v1: Vec<PathBuf>,
     key: PathBuf,
     known_hosts: PathBuf,
     cgroup_mounts: String,
@@ -212,13 +216,28 @@ impl Lab {
             }
         };
         let cgroup = cgroup2.join(format!("gantry-lab-{prefix}"));
+        let cgroups_v1 = cgroup_v1::own_dirs().into_iter().map(|d| d.join(format!("gantry-lab-{prefix}"))).collect();
         let key = dir.path().join("client_key");
         let known_hosts = dir.path().join("known_hosts");
         let cgroup_mounts = system::cgroup_mount_script();
-        let mut lab =
-            Lab { prefix, subnet, dir, cgroup, key, known_hosts, cgroup_mounts, hosts: Vec::new(), next_index: 0 };
+        let mut lab = Lab {
+            prefix,
+            subnet,
+            dir,
+            cgroup,
+            cgroups_v1,
+            key,
+            known_hosts,
+            cgroup_mounts,
+            hosts: Vec::new(),
+            next_index: 0,
+        };
         // From here on an error drops `lab`, which removes whatever was created.
         std::fs::create_dir(&lab.cgroup).map_err(LabError::io("create the lab cgroup"))?;
+        cgroup_v1::record(&lab.prefix, &lab.cgroups_v1).map_err(LabError::io("record the lab's cgroup v1 dirs"))?;
+        for dir in &lab.cgroups_v1 {
+            cgroup_v1::create(dir).map_err(LabError::io(format!("create the lab cgroup {}", dir.display())))?;
+        }
         std::fs::write(&lab.known_hosts, "").map_err(LabError::io("write known_hosts"))?;
         run(Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-C", "gantry-lab", "-f"])
@@ -302,8 +321,8 @@ impl Lab {
         Ok(())
     }
 
-    /// Runs `program` on this machine (in the root namespaces) inside the lab's cgroup, in a
-    /// child cgroup `_<name>`: dropping the lab, or [`cleanup_stale`] after a crash, kills it
+    /// Runs `program` on this machine (in the root namespaces) inside the lab's cgroups, in a
+    /// child cgroup `_<name>` (of the v2 one and of each v1 one): dropping the lab, or [`cleanup_stale`] after a crash, kills it
     /// with the hosts. Add arguments, environment and stdio to the answered command, then spawn
     /// it; the lab cannot tell when it exits, so the caller still waits for its child.
     pub fn command(&self, name: &str, program: impl AsRef<OsStr>) -> Result<Command, LabError> {
@@ -314,9 +333,17 @@ impl Lab {
         if !cgroup.exists() {
             std::fs::create_dir(&cgroup).map_err(LabError::io(format!("create cgroup {}", cgroup.display())))?;
         }
+        let v1: Vec<PathBuf> = self.cgroups_v1.iter().map(|d| d.join(format!("_{name}"))).collect();
+        for dir in &v1 {
+            cgroup_v1::create(dir).map_err(LabError::io(format!("create cgroup {}", dir.display())))?;
+        }
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
-            .arg(format!("echo $$ > '{}' && exec \"$0\" \"$@\"", cgroup.join("cgroup.procs").display()))
+            .arg(format!(
+                "{}echo $$ > '{}' && exec \"$0\" \"$@\"",
+                cgroup_v1::join_script(&v1),
+                cgroup.join("cgroup.procs").display()
+            ))
             .arg(program);
         Ok(cmd)
     }
@@ -343,6 +370,11 @@ impl Lab {
 
     fn bridge(&self) -> String {
         format!("{}br", self.prefix)
+    }
+
+    /// Host `name`'s cgroup in each cgroup v1 hierarchy.
+    fn host_cgroups_v1(&self, name: &str) -> Vec<PathBuf> {
+        self.cgroups_v1.iter().map(|d| d.join(name)).collect()
     }
 
     fn host_dir(&self, name: &str) -> PathBuf {
@@ -424,6 +456,7 @@ impl Lab {
             address,
             dir,
             cgroup,
+            cgroups_v1: self.host_cgroups_v1(name),
             key: self.key.clone(),
             known_hosts: self.known_hosts.clone(),
             known_hosts_line,
@@ -438,6 +471,9 @@ impl Lab {
 
     fn destroy_artifacts(&self, index: usize, name: &str) {
         cleanup::remove_cgroup_tree(&self.cgroup.join(name));
+        for dir in self.host_cgroups_v1(name) {
+            cgroup_v1::remove_tree(&dir);
+        }
         let _ = Command::new("ip").args(["netns", "del", &self.netns_name(index)]).output();
         let veth = self.veth_name(index);
         if system::link_names().contains(&veth) {
@@ -507,6 +543,14 @@ impl Lab {
     /// The lab's cgroup v2 directory (one child per host).
     pub fn cgroup(&self) -> &Path {
         &self.cgroup
+    }
+
+    /// The lab's cgroup directories in the cgroup v1 hierarchies, one per writable hierarchy
+    /// with a controller (none on a v2-only machine), each under this process's own cgroup
+    /// there and with one child per host: what runs on a host makes its v1 cgroups in these,
+    /// and they go with the host.
+    pub fn cgroups_v1(&self) -> &[PathBuf] {
+        &self.cgroups_v1
     }
 
     /// Hosts `a` and `b` no longer reach each other (both drop the other's packets); every other
