@@ -396,18 +396,26 @@ async fn page(task: &gantry_api::Task) -> Option<String> {
     response.text().await.ok()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_container_app_serves_scales_upgrades_and_keeps_its_containers_across_an_agent_restart() {
-    use gantry_lab::registry::{RegistryOptions, TestImage, TestLayer, TestRegistry};
+/// A real registry on loopback for container tests, or `None` (skipped, with the reason) off
+/// root or without Debian's docker-registry.
+fn container_registry() -> Option<gantry_lab::registry::TestRegistry> {
+    use gantry_lab::registry::{RegistryOptions, TestRegistry};
     let missing = if nix::unistd::Uid::effective().is_root() {
         TestRegistry::missing()
     } else {
         Some("containers need root (mounts, namespaces)".to_string())
     };
     if let Some(reason) = missing {
-        return support::skipped(&reason);
+        support::skipped(&reason);
+        return None;
     }
-    let registry = TestRegistry::start(RegistryOptions::default()).expect("registry");
+    Some(TestRegistry::start(RegistryOptions::default()).expect("registry"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_container_app_serves_scales_upgrades_and_keeps_its_containers_across_an_agent_restart() {
+    use gantry_lab::registry::{TestImage, TestLayer};
+    let Some(registry) = container_registry() else { return };
     for version in ["1.4", "1.5"] {
         let page = TestLayer::new().file("www/index.html", format!("web {version}\n"), 0o644);
         let image = TestImage::busybox().expect("busybox").layer(page);
@@ -503,16 +511,8 @@ async fn ended_run(client: &Client, job: &str, run: &str) -> gantry_api::JobRun 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_container_job_reads_its_image_writes_its_volume_and_fails_with_its_exit_code_or_a_missing_tag() {
     use gantry_api::RunStatus;
-    use gantry_lab::registry::{RegistryOptions, TestImage, TestLayer, TestRegistry};
-    let missing = if nix::unistd::Uid::effective().is_root() {
-        TestRegistry::missing()
-    } else {
-        Some("containers need root (mounts, namespaces)".to_string())
-    };
-    if let Some(reason) = missing {
-        return support::skipped(&reason);
-    }
-    let registry = TestRegistry::start(RegistryOptions::default()).expect("registry");
+    use gantry_lab::registry::{TestImage, TestLayer};
+    let Some(registry) = container_registry() else { return };
     let input = TestLayer::new().dir("srv", 0o755).file("srv/input.txt", "batch input\n", 0o644);
     let image = TestImage::busybox().expect("busybox").layer(input);
     image.push(&registry, "team/batch:1").await.expect("push");
