@@ -1,12 +1,14 @@
 //! A real image registry for tests (testing ladder rung 6): Debian's `docker-registry` (the
 //! distribution registry, `docker-registry serve <config.yml>`) on a free loopback port, with
-//! filesystem storage in a temporary directory and, optionally, htpasswd basic auth (bcrypt).
-//! Killed and removed on drop. Its access log is kept so tests can count requests.
+//! filesystem storage in a temporary directory and, optionally, htpasswd basic auth (bcrypt)
+//! and HTTPS with a certificate from a throwaway CA ([`TestRegistry::ca_pem`]). Killed and
+//! removed on drop. Its access log is kept so tests can count requests.
 //!
 //! Images for it are made from local files only, by [`TestImage`], and pushed through the
 //! registry's HTTP API; nothing is ever pulled from outside.
 
 mod image;
+mod tls;
 
 pub use image::{Compression, ManifestFormat, PushedImage, TestImage, TestLayer, push_index};
 
@@ -15,6 +17,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How to start a [`TestRegistry`].
@@ -22,6 +25,9 @@ use std::time::{Duration, Instant};
 pub struct RegistryOptions {
     /// `(user, password)`: require HTTP basic auth (htpasswd with bcrypt) for every request.
     pub basic_auth: Option<(String, String)>,
+    /// Serve HTTPS (only) with a certificate for `127.0.0.1` and `localhost` issued by a CA
+    /// made for this registry; clients trust it through [`TestRegistry::ca_pem`].
+    pub tls: bool,
 }
 
 /// One request the registry served, from its access log.
@@ -42,6 +48,7 @@ pub struct TestRegistry {
     dir: tempfile::TempDir,
     address: String,
     basic_auth: Option<(String, String)>,
+    tls: Option<tls::TlsFiles>,
 }
 
 impl TestRegistry {
@@ -70,6 +77,14 @@ impl TestRegistry {
              http:\n  addr: 127.0.0.1:0\n  secret: gantry-lab\n",
             storage.display()
         );
+        let tls = if options.tls { Some(tls::write_certificates(dir.path())?) } else { None };
+        if let Some(files) = &tls {
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                files.cert.display(),
+                files.key.display()
+            ));
+        }
         if let Some((user, password)) = &options.basic_auth {
             let hash = bcrypt::hash(password, 4).context("hashing the registry password")?;
             let htpasswd = dir.path().join("htpasswd");
@@ -88,7 +103,7 @@ impl TestRegistry {
             .stderr(stderr)
             .spawn()
             .context("starting docker-registry")?;
-        let mut registry = TestRegistry { child, dir, address: String::new(), basic_auth: options.basic_auth };
+        let mut registry = TestRegistry { child, dir, address: String::new(), basic_auth: options.basic_auth, tls };
         registry.address = registry.wait_listening()?;
         registry.wait_ready()?;
         Ok(registry)
@@ -97,6 +112,17 @@ impl TestRegistry {
     /// `127.0.0.1:<port>`, as written in image references.
     pub fn address(&self) -> &str {
         &self.address
+    }
+
+    /// `https://<address>` for a TLS registry, `http://<address>` otherwise.
+    pub fn base_url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.address)
+    }
+
+    /// The PEM file of the CA that issued a TLS registry's certificate (`None` without TLS).
+    pub fn ca_pem(&self) -> Option<PathBuf> {
+        self.tls.as_ref().map(|files| files.ca.clone())
     }
 
     /// The `(user, password)` the registry requires, if any.
@@ -137,9 +163,10 @@ impl TestRegistry {
     fn wait_listening(&mut self) -> anyhow::Result<String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            // `listening on 127.0.0.1:PORT` (`..., tls` with TLS).
             if let Some(address) = self.log().lines().find_map(|l| {
                 let rest = l.split("msg=\"listening on ").nth(1)?;
-                rest.split('"').next().map(str::to_string)
+                rest.split(['"', ',']).next().map(str::to_string)
             }) {
                 return Ok(address);
             }
@@ -154,9 +181,10 @@ impl TestRegistry {
     }
 
     fn wait_ready(&self) -> anyhow::Result<()> {
+        let tls = self.tls.as_ref().map(|files| tls::client_config(&files.ca)).transpose()?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            match http_status(&self.address, "/v2/") {
+            match http_status(&self.address, "/v2/", tls.as_ref()) {
                 Ok(200 | 401) => return Ok(()),
                 Ok(_) | Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
                 other => bail!("docker-registry at {} does not answer /v2/ ({other:?}):\n{}", self.address, self.log()),
@@ -177,10 +205,18 @@ fn executable() -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join("docker-registry")).find(|p| p.is_file())
 }
 
-/// The status of a plain `GET path` (one request on its own connection).
-fn http_status(address: &str, path: &str) -> std::io::Result<u16> {
-    let mut stream = TcpStream::connect(address)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+/// The status of a `GET path` (one request on its own connection), over TLS with `tls`.
+fn http_status(address: &str, path: &str, tls: Option<&Arc<rustls::ClientConfig>>) -> std::io::Result<u16> {
+    let tcp = TcpStream::connect(address)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut stream: Box<dyn ReadWrite> = match tls {
+        None => Box::new(tcp),
+        Some(config) => {
+            let ip = tcp.peer_addr()?.ip();
+            let connection = rustls::ClientConnection::new(config.clone(), ip.into()).map_err(std::io::Error::other)?;
+            Box::new(rustls::StreamOwned::new(connection, tcp))
+        }
+    };
     write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")?;
     let mut head = [0u8; 12];
     stream.read_exact(&mut head)?;
@@ -189,6 +225,11 @@ fn http_status(address: &str, path: &str) -> std::io::Result<u16> {
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other("no HTTP status"))
 }
+
+/// A plain or TLS stream.
+trait ReadWrite: Read + Write {}
+
+impl<T: Read + Write> ReadWrite for T {}
 
 /// `127.0.0.1 - - [date] "GET /v2/ HTTP/1.1" 200 2 "" "agent"` → the method, path and status.
 fn parse_access_line(line: &str) -> Option<AccessLogEntry> {

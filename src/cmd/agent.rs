@@ -48,6 +48,11 @@ pub struct AgentArgs {
     /// registries always are.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
+    /// A PEM file of CA certificates (one or several) that registries' HTTPS certificates may
+    /// be issued by, besides the system's trusted roots: for registries behind a private CA;
+    /// repeat for several files.
+    #[arg(long = "registry-ca", value_name = "FILE", value_parser = parse_registry_ca)]
+    pub registry_ca_certs: Vec<PathBuf>,
     /// The most processes (and threads) one task may have (its cgroup's pids limit); 0: none.
     #[arg(long, default_value_t = 4096)]
     pub task_pids: u64,
@@ -56,6 +61,20 @@ pub struct AgentArgs {
     /// of slightly slower forks and exits host-wide. A host-wide setting, hence not the default.
     #[arg(long)]
     pub cgroup_favordynmods: bool,
+}
+
+/// A `--registry-ca` file: readable and holding a PEM certificate (the image store checks each
+/// certificate when it opens).
+fn parse_registry_ca(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    let pem = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {text}: {e}"))?;
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(format!(
+            "{text} holds no PEM certificate (-----BEGIN CERTIFICATE-----): give the registry CA's \
+             certificate in PEM; convert a DER file with `openssl x509 -inform der -in FILE -out FILE.pem`"
+        ));
+    }
+    Ok(path)
 }
 
 fn parse_resources(text: &str) -> Result<Resources, String> {
@@ -99,6 +118,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             dir: args.image_dir,
             max_bytes: (args.image_cache_gib.max(0.0) * (1u64 << 30) as f64) as u64,
             insecure_registries: args.insecure_registries,
+            registry_ca_certs: args.registry_ca_certs,
         },
         gpus: Default::default(),
         cgroup_favordynmods: args.cgroup_favordynmods,
@@ -119,5 +139,20 @@ mod tests {
         assert!(parse_attributes("zone=a;zone=b").is_err());
         assert!(parse_attributes("hostname=x").is_err());
         assert!(parse_attributes("").expect("empty is fine").is_empty());
+    }
+
+    #[test]
+    fn registry_ca_files_must_be_readable_pem_certificates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing.pem");
+        let err = parse_registry_ca(&missing.display().to_string()).expect_err("missing file");
+        assert!(err.contains("cannot read"), "{err}");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").expect("write");
+        let err = parse_registry_ca(&key.display().to_string()).expect_err("no certificate");
+        assert!(err.contains("holds no PEM certificate"), "{err}");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").expect("write");
+        assert_eq!(parse_registry_ca(&ca.display().to_string()).expect("a PEM certificate"), ca);
     }
 }

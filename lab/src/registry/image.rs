@@ -498,7 +498,8 @@ fn host_architecture() -> &'static str {
     }
 }
 
-/// The registry's push API over plain HTTP, with the registry's basic auth if it has one.
+/// The registry's push API (over HTTPS trusting its CA alone when it serves TLS), with the
+/// registry's basic auth if it has one.
 struct Pusher {
     client: reqwest::Client,
     base: String,
@@ -511,9 +512,14 @@ impl Pusher {
         // (deprecated by rustls only for its lack of post-quantum key exchange).
         #[allow(deprecated)]
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder().build().context("building an HTTP client")?;
+        let mut builder = reqwest::Client::builder();
+        if let Some(ca) = registry.ca_pem() {
+            let pem = std::fs::read(&ca).with_context(|| format!("reading {}", ca.display()))?;
+            builder = builder.tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).context("the test CA")?);
+        }
+        let client = builder.build().context("building an HTTP client")?;
         let auth = registry.basic_auth().map(|(u, p)| (u.to_string(), p.to_string()));
-        Ok(Self { client, base: format!("http://{}", registry.address()), auth })
+        Ok(Self { client, base: registry.base_url(), auth })
     }
 
     fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {

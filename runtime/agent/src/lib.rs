@@ -82,11 +82,20 @@ pub struct ImageSettings {
     pub max_bytes: u64,
     /// Registries (`host[:port]`) spoken to over plain HTTP besides loopback ones.
     pub insecure_registries: Vec<String>,
+    /// PEM files of CA certificates registries' HTTPS certificates may be issued by, besides the
+    /// system's roots. A bad file makes the image store fail to open: the agent then refuses
+    /// container tasks with the file's name and what is wrong with it.
+    pub registry_ca_certs: Vec<PathBuf>,
 }
 
 impl Default for ImageSettings {
     fn default() -> Self {
-        Self { dir: None, max_bytes: gantry_image::DEFAULT_MAX_BYTES, insecure_registries: Vec::new() }
+        Self {
+            dir: None,
+            max_bytes: gantry_image::DEFAULT_MAX_BYTES,
+            insecure_registries: Vec::new(),
+            registry_ca_certs: Vec::new(),
+        }
     }
 }
 
@@ -100,6 +109,7 @@ pub fn executors(
     let options = gantry_image::StoreOptions {
         max_bytes: images.max_bytes,
         insecure_registries: images.insecure_registries.clone(),
+        registry_ca_certs: images.registry_ca_certs.clone(),
         ..Default::default()
     };
     let dir = images.dir.clone().unwrap_or_else(|| work_dir.join("images"));

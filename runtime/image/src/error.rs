@@ -59,6 +59,36 @@ pub enum ImageError {
         /// The network error.
         reason: String,
     },
+    /// The registry's HTTPS certificate did not verify: issued by a CA this host does not
+    /// trust, for another name, or expired.
+    #[error("registry {registry}'s TLS certificate is not trusted for image {reference} ({reason}): {fix}")]
+    UntrustedCertificate {
+        /// The registry's `host[:port]`.
+        registry: String,
+        /// The image reference, normalized.
+        reference: String,
+        /// What rustls found wrong with the certificate.
+        reason: String,
+        /// What to change so that it verifies.
+        fix: String,
+    },
+    /// A registry CA file ([`crate::StoreOptions::registry_ca_certs`]) is missing, unreadable
+    /// or holds no valid certificate; the store does not open.
+    #[error("registry CA file {}: {reason}", path.display())]
+    RegistryCa {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it and how to fix it.
+        reason: String,
+    },
+    /// No HTTPS client could be made for a registry (e.g. the host has no trusted roots).
+    #[error("cannot set up HTTPS to registry {registry}: {reason}")]
+    TlsSetup {
+        /// The registry's `host[:port]`.
+        registry: String,
+        /// Why, and how to fix it.
+        reason: String,
+    },
     /// The registry answered with an error not covered above (transient for 5xx and 429).
     #[error("registry {registry} failed on image {reference}{}: {message}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
     Registry {

@@ -8,9 +8,11 @@
 //! of how hosts were provisioned.
 //!
 //! TLS to registries uses the workspace's rustls provider (ring), installed by
-//! [`ImageStore::open`] through `gantry_trust::tls::install_default_provider`.
+//! [`ImageStore::open`] through `gantry_trust::tls::install_default_provider`, and trusts the
+//! system's roots plus the CA files of [`StoreOptions::registry_ca_certs`].
 
 mod blobs;
+mod ca;
 mod error;
 mod manifest;
 mod options;

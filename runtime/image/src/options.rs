@@ -1,8 +1,10 @@
 //! The knobs of a store and of one pull: the cache's size, which registries speak plain HTTP,
-//! the platform to pull for, the pull policy and registry credentials.
+//! which CAs registries' certificates may come from, the platform to pull for, the pull policy
+//! and registry credentials.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::path::PathBuf;
 
 /// The default cache size above which [`crate::ImageStore::prune`] has work: 20 GiB.
 pub const DEFAULT_MAX_BYTES: u64 = 20 << 30;
@@ -14,15 +16,30 @@ pub struct StoreOptions {
     /// itself never removes an image on its own, because only the caller knows which are in use.
     pub max_bytes: u64,
     /// Registries (`host[:port]`, as written in references) spoken to over plain HTTP.
-    /// Loopback registries (`127.0.0.0/8`, `::1`, `localhost`) always are.
+    /// Loopback registries are too, unless [`StoreOptions::loopback_plain_http`] is off.
     pub insecure_registries: Vec<String>,
+    /// Whether loopback registries (`127.0.0.0/8`, `::1`, `localhost`) speak plain HTTP (the
+    /// default: a registry on the host itself rarely has a certificate). Off, they speak HTTPS
+    /// like any other registry, unless listed in [`StoreOptions::insecure_registries`].
+    pub loopback_plain_http: bool,
+    /// PEM files of CA certificates (each may hold several) that registries' HTTPS certificates
+    /// may be issued by, on top of the system's trusted roots: for registries behind a private
+    /// CA. Read by [`crate::ImageStore::open`], which fails naming the file when one is missing,
+    /// unreadable or holds no valid certificate.
+    pub registry_ca_certs: Vec<PathBuf>,
     /// The platform whose manifest is picked from a multi-platform index.
     pub platform: Platform,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { max_bytes: DEFAULT_MAX_BYTES, insecure_registries: Vec::new(), platform: Platform::current() }
+        Self {
+            max_bytes: DEFAULT_MAX_BYTES,
+            insecure_registries: Vec::new(),
+            loopback_plain_http: true,
+            registry_ca_certs: Vec::new(),
+            platform: Platform::current(),
+        }
     }
 }
 

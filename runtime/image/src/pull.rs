@@ -73,7 +73,7 @@ impl ImageStore {
                 return Ok(image);
             }
         }
-        let session = self.inner.registries.session(&parsed, auth.as_ref());
+        let session = self.inner.registries.session(&parsed, auth.as_ref())?;
         let (manifest_bytes, manifest_digest, manifest) = self.resolve(&session, &parsed, &name).await?;
         if let Some(image) = self.touch_cached(&name, Some(&manifest_digest))? {
             return Ok(image);

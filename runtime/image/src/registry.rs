@@ -1,15 +1,18 @@
 //! The registry side of a pull, over `oci-client`: one client per registry and credentials
-//! (plain HTTP for loopback and the configured insecure registries, HTTPS otherwise), manifest
-//! and blob requests, and the translation of its errors into [`ImageError`]s a user can act on.
+//! (plain HTTP for loopback and the configured insecure registries, HTTPS otherwise, trusting
+//! the system's roots and the store's registry CAs), manifest and blob requests, and the
+//! translation of its errors into [`ImageError`]s a user can act on.
 
 use crate::error::ImageError;
 use crate::manifest::ACCEPTED;
-use crate::options::{RegistryAuth, is_loopback};
+use crate::options::{RegistryAuth, StoreOptions, is_loopback};
 use crate::reference::ImageReference;
-use oci_client::client::{ClientConfig, ClientProtocol, SizedStream};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol, SizedStream};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth as OciAuth;
+use rustls::CertificateError;
+use rustls::pki_types::CertificateDer;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,13 +24,21 @@ type ClientKey = (String, Option<(String, String)>);
 /// client, so different credentials need different clients).
 pub(crate) struct Registries {
     insecure: Vec<String>,
+    loopback_plain_http: bool,
+    /// Extra roots for HTTPS (DER), from [`StoreOptions::registry_ca_certs`].
+    extra_roots: Vec<Certificate>,
     clients: Mutex<HashMap<ClientKey, Arc<oci_client::Client>>>,
 }
 
 impl std::fmt::Debug for Registries {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let clients = self.clients.lock().map(|c| c.len()).unwrap_or_default();
-        f.debug_struct("Registries").field("insecure", &self.insecure).field("clients", &clients).finish()
+        f.debug_struct("Registries")
+            .field("insecure", &self.insecure)
+            .field("loopback_plain_http", &self.loopback_plain_http)
+            .field("extra_roots", &self.extra_roots.len())
+            .field("clients", &clients)
+            .finish()
     }
 }
 
@@ -40,36 +51,71 @@ pub(crate) struct Session<'a> {
 }
 
 impl Registries {
-    pub(crate) fn new(insecure: Vec<String>) -> Self {
+    /// The registries of a store with `options`, trusting `extra_roots` (read from
+    /// `options.registry_ca_certs` by [`crate::ca::load`]) besides the system's roots.
+    pub(crate) fn new(options: &StoreOptions, extra_roots: Vec<CertificateDer<'static>>) -> Self {
         gantry_trust::tls::install_default_provider();
-        Self { insecure, clients: Mutex::new(HashMap::new()) }
+        let extra_roots = extra_roots
+            .into_iter()
+            .map(|der| Certificate { encoding: CertificateEncoding::Der, data: der.to_vec() })
+            .collect();
+        Self {
+            insecure: options.insecure_registries.clone(),
+            loopback_plain_http: options.loopback_plain_http,
+            extra_roots,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `registry` is spoken to over plain HTTP.
+    fn plain_http(&self, registry: &str) -> bool {
+        (self.loopback_plain_http && is_loopback(registry)) || self.insecure.iter().any(|r| r == registry)
     }
 
     /// A session for pulling `reference` with `auth`.
-    pub(crate) fn session<'a>(&self, reference: &'a ImageReference, auth: Option<&'a RegistryAuth>) -> Session<'a> {
+    pub(crate) fn session<'a>(
+        &self,
+        reference: &'a ImageReference,
+        auth: Option<&'a RegistryAuth>,
+    ) -> Result<Session<'a>, ImageError> {
         let registry = reference.registry.clone();
         let key = (registry.clone(), auth.map(|a| (a.username.clone(), a.password.clone())));
         let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let client = clients
-            .entry(key)
-            .or_insert_with(|| {
-                let plain = is_loopback(&registry) || self.insecure.contains(&registry);
-                let config = ClientConfig {
-                    protocol: if plain { ClientProtocol::Http } else { ClientProtocol::Https },
-                    platform_resolver: None,
-                    connect_timeout: Some(Duration::from_secs(10)),
-                    read_timeout: Some(Duration::from_secs(60)),
-                    user_agent: concat!("gantry/", env!("CARGO_PKG_VERSION")),
-                    ..ClientConfig::default()
-                };
-                Arc::new(oci_client::Client::new(config))
-            })
-            .clone();
+        let client = match clients.get(&key) {
+            Some(client) => client.clone(),
+            None => {
+                let client = Arc::new(self.client(&registry)?);
+                clients.insert(key, client.clone());
+                client
+            }
+        };
         let oci_auth = match auth {
             Some(a) => OciAuth::Basic(a.username.clone(), a.password.clone()),
             None => OciAuth::Anonymous,
         };
-        Session { client, oci_auth, auth, reference }
+        Ok(Session { client, oci_auth, auth, reference })
+    }
+
+    /// A new client for `registry` (oci-client's `Client::new` would fall back to a default
+    /// configuration, without the extra roots, when this one cannot be built).
+    fn client(&self, registry: &str) -> Result<oci_client::Client, ImageError> {
+        let plain = self.plain_http(registry);
+        let config = ClientConfig {
+            protocol: if plain { ClientProtocol::Http } else { ClientProtocol::Https },
+            platform_resolver: None,
+            connect_timeout: Some(Duration::from_secs(10)),
+            read_timeout: Some(Duration::from_secs(60)),
+            user_agent: concat!("gantry/", env!("CARGO_PKG_VERSION")),
+            extra_root_certificates: self.extra_roots.clone(),
+            ..ClientConfig::default()
+        };
+        oci_client::Client::try_from(config).map_err(|e| ImageError::TlsSetup {
+            registry: registry.to_string(),
+            reason: format!(
+                "{e}: install the system's CA certificates (Debian: ca-certificates) or give the \
+                 registry's CA with --registry-ca"
+            ),
+        })
     }
 }
 
@@ -183,7 +229,10 @@ impl Session<'_> {
                 404 => not_found(None),
                 _ => registry_error(Some(code), message),
             },
-            OciDistributionError::RequestError(e) => network_error(&registry, &reference, &e),
+            OciDistributionError::RequestError(e) => match untrusted_certificate(&e, &registry) {
+                Some((reason, fix)) => ImageError::UntrustedCertificate { registry, reference, reason, fix },
+                None => network_error(&registry, &reference, &e),
+            },
             OciDistributionError::DigestError(oci_client::errors::DigestError::VerificationError {
                 expected,
                 actual,
@@ -199,6 +248,42 @@ impl Session<'_> {
     }
 }
 
+/// The certificate problem behind a failed request, if that is why it failed: what rustls
+/// said and what to change. rustls' error sits inside `io::Error`s (nested), whose `source()`
+/// skips what they wrap, hence `get_ref()` for them.
+fn untrusted_certificate(err: &(dyn std::error::Error + 'static), registry: &str) -> Option<(String, String)> {
+    let mut next = Some(err);
+    while let Some(current) = next {
+        if let Some(rustls::Error::InvalidCertificate(problem)) = current.downcast_ref::<rustls::Error>() {
+            return Some((problem.to_string(), certificate_fix(problem, registry)));
+        }
+        next = match current.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => current.source(),
+        };
+    }
+    None
+}
+
+fn certificate_fix(problem: &CertificateError, registry: &str) -> String {
+    match problem {
+        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => format!(
+            "the certificate does not name {registry}: reissue it with that name among its subject \
+             alternative names, or name the registry in the image reference as the certificate does"
+        ),
+        CertificateError::Expired
+        | CertificateError::ExpiredContext { .. }
+        | CertificateError::NotValidYet
+        | CertificateError::NotValidYetContext { .. } => {
+            "the certificate is outside its validity period: renew it, or correct this host's clock".to_string()
+        }
+        _ => format!(
+            "if {registry}'s certificate is issued by a private CA, start the agent with \
+             --registry-ca FILE naming that CA's certificate (PEM)"
+        ),
+    }
+}
+
 /// A transport-level failure: the registry is unreachable (transient).
 pub(crate) fn network_error(registry: &str, reference: &str, err: &(dyn std::error::Error + 'static)) -> ImageError {
     let mut reason = err.to_string();
@@ -209,4 +294,40 @@ pub(crate) fn network_error(registry: &str, reference: &str, err: &(dyn std::err
         source = cause.source();
     }
     ImageError::Unreachable { registry: registry.to_string(), reference: reference.to_string(), reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_plain_http_unless_turned_off() {
+        let default = Registries::new(&StoreOptions::default(), Vec::new());
+        assert!(default.plain_http("127.0.0.1:5000"));
+        assert!(!default.plain_http("registry.example.com"));
+        let options = StoreOptions {
+            loopback_plain_http: false,
+            insecure_registries: vec!["localhost:5001".to_string()],
+            ..StoreOptions::default()
+        };
+        let https = Registries::new(&options, Vec::new());
+        assert!(!https.plain_http("127.0.0.1:5000"));
+        assert!(https.plain_http("localhost:5001"), "insecure_registries still speak plain HTTP");
+    }
+
+    #[test]
+    fn certificate_problems_are_found_inside_nested_io_errors() {
+        let wrapped = |problem| {
+            let tls = std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::InvalidCertificate(problem));
+            std::io::Error::other(tls)
+        };
+        let (reason, fix) =
+            untrusted_certificate(&wrapped(CertificateError::UnknownIssuer), "reg:5000").expect("found");
+        assert_eq!(reason, "UnknownIssuer");
+        assert!(fix.contains("--registry-ca"), "{fix}");
+        let (_, fix) = untrusted_certificate(&wrapped(CertificateError::NotValidForName), "reg:5000").expect("found");
+        assert!(fix.contains("does not name reg:5000"), "{fix}");
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(untrusted_certificate(&refused, "reg:5000").is_none());
+    }
 }

@@ -10,6 +10,7 @@
 //! prunes it.
 
 use crate::blobs::Blobs;
+use crate::ca;
 use crate::error::ImageError;
 use crate::manifest::ImageConfig;
 use crate::options::StoreOptions;
@@ -101,9 +102,12 @@ pub(crate) struct State {
 
 impl ImageStore {
     /// Opens (creating if needed) the store at `root`. Removes what interrupted downloads and
-    /// unpacks left in `tmp/`, and drops records whose layers are missing.
+    /// unpacks left in `tmp/`, and drops records whose layers are missing. Fails, before
+    /// touching the disk, when a file of [`StoreOptions::registry_ca_certs`] cannot be read or
+    /// holds no valid certificate ([`ImageError::RegistryCa`]).
     pub fn open(root: &Path, options: StoreOptions) -> Result<ImageStore, ImageError> {
         let io = |action, path: &Path, e| ImageError::io("", action, path, e);
+        let extra_roots = ca::load(&options.registry_ca_certs)?;
         if root.to_string_lossy().contains([':', ',']) {
             let reason = std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -149,7 +153,7 @@ impl ImageStore {
         }
         let inner = Inner {
             root: root.to_path_buf(),
-            registries: Registries::new(options.insecure_registries.clone()),
+            registries: Registries::new(&options, extra_roots),
             options,
             blobs: Blobs::new(blobs_dir, tmp.clone()),
             layers,

@@ -152,7 +152,8 @@ async fn a_registry_that_is_down_is_unreachable_and_transient() {
 
 #[tokio::test]
 async fn basic_auth_registry_needs_the_right_credentials() {
-    let options = RegistryOptions { basic_auth: Some(("team".to_string(), "s3cret".to_string())) };
+    let options =
+        RegistryOptions { basic_auth: Some(("team".to_string(), "s3cret".to_string())), ..Default::default() };
     let (Some(registry), Some(busybox)) = (support::registry_with(options), support::busybox()) else { return };
     let pushed = busybox.push(&registry, "team/private:1").await.expect("push with auth");
     let reference = format!("{}/team/private:1", registry.address());

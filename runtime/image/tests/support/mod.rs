@@ -54,8 +54,12 @@ pub fn store() -> (tempfile::TempDir, ImageStore) {
 
 /// A fresh store pulling for `platform`.
 pub fn store_for(platform: Platform) -> (tempfile::TempDir, ImageStore) {
+    store_with(StoreOptions { platform, ..StoreOptions::default() })
+}
+
+/// A fresh store with `options`.
+pub fn store_with(options: StoreOptions) -> (tempfile::TempDir, ImageStore) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let options = StoreOptions { platform, ..StoreOptions::default() };
     let store = ImageStore::open(dir.path(), options).expect("open store");
     (dir, store)
 }
