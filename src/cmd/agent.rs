@@ -57,7 +57,7 @@ pub struct AgentArgs {
     #[arg(long, default_value_t = 4096)]
     pub task_pids: u64,
     /// Remount this host's cgroup2 hierarchy with `favordynmods` (Linux 6.0+): tasks join their
-    /// cgroups without waiting for an RCU grace period (10-25 ms of every launch), at the price
+    /// cgroups without waiting for an RCU grace period (up to 10-15 ms per launch on a busy host), at the price
     /// of slightly slower forks and exits host-wide. A host-wide setting, hence not the default.
     #[arg(long)]
     pub cgroup_favordynmods: bool,
