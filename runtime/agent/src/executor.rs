@@ -112,6 +112,7 @@ fn supervise(sandbox: &Path) -> Result<(), ExecutorError> {
     // Without fsync, like the agent's launch-path files: a machine crash ends the task too, and
     // an agent restart reads the page cache.
     sandbox::write_json_volatile(&sandbox.join(sandbox::EXECUTOR_FILE), &info)?;
+    tell_the_agent_it_runs();
 
     let mut ended = wait_for_task(task_pid, cgroup.as_ref(), &signals, sandbox, &launch)?;
     // An OOM kill that ended the task at once is seen only now; the cgroup still tells.
@@ -335,6 +336,21 @@ struct Ended {
 struct Stopping {
     sigkill_at: Instant,
     sigkill_sent: bool,
+}
+
+/// Tells the agent that started this executor that `executor.json` is written: a line on
+/// stdout, which the agent reads from a pipe rather than polling the file. Stdout then goes to
+/// `/dev/null`, so nothing later writes into a pipe whose reader is gone. An executor started
+/// otherwise (stdout a file or a terminal) writes the line there; an agent that restarted has
+/// closed the pipe, and the write fails harmlessly (std ignores SIGPIPE).
+fn tell_the_agent_it_runs() {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(b"running\n").and_then(|()| stdout.flush());
+    if let Ok(null) = OpenOptions::new().write(true).open("/dev/null") {
+        // SAFETY: dup2 onto fd 1, which this process owns; `null` is closed when dropped.
+        unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) };
+    }
 }
 
 /// Sends SIGTERM to the task's group and cgroups; SIGKILL follows after `grace`.

@@ -45,16 +45,17 @@ impl Spawner {
             LaunchError::permanent(format!("cannot start the executor {}: {source}", self.executor_path.display()))
         };
         let log = executor::open_log(sandbox).map_err(spawn_error)?;
-        let log_err = log.try_clone().map_err(spawn_error)?;
-        let child = tokio::process::Command::new(&self.executor_path)
+        let mut child = tokio::process::Command::new(&self.executor_path)
             .arg("executor")
             .arg("--sandbox")
             .arg(sandbox)
             .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
+            // The executor says on stdout when the task runs (see `started`); it logs to stderr.
+            .stdout(Stdio::piped())
+            .stderr(log)
             .spawn()
             .map_err(spawn_error)?;
+        let running_signal = child.stdout.take();
         if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok())
             && let Some(stat) = process::stat(pid)
         {
@@ -64,14 +65,22 @@ impl Spawner {
             }
         }
         self.children.lock().unwrap_or_else(|p| p.into_inner()).insert(sandbox.to_path_buf(), child);
-        Ok(self.started(sandbox).await)
+        Ok(self.started(sandbox, running_signal).await)
     }
 
     /// Waits for the executor of `sandbox` (our child) to record that the task runs, or to exit.
-    async fn started(&self, sandbox: &Path) -> Started {
+    /// Its line on `running_signal` (or the pipe's end when it exits) wakes this at once; the
+    /// file and the child are then checked, polling only in the moment between the executor
+    /// closing the pipe and its exit being seen.
+    async fn started(&self, sandbox: &Path, running_signal: Option<tokio::process::ChildStdout>) -> Started {
         let executor_file = sandbox.join(sandbox::EXECUTOR_FILE);
         let read_info = || sandbox::read_json::<ExecutorInfo>(&executor_file).ok().flatten();
         let deadline = Instant::now() + START_TIMEOUT;
+        if let Some(mut pipe) = running_signal {
+            use tokio::io::AsyncReadExt as _;
+            let mut line = [0u8; 16];
+            let _ = tokio::time::timeout(START_TIMEOUT, pipe.read(&mut line)).await;
+        }
         loop {
             if let Some(info) = read_info() {
                 return Started::Running(info);
