@@ -1,5 +1,5 @@
-//! Finding the `gantry` binary the process scenarios run: beside this bench binary, in the same
-//! target dir and profile. If it is missing or older than the workspace's sources, the bench
+//! Finding the `gantry` binary the process scenarios run: the one `--gantry PATH` names, or
+//! beside this bench binary, in the same target dir and profile. If it is missing or older than the workspace's sources, the bench
 //! builds it with `$CARGO build --release --bin gantry` when run by cargo (which sets `CARGO`),
 //! and otherwise says which command to run.
 
@@ -39,8 +39,27 @@ fn newest_source(root: &Path) -> Option<SystemTime> {
     newest
 }
 
-/// The `gantry` binary beside this one, built first if it is missing or stale (see module doc).
+/// The binary `--gantry` named, if any.
+static CHOSEN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes [`gantry`] answer `path` (absolute, checked to be an executable file) as it is.
+pub fn use_binary(path: &Path) -> anyhow::Result<()> {
+    let path = std::fs::canonicalize(path).with_context(|| format!("--gantry {}", path.display()))?;
+    let executable = std::fs::metadata(&path)
+        .map(|m| m.is_file() && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0)
+        .unwrap_or(false);
+    if !executable {
+        bail!("--gantry {}: not an executable file", path.display());
+    }
+    CHOSEN.set(path).map_err(|_| anyhow::anyhow!("the gantry binary was already chosen"))
+}
+
+/// The `gantry` binary: the one `--gantry` named ([`use_binary`]), else the one beside this
+/// bench, built first if it is missing or stale (see module doc).
 pub fn gantry() -> anyhow::Result<PathBuf> {
+    if let Some(chosen) = CHOSEN.get() {
+        return Ok(chosen.clone());
+    }
     let exe = std::env::current_exe().context("cannot find the bench binary's path")?;
     let profile_dir = exe.parent().context("the bench binary has no directory")?.to_path_buf();
     // `cargo test` runs tests from `<profile>/deps`.
