@@ -113,8 +113,8 @@ pub struct Supervisor {
     executors: Vec<Arc<dyn TaskExecutor>>,
     /// The host's GPUs and the tasks that hold them.
     gpus: Mutex<GpuAllocator>,
-    /// Where the GPUs' device nodes are.
-    gpu_settings: Mutex<gpu::GpuSettings>,
+    /// Where the GPUs' device nodes are, and the deny rule of each.
+    gpu_nodes: Mutex<(PathBuf, gpu::GpuNodes)>,
     hostname: String,
     tasks: Mutex<HashMap<String, TaskEntry>>,
     status: Arc<StatusQueue>,
@@ -159,7 +159,7 @@ impl Supervisor {
                 work_dir,
                 executors,
                 gpus: Mutex::new(GpuAllocator::new(Vec::new())),
-                gpu_settings: Mutex::default(),
+                gpu_nodes: Mutex::default(),
                 hostname,
                 tasks: Mutex::default(),
                 status,
@@ -178,8 +178,9 @@ impl Supervisor {
 
     /// Sets the GPUs tasks are given (detected once by the agent) and where their nodes are.
     pub fn set_gpus(&self, gpus: Vec<gpu::Gpu>, settings: gpu::GpuSettings) {
+        let nodes = gpu::GpuNodes::stat(&settings.dev_root, &gpus);
         *self.gpus.lock().unwrap_or_else(|p| p.into_inner()) = GpuAllocator::new(gpus);
-        *self.gpu_settings.lock().unwrap_or_else(|p| p.into_inner()) = settings;
+        *self.gpu_nodes.lock().unwrap_or_else(|p| p.into_inner()) = (settings.dev_root, nodes);
     }
 
     /// The executors, for their capabilities and the image store.
@@ -340,13 +341,14 @@ impl Supervisor {
         let mut env = task_env(launch, &self.hostname, sandbox);
         let gpus = self.assign_gpus(launch, sandbox)?;
         env.extend(gpu::task_env(&gpus));
-        let dev_root = self.gpu_settings.lock().unwrap_or_else(|p| p.into_inner()).dev_root.clone();
+        let (dev_root, denied) = {
+            let nodes = self.gpu_nodes.lock().unwrap_or_else(|p| p.into_inner());
+            (nodes.0.clone(), nodes.1.denied(&gpus))
+        };
         let devices = match gpu::device_nodes_in(&dev_root, &gpus) {
             Ok(nodes) => nodes.into_iter().map(|n| n.path).collect(),
             Err(error) => return Err(TaskError::User(error.to_string())),
         };
-        let all_gpus = self.gpus.lock().unwrap_or_else(|p| p.into_inner()).gpus().to_vec();
-        let denied = gpu::deny_rules_in(&dev_root, &all_gpus, &gpus);
         let settings = self.limit_settings.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Ok(LaunchRequest {
             launch: launch.clone(),

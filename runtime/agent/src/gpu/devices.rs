@@ -66,15 +66,37 @@ pub fn device_nodes_in(dev_root: &Path, gpus: &[Gpu]) -> Result<Vec<DeviceNode>,
     Ok(nodes)
 }
 
-/// The `devices.deny` rules that keep a task holding `given` away from the other GPUs of `all`:
-/// one per other GPU whose node is under `dev_root` (a GPU without a node cannot be opened
-/// anyway). The driver's control nodes stay open: CUDA needs them, and they give no GPU.
-pub fn deny_rules_in(dev_root: &Path, all: &[Gpu], given: &[Gpu]) -> Vec<String> {
-    all.iter()
-        .filter(|gpu| !given.iter().any(|g| g.uuid == gpu.uuid))
-        .filter_map(|gpu| stat_node(&dev_root.join(gpu.node_name())).ok().flatten())
-        .map(|node| node.cgroup_rule())
-        .collect()
+/// The `devices.deny` rule of each GPU of a host, stat'ed once when the agent starts, so that a
+/// launch only picks the rules of the GPUs it was not given ([`GpuNodes::denied`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GpuNodes {
+    /// GPU uuid → the rule of its node; a GPU without a node under the root has none (it cannot
+    /// be opened anyway).
+    rules: Vec<(String, String)>,
+}
+
+impl GpuNodes {
+    /// The rules of `all`'s nodes under `dev_root`.
+    pub fn stat(dev_root: &Path, all: &[Gpu]) -> Self {
+        let rules = all
+            .iter()
+            .filter_map(|gpu| {
+                let node = stat_node(&dev_root.join(gpu.node_name())).ok().flatten()?;
+                Some((gpu.uuid.clone(), node.cgroup_rule()))
+            })
+            .collect();
+        Self { rules }
+    }
+
+    /// The rules that keep a task holding `given` away from every other GPU. The driver's
+    /// control nodes stay open: CUDA needs them, and they give no GPU.
+    pub fn denied(&self, given: &[Gpu]) -> Vec<String> {
+        self.rules
+            .iter()
+            .filter(|(uuid, _)| !given.iter().any(|g| &g.uuid == uuid))
+            .map(|(_, rule)| rule.clone())
+            .collect()
+    }
 }
 
 /// The node at `path` (links followed), `None` where nothing is there.
@@ -115,11 +137,12 @@ mod tests {
         std::os::unix::fs::symlink("/dev/null", dev.path().join("nvidia0")).expect("link");
         std::os::unix::fs::symlink("/dev/zero", dev.path().join("nvidia2")).expect("link");
         let all = [gpu(0), gpu(1), gpu(2)];
+        let nodes = GpuNodes::stat(dev.path(), &all);
         // nvidia1 has no node: nothing to deny. /dev/null is c 1:3, /dev/zero c 1:5.
-        assert_eq!(deny_rules_in(dev.path(), &all, &[gpu(1)]), ["c 1:3 rwm", "c 1:5 rwm"]);
-        assert_eq!(deny_rules_in(dev.path(), &all, &[gpu(0)]), ["c 1:5 rwm"]);
-        assert!(deny_rules_in(dev.path(), &all, &all).is_empty());
-        assert!(deny_rules_in(dev.path(), &[], &[]).is_empty());
+        assert_eq!(nodes.denied(&[gpu(1)]), ["c 1:3 rwm", "c 1:5 rwm"]);
+        assert_eq!(nodes.denied(&[gpu(0)]), ["c 1:5 rwm"]);
+        assert!(nodes.denied(&all).is_empty());
+        assert!(GpuNodes::stat(dev.path(), &[]).denied(&[]).is_empty());
     }
 
     #[test]

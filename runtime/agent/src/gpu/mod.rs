@@ -16,7 +16,7 @@ mod env;
 mod nvml;
 
 pub use assign::GpuAllocator;
-pub use devices::{CONTROL_DEVICES, DeviceKind, DeviceNode, deny_rules_in, device_nodes, device_nodes_in};
+pub use devices::{CONTROL_DEVICES, DeviceKind, DeviceNode, GpuNodes, device_nodes, device_nodes_in};
 pub use env::task_env;
 pub use nvml::{NVML_LIBRARY_ENV, detect, detect_from};
 
