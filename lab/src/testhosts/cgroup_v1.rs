@@ -11,10 +11,6 @@
 
 use super::system::{REGISTRY, is_prefix};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-/// How long removing a cgroup waits for its killed processes to be reaped.
-const REAP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// This process's own cgroup directory in every writable cgroup v1 hierarchy with a controller
 /// (named hierarchies such as `name=systemd` have none and are skipped).
@@ -106,24 +102,10 @@ pub(super) fn join_script(dirs: &[PathBuf]) -> String {
 }
 
 /// Removes cgroup `dir` and every cgroup below it, deepest first. Call it after the processes
-/// were killed through the lab's v2 cgroup: a cgroup holding processes cannot go, so while one
-/// does (killed ones not reaped yet, or a process that left the v2 cgroup) they get SIGKILL and
-/// removal is retried for a few seconds.
+/// were killed through the lab's v2 cgroup: while a cgroup holds processes (killed ones not
+/// reaped yet, or a process that left the v2 cgroup) they get SIGKILL (v1 has no `cgroup.kill`).
 pub(super) fn remove_tree(dir: &Path) {
-    let mut dirs = Vec::new();
-    super::cleanup::collect_cgroups(dir, &mut dirs);
-    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-    let deadline = Instant::now() + REAP_TIMEOUT;
-    for dir in &dirs {
-        while dir.exists() && std::fs::remove_dir(dir).is_err() && Instant::now() < deadline {
-            kill_members(dir);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if dir.exists() {
-            tracing::warn!(cgroup = %dir.display(), "A lab cgroup v1 directory could not be removed: a process in it \
-                 outlived SIGKILL; remove it with rmdir once its processes are gone.");
-        }
-    }
+    super::cleanup::remove_tree_killing(dir, kill_members);
 }
 
 fn kill_members(dir: &Path) {

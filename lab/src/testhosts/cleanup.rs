@@ -36,16 +36,28 @@ pub(super) fn remove_cgroup_tree(cgroup: &Path) {
         let _ = std::fs::write(dir.join("cgroup.kill"), "1");
     }
     // Hosts' processes made cgroups of their own inside (an agent's task cgroups, left empty when
-    // their executor was killed): remove the deepest first, since a cgroup with children cannot go.
+    // their executor was killed).
+    remove_tree_killing(cgroup, |dir| {
+        let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+    });
+}
+
+/// Removes cgroup `dir` and every cgroup below it, deepest first (a cgroup with children cannot
+/// go). Killed processes are reaped asynchronously, so while a cgroup still holds some `kill`
+/// is called on it again and removal retried, for up to 10 s; one left then is logged.
+pub(super) fn remove_tree_killing(dir: &Path, kill: impl Fn(&Path)) {
     let mut dirs = Vec::new();
-    collect_cgroups(cgroup, &mut dirs);
+    collect_cgroups(dir, &mut dirs);
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-    // Killed tasks are reaped asynchronously: rmdir fails with EBUSY for a moment.
     let deadline = Instant::now() + Duration::from_secs(10);
     for dir in &dirs {
         while dir.exists() && std::fs::remove_dir(dir).is_err() && Instant::now() < deadline {
-            let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+            kill(dir);
             std::thread::sleep(Duration::from_millis(20));
+        }
+        if dir.exists() {
+            tracing::warn!(cgroup = %dir.display(), "A lab cgroup could not be removed: a process in it outlived \
+                 SIGKILL; remove it with rmdir once its processes are gone.");
         }
     }
 }
