@@ -402,3 +402,84 @@ async fn a_join_token_of_another_cluster_is_refused_before_anything_is_sent() {
     let err = gantry_agent::start(config).await.expect_err("a malformed token");
     assert!(err.to_string().contains("malformed"), "{err}");
 }
+
+/// A wrapper around the gantry binary that appends how it was started (`--sandbox` or
+/// `--standby`) to `invocations`, then execs it (same pid); with `standby_dies`, a standby
+/// exits at once instead, as one killed while it waited would.
+fn recording_executor(dir: &std::path::Path, standby_dies: bool) -> (std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let log = dir.join("invocations");
+    let script = dir.join("executor.sh");
+    let die = if standby_dies { "[ \"$2\" = --standby ] && exit 0\n" } else { "" };
+    let text =
+        format!("#!/bin/sh\necho \"$2\" >> '{}'\n{die}exec '{}' \"$@\"\n", log.display(), env!("CARGO_BIN_EXE_gantry"));
+    std::fs::write(&script, text).expect("write the wrapper");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    (script, log)
+}
+
+fn invocations(log: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(log).unwrap_or_default().lines().map(str::to_string).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_takes_the_executor_started_ahead_of_time() {
+    let master = FakeMaster::start().await;
+    let work_dir = WorkDir::new();
+    let scripts = tempfile::tempdir().expect("tempdir");
+    let (script, log) = recording_executor(scripts.path(), false);
+    let mut config = config(&master, &work_dir);
+    config.executor_path = script;
+    let agent = gantry_agent::start(config).await.expect("the agent starts");
+    master.wait_registrations(1).await;
+
+    master.send(AgentCommand::Launch(Box::new(launch("first.1", "sleep 30"))));
+    master.wait_state("first.1", TaskState::Running).await;
+    // The first launch starts its executor; once its task runs, a standby is started.
+    wait_for("a standby executor", || (invocations(&log) == ["--sandbox", "--standby"]).then_some(())).await;
+
+    master.send(AgentCommand::Launch(Box::new(launch("second.1", "echo second"))));
+    assert_eq!(master.wait_state("second.1", TaskState::Finished).await.exit_code, Some(0));
+    assert_eq!(read_stdout(&work_dir, "second.1"), "second\n");
+    let after = wait_for("the next standby", || {
+        let seen = invocations(&log);
+        (seen.len() >= 3).then_some(seen)
+    })
+    .await;
+    assert_eq!(after, ["--sandbox", "--standby", "--standby"], "the second launch used the standby: no new --sandbox");
+    let spawned: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(work_dir.sandbox("second.1").join("spawned.json")).expect("read"),
+    )
+    .expect("spawned.json");
+    let executor: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(work_dir.sandbox("second.1").join("executor.json")).expect("read"),
+    )
+    .expect("executor.json");
+    assert_eq!(spawned["pid"], executor["executor_pid"], "spawned.json names the standby that ran the task");
+
+    master.send(AgentCommand::Kill { task_id: "first.1".into(), grace_period_secs: 0.0 });
+    master.wait_state("first.1", TaskState::Killed).await;
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_standby_executor_is_replaced_by_a_fresh_one() {
+    let master = FakeMaster::start().await;
+    let work_dir = WorkDir::new();
+    let scripts = tempfile::tempdir().expect("tempdir");
+    let (script, log) = recording_executor(scripts.path(), true);
+    let mut config = config(&master, &work_dir);
+    config.executor_path = script;
+    let agent = gantry_agent::start(config).await.expect("the agent starts");
+    master.wait_registrations(1).await;
+
+    master.send(AgentCommand::Launch(Box::new(launch("one.1", "true"))));
+    master.wait_state("one.1", TaskState::Finished).await;
+    wait_for("a standby executor", || invocations(&log).contains(&"--standby".to_string()).then_some(())).await;
+    master.send(AgentCommand::Launch(Box::new(launch("two.1", "echo two"))));
+    assert_eq!(master.wait_state("two.1", TaskState::Finished).await.exit_code, Some(0));
+    assert_eq!(read_stdout(&work_dir, "two.1"), "two\n");
+    let seen = invocations(&log);
+    assert_eq!(seen.iter().filter(|s| *s == "--sandbox").count(), 2, "the dead standby was replaced: {seen:?}");
+    agent.shutdown().await;
+}

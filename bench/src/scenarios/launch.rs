@@ -52,12 +52,13 @@ pub fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
         let cluster = LocalCluster::start(&bin, 3).await?;
         report.note(format!(
-            "{} runs of a job `{}`, one after another, on master + 3 agents; gantry binary {} ({} build); {}",
+            "{} runs of a job `{}`, one after another, on master + 3 agents; gantry binary {} ({} build); {}; {}",
             args.tasks,
             args.cmd,
             bin.display(),
             container::profile(&bin),
-            favordynmods()
+            favordynmods(),
+            work_dir_note(cluster.dir.path())
         ));
         let definition = serde_json::from_value(
             serde_json::json!({ "id": JOB, "run": { "cmd": args.cmd, "cpus": 0.1, "mem": 32 } }),
@@ -118,6 +119,32 @@ fn fork_exec(cmd: &str, n: usize) -> anyhow::Result<Samples> {
         }
     }
     Ok(Samples::from_durations(&times))
+}
+
+/// Where the cluster's data and sandboxes are, on which file system. Each launch creates a dozen
+/// files and each ended task's sandbox is removed: on ext4, creating a file next to many files
+/// deleted in the last half minute scans past them (`recently_deleted`), so a run slows as it
+/// goes, and a directory such as a busy /tmp starts slow. Comparing builds is fairest with
+/// `TMPDIR` on a tmpfs (no such scan; fsync free), absolute figures with it on the hosts' disk.
+pub fn work_dir_note(dir: &std::path::Path) -> String {
+    let kind = match file_system_magic(dir) {
+        Some(0xEF53) => "ext4",
+        Some(0x0102_1994) => "tmpfs",
+        Some(0x5846_5342) => "xfs",
+        Some(0x9123_683E) => "btrfs",
+        Some(0x794C_7630) => "overlayfs",
+        Some(_) => "another file system",
+        None => "an unknown file system",
+    };
+    format!("work dirs under {} ({kind}; TMPDIR moves them)", dir.display())
+}
+
+fn file_system_magic(dir: &std::path::Path) -> Option<i64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statfs writes into the zeroed struct we own; `path` is a valid C string.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statfs(path.as_ptr(), &mut stat) } == 0).then_some(stat.f_type as i64)
 }
 
 /// Whether this host's cgroup2 mount has `favordynmods`, which decides whether a task's joining

@@ -1,7 +1,9 @@
 //! The per-task executor (Mesos' command executor): a small supervisor process between the agent
 //! and the task, so a task outlives agent restarts and its exit status is never lost.
 //!
-//! It runs as `gantry executor --sandbox DIR`, started by the agent, and is synchronous: no async
+//! It runs as `gantry executor --sandbox DIR`, started by the agent, or as `gantry executor
+//! --standby`, started by the agent before there is a task and told the sandbox on stdin
+//! ([`run_standby`]). It is synchronous: no async
 //! runtime, no threads, no logging framework. It reads `launch.json`, puts the task's limits on
 //! its cgroups ([`crate::cgroup`], recorded in `limits.json`), starts the task in its own
 //! process group and cgroups, records pids in `executor.json`, turns a SIGTERM into "SIGTERM the
@@ -56,6 +58,36 @@ pub fn run_executor(sandbox: &Path) -> i32 {
             1
         }
     }
+}
+
+/// Runs the executor of a sandbox the agent names later: blocks until one line on stdin names
+/// it, then sends stdin to `/dev/null` and stderr to the sandbox's `executor.log` (where an
+/// executor started with `--sandbox` has them from the agent) and runs as [`run_executor`].
+/// EOF before a line (the agent gave up this standby, or ended) exits 0 having done nothing.
+pub fn run_standby() -> i32 {
+    use std::io::BufRead as _;
+    use std::os::unix::ffi::OsStringExt as _;
+    let mut line = Vec::new();
+    if let Err(error) = std::io::stdin().lock().read_until(b'\n', &mut line) {
+        eprintln!("gantry executor: cannot read the sandbox from stdin: {error}");
+        return 1;
+    }
+    if line.pop() != Some(b'\n') || line.is_empty() {
+        return 0;
+    }
+    let sandbox = std::path::PathBuf::from(std::ffi::OsString::from_vec(line));
+    if let Ok(null) = File::open("/dev/null") {
+        // SAFETY: dup2 onto fd 0, which this process owns; `null` is closed when dropped.
+        unsafe { libc::dup2(null.as_raw_fd(), libc::STDIN_FILENO) };
+    }
+    match open_log(&sandbox) {
+        // SAFETY: as above, onto fd 2.
+        Ok(log) => unsafe {
+            libc::dup2(log.as_raw_fd(), libc::STDERR_FILENO);
+        },
+        Err(error) => eprintln!("gantry executor: cannot open the log of {}: {error}", sandbox.display()),
+    }
+    run_executor(&sandbox)
 }
 
 fn supervise(sandbox: &Path) -> Result<(), ExecutorError> {

@@ -30,22 +30,26 @@ const MARKS: &[(&str, Option<&str>, &str)] = &[
         "the master stores the run, offers, stores and sends the launch; the agent makes the sandbox",
     ),
     ("launch", Some("launch.json"), "the agent: env, limits, a container's image (pull or cache) and plan"),
-    ("spawned", Some("spawned.json"), "the agent forks and execs `gantry executor`"),
+    (
+        "spawned",
+        Some("spawned.json"),
+        "the agent hands the sandbox to its standby `gantry executor` (forks and execs one when none waits)",
+    ),
     (
         "cgroup",
         Some("cgroup"),
-        "the executor starts (exec, loader, main), reads launch.json, creates the task's cgroups with their limits",
+        "the executor reads launch.json, creates the task's cgroups with their limits (and, without a standby, starts: exec, loader, main)",
     ),
     ("limits", Some("limits.json"), "the executor opens each cgroup.procs and writes limits.json"),
     (
         "executor",
         Some("executor.json"),
-        "limits.json fsynced; fork, join the cgroups, a container's namespaces/overlay/pivot_root, exec the task",
+        "opens stdout and stderr; fork, join the cgroups, a container's namespaces/overlay/pivot_root, exec the task",
     ),
     (
         "state",
         Some("state.json"),
-        "executor.json fsynced and renamed, the agent's 1 ms poll sees it, queues RUNNING, writes state.json",
+        "executor.json renamed, the executor's line on its stdout pipe wakes the agent, which queues RUNNING and writes state.json",
     ),
     ("running", None, "the status update to the master, stored, and the event stream to the bench"),
 ];

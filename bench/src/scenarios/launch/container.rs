@@ -56,7 +56,12 @@ pub fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
             .context("pushing the large image")?;
         let curl = curl_median(&registry, "team/large", &large, 3);
         let cluster = LocalCluster::start(&bin, AGENTS).await?;
-        report.note(format!("gantry binary {} ({} build), master + {AGENTS} agents", bin.display(), profile(&bin)));
+        report.note(format!(
+            "gantry binary {} ({} build), master + {AGENTS} agents; {}",
+            bin.display(),
+            profile(&bin),
+            super::work_dir_note(cluster.dir.path())
+        ));
         for (id, image) in [(PULL_JOB, "team/large:1"), (CONTAINER_JOB, "team/busybox:1")] {
             create_job(&cluster, id, &args.cmd, Some(format!("{}/{image}", registry.address()))).await?;
         }

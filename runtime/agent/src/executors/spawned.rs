@@ -1,6 +1,13 @@
 //! The part both real executors share: handing a task to its own `gantry executor` process
 //! through the sandbox (`launch.json` in; `spawned.json`, `executor.json`, `exit.json` out),
 //! waiting for it, killing it and finding it again after an agent restart.
+//!
+//! Starting `gantry executor` (exec, the loader's relocations of a large binary, page faults) is
+//! most of a process launch's time on the agent, so a spawner keeps one executor started ahead
+//! of time, blocked on its stdin (`gantry executor --standby`): a launch writes the sandbox to
+//! it and only starts a new one when none is waiting (the first launch, or the standby died).
+//! The next standby is started once the task runs, off the launch's path. A standby has no
+//! task; it exits at EOF, so it ends with the spawner or the agent.
 
 use super::{LaunchError, Recovered, Started};
 use crate::cgroup::TaskCgroup;
@@ -11,9 +18,10 @@ use nix::sys::signal::Signal;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tracing::warn;
+use tokio::io::AsyncWriteExt as _;
+use tracing::{debug, warn};
 
 /// How long an executor may take to start its task.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,19 +36,72 @@ pub struct Spawner {
     executor_path: PathBuf,
     /// Executors started by this agent process, by sandbox (reaped by [`Spawner::wait`]).
     children: Mutex<HashMap<PathBuf, tokio::process::Child>>,
+    /// The executor started ahead of time for the next launch, if any.
+    standby: Arc<Mutex<Option<Standby>>>,
+}
+
+/// A `gantry executor --standby` waiting for its sandbox on stdin.
+#[derive(Debug)]
+struct Standby {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    running_signal: Option<tokio::process::ChildStdout>,
+    spawned: SpawnedExecutor,
+}
+
+impl Standby {
+    fn start(executor_path: &Path) -> std::io::Result<Self> {
+        let mut child = tokio::process::Command::new(executor_path)
+            .arg("executor")
+            .arg("--standby")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            // Until it has a sandbox (and its log there), it writes to the agent's log.
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let (Some(stdin), running_signal) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(std::io::Error::other("no stdin pipe to the standby executor"));
+        };
+        let spawned = child
+            .id()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .and_then(|pid| process::stat(pid).map(|stat| SpawnedExecutor { pid, start_time: stat.start_time }));
+        let Some(spawned) = spawned else {
+            let _ = child.start_kill();
+            return Err(std::io::Error::other("the standby executor exited at once"));
+        };
+        Ok(Self { child, stdin, running_signal, spawned })
+    }
 }
 
 impl Spawner {
-    /// A spawner running `executor_path executor --sandbox DIR` for each task.
+    /// A spawner running `executor_path executor` for each task.
     pub fn new(executor_path: PathBuf) -> Self {
-        Self { executor_path, children: Mutex::default() }
+        Self { executor_path, children: Mutex::default(), standby: Arc::default() }
     }
 
-    /// Writes `launch.json` and starts the executor; resolves once the task runs, the executor
-    /// ended, or it did not start the task in time (then it is killed).
+    /// Writes `launch.json` and hands it to the standby executor, or starts one; resolves once
+    /// the task runs, the executor ended, or it did not start the task in time (then it is
+    /// killed). A new standby is started afterwards.
     pub async fn start(&self, sandbox: &Path, launch: &ExecutorLaunch) -> Result<Started, LaunchError> {
         sandbox::write_json_volatile(&sandbox.join(sandbox::LAUNCH_FILE), launch)
             .map_err(|e| LaunchError::permanent(e.to_string()))?;
+        let (child, running_signal) = match self.hand_to_standby(sandbox, &launch.task.task_id).await {
+            Some(standby) => standby,
+            None => self.spawn(sandbox, &launch.task.task_id)?,
+        };
+        self.children.lock().unwrap_or_else(|p| p.into_inner()).insert(sandbox.to_path_buf(), child);
+        let started = self.started(sandbox, running_signal).await;
+        self.replenish();
+        Ok(started)
+    }
+
+    /// Starts `executor --sandbox DIR` for `sandbox`, recording its pid in `spawned.json`.
+    fn spawn(
+        &self,
+        sandbox: &Path,
+        task_id: &str,
+    ) -> Result<(tokio::process::Child, Option<tokio::process::ChildStdout>), LaunchError> {
         let spawn_error = |source: std::io::Error| {
             LaunchError::permanent(format!("cannot start the executor {}: {source}", self.executor_path.display()))
         };
@@ -59,13 +120,58 @@ impl Spawner {
         if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok())
             && let Some(stat) = process::stat(pid)
         {
-            let spawned = SpawnedExecutor { pid, start_time: stat.start_time };
-            if let Err(error) = sandbox::write_json_volatile(&sandbox.join(sandbox::SPAWNED_FILE), &spawned) {
-                warn!(task_id = %launch.task.task_id, %error, "Cannot record the executor's pid.");
-            }
+            record_spawned(sandbox, task_id, &SpawnedExecutor { pid, start_time: stat.start_time });
         }
-        self.children.lock().unwrap_or_else(|p| p.into_inner()).insert(sandbox.to_path_buf(), child);
-        Ok(self.started(sandbox, running_signal).await)
+        Ok((child, running_signal))
+    }
+
+    /// Gives `sandbox` to the standby executor, if one is alive: its pid goes in `spawned.json`
+    /// first, so that an agent restart finds it whether or not it got the line.
+    async fn hand_to_standby(
+        &self,
+        sandbox: &Path,
+        task_id: &str,
+    ) -> Option<(tokio::process::Child, Option<tokio::process::ChildStdout>)> {
+        use std::os::unix::ffi::OsStrExt as _;
+        let Standby { mut child, mut stdin, running_signal, spawned } =
+            self.standby.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        let mut line = sandbox.as_os_str().as_bytes().to_vec();
+        if !matches!(child.try_wait(), Ok(None)) || line.contains(&b'\n') {
+            debug!(task_id, "No live standby executor for this sandbox; starting one for it.");
+            let _ = child.start_kill();
+            return None;
+        }
+        record_spawned(sandbox, task_id, &spawned);
+        line.push(b'\n');
+        if let Err(error) = stdin.write_all(&line).await {
+            warn!(task_id, %error, "The standby executor did not take the sandbox; starting another.");
+            let _ = child.start_kill();
+            return None;
+        }
+        Some((child, running_signal))
+    }
+
+    /// Starts a standby executor for the next launch, unless one is waiting.
+    fn replenish(&self) {
+        let slot = Arc::clone(&self.standby);
+        if slot.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+            return;
+        }
+        let executor_path = self.executor_path.clone();
+        tokio::spawn(async move {
+            match Standby::start(&executor_path) {
+                Ok(standby) => {
+                    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+                    // Two launches ending at once may both start one: the spare one sees EOF.
+                    if slot.is_none() {
+                        *slot = Some(standby);
+                    }
+                }
+                Err(error) => {
+                    warn!(executor = %executor_path.display(), %error, "Cannot start a standby executor.");
+                }
+            }
+        });
     }
 
     /// Waits for the executor of `sandbox` (our child) to record that the task runs, or to exit.
@@ -186,6 +292,12 @@ impl Spawner {
             let _ = process::signal_pid(spawned.pid, Signal::SIGKILL);
         }
         info
+    }
+}
+
+fn record_spawned(sandbox: &Path, task_id: &str, spawned: &SpawnedExecutor) {
+    if let Err(error) = sandbox::write_json_volatile(&sandbox.join(sandbox::SPAWNED_FILE), spawned) {
+        warn!(task_id, %error, "Cannot record the executor's pid.");
     }
 }
 
