@@ -18,6 +18,7 @@ pub mod drain;
 pub mod jobs;
 pub mod links;
 pub mod master;
+pub mod raft;
 pub mod security;
 pub mod services;
 pub mod state;

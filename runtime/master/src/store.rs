@@ -36,8 +36,8 @@ pub struct AppRecord {
     pub config_version: u64,
 }
 
-/// One change in a write batch.
-#[derive(Debug, Clone, PartialEq)]
+/// One change in a write batch (also the payload of a replicated log entry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum StoreOp {
     /// Insert or replace an app.
     PutApp(AppRecord),
@@ -65,8 +65,8 @@ pub enum StoreOp {
     DeleteJobRun(String, String),
 }
 
-/// Everything in the store, as loaded at start.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Everything in the store, as loaded at start (and as a Raft snapshot carries it).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// Apps by id.
     pub apps: Vec<AppRecord>,
@@ -129,7 +129,7 @@ pub struct RedbStore {
 /// memory), so redb's 1 GiB default would only hold written pages the master never reads again.
 const CACHE_BYTES: usize = 32 << 20;
 
-fn redb_err(e: impl Into<redb::Error>) -> StoreError {
+pub(crate) fn redb_err(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Redb(e.into())
 }
 
@@ -141,9 +141,7 @@ impl RedbStore {
         let db =
             redb::Builder::new().set_cache_size(CACHE_BYTES).create(data_dir.join("state.redb")).map_err(redb_err)?;
         let txn = db.begin_write().map_err(redb_err)?;
-        for table in [APPS, TASKS, AGENTS, META, JOBS, JOB_RUNS] {
-            txn.open_table(table).map_err(redb_err)?;
-        }
+        create_state_tables(&txn)?;
         txn.commit().map_err(redb_err)?;
         Ok(Self { db })
     }
@@ -169,80 +167,117 @@ fn read_table<T: serde::de::DeserializeOwned>(
     Ok(out)
 }
 
+/// Applies every operation of `batch` to the state tables in `txn` (not committed here).
+pub(crate) fn apply_ops(txn: &redb::WriteTransaction, batch: &[StoreOp]) -> Result<(), StoreError> {
+    let mut apps = txn.open_table(APPS).map_err(redb_err)?;
+    let mut tasks = txn.open_table(TASKS).map_err(redb_err)?;
+    let mut agents = txn.open_table(AGENTS).map_err(redb_err)?;
+    let mut meta = txn.open_table(META).map_err(redb_err)?;
+    let mut jobs = txn.open_table(JOBS).map_err(redb_err)?;
+    let mut job_runs = txn.open_table(JOB_RUNS).map_err(redb_err)?;
+    for op in batch {
+        match op {
+            StoreOp::PutApp(r) => {
+                apps.insert(r.app.definition.id.as_str(), serde_json::to_string(r)?.as_str()).map_err(redb_err)?;
+            }
+            StoreOp::DeleteApp(id) => {
+                apps.remove(id.as_str()).map_err(redb_err)?;
+            }
+            StoreOp::PutTask(t) => {
+                tasks.insert(t.id.as_str(), serde_json::to_string(t)?.as_str()).map_err(redb_err)?;
+            }
+            StoreOp::DeleteTask(id) => {
+                tasks.remove(id.as_str()).map_err(redb_err)?;
+            }
+            StoreOp::PutAgent(a) => {
+                agents.insert(a.info.id.as_str(), serde_json::to_string(a)?.as_str()).map_err(redb_err)?;
+            }
+            StoreOp::DeleteAgent(id) => {
+                agents.remove(id.as_str()).map_err(redb_err)?;
+            }
+            StoreOp::PutMeta(k, v) => {
+                meta.insert(k.as_str(), v.as_str()).map_err(redb_err)?;
+            }
+            StoreOp::DeleteMeta(k) => {
+                meta.remove(k.as_str()).map_err(redb_err)?;
+            }
+            StoreOp::PutJob(j) => {
+                jobs.insert(j.definition.id.as_str(), serde_json::to_string(j)?.as_str()).map_err(redb_err)?;
+            }
+            StoreOp::DeleteJob(id) => {
+                jobs.remove(id.as_str()).map_err(redb_err)?;
+            }
+            StoreOp::PutJobRun(r) => {
+                job_runs
+                    .insert(run_key(&r.job_id, &r.id).as_str(), serde_json::to_string(r)?.as_str())
+                    .map_err(redb_err)?;
+            }
+            StoreOp::DeleteJobRun(job_id, run_id) => {
+                job_runs.remove(run_key(job_id, run_id).as_str()).map_err(redb_err)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Creates the state tables in `txn` where missing.
+pub(crate) fn create_state_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    for table in [APPS, TASKS, AGENTS, META, JOBS, JOB_RUNS] {
+        txn.open_table(table).map_err(redb_err)?;
+    }
+    Ok(())
+}
+
+/// Empties every state table in `txn` (before a snapshot replaces the state).
+pub(crate) fn clear_state(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    for table in [APPS, TASKS, AGENTS, META, JOBS, JOB_RUNS] {
+        txn.delete_table(table).map_err(redb_err)?;
+        txn.open_table(table).map_err(redb_err)?;
+    }
+    Ok(())
+}
+
+/// Every record of the state tables, as of `txn`.
+pub(crate) fn load_from(txn: &redb::ReadTransaction) -> Result<Snapshot, StoreError> {
+    let apps = read_table::<AppRecord>(txn, APPS, "apps")?.into_iter().map(|(_, v)| v).collect();
+    let tasks = read_table::<Task>(txn, TASKS, "tasks")?.into_iter().map(|(_, v)| v).collect();
+    let agents = read_table::<Agent>(txn, AGENTS, "agents")?.into_iter().map(|(_, v)| v).collect();
+    let table = txn.open_table(META).map_err(redb_err)?;
+    let mut meta = BTreeMap::new();
+    for entry in table.iter().map_err(redb_err)? {
+        let (k, v) = entry.map_err(redb_err)?;
+        meta.insert(k.value().to_string(), v.value().to_string());
+    }
+    let jobs = read_table::<Job>(txn, JOBS, "jobs")?.into_iter().map(|(_, v)| v).collect();
+    let job_runs = read_table::<JobRun>(txn, JOB_RUNS, "job_runs")?.into_iter().map(|(_, v)| v).collect();
+    Ok(Snapshot { apps, tasks, agents, meta, jobs, job_runs })
+}
+
+/// Writes every record of `snapshot` into the (empty) state tables of `txn`.
+pub(crate) fn write_snapshot(txn: &redb::WriteTransaction, snapshot: &Snapshot) -> Result<(), StoreError> {
+    let mut batch: Vec<StoreOp> = Vec::new();
+    batch.extend(snapshot.apps.iter().cloned().map(StoreOp::PutApp));
+    batch.extend(snapshot.tasks.iter().cloned().map(StoreOp::PutTask));
+    batch.extend(snapshot.agents.iter().cloned().map(StoreOp::PutAgent));
+    batch.extend(snapshot.meta.iter().map(|(k, v)| StoreOp::PutMeta(k.clone(), v.clone())));
+    batch.extend(snapshot.jobs.iter().cloned().map(StoreOp::PutJob));
+    batch.extend(snapshot.job_runs.iter().cloned().map(StoreOp::PutJobRun));
+    apply_ops(txn, &batch)
+}
+
 impl Store for RedbStore {
     fn write(&self, batch: &[StoreOp]) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
         let txn = self.db.begin_write().map_err(redb_err)?;
-        {
-            let mut apps = txn.open_table(APPS).map_err(redb_err)?;
-            let mut tasks = txn.open_table(TASKS).map_err(redb_err)?;
-            let mut agents = txn.open_table(AGENTS).map_err(redb_err)?;
-            let mut meta = txn.open_table(META).map_err(redb_err)?;
-            let mut jobs = txn.open_table(JOBS).map_err(redb_err)?;
-            let mut job_runs = txn.open_table(JOB_RUNS).map_err(redb_err)?;
-            for op in batch {
-                match op {
-                    StoreOp::PutApp(r) => {
-                        apps.insert(r.app.definition.id.as_str(), serde_json::to_string(r)?.as_str())
-                            .map_err(redb_err)?;
-                    }
-                    StoreOp::DeleteApp(id) => {
-                        apps.remove(id.as_str()).map_err(redb_err)?;
-                    }
-                    StoreOp::PutTask(t) => {
-                        tasks.insert(t.id.as_str(), serde_json::to_string(t)?.as_str()).map_err(redb_err)?;
-                    }
-                    StoreOp::DeleteTask(id) => {
-                        tasks.remove(id.as_str()).map_err(redb_err)?;
-                    }
-                    StoreOp::PutAgent(a) => {
-                        agents.insert(a.info.id.as_str(), serde_json::to_string(a)?.as_str()).map_err(redb_err)?;
-                    }
-                    StoreOp::DeleteAgent(id) => {
-                        agents.remove(id.as_str()).map_err(redb_err)?;
-                    }
-                    StoreOp::PutMeta(k, v) => {
-                        meta.insert(k.as_str(), v.as_str()).map_err(redb_err)?;
-                    }
-                    StoreOp::DeleteMeta(k) => {
-                        meta.remove(k.as_str()).map_err(redb_err)?;
-                    }
-                    StoreOp::PutJob(j) => {
-                        jobs.insert(j.definition.id.as_str(), serde_json::to_string(j)?.as_str()).map_err(redb_err)?;
-                    }
-                    StoreOp::DeleteJob(id) => {
-                        jobs.remove(id.as_str()).map_err(redb_err)?;
-                    }
-                    StoreOp::PutJobRun(r) => {
-                        job_runs
-                            .insert(run_key(&r.job_id, &r.id).as_str(), serde_json::to_string(r)?.as_str())
-                            .map_err(redb_err)?;
-                    }
-                    StoreOp::DeleteJobRun(job_id, run_id) => {
-                        job_runs.remove(run_key(job_id, run_id).as_str()).map_err(redb_err)?;
-                    }
-                }
-            }
-        }
+        apply_ops(&txn, batch)?;
         txn.commit().map_err(redb_err)
     }
 
     fn load(&self) -> Result<Snapshot, StoreError> {
         let txn = self.db.begin_read().map_err(redb_err)?;
-        let apps = read_table::<AppRecord>(&txn, APPS, "apps")?.into_iter().map(|(_, v)| v).collect();
-        let tasks = read_table::<Task>(&txn, TASKS, "tasks")?.into_iter().map(|(_, v)| v).collect();
-        let agents = read_table::<Agent>(&txn, AGENTS, "agents")?.into_iter().map(|(_, v)| v).collect();
-        let table = txn.open_table(META).map_err(redb_err)?;
-        let mut meta = BTreeMap::new();
-        for entry in table.iter().map_err(redb_err)? {
-            let (k, v) = entry.map_err(redb_err)?;
-            meta.insert(k.value().to_string(), v.value().to_string());
-        }
-        let jobs = read_table::<Job>(&txn, JOBS, "jobs")?.into_iter().map(|(_, v)| v).collect();
-        let job_runs = read_table::<JobRun>(&txn, JOB_RUNS, "job_runs")?.into_iter().map(|(_, v)| v).collect();
-        Ok(Snapshot { apps, tasks, agents, meta, jobs, job_runs })
+        load_from(&txn)
     }
 }
 

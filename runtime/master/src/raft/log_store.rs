@@ -1,0 +1,139 @@
+//! The Raft log and the vote in redb: `raft_log` (index → entry as JSON) and `raft_meta` (the
+//! vote, the committed id and the last purged id, as JSON). Appends and votes are durable
+//! transactions; the committed id is a hint openraft may lose, so it is not synced on its own.
+
+use super::{NodeId, RaftStorageError, TypeConfig, read_error, write_error};
+use crate::store::{StoreError, redb_err};
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{Entry, LogId, LogState, OptionalSend, RaftLogReader, Vote};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::ops::RangeBounds;
+use std::sync::Arc;
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+const VOTE: &str = "vote";
+const COMMITTED: &str = "committed";
+const PURGED: &str = "last_purged";
+
+/// The log of one master; clones share the database.
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    db: Arc<Database>,
+}
+
+impl LogStore {
+    /// The log in `db`, its tables created if missing.
+    pub fn new(db: Arc<Database>) -> Result<Self, StoreError> {
+        let txn = db.begin_write().map_err(redb_err)?;
+        txn.open_table(LOG).map_err(redb_err)?;
+        txn.open_table(META).map_err(redb_err)?;
+        txn.commit().map_err(redb_err)?;
+        Ok(Self { db })
+    }
+
+    fn get_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, RaftStorageError> {
+        let txn = self.db.begin_read().map_err(read_error)?;
+        let table = txn.open_table(META).map_err(read_error)?;
+        match table.get(key).map_err(read_error)? {
+            Some(value) => serde_json::from_slice(value.value()).map(Some).map_err(read_error),
+            None => Ok(None),
+        }
+    }
+
+    fn put_meta<T: Serialize>(&self, key: &str, value: &T, durability: Durability) -> Result<(), RaftStorageError> {
+        let bytes = serde_json::to_vec(value).map_err(write_error)?;
+        let mut txn = self.db.begin_write().map_err(write_error)?;
+        txn.set_durability(durability).map_err(write_error)?;
+        txn.open_table(META).map_err(write_error)?.insert(key, bytes.as_slice()).map_err(write_error)?;
+        txn.commit().map_err(write_error)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, RaftStorageError> {
+        let txn = self.db.begin_read().map_err(read_error)?;
+        let table = txn.open_table(LOG).map_err(read_error)?;
+        let mut entries = Vec::new();
+        for item in table.range::<u64>(range).map_err(read_error)? {
+            let (_, value) = item.map_err(read_error)?;
+            entries.push(serde_json::from_slice(value.value()).map_err(read_error)?);
+        }
+        Ok(entries)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, RaftStorageError> {
+        let last_purged_log_id: Option<LogId<NodeId>> = self.get_meta(PURGED)?;
+        let txn = self.db.begin_read().map_err(read_error)?;
+        let table = txn.open_table(LOG).map_err(read_error)?;
+        let last = match table.last().map_err(read_error)? {
+            Some((_, value)) => {
+                Some(serde_json::from_slice::<Entry<TypeConfig>>(value.value()).map_err(read_error)?.log_id)
+            }
+            None => None,
+        };
+        Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), RaftStorageError> {
+        self.put_meta(VOTE, vote, Durability::Immediate)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, RaftStorageError> {
+        self.get_meta(VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), RaftStorageError> {
+        self.put_meta(COMMITTED, &committed, Durability::None)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, RaftStorageError> {
+        Ok(self.get_meta::<Option<LogId<NodeId>>>(COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), RaftStorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let txn = self.db.begin_write().map_err(write_error)?;
+        {
+            let mut table = txn.open_table(LOG).map_err(write_error)?;
+            for entry in entries {
+                let bytes = serde_json::to_vec(&entry).map_err(write_error)?;
+                table.insert(entry.log_id.index, bytes.as_slice()).map_err(write_error)?;
+            }
+        }
+        txn.commit().map_err(write_error)?;
+        callback.log_io_completed(Ok(()));
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), RaftStorageError> {
+        let txn = self.db.begin_write().map_err(write_error)?;
+        txn.open_table(LOG).map_err(write_error)?.retain_in(log_id.index.., |_, _| false).map_err(write_error)?;
+        txn.commit().map_err(write_error)
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), RaftStorageError> {
+        let bytes = serde_json::to_vec(&log_id).map_err(write_error)?;
+        let txn = self.db.begin_write().map_err(write_error)?;
+        txn.open_table(META).map_err(write_error)?.insert(PURGED, bytes.as_slice()).map_err(write_error)?;
+        txn.open_table(LOG).map_err(write_error)?.retain_in(..=log_id.index, |_, _| false).map_err(write_error)?;
+        txn.commit().map_err(write_error)
+    }
+}
