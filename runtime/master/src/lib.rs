@@ -226,7 +226,9 @@ fn server_names(config: &MasterConfig) -> security::ServerNames {
 /// Opens the store, loads the state, binds the listener, and spawns the HTTP server, the
 /// allocator and the housekeeping loop.
 pub async fn start(config: MasterConfig) -> Result<MasterHandle, MasterError> {
-    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&config.data_dir)?);
+    // A group of one for now: this master is master 1 and leads it (issue 14 adds peers).
+    let store: Arc<dyn Store> =
+        Arc::new(raft::store::RaftStore::open_alone(&config.data_dir, 1, &config.listen.to_string())?);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let master = build(config.clone(), store, shutdown_rx)?;
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -109,6 +109,9 @@ pub enum StoreError {
     /// A record could not be encoded.
     #[error("state store: cannot encode a record: {0}")]
     Encode(#[from] serde_json::Error),
+    /// The masters' Raft group did not take the write (or could not start).
+    #[error("state store: {0}")]
+    Replication(String),
 }
 
 /// The master's persistence boundary. Every call is synchronous and durable when it returns.

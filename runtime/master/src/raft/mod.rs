@@ -19,8 +19,10 @@
 // them return the same.
 #[allow(clippy::result_large_err)]
 pub mod log_store;
+pub mod network;
 #[allow(clippy::result_large_err)]
 pub mod state_machine;
+pub mod store;
 
 use crate::store::StoreOp;
 use openraft::{AnyError, StorageIOError};

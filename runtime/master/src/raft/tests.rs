@@ -59,3 +59,51 @@ async fn applied_batches_reach_the_state_tables_and_are_kept_after_a_durable_com
     assert_eq!(state.meta.get("a").map(String::as_str), Some("v1"));
     assert_eq!(state.meta.get("b").map(String::as_str), Some("v2"));
 }
+
+fn put(key: &str, value: &str) -> StoreOp {
+    StoreOp::PutMeta(key.to_string(), value.to_string())
+}
+
+#[test]
+fn a_master_alone_commits_through_its_group_and_keeps_everything_across_restarts() {
+    use crate::store::Store as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = super::store::RaftStore::open_alone(dir.path(), 1, "127.0.0.1:5050").expect("open");
+        store.write(&[put("a", "1"), put("b", "2")]).expect("write");
+        store.write(&[crate::store::StoreOp::DeleteMeta("a".into())]).expect("write");
+        let state = store.load().expect("load");
+        assert_eq!(state.meta.get("a"), None);
+        assert_eq!(state.meta.get("b").map(String::as_str), Some("2"));
+    }
+    // Restarted on the same data dir: the same group, the writes there, and writable.
+    let store = super::store::RaftStore::open_alone(dir.path(), 1, "127.0.0.1:5050").expect("reopen");
+    assert_eq!(store.load().expect("load").meta.get("b").map(String::as_str), Some("2"));
+    store.write(&[put("c", "3")]).expect("write after the restart");
+    assert_eq!(store.load().expect("load").meta.get("c").map(String::as_str), Some("3"));
+}
+
+#[test]
+fn a_data_dir_from_before_raft_keeps_its_state() {
+    use crate::store::Store as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let old = crate::store::RedbStore::open(dir.path()).expect("open the old store");
+        old.write(&[put("kept", "yes")]).expect("write");
+    }
+    let store = super::store::RaftStore::open_alone(dir.path(), 1, "127.0.0.1:5050").expect("open with Raft");
+    assert_eq!(store.load().expect("load").meta.get("kept").map(String::as_str), Some("yes"));
+    store.write(&[put("new", "1")]).expect("write");
+    let state = store.load().expect("load");
+    assert_eq!(state.meta.get("kept").map(String::as_str), Some("yes"));
+    assert_eq!(state.meta.get("new").map(String::as_str), Some("1"));
+}
+
+#[tokio::test]
+async fn a_master_alone_commits_from_inside_a_single_threaded_runtime() {
+    use crate::store::Store as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = super::store::RaftStore::open_alone(dir.path(), 1, "127.0.0.1:5050").expect("open");
+    store.write(&[put("from", "current-thread")]).expect("write");
+    assert_eq!(store.load().expect("load").meta.get("from").map(String::as_str), Some("current-thread"));
+}

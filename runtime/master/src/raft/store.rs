@@ -1,0 +1,143 @@
+//! The master's [`Store`] on its Raft group: a write batch is proposed as one log entry and the
+//! call returns once the entry is committed (by a quorum: today the master alone) and applied to
+//! this master's state tables — so a write is as durable as before, and now replicated where
+//! there are peers. Reads at start come from the state machine's tables.
+//!
+//! openraft runs on a small runtime of its own ("gantry-raft"), so the master's synchronous
+//! commit path can wait for it from any thread, also from a test's single-threaded runtime,
+//! without the two waiting on each other: the state machine never takes the master's lock.
+
+use super::log_store::LogStore;
+use super::network::Solo;
+use super::state_machine::StateMachine;
+use super::{Batch, NodeId, TypeConfig};
+use crate::store::{Snapshot, Store, StoreError, StoreOp, redb_err};
+use openraft::{BasicNode, Raft, ServerState};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// redb's page cache (as [`crate::store::RedbStore`]: the master reads its tables only at start).
+const CACHE_BYTES: usize = 32 << 20;
+/// How long a master alone waits to lead its group at start (an election of one).
+const LEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The Raft timings: heartbeats every 100 ms and elections after 400-800 ms of silence, for a
+/// failover in about a second; a snapshot every 10,000 entries, keeping 1,000 entries after it
+/// for followers that lag a little.
+fn config() -> Result<openraft::Config, StoreError> {
+    openraft::Config {
+        cluster_name: "gantry".to_string(),
+        heartbeat_interval: 100,
+        election_timeout_min: 400,
+        election_timeout_max: 800,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
+        max_in_snapshot_log_to_keep: 1_000,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| StoreError::Replication(format!("invalid Raft configuration: {e}")))
+}
+
+/// See the module documentation.
+pub struct RaftStore {
+    raft: Raft<TypeConfig>,
+    machine: StateMachine,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for RaftStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftStore").finish_non_exhaustive()
+    }
+}
+
+impl RaftStore {
+    /// Opens (or creates) the store in `data_dir` as master `node` of a group of one, serving
+    /// its API at `address`; returns once this master leads its group.
+    pub fn open_alone(data_dir: &Path, node: NodeId, address: &str) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
+        let db = Arc::new(
+            redb::Builder::new().set_cache_size(CACHE_BYTES).create(data_dir.join("state.redb")).map_err(redb_err)?,
+        );
+        let log = LogStore::new(db.clone())?;
+        let machine = StateMachine::new(db)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("gantry-raft")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Replication(format!("cannot start the Raft runtime: {e}")))?;
+        let config = Arc::new(config()?);
+        let state_machine = machine.clone();
+        let raft = run(runtime.handle(), async move { Raft::new(node, config, Solo, log, state_machine).await })?
+            .map_err(|e| StoreError::Replication(format!("cannot start Raft: {e}")))?;
+        let members = BTreeMap::from([(node, BasicNode::new(address))]);
+        let starting = raft.clone();
+        run(runtime.handle(), async move {
+            // A data dir that never belonged to a group (new, or from before Raft) starts a
+            // group of one: this master. Its state tables are kept as they are.
+            if !starting.is_initialized().await.map_err(|e| e.to_string())? {
+                starting.initialize(members).await.map_err(|e| e.to_string())?;
+            }
+            starting
+                .wait(Some(LEAD_TIMEOUT))
+                .state(ServerState::Leader, "lead a group of one")
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<(), String>(())
+        })?
+        .map_err(|e| StoreError::Replication(format!("this master could not lead its group: {e}")))?;
+        Ok(Self { raft, machine, runtime: Some(runtime) })
+    }
+
+    fn handle(&self) -> Result<&tokio::runtime::Handle, StoreError> {
+        self.runtime
+            .as_ref()
+            .map(tokio::runtime::Runtime::handle)
+            .ok_or_else(|| StoreError::Replication("Raft has stopped".into()))
+    }
+}
+
+/// Runs `future` on the Raft runtime and waits for it on this thread.
+fn run<F>(handle: &tokio::runtime::Handle, future: F) -> Result<F::Output, StoreError>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+    handle.spawn(async move {
+        let _ = sender.send(future.await);
+    });
+    receiver.recv().map_err(|_| StoreError::Replication("Raft stopped before answering".into()))
+}
+
+impl Store for RaftStore {
+    fn write(&self, batch: &[StoreOp]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let raft = self.raft.clone();
+        let batch = Batch(batch.to_vec());
+        run(self.handle()?, async move { raft.client_write(batch).await })?
+            .map(|_| ())
+            .map_err(|e| StoreError::Replication(format!("the write was not committed: {e}")))
+    }
+
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        self.machine.state()
+    }
+}
+
+impl Drop for RaftStore {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            let raft = self.raft.clone();
+            let _ = run(runtime.handle(), async move { raft.shutdown().await });
+            // Dropping a runtime inside another one's thread would panic.
+            runtime.shutdown_background();
+        }
+    }
+}
