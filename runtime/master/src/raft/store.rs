@@ -82,11 +82,11 @@ impl RaftStore {
             if !starting.is_initialized().await.map_err(|e| e.to_string())? {
                 starting.initialize(members).await.map_err(|e| e.to_string())?;
             }
-            starting
-                .wait(Some(LEAD_TIMEOUT))
-                .state(ServerState::Leader, "lead a group of one")
-                .await
-                .map_err(|e| e.to_string())?;
+            let wait = || starting.wait(Some(LEAD_TIMEOUT));
+            let metrics = wait().state(ServerState::Leader, "lead a group of one").await.map_err(|e| e.to_string())?;
+            // The master loads its state right after: every entry of the log (the ones
+            // committed before a restart, and the new leader's first) must be applied first.
+            wait().applied_index_at_least(metrics.last_log_index, "apply the log").await.map_err(|e| e.to_string())?;
             Ok::<(), String>(())
         })?
         .map_err(|e| StoreError::Replication(format!("this master could not lead its group: {e}")))?;
