@@ -112,6 +112,12 @@ pub enum StoreError {
     /// The masters' Raft group did not take the write (or could not start).
     #[error("state store: {0}")]
     Replication(String),
+    /// This master does not lead its group: writes go to the leader (its API address, when known).
+    #[error("this master does not lead the masters' group; the leader is {}", leader.as_deref().unwrap_or("not known yet"))]
+    NotLeader {
+        /// The leader's API address.
+        leader: Option<String>,
+    },
 }
 
 /// The master's persistence boundary. Every call is synchronous and durable when it returns.

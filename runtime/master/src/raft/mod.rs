@@ -20,6 +20,7 @@
 #[allow(clippy::result_large_err)]
 pub mod log_store;
 pub mod network;
+pub mod rpc;
 #[allow(clippy::result_large_err)]
 pub mod state_machine;
 pub mod store;

@@ -54,9 +54,12 @@ impl std::fmt::Debug for RaftStore {
 }
 
 impl RaftStore {
-    /// Opens (or creates) the store in `data_dir` as master `node` of a group of one, serving
-    /// its API at `address`; returns once this master leads its group.
-    pub fn open_alone(data_dir: &Path, node: NodeId, address: &str) -> Result<Self, StoreError> {
+    /// Opens (or creates) the store in `data_dir` as master `node`, reaching its peers through
+    /// `network`. It takes part in its group (if it has one) at once; see [`Self::initialize`].
+    pub fn open<N>(data_dir: &Path, node: NodeId, network: N) -> Result<Self, StoreError>
+    where
+        N: openraft::network::RaftNetworkFactory<TypeConfig>,
+    {
         std::fs::create_dir_all(data_dir)
             .map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
         let db = Arc::new(
@@ -72,25 +75,52 @@ impl RaftStore {
             .map_err(|e| StoreError::Replication(format!("cannot start the Raft runtime: {e}")))?;
         let config = Arc::new(config()?);
         let state_machine = machine.clone();
-        let raft = run(runtime.handle(), async move { Raft::new(node, config, Solo, log, state_machine).await })?
+        let raft = run(runtime.handle(), async move { Raft::new(node, config, network, log, state_machine).await })?
             .map_err(|e| StoreError::Replication(format!("cannot start Raft: {e}")))?;
-        let members = BTreeMap::from([(node, BasicNode::new(address))]);
-        let starting = raft.clone();
-        run(runtime.handle(), async move {
-            // A data dir that never belonged to a group (new, or from before Raft) starts a
-            // group of one: this master. Its state tables are kept as they are.
-            if !starting.is_initialized().await.map_err(|e| e.to_string())? {
-                starting.initialize(members).await.map_err(|e| e.to_string())?;
+        Ok(Self { raft, machine, runtime: Some(runtime) })
+    }
+
+    /// Opens the store of a master alone: master `node` serving its API at `address`, in a
+    /// group of one it creates on first start; returns once it leads it and has applied its log.
+    pub fn open_alone(data_dir: &Path, node: NodeId, address: &str) -> Result<Self, StoreError> {
+        let store = Self::open(data_dir, node, Solo)?;
+        store.initialize(&BTreeMap::from([(node, address.to_string())]))?;
+        store.wait_leading(LEAD_TIMEOUT)?;
+        Ok(store)
+    }
+
+    /// Makes `members` (id → API address) the group, on a data dir that never belonged to one
+    /// (new, or from before Raft: its state tables are kept as they are); nothing otherwise.
+    pub fn initialize(&self, members: &BTreeMap<NodeId, String>) -> Result<(), StoreError> {
+        let raft = self.raft.clone();
+        let members: BTreeMap<NodeId, BasicNode> =
+            members.iter().map(|(id, address)| (*id, BasicNode::new(address))).collect();
+        run(self.handle()?, async move {
+            if !raft.is_initialized().await.map_err(|e| e.to_string())? {
+                raft.initialize(members).await.map_err(|e| e.to_string())?;
             }
-            let wait = || starting.wait(Some(LEAD_TIMEOUT));
-            let metrics = wait().state(ServerState::Leader, "lead a group of one").await.map_err(|e| e.to_string())?;
-            // The master loads its state right after: every entry of the log (the ones
-            // committed before a restart, and the new leader's first) must be applied first.
+            Ok::<(), String>(())
+        })?
+        .map_err(|e| StoreError::Replication(format!("cannot create the group: {e}")))
+    }
+
+    /// Waits up to `timeout` until this master leads its group and has applied its whole log
+    /// (the entries committed before a restart and its own first one): only then does its
+    /// state hold every acknowledged write.
+    pub fn wait_leading(&self, timeout: Duration) -> Result<(), StoreError> {
+        let raft = self.raft.clone();
+        run(self.handle()?, async move {
+            let wait = || raft.wait(Some(timeout));
+            let metrics = wait().state(ServerState::Leader, "lead the group").await.map_err(|e| e.to_string())?;
             wait().applied_index_at_least(metrics.last_log_index, "apply the log").await.map_err(|e| e.to_string())?;
             Ok::<(), String>(())
         })?
-        .map_err(|e| StoreError::Replication(format!("this master could not lead its group: {e}")))?;
-        Ok(Self { raft, machine, runtime: Some(runtime) })
+        .map_err(|e| StoreError::Replication(format!("this master does not lead its group: {e}")))
+    }
+
+    /// The Raft node, for the RPC routes and for status.
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.raft
     }
 
     fn handle(&self) -> Result<&tokio::runtime::Handle, StoreError> {
@@ -121,9 +151,14 @@ impl Store for RaftStore {
         }
         let raft = self.raft.clone();
         let batch = Batch(batch.to_vec());
-        run(self.handle()?, async move { raft.client_write(batch).await })?
-            .map(|_| ())
-            .map_err(|e| StoreError::Replication(format!("the write was not committed: {e}")))
+        run(self.handle()?, async move { raft.client_write(batch).await })?.map(|_| ()).map_err(|error| {
+            match error.forward_to_leader() {
+                Some(forward) => {
+                    StoreError::NotLeader { leader: forward.leader_node.as_ref().map(|node| node.addr.clone()) }
+                }
+                None => StoreError::Replication(format!("the write was not committed: {error}")),
+            }
+        })
     }
 
     fn load(&self) -> Result<Snapshot, StoreError> {
