@@ -565,3 +565,112 @@ async fn a_container_job_reads_its_image_writes_its_volume_and_fails_with_its_ex
     let message = attempt.message.as_deref().unwrap_or_default();
     assert!(message.contains("not found") && message.contains("has no tag 9"), "{unpulled:?}");
 }
+
+/// `gantry snapshot …` with the master and credentials of the env.
+fn snapshot_cli(args: &[&str], env: &[(&str, String)]) -> std::process::Output {
+    let mut command = std::process::Command::new(BIN);
+    command.arg("snapshot").args(args).env_remove("GANTRY_CLUSTER");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("run gantry snapshot")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_restored_into_a_new_master_gives_back_apps_jobs_secrets_and_tokens() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut cluster = InProcessCluster::start(0).await;
+    let client = cluster.client.clone();
+    client.put_app(&sleeper("kept", 0)).await.expect("app");
+    let job = gantry_api::workload::parse_job("inline.toml", "id = \"nightly\"\n[run]\ncmd = \"true\"\n", false)
+        .expect("job");
+    client.create_job(&job).await.expect("job");
+    client.put_secret("db/password", "hunter2").await.expect("secret");
+    let ops = client
+        .create_token(&gantry_api::security::CreateToken {
+            name: "ops".into(),
+            policies: vec!["admin".into()],
+            ttl_secs: None,
+        })
+        .await
+        .expect("token");
+    let deployer = client
+        .create_token(&gantry_api::security::CreateToken {
+            name: "ci".into(),
+            policies: vec!["deployer".into()],
+            ttl_secs: None,
+        })
+        .await
+        .expect("token");
+    let master_dir = cluster.dir.path().join("master");
+    let env = |token: &str| {
+        vec![
+            ("GANTRY_MASTER", cluster.url.clone()),
+            ("GANTRY_CA_CERT", master_dir.join("ca.pem").display().to_string()),
+            ("GANTRY_TOKEN", token.to_string()),
+        ]
+    };
+
+    // Only an admin may take one.
+    let file = cluster.dir.path().join("backup.snap");
+    let refused = snapshot_cli(&["save", &file.display().to_string()], &env(&deployer.token));
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("is not an admin"), "{refused:?}");
+    assert!(!file.exists());
+    let saved = snapshot_cli(&["save", &file.display().to_string()], &env(&ops.token));
+    assert!(saved.status.success(), "{saved:?}");
+    let said = String::from_utf8_lossy(&saved.stdout);
+    assert!(said.contains("1 apps, 1 jobs") && said.contains("1 secrets"), "{said}");
+    assert_eq!(std::fs::metadata(&file).expect("file").permissions().mode() & 0o777, 0o600);
+    assert!(!std::fs::read_to_string(&file).expect("read").contains("hunter2"), "secrets stay sealed");
+    cluster.master.take().expect("master").shutdown().await;
+
+    // A new data dir with the cluster's trust files and no state.
+    let restored = cluster.dir.path().join("restored");
+    std::fs::create_dir_all(&restored).expect("mkdir");
+    let restore = |dir: &std::path::Path| {
+        snapshot_cli(&["restore", &file.display().to_string(), "--data-dir", &dir.display().to_string()], &[])
+    };
+    let no_ca = restore(&restored);
+    assert!(!no_ca.status.success());
+    assert!(String::from_utf8_lossy(&no_ca.stderr).contains("copy the cluster's CA there first"), "{no_ca:?}");
+    let other = cluster.dir.path().join("other");
+    gantry_provision::trust::ClusterTrust::load_or_create(&other, "another").expect("another cluster's trust");
+    let foreign = restore(&other);
+    assert!(String::from_utf8_lossy(&foreign.stderr).contains("of another cluster"), "{foreign:?}");
+    for name in ["ca.pem", "ca-key.pem", "secrets.key"] {
+        std::fs::copy(master_dir.join(name), restored.join(name)).expect("copy the trust files");
+    }
+    let done = restore(&restored);
+    assert!(done.status.success(), "{done:?}");
+    assert!(String::from_utf8_lossy(&done.stdout).contains("gantry master --data-dir"), "{done:?}");
+    let again = restore(&restored);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a master's state"), "{again:?}");
+
+    // The new master serves the same apps, jobs, secrets and tokens.
+    let master =
+        gantry_master::start(gantry_master::MasterConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), restored.clone()))
+            .await
+            .expect("the restored master starts");
+    let url = format!("https://{}", master.local_addr());
+    let as_ops = Client::with_credentials(
+        &url,
+        &gantry_api::Credentials {
+            token: Some(ops.token.clone()),
+            ca_pem: Some(std::fs::read_to_string(restored.join("ca.pem")).expect("ca")),
+            identity: None,
+            token_source: None,
+        },
+    )
+    .expect("client");
+    assert_eq!(as_ops.whoami().await.expect("the old token works").policies, vec!["admin".to_string()]);
+    let apps: Vec<String> = as_ops.list_apps().await.expect("apps").into_iter().map(|a| a.definition.id).collect();
+    assert_eq!(apps, vec!["kept".to_string()]);
+    let jobs: Vec<String> = as_ops.list_jobs().await.expect("jobs").into_iter().map(|j| j.definition.id).collect();
+    assert_eq!(jobs, vec!["nightly".to_string()]);
+    let secrets: Vec<String> = as_ops.list_secrets().await.expect("secrets").into_iter().map(|s| s.name).collect();
+    assert_eq!(secrets, vec!["db/password".to_string()]);
+    let tokens: Vec<String> = as_ops.list_tokens().await.expect("tokens").into_iter().map(|t| t.name).collect();
+    assert!(tokens.contains(&"ops".to_string()) && tokens.contains(&"ci".to_string()), "{tokens:?}");
+    master.shutdown().await;
+}

@@ -15,6 +15,7 @@ pub mod node;
 pub mod plan;
 pub mod policy;
 pub mod secret;
+pub mod snapshot;
 pub mod status;
 pub mod supervise;
 pub mod sweep;
@@ -71,6 +72,9 @@ pub enum Command {
     /// Stores, lists, shows and deletes secrets; their values are written, never read back.
     #[command(subcommand)]
     Secret(secret::SecretCommand),
+    /// Saves the whole cluster state to a file, or makes a new master from one.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
     /// Runs one task's executor (started by the agent; not for people).
     #[command(hide = true)]
     Executor(executor::ExecutorArgs),
@@ -164,6 +168,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Token(command) => token::run(command).await,
         Command::Policy(command) => policy::run(command).await,
         Command::Secret(command) => secret::run(command).await,
+        Command::Snapshot(command) => snapshot::run(command).await,
         Command::Plan(args) => plan::run(args).await,
         Command::Up(args) => up::run(args).await,
         Command::Status(args) => status::run(args).await,

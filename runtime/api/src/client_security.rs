@@ -5,7 +5,8 @@
 //! `GET /api/v1/policies` (built-ins included), `GET|PUT|DELETE /api/v1/policies/{name}`
 //! (a [`Policy`] as JSON); `GET /api/v1/secrets`, `GET|PUT|DELETE /api/v1/secrets/{name}`
 //! ([`PutSecret`] → [`SecretInfo`]; a name may hold `/`, kept between encoded segments);
-//! `GET /api/v1/whoami`. No method here ever receives a secret's value.
+//! `GET /api/v1/whoami`; `GET /api/v1/snapshot` (secrets in it are sealed). No method here ever
+//! receives a secret's value.
 
 use crate::client::{Client, ClientError, encode};
 use crate::security::{CreateToken, CreatedToken, Policy, PutSecret, SecretInfo, TokenInfo, Whoami};
@@ -71,6 +72,12 @@ impl Client {
     /// `DELETE /api/v1/secrets/{name}`: forgets every version.
     pub async fn delete_secret(&self, name: &str) -> Result<SecretInfo, ClientError> {
         self.call(Method::DELETE, &secret_path(name), None::<&()>).await
+    }
+
+    /// `GET /api/v1/snapshot`: the whole cluster state (admin only), as the master's JSON
+    /// (read it with `gantry_master::snapshot`).
+    pub async fn snapshot(&self) -> Result<serde_json::Value, ClientError> {
+        self.call(Method::GET, "/api/v1/snapshot", None::<&()>).await
     }
 
     /// `GET /api/v1/whoami`: the identity and policies the master sees for this client.

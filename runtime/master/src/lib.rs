@@ -21,6 +21,7 @@ pub mod master;
 pub mod raft;
 pub mod security;
 pub mod services;
+pub mod snapshot;
 pub mod state;
 pub mod store;
 

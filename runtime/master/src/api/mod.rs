@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod join;
 pub mod policies;
 pub mod secrets;
+pub mod snapshot;
 pub mod system;
 pub mod tasks;
 pub mod tokens;
@@ -118,6 +119,7 @@ pub fn router(master: Arc<Master>) -> Router {
         .merge(tokens::routes())
         .merge(policies::routes())
         .merge(secrets::routes())
+        .merge(snapshot::routes())
         .merge(join::routes())
         .merge(crate::agent_protocol::routes())
         .fallback(|| async { ApiFailure::not_found("no such route; see the API routes in `gantry_api::client`") })

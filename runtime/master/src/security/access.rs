@@ -16,6 +16,9 @@ pub enum Requirement {
     AnyAgent,
     /// The certificate of this agent.
     Agent(String),
+    /// A token that may write every kind of resource (the built-in `admin` policy, or one as
+    /// broad): for what holds everything, such as a snapshot of the whole state.
+    Admin,
     /// A token whose policies grant `level` on `kind` for the object `id` (`None`: not about
     /// one object, so the policy's default for the kind decides).
     Api {
@@ -66,6 +69,7 @@ pub fn required(method: &str, path: &str) -> Requirement {
         "policies" => (Kind::Policies, "name"),
         "secrets" => (Kind::Secrets, "name"),
         "events" => return Requirement::Api { kind: Kind::Tasks, level: Level::Read, id: None },
+        "snapshot" => return Requirement::Admin,
         _ => return Requirement::Authenticated,
     };
     let Some(tail) = tail else {
@@ -137,6 +141,7 @@ mod tests {
             ("DELETE", "/api/v1/tokens/ci", api(Kind::Tokens, Level::Write, Some("ci"))),
             ("PUT", "/api/v1/policies/team-a", api(Kind::Policies, Level::Write, Some("team-a"))),
             ("GET", "/api/v1/whoami", Requirement::Authenticated),
+            ("GET", "/api/v1/snapshot", Requirement::Admin),
             ("GET", "/nowhere", Requirement::Authenticated),
             ("GET", "/api/v1/apps/te%2Dam", api(Kind::Apps, Level::Read, Some("te-am"))),
         ];

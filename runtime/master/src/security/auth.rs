@@ -130,12 +130,22 @@ pub fn check(caller: &Caller, requirement: &Requirement) -> Result<Option<(Kind,
             "{} may not call the agent protocol: it takes an agent's certificate",
             other.describe()
         ))),
-        (Requirement::Api { .. } | Requirement::List { .. }, Caller::Agent(_) | Caller::Master(_)) => {
-            Err(forbidden(format!(
-                "{} may not call the API: agent and master certificates serve the agent protocol only",
-                caller.describe()
-            )))
+        (Requirement::Admin, Caller::Token { policies, .. }) => {
+            match Kind::ALL.into_iter().find(|kind| !policy::allows(policies, *kind, Level::Write, None)) {
+                None => Ok(None),
+                Some(kind) => Err(forbidden(format!(
+                    "{} is not an admin: it may not write {kind}, and this takes a token that may write everything",
+                    caller.describe()
+                ))),
+            }
         }
+        (
+            Requirement::Api { .. } | Requirement::List { .. } | Requirement::Admin,
+            Caller::Agent(_) | Caller::Master(_),
+        ) => Err(forbidden(format!(
+            "{} may not call the API: agent and master certificates serve the agent protocol only",
+            caller.describe()
+        ))),
         (Requirement::Api { kind, level, id }, Caller::Token { policies, .. }) => {
             if policy::allows(policies, *kind, *level, id.as_deref()) {
                 return Ok(None);
@@ -260,6 +270,15 @@ mod tests {
         let err = check(&agent, &Requirement::Agent("b2".into())).expect_err("a for b");
         assert_eq!(err.error.message, "agent a1 may not act for agent b2");
         assert!(check(&token(&["admin"]), &Requirement::AnyAgent).is_err());
+    }
+
+    #[test]
+    fn only_a_token_that_may_write_everything_is_an_admin() {
+        assert!(check(&token(&["admin"]), &Requirement::Admin).is_ok());
+        let err = check(&token(&["deployer", "read-only"]), &Requirement::Admin).expect_err("deployer");
+        assert_eq!(err.status, StatusCode::FORBIDDEN);
+        assert!(err.error.message.contains("is not an admin: it may not write logs"), "{}", err.error.message);
+        assert!(check(&Caller::Master("m2".into()), &Requirement::Admin).is_err());
     }
 
     #[test]
