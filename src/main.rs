@@ -34,7 +34,8 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(daemon: bool) {
-    let default = if daemon { "info" } else { "warn" };
+    // openraft narrates every election and state change at info: only its warnings by default.
+    let default = if daemon { "info,openraft=warn" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();

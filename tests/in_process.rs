@@ -674,3 +674,34 @@ async fn a_snapshot_restored_into_a_new_master_gives_back_apps_jobs_secrets_and_
     assert!(tokens.contains(&"ops".to_string()) && tokens.contains(&"ci".to_string()), "{tokens:?}");
     master.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_alone_leads_its_group_and_says_so() {
+    let cluster = InProcessCluster::start(0).await;
+    let address = cluster.url.trim_start_matches("https://").to_string();
+    let health = cluster.client.health().await.expect("health");
+    assert_eq!(health.status, "ok");
+    assert_eq!(health.role.as_deref(), Some("leader"));
+    assert!(health.term.is_some_and(|t| t >= 1), "{health:?}");
+    assert_eq!(health.leader.as_deref(), Some(address.as_str()));
+    let masters = cluster.client.list_masters().await.expect("masters");
+    assert_eq!(masters.len(), 1, "{masters:?}");
+    assert_eq!((masters[0].id, masters[0].address.as_str(), masters[0].role.as_str()), (1, address.as_str(), "leader"));
+    assert_eq!(masters[0].lag, Some(0));
+    assert!(masters[0].last_applied.is_some_and(|i| i >= 1), "{masters:?}");
+
+    // The same through the command line.
+    let master_dir = cluster.dir.path().join("master");
+    let listed = std::process::Command::new(BIN)
+        .args(["master", "list", "-o", "json"])
+        .env_remove("GANTRY_CLUSTER")
+        .env("GANTRY_MASTER", &cluster.url)
+        .env("GANTRY_CA_CERT", master_dir.join("ca.pem"))
+        .env("GANTRY_TOKEN", std::fs::read_to_string(master_dir.join("admin-token")).expect("admin token").trim())
+        .output()
+        .expect("gantry master list");
+    assert!(listed.status.success(), "{listed:?}");
+    let parsed: Vec<gantry_api::client::MasterInfo> = serde_json::from_slice(&listed.stdout).expect("json");
+    let brief = |m: &gantry_api::client::MasterInfo| (m.id, m.address.clone(), m.role.clone());
+    assert_eq!(parsed.iter().map(brief).collect::<Vec<_>>(), masters.iter().map(brief).collect::<Vec<_>>());
+}

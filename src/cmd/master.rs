@@ -5,15 +5,19 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Arguments of `gantry master`.
+/// Arguments of `gantry master`: runs one, or with `list`, shows the masters' group.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct MasterArgs {
+    /// `list`: the masters, instead of running one.
+    #[command(subcommand)]
+    pub command: Option<MasterCommand>,
     /// Address to serve the API and the agent protocol on.
     #[arg(long, default_value = "127.0.0.1:5050")]
     pub listen: SocketAddr,
     /// Directory of the state store; created if missing. A restart on it keeps all state.
-    #[arg(long)]
-    pub data_dir: PathBuf,
+    #[arg(long, required = true)]
+    pub data_dir: Option<PathBuf>,
     /// How often agents heartbeat.
     #[arg(long, default_value = "1s", value_parser = super::parse_duration)]
     pub heartbeat_interval: Duration,
@@ -26,8 +30,23 @@ pub struct MasterArgs {
     pub tls_san: Vec<String>,
 }
 
-/// Runs the master.
+/// `gantry master …`
+#[derive(Debug, clap::Subcommand)]
+pub enum MasterCommand {
+    /// Lists the masters: number, address, role (leader, follower, learner), term, last applied
+    /// index and how far each lags behind the leader.
+    List {
+        #[command(flatten)]
+        client: super::ClientArgs,
+    },
+}
+
+/// Runs the master, or a `master` subcommand.
 pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
+    if let Some(MasterCommand::List { client }) = args.command {
+        return list(&client).await;
+    }
+    let data_dir = args.data_dir.context("--data-dir is required to run a master")?;
     if args.agent_unreachable_timeout <= args.heartbeat_interval {
         anyhow::bail!(
             "--agent-unreachable-timeout ({:?}) must be longer than --heartbeat-interval ({:?})",
@@ -35,9 +54,32 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
             args.heartbeat_interval
         );
     }
-    let mut config = gantry_master::MasterConfig::new(args.listen, args.data_dir.clone());
+    let mut config = gantry_master::MasterConfig::new(args.listen, data_dir.clone());
     config.heartbeat_interval = args.heartbeat_interval;
     config.agent_unreachable_timeout = args.agent_unreachable_timeout;
     config.tls_names = args.tls_san;
-    gantry_master::run(config).await.with_context(|| format!("master with data dir {}", args.data_dir.display()))
+    gantry_master::run(config).await.with_context(|| format!("master with data dir {}", data_dir.display()))
+}
+
+async fn list(client: &super::ClientArgs) -> anyhow::Result<()> {
+    let masters = client.client()?.list_masters().await?;
+    if client.output == crate::output::Format::Json {
+        return crate::output::json(&masters);
+    }
+    let or_dash = |value: Option<u64>| value.map_or_else(|| "-".to_string(), |v| v.to_string());
+    let rows: Vec<Vec<String>> = masters
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.to_string(),
+                m.address.clone(),
+                m.role.clone(),
+                or_dash(m.term),
+                or_dash(m.last_applied),
+                or_dash(m.lag),
+            ]
+        })
+        .collect();
+    crate::output::table(&["ID", "ADDRESS", "ROLE", "TERM", "APPLIED", "LAG"], &rows);
+    Ok(())
 }

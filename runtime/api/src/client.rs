@@ -49,6 +49,36 @@ pub struct VersionInfo {
 pub struct Health {
     /// `ok` when the master serves.
     pub status: String,
+    /// This master's part in the masters' group: `leader`, `follower`, `candidate` or `learner`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The group's current term as this master knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<u64>,
+    /// The leader's API address, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+}
+
+/// One master of the group (`GET /api/v1/masters`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterInfo {
+    /// Its number in the group.
+    pub id: u64,
+    /// Its API address.
+    pub address: String,
+    /// `leader`, `follower`, `candidate`, `learner`, as the answering master sees it.
+    pub role: String,
+    /// The term (known for the answering master).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<u64>,
+    /// The last log index it has applied (known for the answering master) or that the leader
+    /// knows it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied: Option<u64>,
+    /// How many entries it is behind the leader's log (known on the leader).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<u64>,
 }
 
 /// Query of `GET /api/v1/tasks/{id}/logs`.

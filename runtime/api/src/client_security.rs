@@ -80,6 +80,11 @@ impl Client {
         self.call(Method::GET, "/api/v1/snapshot", None::<&()>).await
     }
 
+    /// `GET /api/v1/masters`: the masters' group as the answering master sees it.
+    pub async fn list_masters(&self) -> Result<Vec<crate::client::MasterInfo>, ClientError> {
+        self.call(Method::GET, "/api/v1/masters", None::<&()>).await
+    }
+
     /// `GET /api/v1/whoami`: the identity and policies the master sees for this client.
     pub async fn whoami(&self) -> Result<Whoami, ClientError> {
         self.call(Method::GET, "/api/v1/whoami", None::<&()>).await

@@ -224,18 +224,24 @@ fn server_names(config: &MasterConfig) -> security::ServerNames {
     names
 }
 
-/// Opens the store, loads the state, binds the listener, and spawns the HTTP server, the
+/// Binds the listener, opens the store, loads the state, and spawns the HTTP server, the
 /// allocator and the housekeeping loop.
 pub async fn start(config: MasterConfig) -> Result<MasterHandle, MasterError> {
-    // A group of one for now: this master is master 1 and leads it (issue 14 adds peers).
-    let store: Arc<dyn Store> =
-        Arc::new(raft::store::RaftStore::open_alone(&config.data_dir, 1, &config.listen.to_string())?);
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let master = build(config.clone(), store, shutdown_rx)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| MasterError::Bind { addr: config.listen, source })?;
     let local_addr = listener.local_addr().map_err(|source| MasterError::Bind { addr: config.listen, source })?;
+    // A group of one for now: this master is master 1 and leads it (issue 14 adds peers). Its
+    // address in the group is the one it serves on at its first start.
+    let data_dir = config.data_dir.clone();
+    let address = local_addr.to_string();
+    let store: Arc<dyn Store> = Arc::new(
+        tokio::task::spawn_blocking(move || raft::store::RaftStore::open_alone(&data_dir, 1, &address))
+            .await
+            .map_err(|e| StoreError::Replication(format!("the store's start failed: {e}")))??,
+    );
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let master = build(config.clone(), store, shutdown_rx)?;
     let listener = gantry_trust::listener::TlsListener::new(listener, master.security().server_tls())
         .map_err(|source| MasterError::Bind { addr: config.listen, source })?;
     let app = router(master.clone()).into_make_service_with_connect_info::<gantry_trust::listener::Peer>();

@@ -126,6 +126,36 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn write(&self, batch: &[StoreOp]) -> Result<(), StoreError>;
     /// Reads everything (at start).
     fn load(&self) -> Result<Snapshot, StoreError>;
+    /// The masters' group as this master sees it (`None`: a store that is not replicated).
+    fn group(&self) -> Option<Group> {
+        None
+    }
+}
+
+/// The masters' group as one master sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// This master's number.
+    pub this: u64,
+    /// The current term.
+    pub term: u64,
+    /// The leader's number, when known.
+    pub leader: Option<u64>,
+    /// Every member, this one included.
+    pub members: Vec<gantry_api::client::MasterInfo>,
+}
+
+impl Group {
+    /// This master's role.
+    pub fn role(&self) -> &str {
+        self.members.iter().find(|m| m.id == self.this).map_or("unknown", |m| m.role.as_str())
+    }
+
+    /// The leader's API address, when known.
+    pub fn leader_address(&self) -> Option<&str> {
+        let leader = self.leader?;
+        self.members.iter().find(|m| m.id == leader).map(|m| m.address.as_str())
+    }
 }
 
 /// The redb-backed store: `<data_dir>/state.redb`, one JSON value per record.

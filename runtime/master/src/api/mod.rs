@@ -9,6 +9,7 @@ pub mod events;
 pub mod images;
 pub mod jobs;
 pub mod join;
+pub mod masters;
 pub mod policies;
 pub mod secrets;
 pub mod snapshot;
@@ -120,6 +121,7 @@ pub fn router(master: Arc<Master>) -> Router {
         .merge(policies::routes())
         .merge(secrets::routes())
         .merge(snapshot::routes())
+        .merge(masters::routes())
         .merge(join::routes())
         .merge(crate::agent_protocol::routes())
         .fallback(|| async { ApiFailure::not_found("no such route; see the API routes in `gantry_api::client`") })

@@ -15,11 +15,18 @@ pub fn routes() -> Router<Arc<Master>> {
 }
 
 async fn health(State(master): State<Arc<Master>>) -> (StatusCode, Json<Health>) {
+    let group = master.store.group();
+    let health = |status: &str| Health {
+        status: status.to_string(),
+        role: group.as_ref().map(|g| g.role().to_string()),
+        term: group.as_ref().map(|g| g.term),
+        leader: group.as_ref().and_then(|g| g.leader_address().map(str::to_string)),
+    };
     if master.ready() {
-        return (StatusCode::OK, Json(Health { status: "ok".to_string() }));
+        return (StatusCode::OK, Json(health("ok")));
     }
     let status = if *master.shutdown_signal().borrow() { "stopping" } else { "starting" };
-    (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: status.to_string() }))
+    (StatusCode::SERVICE_UNAVAILABLE, Json(health(status)))
 }
 
 async fn version(State(master): State<Arc<Master>>) -> Json<VersionInfo> {

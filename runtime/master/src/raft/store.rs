@@ -164,6 +164,53 @@ impl Store for RaftStore {
     fn load(&self) -> Result<Snapshot, StoreError> {
         self.machine.state()
     }
+
+    fn group(&self) -> Option<crate::store::Group> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| {
+                let this = *id == metrics.id;
+                let role = if this {
+                    match metrics.state {
+                        ServerState::Leader => "leader",
+                        ServerState::Candidate => "candidate",
+                        ServerState::Learner => "learner",
+                        ServerState::Follower | ServerState::Shutdown => "follower",
+                    }
+                } else if Some(*id) == metrics.current_leader {
+                    "leader"
+                } else if voters.contains(id) {
+                    "follower"
+                } else {
+                    "learner"
+                };
+                let matched = metrics.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map(|l| l.index);
+                let last_applied = if this { metrics.last_applied.map(|l| l.index) } else { matched };
+                let lag = match (metrics.state, metrics.last_log_index) {
+                    (ServerState::Leader, Some(_)) if this => Some(0),
+                    (ServerState::Leader, Some(last)) => Some(last.saturating_sub(matched.unwrap_or(0))),
+                    _ => None,
+                };
+                gantry_api::client::MasterInfo {
+                    id: *id,
+                    address: node.addr.clone(),
+                    role: role.to_string(),
+                    term: this.then_some(metrics.current_term),
+                    last_applied,
+                    lag,
+                }
+            })
+            .collect();
+        Some(crate::store::Group {
+            this: metrics.id,
+            term: metrics.current_term,
+            leader: metrics.current_leader,
+            members,
+        })
+    }
 }
 
 impl Drop for RaftStore {

@@ -70,6 +70,8 @@ pub fn required(method: &str, path: &str) -> Requirement {
         "secrets" => (Kind::Secrets, "name"),
         "events" => return Requirement::Api { kind: Kind::Tasks, level: Level::Read, id: None },
         "snapshot" => return Requirement::Admin,
+        // Who the masters are and who leads: nothing sensitive, for any valid credential.
+        "masters" => return Requirement::Authenticated,
         _ => return Requirement::Authenticated,
     };
     let Some(tail) = tail else {
@@ -142,6 +144,7 @@ mod tests {
             ("PUT", "/api/v1/policies/team-a", api(Kind::Policies, Level::Write, Some("team-a"))),
             ("GET", "/api/v1/whoami", Requirement::Authenticated),
             ("GET", "/api/v1/snapshot", Requirement::Admin),
+            ("GET", "/api/v1/masters", Requirement::Authenticated),
             ("GET", "/nowhere", Requirement::Authenticated),
             ("GET", "/api/v1/apps/te%2Dam", api(Kind::Apps, Level::Read, Some("te-am"))),
         ];
