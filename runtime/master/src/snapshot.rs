@@ -8,7 +8,7 @@
 //! cluster's `ca.pem`, `ca-key.pem` and `secrets.key` (kept apart from the state, as always), and
 //! a restore that would leave sealed secrets without their key is refused.
 
-use crate::store::{RedbStore, Snapshot, Store, StoreError, StoreOp};
+use crate::store::{RedbStore, Snapshot, Store, StoreError};
 use gantry_api::Millis;
 use gantry_trust::pki::{self, Ca};
 use serde::{Deserialize, Serialize};
@@ -164,14 +164,7 @@ pub fn restore(snapshot: &ClusterSnapshot, data_dir: &Path) -> Result<Counts, Re
             crate::security::SEAL_KEY_FILE
         )));
     }
-    let state = &snapshot.state;
-    let mut batch: Vec<StoreOp> = Vec::new();
-    batch.extend(state.apps.iter().cloned().map(StoreOp::PutApp));
-    batch.extend(state.tasks.iter().cloned().map(StoreOp::PutTask));
-    batch.extend(state.agents.iter().cloned().map(StoreOp::PutAgent));
-    batch.extend(state.meta.iter().map(|(k, v)| StoreOp::PutMeta(k.clone(), v.clone())));
-    batch.extend(state.jobs.iter().cloned().map(StoreOp::PutJob));
-    batch.extend(state.job_runs.iter().cloned().map(StoreOp::PutJobRun));
+    let batch = crate::store::snapshot_ops(&snapshot.state);
     RedbStore::open(data_dir)?.write(&batch)?;
     Ok(counts)
 }

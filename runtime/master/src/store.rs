@@ -292,8 +292,8 @@ pub(crate) fn load_from(txn: &redb::ReadTransaction) -> Result<Snapshot, StoreEr
     Ok(Snapshot { apps, tasks, agents, meta, jobs, job_runs })
 }
 
-/// Writes every record of `snapshot` into the (empty) state tables of `txn`.
-pub(crate) fn write_snapshot(txn: &redb::WriteTransaction, snapshot: &Snapshot) -> Result<(), StoreError> {
+/// The writes that put every record of `snapshot` into empty state tables.
+pub(crate) fn snapshot_ops(snapshot: &Snapshot) -> Vec<StoreOp> {
     let mut batch: Vec<StoreOp> = Vec::new();
     batch.extend(snapshot.apps.iter().cloned().map(StoreOp::PutApp));
     batch.extend(snapshot.tasks.iter().cloned().map(StoreOp::PutTask));
@@ -301,7 +301,12 @@ pub(crate) fn write_snapshot(txn: &redb::WriteTransaction, snapshot: &Snapshot) 
     batch.extend(snapshot.meta.iter().map(|(k, v)| StoreOp::PutMeta(k.clone(), v.clone())));
     batch.extend(snapshot.jobs.iter().cloned().map(StoreOp::PutJob));
     batch.extend(snapshot.job_runs.iter().cloned().map(StoreOp::PutJobRun));
-    apply_ops(txn, &batch)
+    batch
+}
+
+/// Writes every record of `snapshot` into the (empty) state tables of `txn`.
+pub(crate) fn write_snapshot(txn: &redb::WriteTransaction, snapshot: &Snapshot) -> Result<(), StoreError> {
+    apply_ops(txn, &snapshot_ops(snapshot))
 }
 
 impl Store for RedbStore {
