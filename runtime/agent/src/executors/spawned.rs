@@ -62,11 +62,7 @@ impl Standby {
         let (Some(stdin), running_signal) = (child.stdin.take(), child.stdout.take()) else {
             return Err(std::io::Error::other("no stdin pipe to the standby executor"));
         };
-        let spawned = child
-            .id()
-            .and_then(|pid| i32::try_from(pid).ok())
-            .and_then(|pid| process::stat(pid).map(|stat| SpawnedExecutor { pid, start_time: stat.start_time }));
-        let Some(spawned) = spawned else {
+        let Some(spawned) = identify(&child) else {
             let _ = child.start_kill();
             return Err(std::io::Error::other("the standby executor exited at once"));
         };
@@ -117,10 +113,8 @@ impl Spawner {
             .spawn()
             .map_err(spawn_error)?;
         let running_signal = child.stdout.take();
-        if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok())
-            && let Some(stat) = process::stat(pid)
-        {
-            record_spawned(sandbox, task_id, &SpawnedExecutor { pid, start_time: stat.start_time });
+        if let Some(spawned) = identify(&child) {
+            record_spawned(sandbox, task_id, &spawned);
         }
         Ok((child, running_signal))
     }
@@ -293,6 +287,12 @@ impl Spawner {
         }
         info
     }
+}
+
+/// A started executor's pid and start time, while it lives (its identity across pid reuse).
+fn identify(child: &tokio::process::Child) -> Option<SpawnedExecutor> {
+    let pid = i32::try_from(child.id()?).ok()?;
+    process::stat(pid).map(|stat| SpawnedExecutor { pid, start_time: stat.start_time })
 }
 
 fn record_spawned(sandbox: &Path, task_id: &str, spawned: &SpawnedExecutor) {

@@ -6,7 +6,7 @@
 
 use super::{NodeId, RaftStorageError, TypeConfig, any, read_error, write_error};
 use crate::store::{self, StoreError, redb_err};
-use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::storage::{RaftStateMachine, Snapshot, SnapshotSignature};
 use openraft::{
     BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError,
     StoredMembership,
@@ -123,8 +123,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let signature = Some(meta.signature());
         let state: store::Snapshot =
             serde_json::from_slice(&data).map_err(|e| StorageIOError::read_snapshot(signature.clone(), any(e)))?;
-        let write =
-            |e: StoreError| -> RaftStorageError { StorageIOError::write_snapshot(signature.clone(), any(e)).into() };
+        let write = |e: StoreError| snapshot_write_error(&signature, e);
         let txn = self.db.begin_write().map_err(|e| write(redb_err(e)))?;
         store::clear_state(&txn).map_err(write)?;
         store::write_snapshot(&txn, &state).map_err(write)?;
@@ -146,6 +145,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = table.get(SNAPSHOT_DATA).map_err(read_error)?.map(|v| v.value().to_vec()).unwrap_or_default();
         Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
     }
+}
+
+/// A failed write of the snapshot `signature`, as openraft reports it.
+fn snapshot_write_error(signature: &Option<SnapshotSignature<NodeId>>, error: StoreError) -> RaftStorageError {
+    StorageIOError::write_snapshot(signature.clone(), any(error)).into()
 }
 
 /// Records `meta` and `data` as the current snapshot in `txn`.
@@ -178,8 +182,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
         let data = serde_json::to_vec(&state).map_err(write_error)?;
         let signature = Some(meta.signature());
-        let write =
-            |e: StoreError| -> RaftStorageError { StorageIOError::write_snapshot(signature.clone(), any(e)).into() };
+        let write = |e: StoreError| snapshot_write_error(&signature, e);
         let txn = self.db.begin_write().map_err(|e| write(redb_err(e)))?;
         keep_snapshot(&txn, &meta, &data).map_err(write)?;
         txn.commit().map_err(|e| write(redb_err(e)))?;

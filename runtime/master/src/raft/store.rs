@@ -178,7 +178,8 @@ impl Store for RaftStore {
                         ServerState::Leader => "leader",
                         ServerState::Candidate => "candidate",
                         ServerState::Learner => "learner",
-                        ServerState::Follower | ServerState::Shutdown => "follower",
+                        ServerState::Follower => "follower",
+                        ServerState::Shutdown => "stopped",
                     }
                 } else if Some(*id) == metrics.current_leader {
                     "leader"
