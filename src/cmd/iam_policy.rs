@@ -13,8 +13,12 @@ pub struct IamPolicyArgs {
 }
 
 /// Runs `gantry iam-policy`.
+#[cfg_attr(
+    not(any(feature = "aws", feature = "gce", feature = "azure")),
+    allow(unused_variables, unreachable_code, reason = "a build without a cloud feature prints no policy")
+)]
 pub fn run(args: IamPolicyArgs) -> anyhow::Result<()> {
-    let policy = match args.cloud {
+    let policy: serde_json::Value = match args.cloud {
         #[cfg(feature = "aws")]
         Cloud::Aws => gantry_provider_aws::iam::policy(),
         #[cfg(feature = "gce")]

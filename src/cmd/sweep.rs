@@ -68,6 +68,10 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<()> {
 }
 
 /// Prints what was found and, with `--yes`, deletes the doomed clusters with `delete`.
+#[cfg_attr(
+    not(any(feature = "aws", feature = "gce", feature = "azure")),
+    allow(dead_code, reason = "used by the cloud sweeps only")
+)]
 async fn report<F, Fut>(args: &SweepArgs, found: &[Found], mut delete: F) -> anyhow::Result<()>
 where
     F: FnMut(String) -> Fut,
@@ -103,6 +107,10 @@ where
 }
 
 /// The value of a required scope flag, or an error naming the flag and its variable.
+#[cfg_attr(
+    not(any(feature = "aws", feature = "gce", feature = "azure")),
+    allow(dead_code, reason = "used by the cloud sweeps only")
+)]
 fn required<'a>(value: &'a Option<String>, flag: &str, env: &str) -> anyhow::Result<&'a str> {
     value.as_deref().filter(|v| !v.is_empty()).ok_or_else(|| anyhow::anyhow!("sweep needs {flag} (or {env})"))
 }
