@@ -9,7 +9,8 @@ use std::path::PathBuf;
 /// Arguments of `gantry agent`.
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
-    /// The master's URL.
+    /// The master's URL, or every master's, separated by commas: the agent talks to the
+    /// leader, follows the followers' redirects, and moves on when a master is down.
     #[arg(long, env = "GANTRY_MASTER", default_value = "https://127.0.0.1:5050")]
     pub master: String,
     /// The cluster's join token (the master's DATA/join-token); needed until the agent holds a

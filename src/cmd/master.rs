@@ -28,6 +28,34 @@ pub struct MasterArgs {
     /// (besides localhost, 127.0.0.1, ::1, the host name and the listen address); repeatable.
     #[arg(long = "tls-san")]
     pub tls_san: Vec<String>,
+    /// This master's number in its group of masters (1, 2, 3, ...); with one master, 1.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub node_id: u64,
+    /// Another master of the group, as `NUMBER=HOST:PORT` (the address it listens on);
+    /// repeat for each. The master with the lowest number creates the group on its first
+    /// start; every other one needs the group's CA, secrets key and admin token in its data dir.
+    #[arg(long = "peer", value_name = "NUMBER=HOST:PORT", value_parser = parse_peer)]
+    pub peers: Vec<(u64, String)>,
+}
+
+/// `--peer NUMBER=HOST:PORT`.
+fn parse_peer(text: &str) -> Result<(u64, String), String> {
+    let (number, address) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not NUMBER=HOST:PORT (for example 2=10.0.0.12:5050)"))?;
+    let number: u64 = number
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("`{number}` in `{text}` is not a master number (1, 2, 3, ...)"))?;
+    let address = address.trim();
+    let (host, port) =
+        address.rsplit_once(':').ok_or_else(|| format!("`{address}` in `{text}` has no port: write HOST:PORT"))?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("`{address}` in `{text}` is not HOST:PORT"));
+    }
+    Ok((number, address.to_string()))
 }
 
 /// `gantry master …`
@@ -58,6 +86,17 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     config.heartbeat_interval = args.heartbeat_interval;
     config.agent_unreachable_timeout = args.agent_unreachable_timeout;
     config.tls_names = args.tls_san;
+    config.node_id = args.node_id;
+    for (number, address) in args.peers {
+        if number == args.node_id {
+            anyhow::bail!(
+                "--peer {number}={address} names this master's own number (--node-id {number}): list only the others"
+            );
+        }
+        if config.peers.insert(number, address).is_some() {
+            anyhow::bail!("--peer names master {number} twice");
+        }
+    }
     gantry_master::run(config).await.with_context(|| format!("master with data dir {}", data_dir.display()))
 }
 

@@ -98,8 +98,9 @@ pub enum Command {
 /// Options of every command that talks to a master.
 #[derive(Clone, Args)]
 pub struct ClientArgs {
-    /// The master's URL [default: the master of --cluster, else of the only or most recently
-    /// brought-up cluster in the state dir, else https://127.0.0.1:5050].
+    /// The master's URL, or every master's, separated by commas (requests go to the leader)
+    /// [default: the masters of --cluster, else of the only or most recently brought-up cluster
+    /// in the state dir, else https://127.0.0.1:5050].
     #[arg(long, global = true, env = "GANTRY_MASTER")]
     pub master: Option<String>,
     /// A cluster brought up by `gantry up`, by name: talk to its master.

@@ -22,14 +22,19 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_gantry");
 
-/// A master and its agents, as child processes.
+/// Masters and their agents, as child processes.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
+    /// Every master's URL, separated by commas (one URL with one master).
     pub master_url: String,
+    /// Master 1's port.
     pub master_port: u16,
+    /// Every master's port: master i + 1 at index i.
+    pub master_ports: Vec<u16>,
     /// First port of agent 0's range; agent i offers 100 ports from `port_base + 100 i`.
     pub port_base: u16,
-    pub master: Option<Child>,
+    /// Master i + 1's process at index i.
+    pub masters: Vec<Option<Child>>,
     pub agents: Vec<Option<Child>>,
     pub client: Client,
 }
@@ -108,12 +113,38 @@ impl Cluster {
 
     /// Starts a master and `agents` agents and waits until every agent is registered.
     pub async fn start(agents: usize) -> Cluster {
+        Self::start_with_masters(1, agents).await
+    }
+
+    /// Starts `masters` masters (one Raft group; master 1 creates it) and `agents` agents, and
+    /// waits until every agent is registered. Masters 2 and up get master 1's CA, join token,
+    /// admin token and secrets key in their data dirs, as `gantry up` gives them.
+    pub async fn start_with_masters(masters: usize, agents: usize) -> Cluster {
         let dir = traversable_temp_dir("gantry-e2e-");
-        let master_port = free_port();
-        let master_url = format!("https://127.0.0.1:{master_port}");
-        let client = admin_client(&master_url, &dir.path().join("master"));
+        let master_ports: Vec<u16> = (0..masters).map(|_| free_port()).collect();
+        let master_url =
+            master_ports.iter().map(|port| format!("https://127.0.0.1:{port}")).collect::<Vec<_>>().join(",");
+        let first = dir.path().join("master");
+        let client = admin_client(&master_url, &first);
+        gantry_trust::sealed::SealKey::load_or_create(&first.join("secrets.key")).expect("secrets key");
+        for i in 2..=masters {
+            let data = dir.path().join(format!("master-{i}"));
+            std::fs::create_dir_all(&data).expect("data dir");
+            for file in ["ca.pem", "ca-key.pem", "join-token", "admin-token", "secrets.key"] {
+                std::fs::copy(first.join(file), data.join(file)).expect("copy the trust material");
+            }
+        }
         let port_base = port_block(600);
-        let mut cluster = Cluster { dir, master_url, master_port, port_base, master: None, agents: Vec::new(), client };
+        let mut cluster = Cluster {
+            dir,
+            master_url,
+            master_port: master_ports[0],
+            master_ports,
+            port_base,
+            masters: (0..masters).map(|_| None).collect(),
+            agents: Vec::new(),
+            client,
+        };
         cluster.start_master();
         for i in 0..agents {
             let child = cluster.spawn_agent(i);
@@ -127,19 +158,44 @@ impl Cluster {
         self.dir.path()
     }
 
+    /// Starts every master that is not running.
     pub fn start_master(&mut self) {
-        let log = self.log_file("master.log");
-        let child = Command::new(BIN)
-            .args(["master", "--listen", &format!("127.0.0.1:{}", self.master_port)])
+        for i in 1..=self.masters.len() {
+            if self.masters[i - 1].is_none() {
+                self.start_master_number(i);
+            }
+        }
+    }
+
+    /// The data dir of master `number` (1 is `master`, as with one master).
+    pub fn master_dir(&self, number: usize) -> PathBuf {
+        if number == 1 { self.path().join("master") } else { self.path().join(format!("master-{number}")) }
+    }
+
+    /// Starts master `number` (1, 2, ...) on its port and data dir.
+    pub fn start_master_number(&mut self, number: usize) {
+        let many = self.masters.len() > 1;
+        let log = self.log_file(if many { format!("master-{number}.log") } else { "master.log".to_string() }.as_str());
+        let mut command = Command::new(BIN);
+        command
+            .args(["master", "--listen", &format!("127.0.0.1:{}", self.master_ports[number - 1])])
             .arg("--data-dir")
-            .arg(self.path().join("master"))
-            .args(["--heartbeat-interval", "200ms", "--agent-unreachable-timeout", "1500ms"])
+            .arg(self.master_dir(number))
+            // With several masters an agent may need a failover (about a second) and a
+            // reconnection before it is heard again.
+            .args(["--heartbeat-interval", "200ms", "--agent-unreachable-timeout", if many { "5s" } else { "1500ms" }])
             .env("GANTRY_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn master");
-        self.master = Some(child);
+            .stderr(log);
+        if many {
+            command.args(["--node-id", &number.to_string()]);
+            for (i, port) in self.master_ports.iter().enumerate() {
+                if i + 1 != number {
+                    command.args(["--peer", &format!("{}=127.0.0.1:{port}", i + 1)]);
+                }
+            }
+        }
+        self.masters[number - 1] = Some(command.spawn().expect("spawn master"));
     }
 
     pub fn spawn_agent(&self, i: usize) -> Child {
@@ -177,9 +233,16 @@ impl Cluster {
         self.agents[i] = Some(self.spawn_agent(i));
     }
 
-    /// SIGKILLs the master.
+    /// SIGKILLs every master.
     pub fn kill_master(&mut self) {
-        if let Some(mut child) = self.master.take() {
+        for number in 1..=self.masters.len() {
+            self.kill_master_number(number);
+        }
+    }
+
+    /// SIGKILLs master `number` (1, 2, ...).
+    pub fn kill_master_number(&mut self, number: usize) {
+        if let Some(mut child) = self.masters[number - 1].take() {
             let _ = child.kill();
             let _ = child.wait();
         }

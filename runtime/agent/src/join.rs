@@ -134,11 +134,15 @@ pub async fn credentials(
     let csr = pki::csr_for_key(&key_pem)?;
     let deadline = tokio::time::Instant::now() + patience;
     let mut backoff = Duration::from_millis(100);
+    // Any master of the list serves the join: a follower redirects it to the leader.
+    let masters = gantry_api::masters::Masters::parse(master);
     let joined = loop {
-        match join(master, &token, agent_id, &csr).await {
+        let base = masters.current();
+        match join(&base, &token, agent_id, &csr).await {
             Ok(joined) => break joined,
             Err(JoinError::Master { message, .. }) if tokio::time::Instant::now() < deadline => {
-                warn!(%master, error = %message, "Cannot join yet; retrying.");
+                warn!(master = %base, error = %message, "Cannot join yet; retrying.");
+                masters.unreachable(&base);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
@@ -169,6 +173,24 @@ pub fn renewal_due(credentials: &Credentials, now: i64) -> bool {
 /// Renews the agent's certificate at `master` for the same key, over mutual TLS with the
 /// current certificate, and stores it in the work dir. Answers the new credentials.
 pub async fn renew(
+    work_dir: &Path,
+    agent_id: &str,
+    master: &str,
+    current: &Credentials,
+) -> Result<Credentials, JoinError> {
+    let masters = gantry_api::masters::Masters::parse(master);
+    let mut last = None;
+    for base in masters.all() {
+        match renew_at(work_dir, agent_id, base, current).await {
+            Ok(renewed) => return Ok(renewed),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| JoinError::Master { master: master.to_string(), message: "no master given".into() }))
+}
+
+/// [`renew`] at one master (a follower redirects it to the leader).
+async fn renew_at(
     work_dir: &Path,
     agent_id: &str,
     master: &str,

@@ -43,7 +43,8 @@ use tracing::info;
 /// Settings of one agent.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// Base URL of the master, e.g. `http://127.0.0.1:5050`.
+    /// Base URL of the master, e.g. `https://127.0.0.1:5050`, or of every master, separated by
+    /// commas: the agent talks to the leader, following followers' redirects.
     pub master: String,
     /// Work dir: the persistent agent id, task sandboxes, executor state.
     pub work_dir: PathBuf,
@@ -254,7 +255,8 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         .build()
         .map_err(AgentError::Client)?;
     let background = Background::default();
-    let sink = Arc::new(HttpStatusSink::new(&config.master, &agent_id, client.clone()));
+    let masters = Arc::new(gantry_api::masters::Masters::parse(&config.master));
+    let sink = Arc::new(HttpStatusSink::new(masters.clone(), &agent_id, client.clone()));
     let executors = executors(&config.executor_path, &work_dir, &config.images);
     let supervisor = Supervisor::new(work_dir.clone(), executors, hostname, sink, background.clone());
     supervisor.set_gpus(gpus, config.gpus.clone());
@@ -278,7 +280,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
             })
             .await
     });
-    let link = MasterLink::new(&config.master, client, info.clone(), supervisor);
+    let link = MasterLink::new(masters, client, info.clone(), supervisor);
     background.spawn(Arc::clone(&link).heartbeats());
     background.spawn(link.run());
     background.spawn(renewals(work_dir, agent_id.clone(), config.master.clone(), credentials, identity));

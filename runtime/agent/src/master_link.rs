@@ -10,6 +10,7 @@ use crate::tasks::Supervisor;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use gantry_api::AgentInfo;
+use gantry_api::masters::Masters;
 use gantry_api::protocol::{AgentCommand, Heartbeat, PREFIX, RegisterAgent, Registered, StatusUpdate};
 use std::fmt;
 use std::sync::Arc;
@@ -48,7 +49,7 @@ pub enum LinkError {
 
 /// The connection to the master.
 pub struct MasterLink {
-    master: String,
+    masters: Arc<Masters>,
     client: reqwest::Client,
     info: AgentInfo,
     supervisor: Arc<Supervisor>,
@@ -59,15 +60,21 @@ pub struct MasterLink {
 
 impl fmt::Debug for MasterLink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MasterLink").field("master", &self.master).field("agent_id", &self.info.id).finish()
+        f.debug_struct("MasterLink").field("masters", &self.masters.all()).field("agent_id", &self.info.id).finish()
     }
 }
 
 impl MasterLink {
-    /// A link to `master` (base URL) for the agent described by `info`.
-    pub fn new(master: &str, client: reqwest::Client, info: AgentInfo, supervisor: Arc<Supervisor>) -> Arc<Self> {
+    /// A link to `masters` for the agent described by `info`; `client` must not follow
+    /// redirects (the link does, to the leader).
+    pub fn new(
+        masters: Arc<Masters>,
+        client: reqwest::Client,
+        info: AgentInfo,
+        supervisor: Arc<Supervisor>,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            master: master.trim_end_matches('/').to_string(),
+            masters,
             client,
             info,
             supervisor,
@@ -77,8 +84,15 @@ impl MasterLink {
         })
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{PREFIX}/{path}", self.master)
+    /// Sends the request `build` makes for a protocol path's URL to the leader.
+    async fn send(
+        &self,
+        path: &str,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, LinkError> {
+        gantry_api::masters::send(&self.masters, |base| build(&format!("{base}{PREFIX}/{path}")))
+            .await
+            .map_err(|(base, source)| LinkError::Http { url: format!("{base}{PREFIX}/{path}"), source })
     }
 
     fn heartbeat_interval(&self) -> Duration {
@@ -115,9 +129,9 @@ impl MasterLink {
             if !self.registered.load(Ordering::Relaxed) {
                 continue;
             }
-            let url = self.url(&format!("{}/heartbeat", self.info.id));
+            let path = format!("{}/heartbeat", self.info.id);
             let body = Heartbeat { timestamp: gantry_api::now_millis() };
-            match self.client.post(&url).json(&body).timeout(REQUEST_TIMEOUT).send().await {
+            match self.send(&path, |url| self.client.post(url).json(&body).timeout(REQUEST_TIMEOUT)).await {
                 Ok(response) if response.status() == reqwest::StatusCode::NOT_FOUND => {
                     warn!(agent_id = %self.info.id, "The master does not know this agent; registering again.");
                     self.registered.store(false, Ordering::Relaxed);
@@ -133,21 +147,19 @@ impl MasterLink {
     }
 
     async fn register(&self) -> Result<Registered, LinkError> {
-        let url = self.url("register");
         let body = RegisterAgent { info: self.info.clone(), tasks: self.supervisor.reports() };
-        let http = |source| LinkError::Http { url: url.clone(), source };
-        let response = self.client.post(&url).json(&body).timeout(REQUEST_TIMEOUT).send().await.map_err(http)?;
+        let response = self.send("register", |url| self.client.post(url).json(&body).timeout(REQUEST_TIMEOUT)).await?;
+        let url = response.url().to_string();
         if !response.status().is_success() {
-            return Err(LinkError::Status { url: url.clone(), status: response.status() });
+            return Err(LinkError::Status { url, status: response.status() });
         }
-        response.json().await.map_err(http)
+        response.json().await.map_err(|source| LinkError::Http { url, source })
     }
 
     /// Follows the command stream until it ends; says whether anything arrived.
     async fn follow_commands(&self) -> Result<bool, LinkError> {
-        let url = self.url(&format!("{}/commands", self.info.id));
-        let response =
-            self.client.get(&url).send().await.map_err(|source| LinkError::Http { url: url.clone(), source })?;
+        let response = self.send(&format!("{}/commands", self.info.id), |url| self.client.get(url)).await?;
+        let url = response.url().to_string();
         if !response.status().is_success() {
             return Err(LinkError::Status { url: url.clone(), status: response.status() });
         }
@@ -192,31 +204,29 @@ impl MasterLink {
     }
 }
 
-/// Posts status updates to the master's status endpoint.
+/// Posts status updates to the leading master's status endpoint.
 #[derive(Debug)]
 pub struct HttpStatusSink {
     client: reqwest::Client,
-    url: String,
+    masters: Arc<Masters>,
+    path: String,
 }
 
 impl HttpStatusSink {
-    /// A sink for agent `agent_id` of the master at `master` (base URL).
-    pub fn new(master: &str, agent_id: &str, client: reqwest::Client) -> Self {
-        Self { client, url: format!("{}{PREFIX}/{agent_id}/status", master.trim_end_matches('/')) }
+    /// A sink for agent `agent_id` of `masters`; `client` must not follow redirects.
+    pub fn new(masters: Arc<Masters>, agent_id: &str, client: reqwest::Client) -> Self {
+        Self { client, masters, path: format!("{PREFIX}/{agent_id}/status") }
     }
 }
 
 impl StatusSink for HttpStatusSink {
     fn post<'a>(&'a self, update: &'a StatusUpdate) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            let response = self
-                .client
-                .post(&self.url)
-                .json(update)
-                .timeout(REQUEST_TIMEOUT)
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
+            let response = gantry_api::masters::send(&self.masters, |base| {
+                self.client.post(format!("{base}{}", self.path)).json(update).timeout(REQUEST_TIMEOUT)
+            })
+            .await
+            .map_err(|(_, e)| e.to_string())?;
             if response.status().is_success() { Ok(()) } else { Err(format!("answered {}", response.status())) }
         })
     }

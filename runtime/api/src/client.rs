@@ -157,10 +157,11 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// A client of one master.
+/// A client of a cluster's masters: it talks to the one it last reached and follows the
+/// followers' redirects to the leader (see [`crate::masters`]).
 #[derive(Debug, Clone)]
 pub struct Client {
-    base: String,
+    masters: std::sync::Arc<crate::masters::Masters>,
     http: reqwest::Client,
     token: Option<String>,
     token_source: Option<String>,
@@ -174,8 +175,9 @@ impl Client {
         Self::with_credentials(base, &Credentials::default())
     }
 
-    /// A client of the master at `base` (e.g. `https://127.0.0.1:5050`) that trusts
-    /// `credentials.ca_pem` alone and authenticates with its token and/or certificate.
+    /// A client of the master at `base` (e.g. `https://127.0.0.1:5050`, or several, separated
+    /// by commas) that trusts `credentials.ca_pem` alone and authenticates with its token
+    /// and/or certificate.
     pub fn with_credentials(base: &str, credentials: &Credentials) -> Result<Self, ClientError> {
         let transport = |message: String| ClientError::Transport { url: base.to_string(), message };
         let mut builder = reqwest::Client::builder()
@@ -192,7 +194,7 @@ impl Client {
         }
         let http = builder.build().map_err(|e| transport(error_chain(&e)))?;
         Ok(Self {
-            base: base.trim_end_matches('/').to_string(),
+            masters: std::sync::Arc::new(crate::masters::Masters::parse(base)),
             http,
             token: credentials.token.as_ref().map(|t| t.trim().to_string()),
             token_source: credentials.token_source.clone(),
@@ -204,9 +206,14 @@ impl Client {
         &self.http
     }
 
-    /// A request to `path` with this client's token.
+    /// A request to `path` on the master in use, with this client's token (for streams: it
+    /// does not follow redirects; [`Client::call`] does).
     pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let request = self.http.request(method, format!("{}{}", self.base, path));
+        self.request_to(&self.masters.current(), method, path)
+    }
+
+    fn request_to(&self, base: &str, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, format!("{base}{path}"));
         match &self.token {
             Some(token) => request.bearer_auth(token),
             None => request,
@@ -218,9 +225,39 @@ impl Client {
         self.token_source.as_deref()
     }
 
-    /// The master URL.
-    pub fn base(&self) -> &str {
-        &self.base
+    /// The URL of the master in use.
+    pub fn base(&self) -> String {
+        self.masters.current()
+    }
+
+    /// The masters this client knows.
+    pub fn masters(&self) -> &crate::masters::Masters {
+        &self.masters
+    }
+
+    /// Sends `method path` (with `body` as JSON) to the leader; see [`crate::masters::send`].
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<reqwest::Response, ClientError> {
+        let body = match body {
+            Some(body) => Some(serde_json::to_vec(body).map_err(|e| ClientError::Transport {
+                url: self.base(),
+                message: format!("cannot encode the request body: {e}"),
+            })?),
+            None => None,
+        };
+        crate::masters::send(&self.masters, |base| {
+            let request = self.request_to(base, method.clone(), path);
+            match &body {
+                Some(body) => request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.clone()),
+                None => request,
+            }
+        })
+        .await
+        .map_err(|(url, e)| ClientError::Transport { url, message: tls_hint(error_chain(&e)) })
     }
 
     pub(crate) async fn call<T: DeserializeOwned>(
@@ -229,18 +266,15 @@ impl Client {
         path: &str,
         body: Option<&(impl Serialize + ?Sized)>,
     ) -> Result<T, ClientError> {
-        let mut request = self.request(method, path);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
+        let response = self.send(method, path, body).await?;
+        let url = response.url().origin().ascii_serialization();
         let transport =
-            |e: reqwest::Error| ClientError::Transport { url: self.base.clone(), message: tls_hint(error_chain(&e)) };
-        let response = request.send().await.map_err(transport)?;
+            |e: reqwest::Error| ClientError::Transport { url: url.clone(), message: tls_hint(error_chain(&e)) };
         let status = response.status();
         let bytes = response.bytes().await.map_err(transport)?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| ClientError::Transport {
-                url: self.base.clone(),
+                url: url.clone(),
                 message: format!("unexpected answer to {path}: {e}"),
             });
         }

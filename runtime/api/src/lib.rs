@@ -18,6 +18,7 @@ pub mod error;
 pub mod event;
 pub mod image;
 pub mod job;
+pub mod masters;
 pub mod protocol;
 pub mod resources;
 pub mod security;

@@ -16,6 +16,7 @@ pub mod allocator;
 pub mod api;
 pub mod drain;
 pub mod jobs;
+pub mod leadership;
 pub mod links;
 pub mod master;
 pub mod raft;
@@ -32,6 +33,7 @@ pub use store::{MemStore, RedbStore, Store, StoreError};
 
 use crate::state::ClusterState;
 use crate::store::StoreOp;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -54,6 +56,11 @@ pub struct MasterConfig {
     /// Extra names (DNS names or IP addresses) the master's certificate is issued for, besides
     /// `localhost`, 127.0.0.1, ::1, the host name and the listen address.
     pub tls_names: Vec<String>,
+    /// This master's number in its Raft group (1 for a master alone).
+    pub node_id: u64,
+    /// The other masters of the group, by number: the address each serves on (`host:port`).
+    /// Empty: a master alone.
+    pub peers: BTreeMap<u64, String>,
 }
 
 impl MasterConfig {
@@ -65,6 +72,8 @@ impl MasterConfig {
             heartbeat_interval: Duration::from_secs(1),
             agent_unreachable_timeout: Duration::from_secs(3),
             tls_names: Vec::new(),
+            node_id: 1,
+            peers: BTreeMap::new(),
         }
     }
 }
@@ -108,8 +117,9 @@ pub struct MasterHandle {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<Result<(), std::io::Error>>,
     loops: Vec<JoinHandle<()>>,
-    /// The core, to know when the last task holding it (and so the store) has let go.
-    master: std::sync::Weak<Master>,
+    /// The store, to know when the last task holding it has let go (and its files are closed).
+    store: std::sync::Weak<raft::store::RaftStore>,
+    leadership: Arc<leadership::Leadership>,
 }
 
 impl MasterHandle {
@@ -121,6 +131,11 @@ impl MasterHandle {
     /// The data dir (store and trust material).
     pub fn data_dir(&self) -> &std::path::Path {
         &self.data_dir
+    }
+
+    /// How this master takes part in its group: the core of the term it leads, if any.
+    pub fn leadership(&self) -> &Arc<leadership::Leadership> {
+        &self.leadership
     }
 
     /// Stops serving and the background loops; the store is closed when this returns.
@@ -159,11 +174,12 @@ impl MasterHandle {
         }
         // Connection tasks of the server (a command stream being torn down) may still hold the
         // core for a moment; the store closes when the last of them drops it.
+        drop(self.leadership);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while self.master.strong_count() > 0 && tokio::time::Instant::now() < deadline {
+        while self.store.strong_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        if self.master.strong_count() > 0 {
+        if self.store.strong_count() > 0 {
             warn!("The master's state is still held 5 s after shutdown; its store stays open until released.");
         }
         match result {
@@ -175,10 +191,28 @@ impl MasterHandle {
     }
 }
 
-/// Builds the shared core over `store`: loads the state and the master id (creating it).
+/// Builds the shared core over `store`: loads the state and the master id (creating it), and
+/// the trust material of the data dir (creating what is missing).
 pub fn build(
     config: MasterConfig,
     store: Arc<dyn Store>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Arc<Master>, MasterError> {
+    let trust = Arc::new(security::Trust::open(
+        &config.data_dir,
+        &config.node_id.to_string(),
+        server_names(&config),
+        security::NewCa::Allowed,
+    )?);
+    build_on(config, store, trust, shutdown)
+}
+
+/// Builds the core of a term over `store` with the process's `trust`: loads the state and the
+/// cluster's id (creating it on the first term ever).
+pub fn build_on(
+    config: MasterConfig,
+    store: Arc<dyn Store>,
+    trust: Arc<security::Trust>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Arc<Master>, MasterError> {
     let snapshot = store.load()?;
@@ -190,11 +224,25 @@ pub fn build(
             id
         }
     };
-    let names = server_names(&config);
-    let security = security::Security::open(&config.data_dir, &master_id, names, &snapshot.meta, store.clone())?;
+    let security = security::Security::with_trust(trust, &snapshot.meta, store.clone())?;
     let state = ClusterState::from_snapshot(snapshot);
     info!(%master_id, apps = state.apps().count(), tasks = state.task_count(), agents = state.agents().count(), "State loaded.");
     Ok(Arc::new(Master::new(config, master_id, store, state, shutdown, Arc::new(security))))
+}
+
+/// Starts the loops of a leading master's core: the allocator over `frameworks`, housekeeping
+/// and the services driver; each ends with the core's shutdown signal.
+pub fn start_loops(master: &Arc<Master>, frameworks: Vec<Box<dyn Framework>>) -> Vec<JoinHandle<()>> {
+    vec![
+        tokio::spawn(allocator::run(master.clone(), frameworks)),
+        tokio::spawn(housekeeping(master.clone())),
+        tokio::spawn(services::driver::run(master.clone())),
+    ]
+}
+
+/// The built-in frameworks, made afresh for each term.
+fn builtin_frameworks() -> Vec<Box<dyn Framework>> {
+    vec![Box::new(services::ServicesFramework::new()), Box::new(jobs::JobsFramework::new())]
 }
 
 /// What the master's certificate names: loopback, the host name, the listen address (when it is
@@ -224,28 +272,50 @@ fn server_names(config: &MasterConfig) -> security::ServerNames {
     names
 }
 
-/// Binds the listener, opens the store, loads the state, and spawns the HTTP server, the
-/// allocator and the housekeeping loop.
+/// Binds the listener, opens the store (joining the group of `config.peers`, or a group of
+/// one), and spawns the HTTP server and the leadership loop: the master serves the cluster in
+/// every term it leads (see [`leadership`]). A master alone leads before this returns.
 pub async fn start(config: MasterConfig) -> Result<MasterHandle, MasterError> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| MasterError::Bind { addr: config.listen, source })?;
     let local_addr = listener.local_addr().map_err(|source| MasterError::Bind { addr: config.listen, source })?;
-    // A group of one for now: this master is master 1 and leads it (issue 14 adds peers). Its
-    // address in the group is the one it serves on at its first start.
+    let alone = config.peers.is_empty();
+    if !alone && local_addr.ip().is_unspecified() {
+        return Err(MasterError::Bind {
+            addr: local_addr,
+            source: std::io::Error::other(
+                "a master with peers must listen on the address its peers reach it by, not on a wildcard",
+            ),
+        });
+    }
+    // Its address in the group is the one it serves on.
+    let mut members = config.peers.clone();
+    members.insert(config.node_id, local_addr.to_string());
+    let first = members.keys().next().copied() == Some(config.node_id);
+    let new_ca = if alone || first { security::NewCa::Allowed } else { security::NewCa::Refused };
+    let trust =
+        Arc::new(security::Trust::open(&config.data_dir, &config.node_id.to_string(), server_names(&config), new_ca)?);
     let data_dir = config.data_dir.clone();
-    let address = local_addr.to_string();
-    let store: Arc<dyn Store> = Arc::new(
-        tokio::task::spawn_blocking(move || raft::store::RaftStore::open_alone(&data_dir, 1, &address))
-            .await
-            .map_err(|e| StoreError::Replication(format!("the store's start failed: {e}")))??,
+    let (node, tls) = (config.node_id, trust.client_tls());
+    let store = Arc::new(
+        tokio::task::spawn_blocking(move || {
+            if alone {
+                raft::store::RaftStore::open_alone(&data_dir, node, &members[&node])
+            } else {
+                raft::store::RaftStore::open_group(&data_dir, node, tls, &members)
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Replication(format!("the store's start failed: {e}")))??,
     );
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let master = build(config.clone(), store, shutdown_rx)?;
-    let listener = gantry_trust::listener::TlsListener::new(listener, master.security().server_tls())
+    let leadership = leadership::Leadership::new(store.clone(), trust.clone(), config.clone());
+    let listener = gantry_trust::listener::TlsListener::new(listener, trust.server_tls())
         .map_err(|source| MasterError::Bind { addr: config.listen, source })?;
-    let app = router(master.clone()).into_make_service_with_connect_info::<gantry_trust::listener::Peer>();
-    let mut server_shutdown = master.shutdown_signal();
+    let app =
+        leadership::router(leadership.clone()).into_make_service_with_connect_info::<gantry_trust::listener::Peer>();
+    let mut server_shutdown = shutdown_rx.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -253,22 +323,39 @@ pub async fn start(config: MasterConfig) -> Result<MasterHandle, MasterError> {
             })
             .await
     });
-    let frameworks: Vec<Box<dyn Framework>> =
-        vec![Box::new(services::ServicesFramework::new()), Box::new(jobs::JobsFramework::new())];
+    let mut leading = leadership.leading();
     let loops = vec![
-        tokio::spawn(allocator::run(master.clone(), frameworks)),
-        tokio::spawn(housekeeping(master.clone())),
-        tokio::spawn(services::driver::run(master.clone())),
+        tokio::spawn(leadership::run(leadership.clone(), builtin_frameworks, shutdown_rx.clone())),
+        tokio::spawn(renewals(trust, shutdown_rx)),
     ];
-    info!(%local_addr, data_dir = %config.data_dir.display(), "Master serving.");
+    if alone {
+        // A master alone leads at once (its store waited for that): serve as before, ready.
+        let _ = tokio::time::timeout(Duration::from_secs(10), leading.wait_for(|term| *term > 0)).await;
+    }
+    info!(%local_addr, node = config.node_id, peers = config.peers.len(), data_dir = %config.data_dir.display(), "Master serving.");
     Ok(MasterHandle {
         local_addr,
         data_dir: config.data_dir.clone(),
         shutdown,
         server,
         loops,
-        master: Arc::downgrade(&master),
+        store: Arc::downgrade(&store),
+        leadership,
     })
+}
+
+/// Renews the master's certificate when it is due (checked hourly), whether it leads or not.
+async fn renewals(trust: Arc<security::Trust>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let now = i64::try_from(gantry_api::now_millis() / 1000).unwrap_or(i64::MAX);
+        if let Err(error) = trust.renew_if_due(now) {
+            warn!(%error, "Could not renew the master's certificate; retrying in an hour.");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
 }
 
 /// Unreachable detection, drain deadlines, command-stream pings and pruning of finished tasks,
@@ -279,7 +366,6 @@ async fn housekeeping(master: Arc<Master>) {
     let tick = (master.config.agent_unreachable_timeout / 4).clamp(Duration::from_millis(10), heartbeat);
     let mut last_ping = tokio::time::Instant::now();
     let mut last_prune = tokio::time::Instant::now();
-    let mut last_renewal_check = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
@@ -290,13 +376,6 @@ async fn housekeeping(master: Arc<Master>) {
         if last_ping.elapsed() >= heartbeat {
             master.links().ping_all();
             last_ping = tokio::time::Instant::now();
-        }
-        if last_renewal_check.elapsed() >= Duration::from_secs(3600) {
-            let now = i64::try_from(gantry_api::now_millis() / 1000).unwrap_or(i64::MAX);
-            if let Err(error) = master.security().renew_if_due(now) {
-                warn!(%error, "Could not renew the master's certificate; retrying in an hour.");
-            }
-            last_renewal_check = tokio::time::Instant::now();
         }
         if last_prune.elapsed() >= Duration::from_secs(10) {
             agent_protocol::prune_tasks(&master);

@@ -22,6 +22,9 @@ use std::time::Duration;
 const CACHE_BYTES: usize = 32 << 20;
 /// How long a master alone waits to lead its group at start (an election of one).
 const LEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a write waits to be committed by a quorum: a leader cut off from the majority
+/// cannot commit, and its callers learn it after this long instead of waiting forever.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The Raft timings: heartbeats every 100 ms and elections after 400-800 ms of silence, for a
 /// failover in about a second; a snapshot every 10,000 entries, keeping 1,000 entries after it
@@ -89,6 +92,24 @@ impl RaftStore {
         Ok(store)
     }
 
+    /// Opens the store of master `node` of the group `members` (number → API address, this
+    /// master included), reaching the others over HTTPS with `tls` (its master certificate and
+    /// the cluster CA). The master with the lowest number creates the group on its first start;
+    /// the others wait to hear from its leader. It does not wait for a leader.
+    pub fn open_group(
+        data_dir: &Path,
+        node: NodeId,
+        tls: rustls::ClientConfig,
+        members: &BTreeMap<NodeId, String>,
+    ) -> Result<Self, StoreError> {
+        let peers = super::network::Peers::new(tls).map_err(StoreError::Replication)?;
+        let store = Self::open(data_dir, node, peers)?;
+        if members.keys().next() == Some(&node) {
+            store.initialize(members)?;
+        }
+        Ok(store)
+    }
+
     /// Makes `members` (id → API address) the group, on a data dir that never belonged to one
     /// (new, or from before Raft: its state tables are kept as they are); nothing otherwise.
     pub fn initialize(&self, members: &BTreeMap<NodeId, String>) -> Result<(), StoreError> {
@@ -151,13 +172,19 @@ impl Store for RaftStore {
         }
         let raft = self.raft.clone();
         let batch = Batch(batch.to_vec());
-        run(self.handle()?, async move { raft.client_write(batch).await })?.map(|_| ()).map_err(|error| {
-            match error.forward_to_leader() {
-                Some(forward) => {
-                    StoreError::NotLeader { leader: forward.leader_node.as_ref().map(|node| node.addr.clone()) }
-                }
-                None => StoreError::Replication(format!("the write was not committed: {error}")),
+        let written =
+            run(self.handle()?, async move { tokio::time::timeout(COMMIT_TIMEOUT, raft.client_write(batch)).await })?;
+        let Ok(written) = written else {
+            return Err(StoreError::Replication(format!(
+                "the write was not committed within {} s: this master cannot reach a majority of the masters (it may be cut off, or most of them down); it may still be committed once they are back",
+                COMMIT_TIMEOUT.as_secs()
+            )));
+        };
+        written.map(|_| ()).map_err(|error| match error.forward_to_leader() {
+            Some(forward) => {
+                StoreError::NotLeader { leader: forward.leader_node.as_ref().map(|node| node.addr.clone()) }
             }
+            None => StoreError::Replication(format!("the write was not committed: {error}")),
         })
     }
 

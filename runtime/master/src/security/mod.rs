@@ -63,8 +63,10 @@ pub struct ServerNames {
     pub ips: Vec<IpAddr>,
 }
 
-/// The master's trust state.
-pub struct Security {
+/// A master's trust material, for the life of its process: the cluster CA, the join token, the
+/// key that seals secrets, and the master's own certificate (which its listener presents to
+/// clients, agents and other masters, whether it leads or not).
+pub struct Trust {
     ca: Ca,
     join: JoinToken,
     seal: SealKey,
@@ -77,14 +79,113 @@ pub struct Security {
     expires_at: AtomicI64,
     server_tls: Arc<rustls::ServerConfig>,
     agent_tls: rustls::ClientConfig,
+    data_dir: PathBuf,
+}
+
+impl std::fmt::Debug for Trust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trust").field("ca", &self.ca).field("data_dir", &self.data_dir).finish_non_exhaustive()
+    }
+}
+
+/// Whether [`Trust::open`] may make a new cluster CA when the data dir holds none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewCa {
+    /// Yes: a master alone, or the first master of a new group.
+    Allowed,
+    /// No: a master joining a group must hold the group's CA (copied from another master), or
+    /// its peers would not trust it.
+    Refused,
+}
+
+impl Trust {
+    /// Loads the trust material of master `master_id` in `data_dir`, creating what is missing
+    /// (the CA only as `new_ca` allows), and issues the master's certificate for `names`.
+    pub fn open(data_dir: &Path, master_id: &str, names: ServerNames, new_ca: NewCa) -> Result<Self, SecurityError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|source| pki::PkiError::Io { path: data_dir.display().to_string(), source })?;
+        let ca = match (Ca::load(data_dir)?, new_ca) {
+            (Some(ca), _) => ca,
+            (None, NewCa::Allowed) => {
+                let ca = Ca::generate(master_id)?;
+                ca.save(data_dir)?;
+                info!(path = %data_dir.join(pki::CA_CERT_FILE).display(), "Created the cluster CA.");
+                ca
+            }
+            (None, NewCa::Refused) => {
+                return Err(SecurityError::TokenFile {
+                    path: data_dir.join(pki::CA_CERT_FILE),
+                    message: format!(
+                        "a master joining a group needs the group's CA: copy {}, {}, {} and {} from the data dir of a master of the group (gantry up does this)",
+                        pki::CA_CERT_FILE,
+                        pki::CA_KEY_FILE,
+                        SEAL_KEY_FILE,
+                        ADMIN_TOKEN_FILE
+                    ),
+                });
+            }
+        };
+        let join = load_or_create_join_token(data_dir, &ca)?;
+        let (seal, created) = SealKey::load_or_create(&data_dir.join(SEAL_KEY_FILE))?;
+        if created {
+            info!(path = %data_dir.join(SEAL_KEY_FILE).display(), "Created the key that seals secrets.");
+        }
+        let issued = issue(&ca, master_id, &names)?;
+        let identity = SwappableIdentity::new(ca.cert_pem(), &issued.cert_pem, &issued.key_pem)?;
+        let server_tls = Arc::new(gantry_trust::tls::server_config_with(ca.cert_pem(), identity.clone(), true)?);
+        let agent_tls = gantry_trust::tls::client_config_with(ca.cert_pem(), identity.clone())?;
+        Ok(Self {
+            ca,
+            join,
+            seal,
+            names,
+            master_id: master_id.to_string(),
+            expires_at: AtomicI64::new(pki::not_after(&issued.cert_pem).unwrap_or(0)),
+            identity,
+            server_tls,
+            agent_tls,
+            data_dir: data_dir.to_path_buf(),
+        })
+    }
+
+    /// The TLS configuration of the API listener.
+    pub fn server_tls(&self) -> Arc<rustls::ServerConfig> {
+        self.server_tls.clone()
+    }
+
+    /// A TLS client configuration presenting the master's certificate (to agents and to the
+    /// other masters).
+    pub fn client_tls(&self) -> rustls::ClientConfig {
+        self.agent_tls.clone()
+    }
+
+    /// Issues a fresh certificate when less than a third of the current one's life is left; the
+    /// listener and the master's clients present it from the next handshake on. Returns whether
+    /// it renewed.
+    pub fn renew_if_due(&self, now_secs: i64) -> Result<bool, SecurityError> {
+        let lifetime = i64::try_from(pki::LEAF_LIFETIME.as_secs()).unwrap_or(i64::MAX);
+        if self.expires_at.load(Ordering::SeqCst) - now_secs > lifetime / 3 {
+            return Ok(false);
+        }
+        let issued = issue(&self.ca, &self.master_id, &self.names)?;
+        self.identity.replace(self.ca.cert_pem(), &issued.cert_pem, &issued.key_pem)?;
+        self.expires_at.store(pki::not_after(&issued.cert_pem).unwrap_or(0), Ordering::SeqCst);
+        info!("Renewed the master's certificate.");
+        Ok(true)
+    }
+}
+
+/// The master's trust state while it serves the cluster: its [`Trust`], and the records
+/// (tokens, policies, secrets, agents' keys) of the replicated store.
+pub struct Security {
+    trust: Arc<Trust>,
     records: Mutex<Records>,
     store: Arc<dyn Store>,
-    data_dir: PathBuf,
 }
 
 impl std::fmt::Debug for Security {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Security").field("ca", &self.ca).field("data_dir", &self.data_dir).finish_non_exhaustive()
+        f.debug_struct("Security").field("trust", &self.trust).finish_non_exhaustive()
     }
 }
 
@@ -98,22 +199,18 @@ impl Security {
         meta: &BTreeMap<String, String>,
         store: Arc<dyn Store>,
     ) -> Result<Self, SecurityError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|source| pki::PkiError::Io { path: data_dir.display().to_string(), source })?;
-        let ca = match Ca::load(data_dir)? {
-            Some(ca) => ca,
-            None => {
-                let ca = Ca::generate(master_id)?;
-                ca.save(data_dir)?;
-                info!(path = %data_dir.join(pki::CA_CERT_FILE).display(), "Created the cluster CA.");
-                ca
-            }
-        };
-        let join = load_or_create_join_token(data_dir, &ca)?;
-        let (seal, created) = SealKey::load_or_create(&data_dir.join(SEAL_KEY_FILE))?;
-        if created {
-            info!(path = %data_dir.join(SEAL_KEY_FILE).display(), "Created the key that seals secrets.");
-        }
+        let trust = Arc::new(Trust::open(data_dir, master_id, names, NewCa::Allowed)?);
+        Self::with_trust(trust, meta, store)
+    }
+
+    /// The security of a master holding `trust`, with the records in `meta`; stores the admin
+    /// token's record (from the data dir's `admin-token`) when the store has none.
+    pub fn with_trust(
+        trust: Arc<Trust>,
+        meta: &BTreeMap<String, String>,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, SecurityError> {
+        let data_dir = &trust.data_dir;
         let mut records = Records::from_meta(meta);
         if records.token("admin").is_none() {
             let admin = load_or_create_admin_token(data_dir)?;
@@ -130,54 +227,42 @@ impl Security {
             store.write(&[records::put_token(&record)?])?;
             records.insert_token(record);
         }
-        let issued = issue(&ca, master_id, &names)?;
-        let identity = SwappableIdentity::new(ca.cert_pem(), &issued.cert_pem, &issued.key_pem)?;
-        let server_tls = Arc::new(gantry_trust::tls::server_config_with(ca.cert_pem(), identity.clone(), true)?);
-        let agent_tls = gantry_trust::tls::client_config_with(ca.cert_pem(), identity.clone())?;
         info!(
             data_dir = %data_dir.display(),
             ca = pki::CA_CERT_FILE, join_token = JOIN_TOKEN_FILE, admin_token = ADMIN_TOKEN_FILE,
             "Trust material ready: agents join with the join token; clients use the CA and the admin token."
         );
-        Ok(Self {
-            ca,
-            join,
-            seal,
-            names,
-            master_id: master_id.to_string(),
-            expires_at: AtomicI64::new(pki::not_after(&issued.cert_pem).unwrap_or(0)),
-            identity,
-            server_tls,
-            agent_tls,
-            records: Mutex::new(records),
-            store,
-            data_dir: data_dir.to_path_buf(),
-        })
+        Ok(Self { trust, records: Mutex::new(records), store })
+    }
+
+    /// The process-wide trust material.
+    pub fn trust(&self) -> &Arc<Trust> {
+        &self.trust
     }
 
     /// The TLS configuration of the API listener.
     pub fn server_tls(&self) -> Arc<rustls::ServerConfig> {
-        self.server_tls.clone()
+        self.trust.server_tls()
     }
 
     /// The cluster CA certificate (PEM).
     pub fn ca_pem(&self) -> &str {
-        self.ca.cert_pem()
+        self.trust.ca.cert_pem()
     }
 
     /// The cluster CA.
     pub fn ca(&self) -> &Ca {
-        &self.ca
+        &self.trust.ca
     }
 
     /// Whether `token` is this cluster's join token.
     pub fn join_token_matches(&self, token: &JoinToken) -> bool {
-        token.ca_hash == self.ca.hash() && token.same_secret(&self.join)
+        token.ca_hash == self.trust.ca.hash() && token.same_secret(&self.trust.join)
     }
 
     /// The sealing key of secrets.
     pub fn seal(&self) -> &SealKey {
-        &self.seal
+        &self.trust.seal
     }
 
     /// The store the records are written to.
@@ -192,22 +277,12 @@ impl Security {
 
     /// A TLS client configuration presenting the master's certificate (master → agent).
     pub fn agent_client_tls(&self) -> rustls::ClientConfig {
-        self.agent_tls.clone()
+        self.trust.client_tls()
     }
 
-    /// Issues a fresh certificate when less than a third of the current one's life is left; the
-    /// listener and the master's agent clients present it from the next handshake on. Returns
-    /// whether it renewed.
+    /// See [`Trust::renew_if_due`].
     pub fn renew_if_due(&self, now_secs: i64) -> Result<bool, SecurityError> {
-        let lifetime = i64::try_from(pki::LEAF_LIFETIME.as_secs()).unwrap_or(i64::MAX);
-        if self.expires_at.load(Ordering::SeqCst) - now_secs > lifetime / 3 {
-            return Ok(false);
-        }
-        let issued = issue(&self.ca, &self.master_id, &self.names)?;
-        self.identity.replace(self.ca.cert_pem(), &issued.cert_pem, &issued.key_pem)?;
-        self.expires_at.store(pki::not_after(&issued.cert_pem).unwrap_or(0), Ordering::SeqCst);
-        info!("Renewed the master's certificate.");
-        Ok(true)
+        self.trust.renew_if_due(now_secs)
     }
 
     /// Fills in the values of the secrets `launch` names. Fails, naming the first missing one,
@@ -227,7 +302,7 @@ impl Security {
                 .ok_or_else(|| format!("secret `{name}` does not exist: store it with `gantry secret put {name}`"))?;
             let sealed = gantry_trust::from_hex(&secret.sealed)
                 .ok_or_else(|| format!("secret `{name}` is damaged in the store"))?;
-            let value = self.seal.open(&secret.name, secret.version, &sealed).map_err(|e| e.to_string())?;
+            let value = self.trust.seal.open(&secret.name, secret.version, &sealed).map_err(|e| e.to_string())?;
             let value = String::from_utf8(value).map_err(|_| format!("secret `{name}` is not UTF-8"))?;
             launch.secret_values.0.insert(name.clone(), value);
         }
@@ -301,11 +376,11 @@ mod tests {
         let first = Security::open(dir.path(), "m1", names.clone(), &meta, store.clone()).expect("open");
         let again = Security::open(dir.path(), "m1", names, &meta, store).expect("reopen");
         assert_eq!(first.ca().hash(), again.ca().hash(), "a restarted master keeps its CA");
-        assert!(first.join_token_matches(&again.join), "and its join token");
+        assert!(first.join_token_matches(&again.trust.join), "and its join token");
         let now = i64::try_from(gantry_api::now_millis() / 1000).expect("now");
         assert!(!first.renew_if_due(now).expect("check"), "a new certificate is not due");
         let late = now + 25 * 24 * 3600;
         assert!(first.renew_if_due(late).expect("renew"), "five days left: renewed");
-        assert!(first.expires_at.load(Ordering::SeqCst) >= now + 29 * 24 * 3600, "the new one lives 30 days");
+        assert!(first.trust.expires_at.load(Ordering::SeqCst) >= now + 29 * 24 * 3600, "the new one lives 30 days");
     }
 }

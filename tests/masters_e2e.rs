@@ -1,0 +1,151 @@
+//! Highly available masters, end to end: three `gantry master` processes in one Raft group on
+//! loopback and two agents, real tasks. The leader is SIGKILLed again and again while a client
+//! keeps writing; afterwards every acknowledged write is there and no task was restarted.
+
+mod support;
+
+use gantry_api::{AppDefinition, Client, TaskState};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::{Cluster, repo_root, wait_for};
+
+fn app(id: &str, instances: u32) -> AppDefinition {
+    let mut app = gantry_api::workload::read_app_file(&repo_root().join("configs/apps/web.toml")).expect("web.toml");
+    app.id = id.to_string();
+    app.instances = instances;
+    app
+}
+
+/// A client of master `number` alone: it follows no redirect to another master by itself
+/// beyond what the redirect names.
+fn client_of(cluster: &Cluster, number: usize) -> Client {
+    support::admin_client(&format!("https://127.0.0.1:{}", cluster.master_ports[number - 1]), &cluster.master_dir(1))
+}
+
+/// The master whose `/health` says it leads and is ready, if exactly one running master does.
+async fn leader(cluster: &Cluster) -> Option<usize> {
+    let mut leaders = Vec::new();
+    for number in 1..=cluster.masters.len() {
+        if cluster.masters[number - 1].is_none() {
+            continue;
+        }
+        if let Ok(health) = client_of(cluster, number).health().await
+            && health.status == "ok"
+            && health.role.as_deref() == Some("leader")
+        {
+            leaders.push(number);
+        }
+    }
+    (leaders.len() == 1).then(|| leaders[0])
+}
+
+/// What a writer saw: the apps whose creation was acknowledged, and those whose outcome it
+/// cannot know (the connection broke after the request was sent).
+#[derive(Default)]
+struct Writes {
+    acknowledged: Vec<String>,
+    unknown: Vec<String>,
+    refused: Vec<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_masters_survive_leader_kills_without_losing_a_write_or_restarting_a_task() {
+    let mut cluster = Cluster::start_with_masters(3, 2).await;
+    let client = cluster.client.clone();
+
+    // One leader, two followers, as `gantry master list` tells.
+    let (ok, out, err) = cluster.gantry(&["master", "list", "-o", "json"]);
+    assert!(ok, "master list: {err}");
+    let list: Vec<serde_json::Value> = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(list.len(), 3, "three masters: {out}");
+    let roles: Vec<&str> = list.iter().filter_map(|m| m["role"].as_str()).collect();
+    assert_eq!(roles.iter().filter(|r| **r == "leader").count(), 1, "one leader: {out}");
+    assert_eq!(roles.iter().filter(|r| **r == "follower").count(), 2, "two followers: {out}");
+
+    // A service that must not be restarted by any failover.
+    client.put_app(&app("web", 2)).await.expect("deploy web");
+    let running = cluster.wait_running("web", 2, true).await;
+    let web_ids: BTreeSet<String> = running.iter().map(|t| t.id.clone()).collect();
+    let web_processes: BTreeSet<i32> = cluster.task_processes().into_iter().collect();
+
+    // A follower serves no API: it redirects to the leader, and says it follows.
+    let first = wait_for("a leader", Duration::from_secs(10), || leader(&cluster)).await;
+    let follower = if first == 1 { 2 } else { 1 };
+    let direct = client_of(&cluster, follower);
+    let response = direct.request(reqwest::Method::GET, "/api/v1/apps").send().await.expect("ask a follower");
+    assert_eq!(response.status(), reqwest::StatusCode::TEMPORARY_REDIRECT);
+    let named = response.headers().get("x-gantry-leader").and_then(|v| v.to_str().ok()).map(str::to_string);
+    assert_eq!(named, Some(format!("127.0.0.1:{}", cluster.master_ports[first - 1])), "it names the leader");
+    let health = direct.health().await.expect("a follower's health");
+    assert_eq!((health.status.as_str(), health.role.as_deref()), ("ok", Some("follower")));
+    let apps = direct.list_apps().await.expect("the client follows the redirect");
+    assert!(apps.iter().any(|a| a.definition.id == "web"));
+
+    // A client writes apps one after the other while leaders die.
+    let writes = Arc::new(Mutex::new(Writes::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (client, writes, stop) = (client.clone(), writes.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                let id = format!("w-{n}");
+                match client.put_app(&app(&id, 0)).await {
+                    Ok(_) => writes.lock().expect("lock").acknowledged.push(id),
+                    Err(error @ gantry_api::ClientError::Api { .. }) => {
+                        writes.lock().expect("lock").refused.push(format!("{id}: {error}"))
+                    }
+                    Err(_) => writes.lock().expect("lock").unknown.push(id),
+                }
+            }
+        })
+    };
+
+    for round in 0..3 {
+        let old = wait_for("a leader", Duration::from_secs(15), || leader(&cluster)).await;
+        let acknowledged_before = writes.lock().expect("lock").acknowledged.len();
+        cluster.kill_master_number(old);
+        let new = wait_for("a new leader", Duration::from_secs(15), || leader(&cluster)).await;
+        assert_ne!(new, old, "round {round}: a new master leads");
+        wait_for("writes acknowledged by the new leader", Duration::from_secs(15), || async {
+            (writes.lock().expect("lock").acknowledged.len() > acknowledged_before + 3).then_some(())
+        })
+        .await;
+        // The old leader comes back on its disk and catches up as a follower.
+        cluster.start_master_number(old);
+        wait_for("the old leader to follow", Duration::from_secs(15), || async {
+            let health = client_of(&cluster, old).health().await.ok()?;
+            (health.status == "ok" && health.role.as_deref() == Some("follower")).then_some(())
+        })
+        .await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    writer.await.expect("writer");
+
+    // Every acknowledged write is there, once; nothing else is.
+    let writes = std::mem::take(&mut *writes.lock().expect("lock"));
+    println!("writes: {} acknowledged, {} unknown", writes.acknowledged.len(), writes.unknown.len());
+    assert!(writes.acknowledged.len() > 12, "writes went on through the failovers: {}", writes.acknowledged.len());
+    assert!(writes.refused.is_empty(), "no write was refused as bad: {:?}", writes.refused);
+    let apps = client.list_apps().await.expect("apps");
+    let stored: Vec<&str> = apps.iter().map(|a| a.definition.id.as_str()).filter(|id| id.starts_with("w-")).collect();
+    let unique: BTreeSet<&str> = stored.iter().copied().collect();
+    assert_eq!(stored.len(), unique.len(), "no app is stored twice");
+    for id in &writes.acknowledged {
+        assert!(unique.contains(id.as_str()), "acknowledged write {id} survived; logs:\n{}", cluster.logs());
+    }
+    let known: BTreeSet<&str> = writes.acknowledged.iter().chain(&writes.unknown).map(String::as_str).collect();
+    assert!(unique.is_subset(&known), "only what was written is stored");
+
+    // No failover restarted the service: the same tasks run, in the same processes.
+    let tasks = client.list_tasks(Some("web"), false).await.expect("tasks");
+    let now: BTreeSet<String> = tasks.iter().filter(|t| t.state == TaskState::Running).map(|t| t.id.clone()).collect();
+    assert_eq!(now, web_ids, "the same tasks run; logs:\n{}", cluster.logs());
+    let processes: BTreeSet<i32> = cluster.task_processes().into_iter().collect();
+    assert!(web_processes.is_subset(&processes), "the service's processes never stopped");
+    let history = client.list_tasks(Some("web"), true).await.expect("all tasks");
+    assert_eq!(history.len(), 2, "no task of web was ever replaced: {history:?}");
+}
