@@ -1,4 +1,4 @@
-//! A local cluster of the real `gantry` binary: one master and N agents as child processes on
+//! A local cluster of the real `gantry` binary: one master (or a group of them) and N agents as child processes on
 //! loopback, with the resources and default timings of `configs/local.toml` (heartbeat 1 s,
 //! unreachable after 3 s). These are the processes `gantry up configs/local.toml` starts; the
 //! bench starts them itself so that it knows their pids (to measure and to SIGKILL them) and
@@ -24,7 +24,7 @@ pub struct LocalCluster {
     pub dir: tempfile::TempDir,
     /// The `gantry` binary.
     pub bin: PathBuf,
-    /// Base URL of the master.
+    /// Base URL of every master, separated by commas (one URL with one master).
     pub master_url: String,
     /// A client of the master, with the admin token, trusting the cluster CA.
     pub client: Client,
@@ -32,13 +32,18 @@ pub struct LocalCluster {
     pub credentials: Credentials,
     /// The cluster CA and tokens, as put into the master's data dir.
     pub trust: ClusterTrust,
-    /// The master process.
+    /// The master process (master 1 with several).
     pub master: ChildGuard,
+    /// Masters 2 and up, with several.
+    pub others: Vec<ChildGuard>,
+    /// Every master's port: master i + 1 at index i.
+    pub master_ports: Vec<u16>,
     /// Agent processes, by index.
     pub agents: Vec<ChildGuard>,
     /// The master's data dir (outside `dir` when `MasterOptions::data_parent` is set).
     pub data_dir: PathBuf,
     port_base: u16,
+    options: MasterOptions,
 }
 
 /// Options of the master process beyond the defaults.
@@ -50,61 +55,104 @@ pub struct MasterOptions {
     pub agent_unreachable_timeout: Option<String>,
     /// Where the data dir goes instead of the cluster's temp dir (e.g. tmpfs).
     pub data_parent: Option<PathBuf>,
+    /// How many masters (one Raft group); 0 means 1.
+    pub masters: usize,
 }
 
 impl LocalCluster {
-    /// Starts a master (no agents yet) and waits until it answers.
+    /// Starts the masters (no agents yet) and waits until one leads and answers.
     pub async fn start_master(bin: &Path, options: &MasterOptions) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("gantry-bench-").tempdir()?;
-        let port = free_port()?;
-        let master_url = format!("https://127.0.0.1:{port}");
+        let count = options.masters.max(1);
+        let master_ports = (0..count).map(|_| free_port()).collect::<Result<Vec<u16>, _>>()?;
+        let master_url =
+            master_ports.iter().map(|port| format!("https://127.0.0.1:{port}")).collect::<Vec<_>>().join(",");
         let data_dir = match &options.data_parent {
-            Some(parent) => parent.join(format!("gantry-bench-master-{}-{port}", std::process::id())),
+            Some(parent) => parent.join(format!("gantry-bench-master-{}-{}", std::process::id(), master_ports[0])),
             None => dir.path().join("master"),
         };
         let trust = ClusterTrust::load_or_create(&data_dir, "bench")
             .with_context(|| format!("cannot put the cluster's trust material into {}", data_dir.display()))?;
+        if count > 1 {
+            // Every master holds the cluster's CA, tokens and secrets key, as `gantry up` gives them.
+            gantry_trust::sealed::SealKey::load_or_create(&data_dir.join("secrets.key"))?;
+            for number in 2..=count {
+                let other = numbered(&data_dir, number);
+                std::fs::create_dir_all(&other)?;
+                for file in ["ca.pem", "ca-key.pem", "join-token", "admin-token", "secrets.key"] {
+                    std::fs::copy(data_dir.join(file), other.join(file))?;
+                }
+            }
+        }
         let credentials = trust.credentials(&data_dir);
-        let mut command = Command::new(bin);
-        command
-            .args(["master", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(&data_dir)
-            // Names the cluster's dir even when the data dir is elsewhere, for cleanup.
-            .env("GANTRY_BENCH_DIR", dir.path())
-            .env("GANTRY_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log_file(dir.path(), "master.log")?);
-        if let Some(interval) = &options.heartbeat_interval {
-            command.args(["--heartbeat-interval", interval]);
-        }
-        if let Some(timeout) = &options.agent_unreachable_timeout {
-            command.args(["--agent-unreachable-timeout", timeout]);
-        }
-        let master = ChildGuard::new(command.spawn().context("cannot start the master")?);
         let client = Client::with_credentials(&master_url, &credentials)?;
         // Agents' port ranges below the ephemeral range, distinct per bench process.
         let port_base = 20_000 + (std::process::id() % 8) as u16 * 1500;
+        let spawn = |number: usize| master_process(bin, dir.path(), &data_dir, &master_ports, number, options);
+        let master = spawn(1)?;
+        let others = (2..=count).map(spawn).collect::<anyhow::Result<Vec<_>>>()?;
         let cluster = Self {
-            dir,
             bin: bin.to_path_buf(),
             master_url,
             client,
             credentials,
             trust,
             master,
+            others,
+            master_ports,
             agents: Vec::new(),
             data_dir,
             port_base,
+            options: options.clone(),
+            dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while cluster.client.health().await.is_err() {
+        while cluster.client.health().await.is_err() || cluster.leader().await.is_none() {
             if Instant::now() > deadline {
-                bail!("the master did not answer within 20 s; see {}", cluster.dir.path().join("master.log").display());
+                bail!("no master led within 20 s; see {}", cluster.dir.path().join("master.log").display());
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Ok(cluster)
+    }
+
+    /// The data dir of master `number` (1 is [`LocalCluster::data_dir`]).
+    pub fn master_dir(&self, number: usize) -> PathBuf {
+        numbered(&self.data_dir, number)
+    }
+
+    /// The master whose `/health` says it leads and is ready, if exactly one does.
+    pub async fn leader(&self) -> Option<usize> {
+        let mut leaders = Vec::new();
+        for (i, port) in self.master_ports.iter().enumerate() {
+            let Ok(client) = Client::with_credentials(&format!("https://127.0.0.1:{port}"), &self.credentials) else {
+                continue;
+            };
+            if let Ok(health) = client.health().await
+                && health.status == "ok"
+                && health.role.as_deref().is_none_or(|role| role == "leader")
+            {
+                leaders.push(i + 1);
+            }
+        }
+        (leaders.len() == 1).then(|| leaders[0])
+    }
+
+    fn master_guard(&mut self, number: usize) -> &mut ChildGuard {
+        if number == 1 { &mut self.master } else { &mut self.others[number - 2] }
+    }
+
+    /// SIGKILLs master `number` (1, 2, ...).
+    pub fn kill_master(&mut self, number: usize) {
+        self.master_guard(number).kill();
+    }
+
+    /// Starts master `number` again, on its port and data dir.
+    pub fn restart_master(&mut self, number: usize) -> anyhow::Result<()> {
+        let child =
+            master_process(&self.bin, self.dir.path(), &self.data_dir, &self.master_ports, number, &self.options)?;
+        *self.master_guard(number) = child;
+        Ok(())
     }
 
     /// Starts a master and `agents` agents and waits until every agent is active.
@@ -170,14 +218,59 @@ impl LocalCluster {
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         self.master.kill();
+        for master in &mut self.others {
+            master.kill();
+        }
         for agent in &mut self.agents {
             agent.kill();
         }
         kill_all_naming(self.dir.path());
         if !self.data_dir.starts_with(self.dir.path()) {
-            let _ = std::fs::remove_dir_all(&self.data_dir);
+            for number in 1..=self.master_ports.len() {
+                let _ = std::fs::remove_dir_all(numbered(&self.data_dir, number));
+            }
         }
     }
+}
+
+/// The data dir of master `number`: `first` for master 1, `first-N` for the others.
+fn numbered(first: &Path, number: usize) -> PathBuf {
+    if number == 1 { first.to_path_buf() } else { PathBuf::from(format!("{}-{number}", first.display())) }
+}
+
+/// Starts master `number` of the masters on `ports` (its peers with several).
+fn master_process(
+    bin: &Path,
+    dir: &Path,
+    first_data_dir: &Path,
+    ports: &[u16],
+    number: usize,
+    options: &MasterOptions,
+) -> anyhow::Result<ChildGuard> {
+    let log = if ports.len() > 1 { format!("master-{number}.log") } else { "master.log".to_string() };
+    let mut command = Command::new(bin);
+    command
+        .args(["master", "--listen", &format!("127.0.0.1:{}", ports[number - 1])])
+        .arg("--data-dir")
+        .arg(numbered(first_data_dir, number))
+        // Names the cluster's dir even when the data dir is elsewhere, for cleanup.
+        .env("GANTRY_BENCH_DIR", dir)
+        .env("GANTRY_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log_file(dir, &log)?);
+    if ports.len() > 1 {
+        command.args(["--node-id", &number.to_string()]);
+        for (i, port) in ports.iter().enumerate().filter(|(i, _)| i + 1 != number) {
+            command.args(["--peer", &format!("{}=127.0.0.1:{port}", i + 1)]);
+        }
+    }
+    if let Some(interval) = &options.heartbeat_interval {
+        command.args(["--heartbeat-interval", interval]);
+    }
+    if let Some(timeout) = &options.agent_unreachable_timeout {
+        command.args(["--agent-unreachable-timeout", timeout]);
+    }
+    Ok(ChildGuard::new(command.spawn().context("cannot start a master")?))
 }
 
 fn log_file(dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {

@@ -1,5 +1,7 @@
 //! `failover`: on a local cluster with default settings (heartbeat 1 s, unreachable after 3 s),
 //! SIGKILL an agent running 20 service tasks and measure the time until all 20 run elsewhere.
+//! With `--masters 3` (or 5), SIGKILL the leading master instead, again and again (see
+//! [`masters`]).
 //!
 //! To put all 20 on one agent, the app is deployed while only `host-0` exists; two more agents
 //! join before the kill. The killed agent's tasks keep running (as on a host whose agent
@@ -13,18 +15,30 @@ use gantry_api::TaskState;
 use std::time::Duration;
 use tokio::time::Instant;
 
+mod masters;
+
 /// Options of `failover`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// Service tasks on the killed agent.
+    /// Service tasks on the killed agent (with several masters: of the service that must
+    /// survive every master failover).
     #[arg(long, default_value_t = 20)]
     pub tasks: u32,
+    /// Masters: with more than 1, kill the leading master instead of an agent.
+    #[arg(long, default_value_t = 1)]
+    pub masters: usize,
+    /// With several masters: how many times the leader is killed.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
 }
 
 const APP: &str = "bench-failover";
 
 /// Runs the scenario.
 pub fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
+    if args.masters > 1 {
+        return masters::run(args, report);
+    }
     let bin = crate::binary::gantry()?;
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
         let mut cluster = LocalCluster::start(&bin, 1).await?;

@@ -137,6 +137,7 @@ async fn loaded(args: &Args, agents: usize, report: &mut Report, bin: &std::path
             3 * humantime::parse_duration(&args.heartbeat_interval)?.as_secs().max(1)
         )),
         data_parent: shm.is_dir().then(|| shm.to_path_buf()),
+        masters: 1,
     };
     let cluster = LocalCluster::start_master(bin, &options).await?;
     let master = cluster.master.pid().context("the master runs")?;

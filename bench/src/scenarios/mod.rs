@@ -20,7 +20,8 @@ pub enum Scenario {
     Launch(launch::Args),
     /// Wall time of `gantry up` and `gantry down` of a local cluster.
     Up(up::Args),
-    /// SIGKILL an agent running 20 service tasks: time until all 20 run elsewhere.
+    /// SIGKILL an agent running 20 service tasks: time until all 20 run elsewhere; with
+    /// `--masters 3`, SIGKILL the leading master: time until writes resume, task restarts.
     Failover(failover::Args),
     /// Idle RSS and CPU of master and agent; RSS of a master serving many simulated agents.
     Footprint(footprint::Args),

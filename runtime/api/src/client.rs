@@ -267,6 +267,11 @@ impl Client {
         body: Option<&(impl Serialize + ?Sized)>,
     ) -> Result<T, ClientError> {
         let response = self.send(method, path, body).await?;
+        self.answer(response, path).await
+    }
+
+    /// The JSON body of a successful `response` to `path`, or its error.
+    async fn answer<T: DeserializeOwned>(&self, response: reqwest::Response, path: &str) -> Result<T, ClientError> {
         let url = response.url().origin().ascii_serialization();
         let transport =
             |e: reqwest::Error| ClientError::Transport { url: url.clone(), message: tls_hint(error_chain(&e)) };
@@ -309,8 +314,16 @@ impl Client {
     }
 
     /// `GET /health`.
+    /// `GET /health` of the master in use itself: not redirected, not retried (a follower's
+    /// health is its own), so an error or a `503` answers at once.
     pub async fn health(&self) -> Result<Health, ClientError> {
-        self.call(Method::GET, "/health", None::<&()>).await
+        let base = self.masters.current();
+        let response = self
+            .request_to(&base, Method::GET, "/health")
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport { url: base.clone(), message: tls_hint(error_chain(&e)) })?;
+        self.answer(response, "/health").await
     }
 
     /// `GET /version`.
