@@ -11,7 +11,7 @@ use gantry_provision::access::Connector;
 use gantry_provision::bootstrap::RuntimeSettings;
 use gantry_provision::cluster_api::{AgentView, ClusterApi, ClusterApiError, DrainView, HttpClusterApi};
 use gantry_provision::cluster_file::{ClusterFile, ProviderKind, Role};
-use gantry_provision::engine::{Engine, EngineOptions, PRIMARY_MASTER, Progress};
+use gantry_provision::engine::{Engine, EngineOptions, Progress};
 use gantry_provision::journal::{self, HostPhase, Journal, JournalState};
 use gantry_provision::planner::{self, Desired, Plan};
 use gantry_provision::provider::{self, Provider, TransportKind};
@@ -289,11 +289,14 @@ impl ClusterSession {
         let settled = journal.hosts.iter().filter(|(_, r)| r.phase == HostPhase::Bootstrapped && r.pending.is_none());
         for (name, record) in settled {
             let why = match record.role {
-                Role::Master if name == PRIMARY_MASTER => match api.health(&url).await {
-                    Ok(()) => continue,
-                    Err(_) => "the master's API does not answer".to_string(),
+                // Each master is asked about itself (a follower's health is its own).
+                Role::Master => match self.own_url(name).await {
+                    Some(own) => match api.health(&own).await {
+                        Ok(()) => continue,
+                        Err(_) => "the master's API does not answer".to_string(),
+                    },
+                    None => continue,
                 },
-                Role::Master => continue,
                 Role::Agent => match api.agent(&url, name).await {
                     Ok(Some(view)) if view.state == AgentState::Active => continue,
                     Ok(Some(view)) => format!("{} at the master", view.state),
@@ -340,9 +343,20 @@ impl ClusterSession {
         settings
     }
 
-    /// The primary master's URL, if that host exists.
+    /// The masters' URLs (`master-0`, `master-1`, … as far as they exist), comma-separated,
+    /// as this machine reaches them; `None` without a master.
     pub async fn master_url(&self) -> Option<String> {
-        let host = self.hosts.provider().describe_host(PRIMARY_MASTER).await.ok()?;
+        let mut urls = Vec::new();
+        for i in 0.. {
+            let Some(url) = self.own_url(&format!("master-{i}")).await else { break };
+            urls.push(url);
+        }
+        (!urls.is_empty()).then(|| urls.join(","))
+    }
+
+    /// The URL of master host `name`'s own API, as this machine reaches it.
+    pub async fn own_url(&self, name: &str) -> Option<String> {
+        let host = self.hosts.provider().describe_host(name).await.ok()?;
         self.hosts.connector().connect(&host).ok().map(|a| a.public_master_url())
     }
 }

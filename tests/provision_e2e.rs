@@ -78,6 +78,13 @@ impl Env {
         stdout
     }
 
+    fn set_masters(&self, n: u32) {
+        let text = std::fs::read_to_string(self.file()).expect("read");
+        let text = text.replacen("masters = 1 ", &format!("masters = {n} "), 1);
+        assert!(text.contains(&format!("masters = {n} ")), "{text}");
+        std::fs::write(self.file(), text).expect("write");
+    }
+
     fn set_count(&self, from: u32, to: u32) {
         let text = std::fs::read_to_string(self.file()).expect("read");
         let text = text.replace(&format!("count = {from}"), &format!("count = {to}"));
@@ -257,6 +264,78 @@ async fn up_status_scale_and_down() {
 }
 
 /// Starts `up`, sends `signal` once an agent's bootstrap has begun, and returns its stderr.
+/// `runtime.masters = 3`: `up` makes one Raft group of three masters (each with the cluster's
+/// CA, tokens and secrets key), agents and clients know all three, and a SIGKILLed leader is
+/// replaced without losing the cluster's state or restarting its task; `down` removes it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_with_three_masters_survives_the_leaders_death_and_down_removes_them() {
+    let env = Env::new();
+    env.set_masters(3);
+    let up = env.ok("up");
+    assert!(up.contains("[master-2] wait-ready … done"), "{up}");
+    let client = env.client();
+    let urls: Vec<String> = client.masters().all().to_vec();
+    assert_eq!(urls.len(), 3, "the recorded master URL lists all three: {urls:?}");
+    let keys: Vec<Vec<u8>> = (0..3)
+        .map(|i| std::fs::read(env.state().join(format!("hosts/master-{i}/data/secrets.key"))).expect("a secrets key"))
+        .collect();
+    assert!(keys.iter().all(|k| *k == keys[0]), "every master holds the same secrets key");
+    assert_eq!(std::fs::read(env.state().join("secrets.key")).expect("the state dir keeps it"), keys[0]);
+
+    let masters = client.list_masters().await.expect("masters");
+    assert_eq!(masters.len(), 3, "{masters:?}");
+    assert_eq!(masters.iter().filter(|m| m.role == "leader").count(), 1, "{masters:?}");
+    assert_eq!(active_agents(&client).await, ["workers-0", "workers-1", "workers-2"]);
+    let hello = wait_for("hello to run", Duration::from_secs(30), || async {
+        let tasks = client.list_tasks(Some("hello"), false).await.ok()?;
+        tasks.into_iter().find(|t| t.state == TaskState::Running).map(|t| t.id)
+    })
+    .await;
+    let status = env.ok("status");
+    for host in ["master-0", "master-1", "master-2"] {
+        assert!(status.lines().any(|l| l.starts_with(host) && l.contains("serving")), "{status}");
+    }
+    let again = env.ok("up");
+    assert!(again.contains("No changes") && !again.contains("] "), "a second up is a no-op: {again}");
+
+    // SIGKILL the leader's daemon. Its supervisor starts it again at once, on its disk: the
+    // group has a leader again (the restarted master itself when it is back within its lease,
+    // since its vote is stored, or another one) and nothing committed is lost.
+    let leader = masters.iter().find(|m| m.role == "leader").expect("a leader");
+    let host = format!("master-{}", leader.id - 1);
+    let pid_file = env.state().join(format!("hosts/{host}/run/master.daemon.pid"));
+    let pid: i32 = std::fs::read_to_string(&pid_file).expect("pid file").trim().parse().expect("a pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).expect("kill");
+    wait_for("the killed master's daemon to be started again", Duration::from_secs(20), || async {
+        let now: i32 = std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()?;
+        (now != pid).then_some(())
+    })
+    .await;
+    wait_for("one leader of three masters", Duration::from_secs(20), || async {
+        let masters = client.list_masters().await.ok()?;
+        (masters.len() == 3 && masters.iter().filter(|m| m.role == "leader").count() == 1).then_some(())
+    })
+    .await;
+    let mut scaled = client.get_app("hello").await.expect("hello survives the failover").definition;
+    scaled.instances = 2;
+    client.put_app(&scaled).await.expect("a write commits after the failover");
+    wait_for("two hello tasks", Duration::from_secs(30), || async {
+        let tasks = client.list_tasks(Some("hello"), false).await.ok()?;
+        (tasks.iter().filter(|t| t.state == TaskState::Running).count() == 2).then_some(())
+    })
+    .await;
+    let first = client.get_task(&hello).await.expect("the first task");
+    assert_eq!(first.state, TaskState::Running, "the failover did not restart the running task: {first:?}");
+
+    let down = env.ok("down");
+    assert!(down.contains("is down"), "{down}");
+    assert_down(&env, &urls[0]).await;
+    for url in &urls[1..] {
+        let address = url.trim_start_matches("https://");
+        assert!(std::net::TcpStream::connect(address).is_err(), "nothing listens on {address} any more");
+    }
+}
+
 fn interrupt_up(env: &Env, signal: nix::sys::signal::Signal) -> String {
     interrupt(env, "up", "inspect", signal)
 }

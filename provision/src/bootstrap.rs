@@ -108,6 +108,24 @@ impl Default for RuntimeSettings {
     }
 }
 
+/// One master of the cluster, as its group knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterMember {
+    /// Its number in the group: `master-<i>` is `i + 1`.
+    pub number: u64,
+    /// Its host's name (`master-<i>`).
+    pub name: String,
+    /// `host:port` where the other hosts reach its API (and its peers its Raft RPCs).
+    pub address: String,
+}
+
+impl MasterMember {
+    /// The number of master host `name` (`master-<i>` → `i + 1`), if it is one.
+    pub fn number_of(name: &str) -> Option<u64> {
+        name.strip_prefix("master-")?.parse::<u64>().ok().map(|i| i + 1)
+    }
+}
+
 /// What the phases of one host share: who it is, how to reach it, and what inspect found.
 #[derive(Debug)]
 pub struct HostContext {
@@ -121,8 +139,11 @@ pub struct HostContext {
     pub provider_attributes: BTreeMap<String, String>,
     /// Transport, layout, address, API port.
     pub access: HostAccess,
-    /// The master's URL as the cluster's hosts reach it (agents: where to register).
+    /// The masters' URLs as the cluster's hosts reach them, separated by commas (agents: where
+    /// to register; they follow the leader).
     pub master_url: Option<String>,
+    /// The masters of the cluster (masters only: this master's number and its peers).
+    pub masters: Vec<MasterMember>,
     /// The master's URL as this machine reaches it (drain, revoke, readiness: whom to ask);
     /// differs from `master_url` where hosts have public and private addresses.
     pub api_url: Option<String>,

@@ -18,7 +18,7 @@ mod tests;
 pub use progress::{NoProgress, Progress, ProgressEvent, RecordingProgress};
 
 use crate::access::{Connector, HostAccess};
-use crate::bootstrap::{self, BootstrapError, HostContext, Phase, PhaseOutcome, RuntimeSettings};
+use crate::bootstrap::{self, BootstrapError, HostContext, MasterMember, Phase, PhaseOutcome, RuntimeSettings};
 use crate::cluster_api::ClusterApi;
 use crate::cluster_file::Role;
 use crate::journal::{Journal, JournalError, RecordKind};
@@ -103,6 +103,15 @@ pub enum EngineError {
     },
 }
 
+/// The masters' URLs, comma-separated: as the hosts reach them, and as this machine does.
+fn urls(masters: &[(MasterMember, HostAccess)]) -> Option<(String, String)> {
+    if masters.is_empty() {
+        return None;
+    }
+    let join = |url: fn(&HostAccess) -> String| masters.iter().map(|(_, a)| url(a)).collect::<Vec<_>>().join(",");
+    Some((join(HostAccess::master_url), join(HostAccess::public_master_url)))
+}
+
 fn plural(n: usize) -> String {
     if n == 1 { "1 action".to_string() } else { format!("{n} actions") }
 }
@@ -164,6 +173,7 @@ impl Engine<'_> {
         let journal = Mutex::new(journal);
         let mut completed = 0;
         let mut master_url = None;
+        let mut masters = Vec::new();
         let mut stages: BTreeMap<u8, Vec<&Action>> = BTreeMap::new();
         for action in &plan.actions {
             stages.entry(stage(action)).or_default().push(action);
@@ -186,8 +196,11 @@ impl Engine<'_> {
                     });
                 }
             }
+            if stage >= 1 && masters.is_empty() {
+                masters = self.masters().await;
+            }
             if stage >= 3 && master_url.is_none() {
-                master_url = self.master_urls().await;
+                master_url = urls(&masters);
             }
             let mut limit = self.options.parallelism.max(1);
             if actions.iter().any(|a| a.kind() == ActionKind::Create)
@@ -196,8 +209,9 @@ impl Engine<'_> {
                 limit = limit.min(max.max(1));
             }
             let url = master_url.as_ref();
+            let group = &masters;
             let results: Vec<Result<(), EngineError>> = futures_util::stream::iter(actions)
-                .map(|action| self.run_action(action, &journal, url))
+                .map(|action| self.run_action(action, &journal, url, group))
                 .buffer_unordered(limit)
                 .collect()
                 .await;
@@ -214,15 +228,23 @@ impl Engine<'_> {
             }
         }
         if master_url.is_none() {
-            master_url = self.master_urls().await;
+            master_url = urls(&self.masters().await);
         }
         Ok(ApplyReport { completed, master_url: master_url.map(|(_, api)| api) })
     }
 
-    /// The primary master's URLs: as the hosts reach it, and as this machine does.
-    async fn master_urls(&self) -> Option<(String, String)> {
-        let host = self.provider.describe_host(PRIMARY_MASTER).await.ok()?;
-        self.connector.connect(&host).ok().map(|access| (access.master_url(), access.public_master_url()))
+    /// The cluster's masters that exist (`master-0`, `master-1`, … up to the first missing
+    /// one), each with its access.
+    async fn masters(&self) -> Vec<(MasterMember, HostAccess)> {
+        let mut masters = Vec::new();
+        for i in 0.. {
+            let name = format!("master-{i}");
+            let Ok(host) = self.provider.describe_host(&name).await else { break };
+            let Ok(access) = self.connector.connect(&host) else { break };
+            let address = format!("{}:{}", access.address, access.api_port);
+            masters.push((MasterMember { number: i + 1, name, address }, access));
+        }
+        masters
     }
 
     async fn run_action(
@@ -230,6 +252,7 @@ impl Engine<'_> {
         action: &Action,
         journal: &Mutex<&mut Journal>,
         master_url: Option<&(String, String)>,
+        masters: &[(MasterMember, HostAccess)],
     ) -> Result<(), EngineError> {
         let host = action.host_name().to_string();
         let record = |kind: RecordKind, error: Option<&str>| {
@@ -251,6 +274,7 @@ impl Engine<'_> {
                             desired.role,
                             Some(desired.clone()),
                             master_url,
+                            masters,
                             bootstrap::bootstrap_phases(),
                         )
                         .await
@@ -267,7 +291,7 @@ impl Engine<'_> {
             }
             Action::Drain { host: target, .. } => match self.describe(&host).await {
                 Ok(Some(description)) => {
-                    self.run_phases(&description, target.role, None, master_url, bootstrap::drain_phases()).await
+                    self.run_phases(&description, target.role, None, master_url, masters, bootstrap::drain_phases()).await
                 }
                 Ok(None) => Ok(()),
                 Err(e) => Err(e),
@@ -275,7 +299,8 @@ impl Engine<'_> {
             Action::Destroy { host: target, .. } => {
                 let phases = match self.describe(&host).await {
                     Ok(Some(description)) => {
-                        self.run_phases(&description, target.role, None, master_url, bootstrap::destroy_phases()).await
+                        self.run_phases(&description, target.role, None, master_url, masters, bootstrap::destroy_phases())
+                            .await
                     }
                     Ok(None) => Ok(()),
                     Err(e) => Err(e),
@@ -380,15 +405,16 @@ impl Engine<'_> {
         role: Role,
         desired: Option<crate::planner::DesiredHost>,
         master_url: Option<&(String, String)>,
+        masters: &[(MasterMember, HostAccess)],
         phases: Vec<Box<dyn Phase>>,
     ) -> Result<(), ActError> {
         let access: HostAccess = self.connector.connect(description).map_err(ActError::Provider)?;
         let (master_url, api_url) = match role {
-            Role::Master if description.name == PRIMARY_MASTER => {
-                (Some(access.master_url()), Some(access.public_master_url()))
-            }
-            _ => (master_url.map(|(hosts, _)| hosts.clone()), master_url.map(|(_, api)| api.clone())),
+            // A master is asked about itself: its health is its own.
+            Role::Master => (Some(access.master_url()), Some(access.public_master_url())),
+            Role::Agent => (master_url.map(|(hosts, _)| hosts.clone()), master_url.map(|(_, api)| api.clone())),
         };
+        let masters = if role == Role::Master { masters.iter().map(|(m, _)| m.clone()).collect() } else { Vec::new() };
         let mut ctx = HostContext {
             name: description.name.clone(),
             role,
@@ -397,6 +423,7 @@ impl Engine<'_> {
             access,
             master_url,
             api_url,
+            masters,
             runtime: self.runtime.clone(),
             binary: self.binary.clone(),
             api: self.api.clone(),

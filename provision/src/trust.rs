@@ -1,14 +1,18 @@
 //! The cluster's trust material as `gantry up` keeps it in the cluster's state dir: the CA
-//! (`ca.pem`, `ca-key.pem`), the join token and the admin token (all 0600 but `ca.pem`).
+//! (`ca.pem`, `ca-key.pem`), the join token, the admin token and the key that seals secrets
+//! (`secrets.key`) (all 0600 but `ca.pem`).
 //!
-//! `up` creates them once; `render-config` hands the master the CA and both tokens (so its first
-//! start adopts them instead of making its own) and each agent the join token only, never the
-//! CA key. The client commands read `ca.pem` and `admin-token` from the same dir, which is how
+//! `up` creates them once; `render-config` hands every master the CA, both tokens and the
+//! secrets key (so their first start adopts them instead of making their own, and any of them
+//! can lead) and each agent the join token only, never the CA key. The client commands read `ca.pem` and `admin-token` from the same dir, which is how
 //! `gantry app list` works after `up` with no flags. `down` removes the dir with the journal.
 
 use gantry_trust::pki::{self, Ca};
 use gantry_trust::token::{self, ADMIN_TOKEN_FILE, JOIN_TOKEN_FILE, JoinToken};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The file of the key that seals secrets, in the state dir and in masters' data dirs.
+pub const SEAL_KEY_FILE: &str = "secrets.key";
 
 /// The trust material could not be read or made.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +20,9 @@ pub enum TrustError {
     /// The CA.
     #[error(transparent)]
     Pki(#[from] pki::PkiError),
+    /// The secrets key.
+    #[error(transparent)]
+    Seal(#[from] gantry_trust::sealed::SealError),
     /// A token file.
     #[error("{path}: {message}")]
     Token {
@@ -34,6 +41,10 @@ pub struct ClusterTrust {
     pub join: JoinToken,
     /// The admin API token.
     pub admin_token: String,
+    /// The secrets key file's bytes, as every master gets them.
+    pub seal_key: Vec<u8>,
+    /// Where the secrets key is kept.
+    pub seal_key_path: PathBuf,
 }
 
 impl std::fmt::Debug for ClusterTrust {
@@ -82,7 +93,20 @@ impl ClusterTrust {
             message: e.to_string(),
         })?;
         let admin_token = token_file(dir, ADMIN_TOKEN_FILE, token::new_api_token)?;
-        Ok(Self { ca, join, admin_token })
+        let seal_key_path = dir.join(SEAL_KEY_FILE);
+        gantry_trust::sealed::SealKey::load_or_create(&seal_key_path)?;
+        let seal_key = std::fs::read(&seal_key_path).map_err(|e| TrustError::Token {
+            path: seal_key_path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(Self { ca, join, admin_token, seal_key, seal_key_path })
+    }
+
+    /// Keeps `key` (a master's secrets key file) as the cluster's from now on: for a cluster
+    /// whose only master made its own before `up` kept one.
+    pub fn adopt_seal_key(&self, key: &[u8]) -> Result<(), TrustError> {
+        gantry_trust::files::write_private(&self.seal_key_path, key)
+            .map_err(|e| TrustError::Token { path: self.seal_key_path.display().to_string(), message: e.to_string() })
     }
 
     /// Credentials of the admin for the cluster API.

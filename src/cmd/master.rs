@@ -32,9 +32,13 @@ pub struct MasterArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub node_id: u64,
     /// Another master of the group, as `NUMBER=HOST:PORT` (the address it listens on);
-    /// repeat for each. The master with the lowest number creates the group on its first
-    /// start; every other one needs the group's CA, secrets key and admin token in its data dir.
+    /// repeat for each, or give them all at once with `--peers A,B,...`. The master with the
+    /// lowest number creates the group on its first start; every other one needs the group's
+    /// CA, secrets key and admin token in its data dir.
     #[arg(long = "peer", value_name = "NUMBER=HOST:PORT", value_parser = parse_peer)]
+    pub peer: Vec<(u64, String)>,
+    /// The other masters of the group, comma-separated `NUMBER=HOST:PORT` (as `--peer`).
+    #[arg(long, value_name = "NUMBER=HOST:PORT,...", value_delimiter = ',', value_parser = parse_peer)]
     pub peers: Vec<(u64, String)>,
 }
 
@@ -87,7 +91,7 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     config.agent_unreachable_timeout = args.agent_unreachable_timeout;
     config.tls_names = args.tls_san;
     config.node_id = args.node_id;
-    for (number, address) in args.peers {
+    for (number, address) in args.peer.into_iter().chain(args.peers) {
         if number == args.node_id {
             anyhow::bail!(
                 "--peer {number}={address} names this master's own number (--node-id {number}): list only the others"

@@ -38,9 +38,13 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         let provider_state = provider_hosts.get(name).map_or("absent".to_string(), |s| format!("{s:?}").to_lowercase());
         let live = match (&master_url, role) {
             (None, _) => "-".to_string(),
-            (Some(url), Role::Master) => match api.health(url).await {
-                Ok(()) => format!("serving {url}"),
-                Err(_) => "not answering".to_string(),
+            // Each master is asked about itself; `gantry master list` tells who leads.
+            (Some(_), Role::Master) => match session.own_url(name).await {
+                Some(own) => match api.health(&own).await {
+                    Ok(()) => format!("serving {own}"),
+                    Err(_) => "not answering".to_string(),
+                },
+                None => "not answering".to_string(),
             },
             (Some(url), Role::Agent) => match api.agent(url, name).await {
                 Ok(Some(view)) => format!("{} ({} tasks)", view.state, view.tasks),

@@ -155,6 +155,7 @@ mod tests {
             },
             master_url: Some("https://10.0.0.5:5050".to_string()),
             api_url: None,
+            masters: Vec::new(),
             runtime: RuntimeSettings::default(),
             binary: PathBuf::from("/nonexistent"),
             api,

@@ -32,6 +32,17 @@ pub(crate) fn context(host: &HostContext) -> Result<tera::Context, BootstrapErro
                 "agent_unreachable_timeout",
                 &humantime::format_duration(host.runtime.agent_unreachable_timeout).to_string(),
             );
+            // With several masters: this one's number and its peers (`N=host:port`).
+            let number = super::MasterMember::number_of(&host.name);
+            let peers: Vec<String> = host
+                .masters
+                .iter()
+                .filter(|m| Some(m.number) != number)
+                .map(|m| format!("{}={}", m.number, m.address))
+                .collect();
+            let grouped = host.masters.len() > 1;
+            c.insert("node_id", &if grouped { number.map(|n| n.to_string()).unwrap_or_default() } else { String::new() });
+            c.insert("peers", &if grouped { peers.join(",") } else { String::new() });
         }
         Role::Agent => {
             let master_url = host.master_url.as_deref().ok_or_else(|| BootstrapError::Unsupported {
@@ -82,6 +93,43 @@ fn agent_attributes(host: &HostContext) -> String {
     attributes.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";")
 }
 
+/// Gives the master the cluster's key that seals secrets (every master must hold the same one,
+/// or a new leader could not open the secrets the old one sealed): uploads it where the data dir
+/// has none. A master holding another key keeps it: a cluster of one master made before `up`
+/// kept the key adopts the master's (its secrets are sealed with it); with several masters that
+/// is refused, since they would disagree. Answers whether anything was written.
+async fn seal_key(
+    host: &HostContext,
+    trust: &crate::trust::ClusterTrust,
+    data_dir: &std::path::Path,
+) -> Result<bool, BootstrapError> {
+    let path = data_dir.join(crate::trust::SEAL_KEY_FILE);
+    let exists = crate::transport::Command::new(
+        format!("test -e {}", super::quote(path.display().to_string())),
+        std::time::Duration::from_secs(30),
+    );
+    if !host.access.transport.run(&exists).await?.success() {
+        let upload = Upload { source: UploadSource::Bytes(trust.seal_key.clone()), dest: path, mode: 0o600 };
+        return Ok(host.access.transport.upload(&upload).await?.changed);
+    }
+    let held = host.access.transport.read_file(&path).await?;
+    if held == trust.seal_key {
+        return Ok(false);
+    }
+    if host.masters.len() > 1 {
+        return Err(BootstrapError::Unsupported {
+            host: host.name.clone(),
+            message: format!(
+                "{} holds another key than the cluster's ({}): its secrets are sealed with it, and the other masters could not open them. If this master's key is the right one, copy it over the state dir's and run `up` again",
+                path.display(),
+                trust.seal_key_path.display()
+            ),
+        });
+    }
+    trust.adopt_seal_key(&held).map_err(|e| BootstrapError::Unsupported { host: host.name.clone(), message: e.to_string() })?;
+    Ok(false)
+}
+
 impl Phase for RenderConfig {
     fn name(&self) -> &'static str {
         "render-config"
@@ -100,16 +148,16 @@ impl Phase for RenderConfig {
             if let (Role::Master, Some(trust)) = (host.role, host.runtime.trust.clone()) {
                 let data_dir = host.access.layout.data_dir();
                 let files = [
-                    (gantry_trust::pki::CA_CERT_FILE, trust.ca.cert_pem().to_string(), 0o644),
-                    (gantry_trust::pki::CA_KEY_FILE, trust.ca.key_pem(), 0o600),
-                    (gantry_trust::token::JOIN_TOKEN_FILE, format!("{}\n", trust.join), 0o600),
-                    (gantry_trust::token::ADMIN_TOKEN_FILE, format!("{}\n", trust.admin_token), 0o600),
+                    (gantry_trust::pki::CA_CERT_FILE, trust.ca.cert_pem().as_bytes().to_vec(), 0o644),
+                    (gantry_trust::pki::CA_KEY_FILE, trust.ca.key_pem().into_bytes(), 0o600),
+                    (gantry_trust::token::JOIN_TOKEN_FILE, format!("{}\n", trust.join).into_bytes(), 0o600),
+                    (gantry_trust::token::ADMIN_TOKEN_FILE, format!("{}\n", trust.admin_token).into_bytes(), 0o600),
                 ];
-                for (file, text, mode) in files {
-                    let upload =
-                        Upload { source: UploadSource::Bytes(text.into_bytes()), dest: data_dir.join(file), mode };
+                for (file, bytes, mode) in files {
+                    let upload = Upload { source: UploadSource::Bytes(bytes), dest: data_dir.join(file), mode };
                     changed |= host.access.transport.upload(&upload).await?.changed;
                 }
+                changed |= seal_key(host, &trust, &data_dir).await?;
             }
             Ok(if changed {
                 PhaseOutcome::Done(upload.dest.display().to_string())

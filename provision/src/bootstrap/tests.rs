@@ -20,6 +20,7 @@ fn context(role: Role, transport: Arc<dyn crate::transport::Transport>) -> HostC
         },
         master_url: None,
         api_url: None,
+        masters: Vec::new(),
         runtime: RuntimeSettings::default(),
         binary: PathBuf::from("/nonexistent"),
         api: Arc::new(FakeClusterApi::new()),
@@ -66,6 +67,52 @@ async fn the_master_config_names_its_address_and_runtime_settings() {
     assert!(env.contains("GANTRY_AGENT_UNREACHABLE_TIMEOUT=3s\n"), "{env}");
     let again = RenderConfig.run(&mut host).await.expect("render again");
     assert_eq!(again, PhaseOutcome::Skipped("unchanged".to_string()));
+}
+
+/// With several masters, each master's config names its number and its peers, and every master
+/// gets the cluster's secrets key; a master holding another key is refused (the group would
+/// disagree on it), while a master alone hands its own key to the state dir.
+#[tokio::test]
+async fn every_master_of_a_group_gets_its_number_its_peers_and_the_clusters_secrets_key() {
+    let state = tempfile::tempdir().expect("state dir");
+    let trust = Arc::new(crate::trust::ClusterTrust::load_or_create(state.path(), "c").expect("trust"));
+    let member = |number: u64, address: &str| MasterMember {
+        number,
+        name: format!("master-{}", number - 1),
+        address: address.to_string(),
+    };
+    let group = vec![member(1, "10.0.0.5:5050"), member(2, "10.0.0.6:5050"), member(3, "10.0.0.7:5050")];
+    let key_path = Path::new("/opt/gantry/data/secrets.key");
+
+    let transport = Arc::new(FakeTransport::new("master-1"));
+    let mut host = context(Role::Master, transport.clone());
+    host.name = "master-1".to_string();
+    host.masters = group.clone();
+    host.runtime.trust = Some(trust.clone());
+    RenderConfig.run(&mut host).await.expect("render");
+    let env =
+        String::from_utf8(transport.file(Path::new("/opt/gantry/etc/master.env")).expect("uploaded")).expect("text");
+    assert!(env.contains("GANTRY_NODE_ID=2\n"), "{env}");
+    assert!(env.contains("GANTRY_PEERS=1=10.0.0.5:5050,3=10.0.0.7:5050\n"), "{env}");
+    let args = templates::args(Role::Master, &render_config::context(&host).expect("context")).expect("args");
+    let at = args.iter().position(|a| a == "--node-id").expect("--node-id");
+    assert_eq!(args[at..at + 4], ["--node-id", "${GANTRY_NODE_ID}", "--peers", "${GANTRY_PEERS}"]);
+    assert_eq!(transport.file(key_path), Some(trust.seal_key.clone()), "the cluster's secrets key is uploaded");
+
+    let other = Arc::new(FakeTransport::new("master-2").with_file(key_path, b"another key"));
+    let mut host = context(Role::Master, other.clone());
+    host.name = "master-2".to_string();
+    host.masters = group;
+    host.runtime.trust = Some(trust.clone());
+    let err = RenderConfig.run(&mut host).await.expect_err("another key in a group");
+    assert!(err.to_string().contains("holds another key than the cluster's"), "{err}");
+    assert_eq!(other.file(key_path).as_deref(), Some(&b"another key"[..]), "the host's key is left alone");
+
+    host.masters = Vec::new();
+    RenderConfig.run(&mut host).await.expect("a master alone keeps its key");
+    let env = String::from_utf8(other.file(Path::new("/opt/gantry/etc/master.env")).expect("env")).expect("text");
+    assert!(!env.contains("GANTRY_NODE_ID"), "a master alone has no number or peers: {env}");
+    assert_eq!(std::fs::read(&trust.seal_key_path).expect("state dir key"), b"another key", "adopted");
 }
 
 /// The cluster file's agent options reach the agent's command line, under systemd and under

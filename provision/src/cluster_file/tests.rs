@@ -93,16 +93,20 @@ fn missing_version_is_rejected() {
 }
 
 #[test]
-fn zero_and_two_masters_are_rejected() {
+fn zero_two_and_four_masters_are_rejected_three_and_five_accepted() {
     let (line, column, key, text) = fault(&GOOD.replace("masters = 1", "masters = 0"));
     assert_eq!((line, column, key.as_str()), (8, 11, "runtime.masters"), "{text}");
     assert!(text.contains("at least one master"), "{text}");
     let (line, column, _, text) = fault(&GOOD.replace("masters = 1", "masters = 2"));
     assert_eq!((line, column), (8, 11), "{text}");
     assert!(text.contains("2 masters cannot be run"), "{text}");
-    let (line, _, _, text) = fault(&GOOD.replace("masters = 1", "masters = 3"));
-    assert_eq!(line, 8, "{text}");
-    assert!(text.contains("this build runs exactly one master") && text.contains("masters = 1"), "{text}");
+    let (_, _, _, text) = fault(&GOOD.replace("masters = 1", "masters = 4"));
+    assert!(text.contains("4 masters cannot be run"), "{text}");
+    for n in [3, 5] {
+        let text = GOOD.replace("masters = 1", &format!("masters = {n}"));
+        let file = ClusterFile::parse(Path::new("c.toml"), &text).expect("a quorum of masters is valid");
+        assert_eq!(file.masters(), n);
+    }
 }
 
 #[test]

@@ -66,16 +66,7 @@ pub(super) fn validate(file: &ClusterFile, text: &str) -> Result<(), ClusterFile
 fn check_runtime(file: &ClusterFile, at: &At<'_>) -> Result<(), ClusterFileError> {
     let rt = &file.runtime;
     match *rt.masters.get_ref() {
-        1 => {}
-        3 | 5 => {
-            return Err(at.invalid(
-                rt.masters.span(),
-                "runtime.masters",
-                "highly available masters arrive with master replication; this build runs exactly one master"
-                    .to_string(),
-                "set `masters = 1` for now",
-            ));
-        }
+        1 | 3 | 5 => {}
         0 => {
             return Err(at.invalid(
                 rt.masters.span(),

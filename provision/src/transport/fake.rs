@@ -101,7 +101,15 @@ impl Transport for FakeTransport {
                     script: command.script.clone(),
                     after: command.timeout,
                 }),
-                None => Ok(CommandOutput { exit_code: Some(0), ..CommandOutput::default() }),
+                // `test -e PATH` answers from the fake host's files, as a shell would.
+                None => match command.script.strip_prefix("test -e ") {
+                    Some(path) => {
+                        let path = PathBuf::from(path.trim_matches('\''));
+                        let exists = inner.files.contains_key(&path);
+                        Ok(CommandOutput { exit_code: Some(if exists { 0 } else { 1 }), ..CommandOutput::default() })
+                    }
+                    None => Ok(CommandOutput { exit_code: Some(0), ..CommandOutput::default() }),
+                },
             }
         })
     }

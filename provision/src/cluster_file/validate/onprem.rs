@@ -56,7 +56,7 @@ pub(super) fn check(file: &ClusterFile, at: &At<'_>) -> Result<(), ClusterFileEr
             span,
             "onprem.host",
             format!("{masters} hosts have role = \"master\" but runtime.masters is {}", file.masters()),
-            "mark exactly runtime.masters hosts with role = \"master\" (one, in this build)",
+            "mark exactly runtime.masters hosts with role = \"master\"",
         ));
     }
     let mut names: HashMap<String, usize> = HashMap::new();
