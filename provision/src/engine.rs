@@ -291,7 +291,8 @@ impl Engine<'_> {
             }
             Action::Drain { host: target, .. } => match self.describe(&host).await {
                 Ok(Some(description)) => {
-                    self.run_phases(&description, target.role, None, master_url, masters, bootstrap::drain_phases()).await
+                    self.run_phases(&description, target.role, None, master_url, masters, bootstrap::drain_phases())
+                        .await
                 }
                 Ok(None) => Ok(()),
                 Err(e) => Err(e),
@@ -299,8 +300,15 @@ impl Engine<'_> {
             Action::Destroy { host: target, .. } => {
                 let phases = match self.describe(&host).await {
                     Ok(Some(description)) => {
-                        self.run_phases(&description, target.role, None, master_url, masters, bootstrap::destroy_phases())
-                            .await
+                        self.run_phases(
+                            &description,
+                            target.role,
+                            None,
+                            master_url,
+                            masters,
+                            bootstrap::destroy_phases(),
+                        )
+                        .await
                     }
                     Ok(None) => Ok(()),
                     Err(e) => Err(e),

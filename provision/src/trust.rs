@@ -95,10 +95,8 @@ impl ClusterTrust {
         let admin_token = token_file(dir, ADMIN_TOKEN_FILE, token::new_api_token)?;
         let seal_key_path = dir.join(SEAL_KEY_FILE);
         gantry_trust::sealed::SealKey::load_or_create(&seal_key_path)?;
-        let seal_key = std::fs::read(&seal_key_path).map_err(|e| TrustError::Token {
-            path: seal_key_path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let seal_key = std::fs::read(&seal_key_path)
+            .map_err(|e| TrustError::Token { path: seal_key_path.display().to_string(), message: e.to_string() })?;
         Ok(Self { ca, join, admin_token, seal_key, seal_key_path })
     }
 

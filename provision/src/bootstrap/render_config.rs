@@ -41,7 +41,10 @@ pub(crate) fn context(host: &HostContext) -> Result<tera::Context, BootstrapErro
                 .map(|m| format!("{}={}", m.number, m.address))
                 .collect();
             let grouped = host.masters.len() > 1;
-            c.insert("node_id", &if grouped { number.map(|n| n.to_string()).unwrap_or_default() } else { String::new() });
+            c.insert(
+                "node_id",
+                &if grouped { number.map(|n| n.to_string()).unwrap_or_default() } else { String::new() },
+            );
             c.insert("peers", &if grouped { peers.join(",") } else { String::new() });
         }
         Role::Agent => {
@@ -126,7 +129,9 @@ async fn seal_key(
             ),
         });
     }
-    trust.adopt_seal_key(&held).map_err(|e| BootstrapError::Unsupported { host: host.name.clone(), message: e.to_string() })?;
+    trust
+        .adopt_seal_key(&held)
+        .map_err(|e| BootstrapError::Unsupported { host: host.name.clone(), message: e.to_string() })?;
     Ok(false)
 }
 
