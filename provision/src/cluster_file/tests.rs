@@ -225,7 +225,7 @@ fn every_example_cluster_file_parses() {
             parsed.push(file.name().to_string());
         }
     }
-    for name in ["local", "rack1", "prod-eu", "lab"] {
+    for name in ["local", "local-ha", "rack1", "prod-eu", "lab"] {
         assert!(parsed.contains(&name.to_string()), "{parsed:?}");
     }
 }
