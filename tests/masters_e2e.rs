@@ -1,6 +1,8 @@
 //! Highly available masters, end to end: three `gantry master` processes in one Raft group on
 //! loopback and two agents, real tasks. The leader is SIGKILLed again and again while a client
-//! keeps writing; afterwards every acknowledged write is there and no task was restarted.
+//! keeps writing; afterwards every acknowledged write is there and no task was restarted. And
+//! the group's members change through the CLI: it grows from three masters to five and shrinks
+//! back to three, and still commits.
 
 mod support;
 
@@ -148,4 +150,62 @@ async fn three_masters_survive_leader_kills_without_losing_a_write_or_restarting
     assert!(web_processes.is_subset(&processes), "the service's processes never stopped");
     let history = client.list_tasks(Some("web"), true).await.expect("all tasks");
     assert_eq!(history.len(), 2, "no task of web was ever replaced: {history:?}");
+}
+
+/// The masters `gantry master ARGS -o json` answers, by number, with their roles.
+fn masters_of(cluster: &Cluster, args: &[&str]) -> Vec<(u64, String)> {
+    let mut args = args.to_vec();
+    args.extend(["-o", "json"]);
+    let (ok, out, err) = cluster.gantry(&args);
+    assert!(ok, "gantry {args:?}: {err}\nlogs:\n{}", cluster.logs());
+    let masters: Vec<gantry_api::client::MasterInfo> = serde_json::from_str(&out).expect("JSON");
+    masters.into_iter().map(|m| (m.id, m.role)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn masters_are_added_and_removed_through_the_cli_and_the_group_still_commits() {
+    let mut cluster = Cluster::start_with_masters(3, 1).await;
+
+    // Two more master processes; each waits until `gantry master add` makes it a member.
+    for _ in 0..2 {
+        let number = cluster.add_master();
+        let address = format!("127.0.0.1:{}", cluster.master_ports[number - 1]);
+        let id = number.to_string();
+        let after = masters_of(&cluster, &["master", "add", &id, &address]);
+        assert!(after.contains(&(number as u64, "follower".to_string())), "master {number} votes: {after:?}");
+        // Adding it again changes nothing.
+        assert_eq!(masters_of(&cluster, &["master", "add", &id, &address]).len(), number);
+    }
+    let five = masters_of(&cluster, &["master", "list"]);
+    assert_eq!(five.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5], "{five:?}");
+    let roles = |masters: &[(u64, String)], role: &str| masters.iter().filter(|(_, r)| r == role).count();
+    assert_eq!((roles(&five, "leader"), roles(&five, "follower")), (1, 4), "five voters: {five:?}");
+    let leader = five.iter().find(|(_, role)| role == "leader").map(|(id, _)| *id).expect("a leader");
+
+    // The leader does not remove itself.
+    let (ok, _, err) = cluster.gantry(&["master", "remove", &leader.to_string()]);
+    assert!(!ok && err.contains("leads the group"), "the leader's removal is refused: {err}");
+
+    // Two of the first three leave (those that do not lead), then stop: the new masters vote.
+    let leaving: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    for id in &leaving {
+        let after = masters_of(&cluster, &["master", "remove", &id.to_string()]);
+        assert!(after.iter().all(|(member, _)| member != id), "master {id} left: {after:?}");
+        cluster.kill_master_number(usize::try_from(*id).expect("number"));
+    }
+    let three = masters_of(&cluster, &["master", "list"]);
+    let mut expected = vec![leader, 4, 5];
+    expected.sort_unstable();
+    assert_eq!(three.iter().map(|(id, _)| *id).collect::<Vec<_>>(), expected, "{three:?}");
+    assert_eq!((roles(&three, "leader"), roles(&three, "follower")), (1, 2), "three voters: {three:?}");
+
+    // A write commits with the three; and with two of them, as a group of three does (two of
+    // the five the group had could not).
+    cluster.client.put_app(&app("with-three", 0)).await.expect("a write commits with three masters");
+    cluster.kill_master_number(5);
+    cluster.client.put_app(&app("with-two-of-three", 0)).await.expect("a write commits with two of three");
+    let apps = cluster.client.list_apps().await.expect("apps");
+    for id in ["with-three", "with-two-of-three"] {
+        assert!(apps.iter().any(|a| a.definition.id == id), "{id} is there");
+    }
 }

@@ -1,15 +1,17 @@
-//! `gantry master`: runs a master until SIGINT or SIGTERM.
+//! `gantry master`: runs a master until SIGINT or SIGTERM; `gantry master list|add|remove`
+//! shows and changes the masters' group.
 
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Arguments of `gantry master`: runs one, or with `list`, shows the masters' group.
+/// Arguments of `gantry master`: runs one, or with `list`, `add` or `remove`, shows or changes
+/// the masters' group.
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct MasterArgs {
-    /// `list`: the masters, instead of running one.
+    /// `list`, `add`, `remove`: the masters' group, instead of running a master.
     #[command(subcommand)]
     pub command: Option<MasterCommand>,
     /// Address to serve the API and the agent protocol on.
@@ -71,12 +73,45 @@ pub enum MasterCommand {
         #[command(flatten)]
         client: super::ClientArgs,
     },
+    /// Adds a running master to the group (admin): it joins as a learner and becomes a voter
+    /// once it has caught up. Start it first with `gantry master --node-id ID --listen
+    /// HOST:PORT --peer ...` (the group's CA, secrets key and admin token in its data dir).
+    /// Running it again is safe: it finishes an add that was interrupted.
+    Add {
+        /// The new master's number (its `--node-id`).
+        #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+        id: u64,
+        /// The address it serves on, as the other masters reach it (its `--listen`).
+        #[arg(value_name = "HOST:PORT")]
+        address: String,
+        #[command(flatten)]
+        client: super::ClientArgs,
+    },
+    /// Removes a master from the group (admin); stop its process afterwards. Refused when the
+    /// masters left could not commit (the last one, or no majority of answering masters), and
+    /// for the leader (stop it first: another master leads, and the removal goes there).
+    Remove {
+        /// The master's number.
+        #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+        id: u64,
+        #[command(flatten)]
+        client: super::ClientArgs,
+    },
 }
 
 /// Runs the master, or a `master` subcommand.
 pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
-    if let Some(MasterCommand::List { client }) = args.command {
-        return list(&client).await;
+    match args.command {
+        Some(MasterCommand::List { client }) => return list(&client).await,
+        Some(MasterCommand::Add { id, address, client }) => {
+            let masters = client.client()?.add_master(id, &address).await?;
+            return show(&masters, client.output);
+        }
+        Some(MasterCommand::Remove { id, client }) => {
+            let masters = client.client()?.remove_master(id).await?;
+            return show(&masters, client.output);
+        }
+        None => {}
     }
     let data_dir = args.data_dir.context("--data-dir is required to run a master")?;
     if args.agent_unreachable_timeout <= args.heartbeat_interval {
@@ -105,9 +140,13 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
 }
 
 async fn list(client: &super::ClientArgs) -> anyhow::Result<()> {
-    let masters = client.client()?.list_masters().await?;
-    if client.output == crate::output::Format::Json {
-        return crate::output::json(&masters);
+    show(&client.client()?.list_masters().await?, client.output)
+}
+
+/// Prints the masters as a table, or as JSON.
+fn show(masters: &[gantry_api::client::MasterInfo], output: crate::output::Format) -> anyhow::Result<()> {
+    if output == crate::output::Format::Json {
+        return crate::output::json(masters);
     }
     let or_dash = |value: Option<u64>| value.map_or_else(|| "-".to_string(), |v| v.to_string());
     let rows: Vec<Vec<String>> = masters

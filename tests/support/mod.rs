@@ -158,6 +158,28 @@ impl Cluster {
         self.dir.path()
     }
 
+    /// Starts one more master process, number `masters.len() + 1`, on a free port, with the
+    /// group's trust material copied from master 1 as [`Cluster::start_with_masters`] gives it,
+    /// and every other master as a `--peer`: it waits to be contacted by the leader and never
+    /// makes a group of its own (nor is it a member before `gantry master add`). Its URL is
+    /// added to `master_url`. Returns its number. For a cluster started with two masters or
+    /// more: a master alone has no network to reach another.
+    pub fn add_master(&mut self) -> usize {
+        let number = self.masters.len() + 1;
+        let first = self.master_dir(1);
+        let data = self.master_dir(number);
+        std::fs::create_dir_all(&data).expect("data dir");
+        for file in ["ca.pem", "ca-key.pem", "join-token", "admin-token", "secrets.key"] {
+            std::fs::copy(first.join(file), data.join(file)).expect("copy the trust material");
+        }
+        let port = free_port();
+        self.master_ports.push(port);
+        self.masters.push(None);
+        self.master_url.push_str(&format!(",https://127.0.0.1:{port}"));
+        self.start_master_number(number);
+        number
+    }
+
     /// Starts every master that is not running.
     pub fn start_master(&mut self) {
         for i in 1..=self.masters.len() {

@@ -16,6 +16,10 @@
 //! Versions and deployments (methods in `client_deployments`): `GET /api/v1/apps/{id}/versions`,
 //! `POST /api/v1/apps/{id}/rollback`; `GET /api/v1/deployments?app=ID`, `GET /api/v1/deployments/{id}`,
 //! `POST /api/v1/deployments/{id}/cancel`, `POST /api/v1/deployments/{id}/promote`.
+//! Security and the masters' group (methods in `client_security`): tokens, policies, secrets,
+//! `GET /api/v1/whoami`, `GET /api/v1/snapshot`; `GET /api/v1/masters`, `POST /api/v1/masters`
+//! ([`AddMaster`]: adds a master as a voter once it has caught up), `DELETE /api/v1/masters/{id}`
+//! (both answer the members after the change; admin only).
 
 use crate::agent::{Agent, DrainRequest, DrainStatus};
 use crate::app::{App, AppDefinition};
@@ -79,6 +83,17 @@ pub struct MasterInfo {
     /// How many entries it is behind the leader's log (known on the leader).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag: Option<u64>,
+}
+
+/// Body of `POST /api/v1/masters`: the master to add to the group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMaster {
+    /// Its number in the group (1 and up: the `--node-id` it runs with).
+    pub id: u64,
+    /// The address it serves its API on, `host:port` (its `--listen`), as the other masters
+    /// reach it.
+    pub address: String,
 }
 
 /// Query of `GET /api/v1/tasks/{id}/logs`.

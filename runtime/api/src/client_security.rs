@@ -7,8 +7,11 @@
 //! ([`PutSecret`] → [`SecretInfo`]; a name may hold `/`, kept between encoded segments);
 //! `GET /api/v1/whoami`; `GET /api/v1/snapshot` (secrets in it are sealed). No method here ever
 //! receives a secret's value.
+//!
+//! The masters' group: `GET /api/v1/masters`; `POST /api/v1/masters` ([`AddMaster`] → the
+//! members after) and `DELETE /api/v1/masters/{id}` (→ the members after), admin only.
 
-use crate::client::{Client, ClientError, encode};
+use crate::client::{AddMaster, Client, ClientError, MasterInfo, encode};
 use crate::security::{CreateToken, CreatedToken, Policy, PutSecret, SecretInfo, TokenInfo, Whoami};
 use reqwest::Method;
 
@@ -81,8 +84,28 @@ impl Client {
     }
 
     /// `GET /api/v1/masters`: the masters' group as the answering master sees it.
-    pub async fn list_masters(&self) -> Result<Vec<crate::client::MasterInfo>, ClientError> {
+    pub async fn list_masters(&self) -> Result<Vec<MasterInfo>, ClientError> {
         self.call(Method::GET, "/api/v1/masters", None::<&()>).await
+    }
+
+    /// `POST /api/v1/masters`: adds master `id`, serving at `address` (`host:port`), to the
+    /// group (admin only). The master must be running and reachable from the leader; it joins
+    /// as a learner and becomes a voter once it has caught up, which can take seconds. Calling
+    /// again is safe: a voter at that address is left as it is, and a learner left by an
+    /// interrupted call is promoted. Answers the members after the change; `409` when refused
+    /// (the id or the address is another member's), `422` for a bad id or address, `503` when
+    /// the new master did not catch up in time (call again to finish).
+    pub async fn add_master(&self, id: u64, address: &str) -> Result<Vec<MasterInfo>, ClientError> {
+        let request = AddMaster { id, address: address.to_string() };
+        self.call(Method::POST, "/api/v1/masters", Some(&request)).await
+    }
+
+    /// `DELETE /api/v1/masters/{id}`: removes master `id` from the group (admin only); stop
+    /// its process afterwards. Removing a master that is not a member changes nothing. Answers
+    /// the members after the change; `409` when the removal would leave the group unable to
+    /// commit (the last voter, no majority of answering masters) or `id` leads the group.
+    pub async fn remove_master(&self, id: u64) -> Result<Vec<MasterInfo>, ClientError> {
+        self.call(Method::DELETE, &format!("/api/v1/masters/{id}"), None::<&()>).await
     }
 
     /// `GET /api/v1/whoami`: the identity and policies the master sees for this client.

@@ -6,6 +6,7 @@
 //! [`RedbStore`] is the real implementation (`<data_dir>/state.redb`); [`MemStore`] is an
 //! in-memory recording double for tests.
 
+use crate::raft::membership::{MembershipError, NOT_REPLICATED};
 use gantry_api::{Agent, App, Job, JobRun, Task};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -129,6 +130,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The masters' group as this master sees it (`None`: a store that is not replicated).
     fn group(&self) -> Option<Group> {
         None
+    }
+    /// Adds master `id`, serving its API at `address`, to the masters' group as a voter once it
+    /// has caught up; idempotent and resumable (see
+    /// [`crate::raft::store::RaftStore::add_master`]). Blocks until the change is committed:
+    /// call it off an async worker. A store that is not replicated refuses it.
+    fn add_master(&self, id: u64, address: &str) -> Result<(), MembershipError> {
+        let _ = (id, address);
+        Err(MembershipError::Refused(NOT_REPLICATED.to_string()))
+    }
+    /// Removes master `id` from the masters' group, refusing a change that would leave the group
+    /// unable to commit (see [`crate::raft::store::RaftStore::remove_master`]); a master that is
+    /// not a member is nothing to do. Blocks: call it off an async worker. A store that is not
+    /// replicated refuses it.
+    fn remove_master(&self, id: u64) -> Result<(), MembershipError> {
+        let _ = id;
+        Err(MembershipError::Refused(NOT_REPLICATED.to_string()))
     }
 }
 

@@ -13,12 +13,16 @@
 //!   the entries they held are applied again from the log, which is why an apply may be lost
 //!   but never half-done. Snapshots are the whole state as JSON, kept in `raft_snapshot`.
 //!
+//! [`membership`] decides how the group's members change (a master added as a learner, then a
+//! voter; a removal refused where the group could not commit).
+//!
 //! One master is a cluster of one on the same code path.
 
 // openraft's storage traits return its `StorageError` (over 200 bytes); the helpers beside
 // them return the same.
 #[allow(clippy::result_large_err)]
 pub mod log_store;
+pub mod membership;
 pub mod network;
 pub mod rpc;
 #[allow(clippy::result_large_err)]

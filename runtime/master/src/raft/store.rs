@@ -6,17 +6,23 @@
 //! openraft runs on a small runtime of its own ("gantry-raft"), so the master's synchronous
 //! commit path can wait for it from any thread, also from a test's single-threaded runtime,
 //! without the two waiting on each other: the state machine never takes the master's lock.
+//!
+//! The group's members change through the leader's store ([`RaftStore::add_master`],
+//! [`RaftStore::remove_master`]), one change at a time, as [`super::membership`] decides.
 
 use super::log_store::LogStore;
+use super::membership::{self, AddStep, MembershipError, RemoveStep};
 use super::network::Solo;
 use super::state_machine::StateMachine;
 use super::{Batch, NodeId, TypeConfig};
 use crate::store::{Snapshot, Store, StoreError, StoreOp, redb_err};
-use openraft::{BasicNode, Raft, ServerState};
-use std::collections::BTreeMap;
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Raft, RaftMetrics, ServerState};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::info;
 
 /// redb's page cache (as [`crate::store::RedbStore`]: the master reads its tables only at start).
 const CACHE_BYTES: usize = 32 << 20;
@@ -25,6 +31,15 @@ const LEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a write waits to be committed by a quorum: a leader cut off from the majority
 /// cannot commit, and its callers learn it after this long instead of waiting forever.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a master being added may take to catch up (receive the log, or a snapshot, up to
+/// where it was added) before the call gives up; it stays a learner, and calling again resumes.
+/// With the commits around it, an add fits in a client's 30 s.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a change of the voters (a joint step, then the new group) may take to commit.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long a voter has to acknowledge a probe entry the leader has committed, to count as
+/// answering before a removal.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The Raft timings, for a failover in about a second on a LAN or within a cloud region:
 /// - the leader sends heartbeats every 50 ms (openraft ticks every 75 ms);
@@ -55,6 +70,11 @@ pub struct RaftStore {
     raft: Raft<TypeConfig>,
     machine: StateMachine,
     runtime: Option<tokio::runtime::Runtime>,
+    /// A master alone ([`Self::open_alone`]) has no network to reach another master by.
+    alone: bool,
+    /// Held for the whole of a change of the members, so that changes wait for each other
+    /// instead of refusing each other.
+    changing: Mutex<()>,
 }
 
 impl std::fmt::Debug for RaftStore {
@@ -87,13 +107,14 @@ impl RaftStore {
         let state_machine = machine.clone();
         let raft = run(runtime.handle(), async move { Raft::new(node, config, network, log, state_machine).await })?
             .map_err(|e| StoreError::Replication(format!("cannot start Raft: {e}")))?;
-        Ok(Self { raft, machine, runtime: Some(runtime) })
+        Ok(Self { raft, machine, runtime: Some(runtime), alone: false, changing: Mutex::new(()) })
     }
 
     /// Opens the store of a master alone: master `node` serving its API at `address`, in a
     /// group of one it creates on first start; returns once it leads it and has applied its log.
     pub fn open_alone(data_dir: &Path, node: NodeId, address: &str) -> Result<Self, StoreError> {
-        let store = Self::open(data_dir, node, Solo)?;
+        let mut store = Self::open(data_dir, node, Solo)?;
+        store.alone = true;
         store.initialize(&BTreeMap::from([(node, address.to_string())]))?;
         store.wait_leading(LEAD_TIMEOUT)?;
         Ok(store)
@@ -146,6 +167,48 @@ impl RaftStore {
         .map_err(|e| StoreError::Replication(format!("this master does not lead its group: {e}")))
     }
 
+    /// Adds master `id`, serving its API at `address`, to the group as a voter, on the leader:
+    /// as a learner first, then, once it has caught up (within 15 s), as a voter. The master
+    /// must be running already (`gantry master --node-id ID --peer ...`, with the group's CA,
+    /// secrets key and admin token in its data dir) and reachable from this one.
+    ///
+    /// Idempotent and resumable: a voter at `address` already is left as it is; a learner at
+    /// `address` (an add that was interrupted or ran out of time) is promoted. Refused: an id
+    /// held at another address (or an address held by another id), a master alone (it has no
+    /// network to the others). Blocks the calling thread: call it off an async worker.
+    pub fn add_master(&self, id: NodeId, address: &str) -> Result<(), MembershipError> {
+        membership::validate(id, Some(address))?;
+        if self.alone {
+            let this = self.raft.metrics().borrow().id;
+            return Err(MembershipError::Refused(format!(
+                "this master runs alone (started without --peer), so it cannot reach another master: restart it as master {this} of a group (add `--node-id {this} --peer {id}={address}`; its state is kept), then add master {id}"
+            )));
+        }
+        let (raft, address) = (self.raft.clone(), address.to_string());
+        self.change(async move { add(&raft, id, &address).await })
+    }
+
+    /// Removes master `id` from the group (from the voters and the nodes), on the leader;
+    /// stop its process afterwards. A master that is not a member is nothing to do. Refused
+    /// (see [`membership::plan_remove`] and [`membership::check_quorum`]): the last voter, the
+    /// leader itself, and a removal after which the masters that answer the leader would not be
+    /// a majority. Blocks the calling thread: call it off an async worker.
+    pub fn remove_master(&self, id: NodeId) -> Result<(), MembershipError> {
+        membership::validate(id, None)?;
+        let raft = self.raft.clone();
+        self.change(async move { remove(&raft, id).await })
+    }
+
+    /// Runs a change of the members on the Raft runtime, one at a time.
+    fn change<F>(&self, change: F) -> Result<(), MembershipError>
+    where
+        F: std::future::Future<Output = Result<(), MembershipError>> + Send + 'static,
+    {
+        let _one_at_a_time = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        let stopped = |e: StoreError| MembershipError::Unavailable(e.to_string());
+        run(self.handle().map_err(stopped)?, change).map_err(stopped)?
+    }
+
     /// The Raft node, for the RPC routes and for status.
     pub fn raft(&self) -> &Raft<TypeConfig> {
         &self.raft
@@ -157,6 +220,128 @@ impl RaftStore {
             .map(tokio::runtime::Runtime::handle)
             .ok_or_else(|| StoreError::Replication("Raft has stopped".into()))
     }
+}
+
+/// The metrics of `raft` while it leads; refuses a change on a master that does not.
+fn leading(raft: &Raft<TypeConfig>) -> Result<RaftMetrics<NodeId, BasicNode>, MembershipError> {
+    let metrics = raft.metrics().borrow().clone();
+    if metrics.state == ServerState::Leader {
+        return Ok(metrics);
+    }
+    let membership = metrics.membership_config.membership();
+    let leader = metrics.current_leader.and_then(|id| membership.get_node(&id)).map(|node| node.addr.clone());
+    Err(MembershipError::NotLeader { leader })
+}
+
+/// The last log index the leader knows master `id` holds.
+fn matched(metrics: &RaftMetrics<NodeId, BasicNode>, id: NodeId) -> Option<u64> {
+    metrics.replication.as_ref()?.get(&id)?.as_ref().map(|log_id| log_id.index)
+}
+
+/// Whether master `id` holds the log up to `index` (the leader, which reports no replication to
+/// itself, holds its own).
+fn caught_up(metrics: &RaftMetrics<NodeId, BasicNode>, id: NodeId, index: u64) -> bool {
+    id == metrics.id || matched(metrics, id) >= Some(index)
+}
+
+/// Waits up to `limit` for a write of the leader (`what`) to be committed.
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    write: impl std::future::Future<Output = Result<T, RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>>,
+) -> Result<T, MembershipError> {
+    match tokio::time::timeout(limit, write).await {
+        Ok(written) => written.map_err(change_error),
+        Err(_) => Err(MembershipError::Unavailable(format!(
+            "{what} was not committed within {} s: a majority of the masters (of the group before and after the change) must answer the leader; it may still complete, and calling again finishes it",
+            limit.as_secs()
+        ))),
+    }
+}
+
+fn change_error(error: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> MembershipError {
+    match error {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+            MembershipError::NotLeader { leader: forward.leader_node.map(|node| node.addr) }
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(e))) => {
+            MembershipError::Refused(format!(
+                "another change of the masters' group is under way ({e}): retry once it is committed"
+            ))
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            MembershipError::Refused(format!("the group refused the change: {e}"))
+        }
+        RaftError::Fatal(fatal) => MembershipError::Unavailable(format!("this master's Raft has stopped: {fatal}")),
+    }
+}
+
+/// [`RaftStore::add_master`], on the Raft runtime.
+async fn add(raft: &Raft<TypeConfig>, id: NodeId, address: &str) -> Result<(), MembershipError> {
+    let metrics = leading(raft)?;
+    let since = match membership::plan_add(metrics.membership_config.membership(), id, address)? {
+        AddStep::Nothing => return Ok(()),
+        AddStep::Promote => metrics.last_log_index.unwrap_or_default(),
+        AddStep::AddLearner => {
+            let added =
+                within(COMMIT_TIMEOUT, "adding the learner", raft.add_learner(id, BasicNode::new(address), false))
+                    .await?;
+            info!(id, address, "Master added as a learner; waiting until it has caught up.");
+            added.log_id.index
+        }
+    };
+    let waited = raft
+        .wait(Some(CATCH_UP_TIMEOUT))
+        .metrics(|m| m.state != ServerState::Leader || caught_up(m, id, since), "the new master catches up")
+        .await;
+    let metrics = leading(raft)?;
+    if waited.is_err() || !caught_up(&metrics, id, since) {
+        let holds = matched(&metrics, id).map_or_else(|| "nothing yet".to_string(), |index| format!("up to {index}"));
+        return Err(MembershipError::Unavailable(format!(
+            "master {id} at {address} has not caught up within {} s (it holds the log {holds}, it needs {since}): is it running (`gantry master --node-id {id} --listen {address} --peer ...`, with the group's trust files), and can this master reach it? It stays a learner: `gantry master add {id} {address}` again finishes the change, `gantry master remove {id}` drops it",
+            CATCH_UP_TIMEOUT.as_secs()
+        )));
+    }
+    within(
+        CHANGE_TIMEOUT,
+        "making it a voter",
+        raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false),
+    )
+    .await?;
+    info!(target: "gantry::audit", id, address, "Master added to the group as a voter.");
+    Ok(())
+}
+
+/// [`RaftStore::remove_master`], on the Raft runtime.
+async fn remove(raft: &Raft<TypeConfig>, id: NodeId) -> Result<(), MembershipError> {
+    let metrics = leading(raft)?;
+    let current = metrics.membership_config.membership().clone();
+    let change = match membership::plan_remove(&current, metrics.id, id)? {
+        RemoveStep::Nothing => return Ok(()),
+        RemoveStep::DropLearner => ChangeMembers::RemoveNodes(BTreeSet::from([id])),
+        RemoveStep::RemoveVoter => {
+            let answering = answering(raft, &current.voter_ids().collect()).await?;
+            membership::check_quorum(current.get_joint_config(), id, &answering)?;
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        }
+    };
+    within(CHANGE_TIMEOUT, "removing the master", raft.change_membership(change, false)).await?;
+    info!(target: "gantry::audit", id, "Master removed from the group.");
+    Ok(())
+}
+
+/// Which of `voters` answer the leader: it commits an empty entry and gives every voter a
+/// moment to acknowledge it (the leader answers for itself). A master that is down, cut off or
+/// far behind does not.
+async fn answering(raft: &Raft<TypeConfig>, voters: &BTreeSet<NodeId>) -> Result<BTreeSet<NodeId>, MembershipError> {
+    let probe = within(COMMIT_TIMEOUT, "a probe of which masters answer", raft.client_write(Batch::default())).await?;
+    let index = probe.log_id.index;
+    let answered = |m: &RaftMetrics<NodeId, BasicNode>| -> BTreeSet<NodeId> {
+        voters.iter().copied().filter(|voter| caught_up(m, *voter, index)).collect()
+    };
+    let _ = raft.wait(Some(ANSWER_TIMEOUT)).metrics(|m| answered(m).len() == voters.len(), "every voter answers").await;
+    let metrics = raft.metrics().borrow().clone();
+    Ok(answered(&metrics))
 }
 
 /// Runs `future` on the Raft runtime and waits for it on this thread.
@@ -199,6 +384,14 @@ impl Store for RaftStore {
         self.machine.state()
     }
 
+    fn add_master(&self, id: u64, address: &str) -> Result<(), MembershipError> {
+        RaftStore::add_master(self, id, address)
+    }
+
+    fn remove_master(&self, id: u64) -> Result<(), MembershipError> {
+        RaftStore::remove_master(self, id)
+    }
+
     fn group(&self) -> Option<crate::store::Group> {
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
@@ -222,7 +415,7 @@ impl Store for RaftStore {
                 } else {
                     "learner"
                 };
-                let matched = metrics.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map(|l| l.index);
+                let matched = matched(&metrics, *id);
                 let last_applied = if this { metrics.last_applied.map(|l| l.index) } else { matched };
                 let lag = match (metrics.state, metrics.last_log_index) {
                     (ServerState::Leader, Some(_)) if this => Some(0),

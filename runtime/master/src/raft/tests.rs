@@ -1,16 +1,21 @@
 //! openraft's storage suite (log and state machine: membership, initial state, votes, reads,
 //! purges, truncation, appends, applies, snapshot transfer) against the redb log and state
-//! machine, each case on a fresh database; and a crash between an apply and the next durable
-//! commit.
+//! machine, each case on a fresh database; a crash between an apply and the next durable
+//! commit; groups of masters in this process over mutual TLS: replication and failover, and
+//! changes of their members (growing and shrinking under writes, a removal refused for the
+//! quorum, an interrupted add finished by calling again).
 
 use super::log_store::LogStore;
+use super::membership::MembershipError;
 use super::state_machine::StateMachine;
 use super::{Batch, RaftStorageError, TypeConfig};
 use crate::store::{StoreError, StoreOp};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 struct RedbBuilder;
 
@@ -112,7 +117,7 @@ async fn a_master_alone_commits_from_inside_a_single_threaded_runtime() {
 struct Member {
     id: u64,
     address: std::net::SocketAddr,
-    store: Option<super::store::RaftStore>,
+    store: Option<Arc<super::store::RaftStore>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -159,13 +164,33 @@ impl Group {
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Member { id, address, store: Some(store), server: Some(server) }
+        Member { id, address, store: Some(Arc::new(store)), server: Some(server) }
     }
 }
 
 impl Member {
     fn store(&self) -> &super::store::RaftStore {
         self.store.as_ref().expect("a running member")
+    }
+
+    /// The store, to share with a writer thread.
+    fn shared(&self) -> Arc<super::store::RaftStore> {
+        self.store.clone().expect("a running member")
+    }
+
+    /// The voters of the group as this member sees it.
+    fn voters(&self) -> BTreeSet<u64> {
+        self.store().raft().metrics().borrow().membership_config.membership().voter_ids().collect()
+    }
+
+    /// Adds master `id` at `address` through this member's store, from a blocking thread.
+    fn add_master(&self, id: u64, address: std::net::SocketAddr) -> Result<(), MembershipError> {
+        tokio::task::block_in_place(|| self.store().add_master(id, &address.to_string()))
+    }
+
+    /// Removes master `id` through this member's store, from a blocking thread.
+    fn remove_master(&self, id: u64) -> Result<(), MembershipError> {
+        tokio::task::block_in_place(|| self.store().remove_master(id))
     }
 
     /// Stops it as a crash would look to the others: its server and its Raft go away.
@@ -256,5 +281,220 @@ async fn three_masters_replicate_over_mutual_tls_elect_a_new_leader_and_a_restar
     assert_eq!(state.meta.get("gone"), None);
     for member in &mut members {
         member.stop();
+    }
+}
+
+/// Writes `w-1`, `w-2`, ... through one master's store, one after the other, until stopped.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    acknowledged: tokio::sync::watch::Receiver<usize>,
+    thread: std::thread::JoinHandle<(Vec<String>, Vec<String>)>,
+}
+
+impl Writer {
+    fn start(store: Arc<super::store::RaftStore>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (count, acknowledged) = tokio::sync::watch::channel(0);
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut written, mut failed) = (Vec::new(), Vec::new());
+                for n in 1.. {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let key = format!("w-{n}");
+                    match crate::store::Store::write(store.as_ref(), &[put(&key, "1")]) {
+                        Ok(()) => {
+                            written.push(key);
+                            count.send_replace(written.len());
+                        }
+                        Err(error) => failed.push(format!("{key}: {error}")),
+                    }
+                    // Paced, so that five masters on two cores keep their heartbeats.
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                (written, failed)
+            })
+        };
+        Self { stop, acknowledged, thread }
+    }
+
+    /// Waits (up to 10 s) until `more` writes beyond those acknowledged so far are acknowledged.
+    async fn commits(&mut self, more: usize, during: &str) {
+        let now = *self.acknowledged.borrow();
+        tokio::time::timeout(std::time::Duration::from_secs(10), self.acknowledged.wait_for(|n| *n >= now + more))
+            .await
+            .unwrap_or_else(|_| panic!("writes stopped committing {during}"))
+            .expect("the writer runs");
+    }
+
+    /// Stops it: the keys it wrote, and the writes that failed.
+    fn stop(self) -> (Vec<String>, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().expect("the writer does not panic")
+    }
+}
+
+fn any_address() -> std::net::SocketAddr {
+    "127.0.0.1:0".parse().expect("address")
+}
+
+/// Starts master 1 alone in a group of its own (with the network of a group), waits until it
+/// leads.
+async fn first_of(group: &Group) -> Member {
+    let first = group.start(1, any_address()).await;
+    let alone = BTreeMap::from([(1, first.address.to_string())]);
+    tokio::task::block_in_place(|| first.store().initialize(&alone)).expect("initialize the group");
+    assert_eq!(first.leader_other_than(None).await, 1, "master 1 leads its group of one");
+    first
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_group_grows_from_one_to_five_and_shrinks_to_three_while_writes_keep_committing() {
+    let group = Group::new(5);
+    let mut members = vec![first_of(&group).await];
+    for id in 2..=5 {
+        members.push(group.start(id, any_address()).await);
+    }
+    let address = |id: u64| members[usize::try_from(id - 1).expect("index")].address;
+    let mut writer = Writer::start(members[0].shared());
+    writer.commits(3, "with one master").await;
+
+    // 1 → 3 → 5, each new master a learner until it has caught up, then a voter.
+    for (ids, size) in [([2, 3], 3), ([4, 5], 5)] {
+        for id in ids {
+            members[0].add_master(id, address(id)).expect("add a master");
+            writer.commits(3, &format!("after adding master {id}")).await;
+        }
+        assert_eq!(members[0].voters(), (1..=size).collect(), "{size} voters");
+    }
+    // Adding a voter again changes nothing.
+    members[0].add_master(2, address(2)).expect("adding a voter again is a no-op");
+    assert_eq!(members[0].voters(), (1..=5).collect());
+
+    // 5 → 3: masters 4 and 5 leave, then stop.
+    for id in [4, 5] {
+        members[0].remove_master(id).expect("remove a master");
+        writer.commits(3, &format!("after removing master {id}")).await;
+    }
+    assert_eq!(members[0].voters(), (1..=3).collect(), "three voters");
+    let listed: Vec<u64> =
+        crate::store::Store::group(members[0].store()).expect("a group").members.iter().map(|m| m.id).collect();
+    assert_eq!(listed, vec![1, 2, 3], "the removed masters are no members at all");
+    members[0].remove_master(5).expect("removing a master that is gone is a no-op");
+    members[3].stop();
+    members[4].stop();
+    // A majority of the three commits: with 3 stopped too, 2 of 3 (it would be 2 of 5 without
+    // the removals, which cannot commit).
+    members[2].stop();
+    writer.commits(3, "with two of the three masters").await;
+
+    let (written, failed) = writer.stop();
+    assert!(failed.is_empty(), "every write committed: {failed:?}");
+    let last = members[0].store().raft().metrics().borrow().last_log_index.expect("an index");
+    for member in &members[..2] {
+        let state = member.state_at(last).await;
+        let missing: Vec<&String> = written.iter().filter(|key| !state.meta.contains_key(*key)).collect();
+        assert!(missing.is_empty(), "master {} holds every acknowledged write; missing {missing:?}", member.id);
+    }
+    for member in &mut members {
+        member.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removal_that_would_leave_no_answering_majority_is_refused() {
+    let group = Group::new(3);
+    let mut members = vec![first_of(&group).await];
+    for id in 2..=3 {
+        members.push(group.start(id, any_address()).await);
+        let address = members[usize::try_from(id - 1).expect("index")].address;
+        members[0].add_master(id, address).expect("add a master");
+    }
+    assert_eq!(members[0].voters(), BTreeSet::from([1, 2, 3]));
+
+    // Master 3 is down: removing the healthy master 2 would leave 1 and 3, of which only 1
+    // answers.
+    members[2].stop();
+    match members[0].remove_master(2) {
+        Err(MembershipError::Refused(message)) => {
+            assert!(message.contains("Bring masters 3 back"), "the refusal says what to do: {message}");
+        }
+        other => panic!("removing a healthy master while another is down must be refused: {other:?}"),
+    }
+    match members[0].remove_master(1) {
+        Err(MembershipError::Refused(message)) => assert!(message.contains("leads the group"), "{message}"),
+        other => panic!("the leader cannot remove itself: {other:?}"),
+    }
+    assert_eq!(members[0].voters(), BTreeSet::from([1, 2, 3]), "nothing changed");
+
+    // Removing the master that is down leaves 1 and 2, both answering: allowed, and it commits.
+    members[0].remove_master(3).expect("remove the master that is down");
+    assert_eq!(members[0].voters(), BTreeSet::from([1, 2]));
+    members[0].write(vec![put("after", "removal")]).await.expect("the two commit");
+    let last = members[0].store().raft().metrics().borrow().last_log_index.expect("an index");
+    assert_eq!(members[1].state_at(last).await.meta.get("after").map(String::as_str), Some("removal"));
+    for member in &mut members {
+        member.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_add_interrupted_after_the_learner_step_is_finished_by_calling_again() {
+    let group = Group::new(2);
+    let mut members = vec![first_of(&group).await];
+    members.push(group.start(2, any_address()).await);
+    let address = members[1].address;
+
+    // What an add interrupted after its first step leaves: master 2 a learner that caught up.
+    members[0]
+        .store()
+        .raft()
+        .add_learner(2, openraft::BasicNode::new(address.to_string()), true)
+        .await
+        .expect("add a learner");
+    let role = |members: &[Member]| {
+        let group = crate::store::Store::group(members[0].store()).expect("a group");
+        group.members.iter().find(|m| m.id == 2).map(|m| m.role.clone())
+    };
+    assert_eq!(role(&members).as_deref(), Some("learner"));
+    assert_eq!(members[0].voters(), BTreeSet::from([1]));
+
+    // The same id at another address, or the same address under another id, is refused.
+    match members[0].add_master(2, "127.0.0.1:1".parse().expect("address")) {
+        Err(MembershipError::Refused(message)) => assert!(message.contains("already a member"), "{message}"),
+        other => panic!("an id at another address must be refused: {other:?}"),
+    }
+    match members[0].add_master(3, address) {
+        Err(MembershipError::Refused(message)) => assert!(message.contains("master 2's address"), "{message}"),
+        other => panic!("another master's address must be refused: {other:?}"),
+    }
+
+    // Calling again promotes it.
+    members[0].add_master(2, address).expect("finish the add");
+    assert_eq!(members[0].voters(), BTreeSet::from([1, 2]));
+    assert_eq!(role(&members).as_deref(), Some("follower"));
+    members[0].write(vec![put("two", "voters")]).await.expect("write");
+    let last = members[0].store().raft().metrics().borrow().last_log_index.expect("an index");
+    assert_eq!(members[1].state_at(last).await.meta.get("two").map(String::as_str), Some("voters"));
+    for member in &mut members {
+        member.stop();
+    }
+}
+
+#[test]
+fn a_master_alone_refuses_to_add_another_and_says_how_to_make_it_a_group() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = super::store::RaftStore::open_alone(dir.path(), 1, "127.0.0.1:5050").expect("open");
+    match store.add_master(2, "127.0.0.1:5051") {
+        Err(MembershipError::Refused(message)) => {
+            assert!(message.contains("--node-id 1 --peer 2=127.0.0.1:5051"), "{message}");
+        }
+        other => panic!("a master alone cannot reach another: {other:?}"),
+    }
+    match store.remove_master(1) {
+        Err(MembershipError::Refused(message)) => assert!(message.contains("last voter"), "{message}"),
+        other => panic!("the last voter stays: {other:?}"),
     }
 }

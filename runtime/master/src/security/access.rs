@@ -70,8 +70,10 @@ pub fn required(method: &str, path: &str) -> Requirement {
         "secrets" => (Kind::Secrets, "name"),
         "events" => return Requirement::Api { kind: Kind::Tasks, level: Level::Read, id: None },
         "snapshot" => return Requirement::Admin,
-        // Who the masters are and who leads: nothing sensitive, for any valid credential.
-        "masters" => return Requirement::Authenticated,
+        // Who the masters are and who leads: nothing sensitive, for any valid credential;
+        // changing who they are decides where the whole state lives: admin only.
+        "masters" if read => return Requirement::Authenticated,
+        "masters" => return Requirement::Admin,
         _ => return Requirement::Authenticated,
     };
     let Some(tail) = tail else {
@@ -145,6 +147,8 @@ mod tests {
             ("GET", "/api/v1/whoami", Requirement::Authenticated),
             ("GET", "/api/v1/snapshot", Requirement::Admin),
             ("GET", "/api/v1/masters", Requirement::Authenticated),
+            ("POST", "/api/v1/masters", Requirement::Admin),
+            ("DELETE", "/api/v1/masters/4", Requirement::Admin),
             ("GET", "/nowhere", Requirement::Authenticated),
             ("GET", "/api/v1/apps/te%2Dam", api(Kind::Apps, Level::Read, Some("te-am"))),
         ];
