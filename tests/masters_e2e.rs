@@ -209,3 +209,53 @@ async fn masters_are_added_and_removed_through_the_cli_and_the_group_still_commi
         assert!(apps.iter().any(|a| a.definition.id == id), "{id} is there");
     }
 }
+
+/// A leader cut off from the majority (here both followers are frozen with SIGSTOP) stops
+/// answering within about half a second, so it never serves a state the others could move past,
+/// and a write to it fails with the reason instead of hanging; nothing of that write is kept.
+/// Once the others are back, writes commit again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_cut_off_from_the_majority_stops_answering_until_it_hears_from_them_again() {
+    use nix::sys::signal::{Signal, kill};
+    let cluster = Cluster::start_with_masters(3, 0).await;
+    let client = cluster.client.clone();
+    client.put_app(&app("before", 0)).await.expect("a write while all masters run");
+    let leader = wait_for("a leader", Duration::from_secs(10), || leader(&cluster)).await;
+    let pid = |number: usize| {
+        let child = cluster.masters[number - 1].as_ref().expect("running");
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("a pid"))
+    };
+    let followers: Vec<usize> = (1..=3).filter(|n| *n != leader).collect();
+    for number in &followers {
+        kill(pid(*number), Signal::SIGSTOP).expect("freeze a follower");
+    }
+
+    let alone = client_of(&cluster, leader);
+    let health = wait_for("the leader to say it is cut off", Duration::from_secs(10), || async {
+        let response = alone.request(reqwest::Method::GET, "/health").send().await.ok()?;
+        let status = response.status();
+        let health: gantry_api::client::Health = response.json().await.ok()?;
+        (status == reqwest::StatusCode::SERVICE_UNAVAILABLE && health.status == "cut-off").then_some(health)
+    })
+    .await;
+    assert_eq!(health.role.as_deref(), Some("leader"), "it still thinks it leads: {health:?}");
+    let refused = alone.put_app(&app("during", 0)).await.expect_err("a cut-off leader takes no write");
+    assert!(
+        matches!(&refused, gantry_api::ClientError::Api { status: 503, .. })
+            && refused.to_string().contains("has not heard from a majority"),
+        "{refused}"
+    );
+    let read = alone.get_app("before").await.expect_err("nor answers a read");
+    assert!(matches!(read, gantry_api::ClientError::Api { status: 503, .. }), "{read}");
+
+    for number in &followers {
+        kill(pid(*number), Signal::SIGCONT).expect("thaw a follower");
+    }
+    wait_for("writes to commit again", Duration::from_secs(20), || async {
+        client.put_app(&app("after", 0)).await.ok()
+    })
+    .await;
+    let apps: BTreeSet<String> = client.list_apps().await.expect("apps").into_iter().map(|a| a.definition.id).collect();
+    assert!(apps.contains("before") && apps.contains("after"), "{apps:?}");
+    assert!(!apps.contains("during"), "the refused write left nothing: {apps:?}");
+}

@@ -11,10 +11,13 @@
 //! [`router`] is the whole HTTP application of a master with peers:
 //! - `/internal/raft/*`: the Raft RPCs, for other masters' certificates only;
 //! - `/health`: this master's role; `200` while it leads and is ready, or follows a known
-//!   leader, `503` while there is no leader (an election) or it is starting;
+//!   leader, `503` while there is no leader (an election), it is starting, or it leads but has
+//!   not heard from a majority for 450 ms (`cut-off`: see [`Leadership::in_touch`]);
 //! - everything else: the leader's API; a follower answers `307 Temporary Redirect` to the
 //!   same path on the leader (`Location`, and `X-Gantry-Leader` with the leader's address), or
-//!   `503` while no leader is known. Nothing reaches a follower's core: it has none.
+//!   `503` while no leader is known. Nothing reaches a follower's core: it has none. A leader
+//!   cut off from the majority answers `503` too, so it never serves a state the others may
+//!   have moved past (their new leader's writes).
 
 use crate::master::Master;
 use crate::raft::NodeId;
@@ -44,6 +47,13 @@ use gantry_api::masters::LEADER_HEADER;
 
 /// How long a new leader waits to apply the log it inherited before it gives up the term.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A leader that has not heard from a majority of the masters for this long stops answering
+/// (`503`): the others may elect a new leader once their lease on it has run out (400 ms) and
+/// their election timeout has passed (200-400 ms more), so a leader cut off from them never
+/// answers from a state they have moved past. 450 ms: under the 600 ms before the earliest
+/// election, with room for openraft's 75 ms metrics tick.
+const STALE_AFTER_MS: u64 = 450;
 
 /// The term a master leads: its core and the API router over it.
 struct Term {
@@ -89,6 +99,17 @@ impl Leadership {
         &self.store
     }
 
+    /// Whether this master, leading, has heard from a majority of the masters within
+    /// [`STALE_AFTER_MS`] (always, in a group of one).
+    pub fn in_touch(&self) -> bool {
+        let metrics = self.store.raft().metrics();
+        let metrics = metrics.borrow();
+        if metrics.membership_config.membership().voter_ids().nth(1).is_none() {
+            return true;
+        }
+        metrics.millis_since_quorum_ack.is_some_and(|ms| ms <= STALE_AFTER_MS)
+    }
+
     fn install(&self, term: Option<Term>) -> Option<Term> {
         let number = term.as_ref().map_or(0, |t| t.number);
         let old = std::mem::replace(&mut *self.term.write().unwrap_or_else(|p| p.into_inner()), term);
@@ -126,6 +147,7 @@ async fn health(State(leadership): State<Arc<Leadership>>) -> (StatusCode, Json<
     };
     let leads = group.as_ref().is_some_and(|g| g.leader == Some(g.this));
     match leadership.master() {
+        Some(_) if !leadership.in_touch() => (StatusCode::SERVICE_UNAVAILABLE, Json(health("cut-off"))),
         Some(master) if master.ready() => (StatusCode::OK, Json(health("ok"))),
         _ if !leads && group.as_ref().is_some_and(|g| g.leader.is_some()) => (StatusCode::OK, Json(health("ok"))),
         _ if leads => (StatusCode::SERVICE_UNAVAILABLE, Json(health("starting"))),
@@ -137,6 +159,11 @@ async fn health(State(leadership): State<Arc<Leadership>>) -> (StatusCode, Json<
 async fn serve(State(leadership): State<Arc<Leadership>>, request: Request) -> Response {
     let api = leadership.term.read().unwrap_or_else(|p| p.into_inner()).as_ref().map(|t| t.api.clone());
     if let Some(api) = api {
+        if !leadership.in_touch() {
+            return retry_later(
+                "this master leads but has not heard from a majority of the masters (it may be cut off from them): retry; a client that knows every master finds the one that leads",
+            );
+        }
         return match api.oneshot(request).await {
             Ok(response) => response,
             Err(infallible) => match infallible {},
@@ -146,13 +173,9 @@ async fn serve(State(leadership): State<Arc<Leadership>>, request: Request) -> R
     let leader =
         group.as_ref().filter(|g| g.leader != Some(g.this)).and_then(|g| g.leader_address().map(str::to_string));
     let Some(leader) = leader else {
-        let mut response = crate::api::ApiFailure::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        return retry_later(
             "no master serves as leader right now (an election is under way, a new leader is loading the state, or a majority of masters is down): retry in a second",
-        )
-        .into_response();
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return response;
+        );
     };
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
     let location = format!("https://{leader}{path}");
@@ -167,6 +190,13 @@ async fn serve(State(leadership): State<Arc<Leadership>>, request: Request) -> R
     if let Ok(value) = HeaderValue::from_str(&leader) {
         response.headers_mut().insert(LEADER_HEADER, value);
     }
+    response
+}
+
+/// `503` with `Retry-After: 1` and `message`: nothing was done, ask again (or another master).
+fn retry_later(message: &str) -> Response {
+    let mut response = crate::api::ApiFailure::new(StatusCode::SERVICE_UNAVAILABLE, message).into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
 
