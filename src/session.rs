@@ -129,6 +129,11 @@ pub struct ApiRoute {
 }
 
 impl ApiRoute {
+    /// [`ApiRoute::reach`] of each URL of a comma-separated list.
+    pub fn reach_all(&self, urls: &str) -> String {
+        urls.split(',').map(|url| self.reach(url.trim())).collect::<Vec<_>>().join(",")
+    }
+
     /// The URL to call for `url` from this machine.
     pub fn reach(&self, url: &str) -> String {
         match &self.rewrite {
@@ -146,6 +151,19 @@ pub struct RoutedApi {
 }
 
 impl ClusterApi for RoutedApi {
+    fn join_master<'a>(
+        &'a self,
+        urls: &'a str,
+        number: u64,
+        address: &'a str,
+    ) -> BoxFuture<'a, Result<(), ClusterApiError>> {
+        Box::pin(async move { self.http.join_master(&self.route.reach_all(urls), number, address).await })
+    }
+
+    fn leave_master<'a>(&'a self, urls: &'a str, number: u64) -> BoxFuture<'a, Result<(), ClusterApiError>> {
+        Box::pin(async move { self.http.leave_master(&self.route.reach_all(urls), number).await })
+    }
+
     fn health<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<(), ClusterApiError>> {
         Box::pin(async move { self.http.health(&self.route.reach(url)).await })
     }

@@ -80,7 +80,9 @@ impl Env {
 
     fn set_masters(&self, n: u32) {
         let text = std::fs::read_to_string(self.file()).expect("read");
-        let text = text.replacen("masters = 1 ", &format!("masters = {n} "), 1);
+        let at = text.find("\nmasters = ").expect("a masters line") + "\nmasters = ".len();
+        let end = at + text[at..].find(' ').expect("a comment after the count");
+        let text = format!("{}{n}{}", &text[..at], &text[end..]);
         assert!(text.contains(&format!("masters = {n} ")), "{text}");
         std::fs::write(self.file(), text).expect("write");
     }
@@ -334,6 +336,48 @@ async fn up_with_three_masters_survives_the_leaders_death_and_down_removes_them(
         let address = url.trim_start_matches("https://");
         assert!(std::net::TcpStream::connect(address).is_err(), "nothing listens on {address} any more");
     }
+}
+
+/// `up` grows the masters 1 → 3 → 5 and shrinks them to 3 while the cluster serves: new
+/// masters join the group as learners and become voters, removed ones leave it before their hosts
+/// go, and the running task is never restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_grows_the_masters_from_one_to_five_and_shrinks_them_to_three() {
+    let env = Env::new();
+    env.ok("up");
+    let hello = {
+        let client = env.client();
+        wait_for("hello to run", Duration::from_secs(30), || async {
+            let tasks = client.list_tasks(Some("hello"), false).await.ok()?;
+            tasks.into_iter().find(|t| t.state == TaskState::Running).map(|t| t.id)
+        })
+        .await
+    };
+    for (step, (n, voters)) in [(3, 3), (5, 5), (3, 3)].into_iter().enumerate() {
+        env.set_masters(n);
+        let up = env.ok("up");
+        if step == 2 {
+            for host in ["master-3", "master-4"] {
+                assert!(up.contains(&format!("[{host}] leave-group … done")), "{up}");
+            }
+        }
+        let client = env.client();
+        assert_eq!(client.masters().all().len(), n as usize, "up records every master's URL");
+        let masters = wait_for(&format!("{voters} voters"), Duration::from_secs(30), || async {
+            let masters = client.list_masters().await.ok()?;
+            let followers = masters.iter().filter(|m| m.role == "follower").count();
+            let leaders = masters.iter().filter(|m| m.role == "leader").count();
+            (masters.len() == voters && leaders == 1 && followers == voters - 1).then_some(masters)
+        })
+        .await;
+        let ids: Vec<u64> = masters.iter().map(|m| m.id).collect();
+        assert_eq!(ids, (1..=voters as u64).collect::<Vec<_>>(), "masters-0.. are numbers 1..: {masters:?}");
+        let task = client.get_task(&hello).await.expect("the task");
+        assert_eq!(task.state, TaskState::Running, "masters {n}: the task was never restarted: {task:?}");
+        let again = env.ok("up");
+        assert!(again.contains("No changes"), "masters {n}: a second up is a no-op: {again}");
+    }
+    env.ok("down");
 }
 
 fn interrupt_up(env: &Env, signal: nix::sys::signal::Signal) -> String {

@@ -17,7 +17,9 @@
 mod drain;
 mod inspect;
 mod install_service;
+mod join_group;
 mod kill_tasks;
+mod leave_group;
 mod remove_files;
 mod render_config;
 mod revoke_agent;
@@ -33,7 +35,9 @@ mod wait_unreachable;
 pub use drain::{DRAIN_DEADLINE, Drain};
 pub use inspect::{HostFacts, Inspect};
 pub use install_service::InstallService;
+pub use join_group::JoinGroup;
 pub use kill_tasks::KillTasks;
+pub use leave_group::LeaveGroup;
 pub use remove_files::RemoveFiles;
 pub use render_config::RenderConfig;
 pub use revoke_agent::RevokeAgent;
@@ -117,9 +121,17 @@ pub struct MasterMember {
     pub name: String,
     /// `host:port` where the other hosts reach its API (and its peers its Raft RPCs).
     pub address: String,
+    /// Its API's URL as this machine reaches it.
+    pub url: String,
 }
 
 impl MasterMember {
+    /// The URLs of `masters` other than `this`, comma-separated: whom to ask for a change of the
+    /// group that concerns `this` (it may not belong to the group yet, or be stopped).
+    pub fn others_urls(masters: &[MasterMember], this: u64) -> String {
+        masters.iter().filter(|m| m.number != this).map(|m| m.url.as_str()).collect::<Vec<_>>().join(",")
+    }
+
     /// The number of master host `name` (`master-<i>` → `i + 1`), if it is one.
     pub fn number_of(name: &str) -> Option<u64> {
         name.strip_prefix("master-")?.parse::<u64>().ok().map(|i| i + 1)
@@ -237,6 +249,15 @@ pub enum BootstrapError {
         /// Why.
         message: String,
     },
+    /// The masters' group did not take a change of its members (retried: an election, a
+    /// master still starting).
+    #[error("{host}: the masters' group: {message}")]
+    Group {
+        /// The host.
+        host: String,
+        /// What the leader answered.
+        message: String,
+    },
     /// The daemon did not become ready in time.
     #[error("{host}: {what} not within {}: {last}{}", humantime::format_duration(*.waited),
         if .log_tail.is_empty() { String::new() } else { format!("\n  last lines of its log:\n{}", .log_tail) })]
@@ -259,6 +280,7 @@ impl BootstrapError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Transport(e) => e.is_retryable(),
+            Self::Group { .. } => true,
             _ => false,
         }
     }
@@ -281,6 +303,7 @@ pub fn bootstrap_phases() -> Vec<Box<dyn Phase>> {
         Box::new(RenderConfig),
         Box::new(InstallService),
         Box::new(Start),
+        Box::new(JoinGroup),
         Box::new(WaitReady),
     ]
 }
@@ -299,7 +322,7 @@ pub fn drain_phases() -> Vec<Box<dyn Phase>> {
 
 /// Phases that remove the runtime from a host before the provider destroys it.
 pub fn destroy_phases() -> Vec<Box<dyn Phase>> {
-    vec![Box::new(Inspect), Box::new(Stop), Box::new(KillTasks), Box::new(RemoveFiles)]
+    vec![Box::new(Inspect), Box::new(LeaveGroup), Box::new(Stop), Box::new(KillTasks), Box::new(RemoveFiles)]
 }
 
 /// `text` single-quoted for `/bin/sh`.

@@ -68,6 +68,20 @@ pub trait ClusterApi: Send + Sync + fmt::Debug {
         hostname: &'a str,
     ) -> BoxFuture<'a, Result<Option<AgentView>, ClusterApiError>>;
 
+    /// Makes master `number`, serving at `address` (as the other masters reach it), a voter of
+    /// the masters' group, asking the leader among `urls` (comma-separated); a voter already is
+    /// nothing to do.
+    fn join_master<'a>(
+        &'a self,
+        urls: &'a str,
+        number: u64,
+        address: &'a str,
+    ) -> BoxFuture<'a, Result<(), ClusterApiError>>;
+
+    /// Removes master `number` from the masters' group, asking the leader among `urls`; a
+    /// master the group does not hold is nothing to do.
+    fn leave_master<'a>(&'a self, urls: &'a str, number: u64) -> BoxFuture<'a, Result<(), ClusterApiError>>;
+
     /// Removes every agent registered with `hostname` from the cluster (the host is being
     /// removed): the master revokes its certificates and forgets it, so `gantry node list` no
     /// longer shows it. Answers the ids removed.
@@ -139,6 +153,19 @@ impl HttpClusterApi {
 }
 
 impl ClusterApi for HttpClusterApi {
+    fn join_master<'a>(
+        &'a self,
+        urls: &'a str,
+        number: u64,
+        address: &'a str,
+    ) -> BoxFuture<'a, Result<(), ClusterApiError>> {
+        Box::pin(async move { self.client(urls)?.add_master(number, address).await.map(|_| ()).map_err(failed(urls)) })
+    }
+
+    fn leave_master<'a>(&'a self, urls: &'a str, number: u64) -> BoxFuture<'a, Result<(), ClusterApiError>> {
+        Box::pin(async move { self.client(urls)?.remove_master(number).await.map(|_| ()).map_err(failed(urls)) })
+    }
+
     fn health<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<(), ClusterApiError>> {
         Box::pin(async move {
             let health = self.client(url)?.health().await.map_err(failed(url))?;
@@ -222,6 +249,8 @@ impl ClusterApi for HttpClusterApi {
 #[derive(Debug, Default)]
 pub struct FakeClusterApi {
     agents: Mutex<BTreeMap<String, Option<AgentView>>>,
+    /// Changes of the masters' group asked for: `+N address` or `-N`, with the URLs asked.
+    group_changes: Mutex<Vec<(String, String)>>,
     revoked: Mutex<Vec<String>>,
     drains: Mutex<FakeDrains>,
 }
@@ -245,6 +274,11 @@ impl FakeClusterApi {
     /// A fake cluster.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The changes of the masters' group asked for, in order: (`+N address` or `-N`, URLs).
+    pub fn group_changes(&self) -> Vec<(String, String)> {
+        self.group_changes.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// The hostnames whose agents were revoked, in order.
@@ -302,6 +336,27 @@ impl FakeClusterApi {
 }
 
 impl ClusterApi for FakeClusterApi {
+    fn join_master<'a>(
+        &'a self,
+        urls: &'a str,
+        number: u64,
+        address: &'a str,
+    ) -> BoxFuture<'a, Result<(), ClusterApiError>> {
+        let change = (format!("+{number} {address}"), urls.to_string());
+        Box::pin(async move {
+            self.group_changes.lock().unwrap_or_else(PoisonError::into_inner).push(change);
+            Ok(())
+        })
+    }
+
+    fn leave_master<'a>(&'a self, urls: &'a str, number: u64) -> BoxFuture<'a, Result<(), ClusterApiError>> {
+        let change = (format!("-{number}"), urls.to_string());
+        Box::pin(async move {
+            self.group_changes.lock().unwrap_or_else(PoisonError::into_inner).push(change);
+            Ok(())
+        })
+    }
+
     fn health<'a>(&'a self, _url: &'a str) -> BoxFuture<'a, Result<(), ClusterApiError>> {
         Box::pin(async { Ok(()) })
     }

@@ -103,6 +103,17 @@ pub enum EngineError {
     },
 }
 
+/// The masters that stay after `plan`: agents are told about these only.
+fn staying(masters: &[(MasterMember, HostAccess)], plan: &Plan) -> Vec<(MasterMember, HostAccess)> {
+    let leaving: Vec<&str> = plan
+        .actions
+        .iter()
+        .filter(|a| a.kind() == ActionKind::Destroy && a.role() == Role::Master)
+        .map(Action::host_name)
+        .collect();
+    masters.iter().filter(|(m, _)| !leaving.contains(&m.name.as_str())).cloned().collect()
+}
+
 /// The masters' URLs, comma-separated: as the hosts reach them, and as this machine does.
 fn urls(masters: &[(MasterMember, HostAccess)]) -> Option<(String, String)> {
     if masters.is_empty() {
@@ -174,6 +185,7 @@ impl Engine<'_> {
         let mut completed = 0;
         let mut master_url = None;
         let mut masters = Vec::new();
+        let mut stay = Vec::new();
         let mut stages: BTreeMap<u8, Vec<&Action>> = BTreeMap::new();
         for action in &plan.actions {
             stages.entry(stage(action)).or_default().push(action);
@@ -199,19 +211,45 @@ impl Engine<'_> {
             if stage >= 1 && masters.is_empty() {
                 masters = self.masters().await;
             }
+            if stage >= 1 && stay.is_empty() {
+                stay = staying(&masters, plan);
+            }
             if stage >= 3 && master_url.is_none() {
-                master_url = urls(&masters);
+                // Agents hear of the masters that stay; while the whole cluster goes (`down`,
+                // masters last), of every master.
+                master_url = urls(if stay.is_empty() { &masters } else { &stay });
             }
             let mut limit = self.options.parallelism.max(1);
+            if actions
+                .iter()
+                .any(|a| matches!(a.kind(), ActionKind::Destroy | ActionKind::Reconfigure) && a.role() == Role::Master)
+            {
+                // Masters leave their group one at a time (each removal needs a majority of the
+                // group as it is then), and restart with a new config one at a time (so the
+                // others keep a majority and a leader).
+                limit = 1;
+            }
             if actions.iter().any(|a| a.kind() == ActionKind::Create)
                 && let Some(max) = self.provider.capabilities().max_parallel_creates
             {
                 limit = limit.min(max.max(1));
             }
             let url = master_url.as_ref();
-            let group = &masters;
+            let (group, stay) = (&masters, &stay);
             let results: Vec<Result<(), EngineError>> = futures_util::stream::iter(actions)
-                .map(|action| self.run_action(action, &journal, url, group))
+                .map(|action| {
+                    // A master being destroyed leaves the group through the masters that stay
+                    // (none when the whole cluster goes: nothing to leave).
+                    let group = match action {
+                        Action::Destroy { .. } if action.role() == Role::Master => stay
+                            .iter()
+                            .chain(group.iter().filter(|(m, _)| m.name == action.host_name()))
+                            .cloned()
+                            .collect(),
+                        _ => group.clone(),
+                    };
+                    self.run_action(action, &journal, url, group)
+                })
                 .buffer_unordered(limit)
                 .collect()
                 .await;
@@ -227,8 +265,9 @@ impl Engine<'_> {
                 return Err(EngineError::Failed { failures });
             }
         }
-        if master_url.is_none() {
-            master_url = urls(&self.masters().await);
+        // The masters as they are now (some may have gone in this apply).
+        if let Some(now) = urls(&self.masters().await) {
+            master_url = Some(now);
         }
         Ok(ApplyReport { completed, master_url: master_url.map(|(_, api)| api) })
     }
@@ -242,7 +281,8 @@ impl Engine<'_> {
             let Ok(host) = self.provider.describe_host(&name).await else { break };
             let Ok(access) = self.connector.connect(&host) else { break };
             let address = format!("{}:{}", access.address, access.api_port);
-            masters.push((MasterMember { number: i + 1, name, address }, access));
+            let url = access.public_master_url();
+            masters.push((MasterMember { number: i + 1, name, address, url }, access));
         }
         masters
     }
@@ -252,8 +292,9 @@ impl Engine<'_> {
         action: &Action,
         journal: &Mutex<&mut Journal>,
         master_url: Option<&(String, String)>,
-        masters: &[(MasterMember, HostAccess)],
+        masters: Vec<(MasterMember, HostAccess)>,
     ) -> Result<(), EngineError> {
+        let masters = masters.as_slice();
         let host = action.host_name().to_string();
         let record = |kind: RecordKind, error: Option<&str>| {
             journal.lock().unwrap_or_else(PoisonError::into_inner).record(kind, action, error).map(|_| ())

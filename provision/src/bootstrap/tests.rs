@@ -80,6 +80,7 @@ async fn every_master_of_a_group_gets_its_number_its_peers_and_the_clusters_secr
         number,
         name: format!("master-{}", number - 1),
         address: address.to_string(),
+        url: format!("https://{address}"),
     };
     let group = vec![member(1, "10.0.0.5:5050"), member(2, "10.0.0.6:5050"), member(3, "10.0.0.7:5050")];
     let key_path = Path::new("/opt/gantry/data/secrets.key");
@@ -113,6 +114,42 @@ async fn every_master_of_a_group_gets_its_number_its_peers_and_the_clusters_secr
     let env = String::from_utf8(other.file(Path::new("/opt/gantry/etc/master.env")).expect("env")).expect("text");
     assert!(!env.contains("GANTRY_NODE_ID"), "a master alone has no number or peers: {env}");
     assert_eq!(std::fs::read(&trust.seal_key_path).expect("state dir key"), b"another key", "adopted");
+}
+
+/// `join-group` asks the other masters' leader to make a master of a group a voter, `leave-group`
+/// to remove it; a master alone does neither.
+#[tokio::test]
+async fn a_master_of_a_group_joins_it_and_leaves_it_through_the_others() {
+    let api = Arc::new(FakeClusterApi::new());
+    let mut host = context(Role::Master, Arc::new(FakeTransport::new("master-2")));
+    host.api = api.clone();
+    host.name = "master-2".to_string();
+    let outcome = JoinGroup.run(&mut host).await.expect("alone");
+    assert!(matches!(outcome, PhaseOutcome::Skipped(_)), "{outcome:?}");
+    host.masters = (1..=3)
+        .map(|number| MasterMember {
+            number,
+            name: format!("master-{}", number - 1),
+            address: format!("10.0.0.{number}:5050"),
+            url: format!("https://192.0.2.{number}:5050"),
+        })
+        .collect();
+    JoinGroup.run(&mut host).await.expect("join");
+    LeaveGroup.run(&mut host).await.expect("leave");
+    let others = "https://192.0.2.1:5050,https://192.0.2.2:5050".to_string();
+    assert_eq!(
+        api.group_changes(),
+        [("+3 10.0.0.3:5050".to_string(), others.clone()), ("-3".to_string(), others)],
+        "master-2 is number 3, asked about through the other two masters"
+    );
+    assert_eq!(
+        bootstrap_phases().iter().map(|p| p.name()).filter(|n| n.contains("group")).collect::<Vec<_>>(),
+        ["join-group"]
+    );
+    assert_eq!(
+        destroy_phases().iter().map(|p| p.name()).collect::<Vec<_>>(),
+        ["inspect", "leave-group", "stop", "kill-tasks", "remove-files"]
+    );
 }
 
 /// The cluster file's agent options reach the agent's command line, under systemd and under

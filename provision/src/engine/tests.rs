@@ -119,7 +119,7 @@ async fn up_creates_every_host_at_once_bootstraps_masters_before_agents_and_jour
     }
     assert_eq!(
         h.phases_of("master-0"),
-        ["create", "inspect", "upload-binary", "render-config", "install-service", "start", "wait-ready"]
+        ["create", "inspect", "upload-binary", "render-config", "install-service", "start", "join-group", "wait-ready"]
     );
     assert!(h.position("w-1", "create") < h.position("master-0", "inspect"), "hosts are created at once");
     assert!(h.position("master-0", "wait-ready") < h.position("w-0", "inspect"));
@@ -158,7 +158,7 @@ async fn a_second_bootstrap_changes_nothing() {
     let before = h.skipped("w-0").len();
     h.engine().apply(&plan, &mut journal).await.expect("apply again");
     let skipped = h.skipped("w-0")[before..].to_vec();
-    assert_eq!(skipped, ["upload-binary", "render-config", "install-service", "start"]);
+    assert_eq!(skipped, ["upload-binary", "render-config", "install-service", "start", "join-group"]);
 }
 
 #[tokio::test]

@@ -301,7 +301,7 @@ pub async fn start(config: MasterConfig) -> Result<MasterHandle, MasterError> {
     let store = Arc::new(
         tokio::task::spawn_blocking(move || {
             if alone {
-                raft::store::RaftStore::open_alone(&data_dir, node, &members[&node])
+                raft::store::RaftStore::open_first(&data_dir, node, &members[&node], tls)
             } else {
                 raft::store::RaftStore::open_group(&data_dir, node, tls, &members)
             }

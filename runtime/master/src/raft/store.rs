@@ -115,9 +115,29 @@ impl RaftStore {
     pub fn open_alone(data_dir: &Path, node: NodeId, address: &str) -> Result<Self, StoreError> {
         let mut store = Self::open(data_dir, node, Solo)?;
         store.alone = true;
-        store.initialize(&BTreeMap::from([(node, address.to_string())]))?;
-        store.wait_leading(LEAD_TIMEOUT)?;
+        store.lead_alone(node, address)?;
         Ok(store)
+    }
+
+    /// As [`Self::open_alone`], but reaching other masters over HTTPS with `tls` (its master
+    /// certificate and the cluster CA), so the group of one can grow: `gantry master add` (or
+    /// `up` with more masters) adds masters to it while it serves.
+    pub fn open_first(
+        data_dir: &Path,
+        node: NodeId,
+        address: &str,
+        tls: rustls::ClientConfig,
+    ) -> Result<Self, StoreError> {
+        let peers = super::network::Peers::new(tls).map_err(StoreError::Replication)?;
+        let store = Self::open(data_dir, node, peers)?;
+        store.lead_alone(node, address)?;
+        Ok(store)
+    }
+
+    /// Creates the group of this master alone (on a new data dir) and waits until it leads it.
+    fn lead_alone(&self, node: NodeId, address: &str) -> Result<(), StoreError> {
+        self.initialize(&BTreeMap::from([(node, address.to_string())]))?;
+        self.wait_leading(LEAD_TIMEOUT)
     }
 
     /// Opens the store of master `node` of the group `members` (number → API address, this
