@@ -12,7 +12,7 @@
 //! - `/internal/raft/*`: the Raft RPCs, for other masters' certificates only;
 //! - `/health`: this master's role; `200` while it leads and is ready, or follows a known
 //!   leader, `503` while there is no leader (an election), it is starting, or it leads but has
-//!   not heard from a majority for 450 ms (`cut-off`: see [`Leadership::in_touch`]);
+//!   not heard from a majority for 500 ms (`cut-off`: see [`Leadership::in_touch`]);
 //! - everything else: the leader's API; a follower answers `307 Temporary Redirect` to the
 //!   same path on the leader (`Location`, and `X-Gantry-Leader` with the leader's address), or
 //!   `503` while no leader is known. Nothing reaches a follower's core: it has none. A leader
@@ -49,11 +49,11 @@ use gantry_api::masters::LEADER_HEADER;
 const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A leader that has not heard from a majority of the masters for this long stops answering
-/// (`503`): the others may elect a new leader once their lease on it has run out (400 ms) and
-/// their election timeout has passed (200-400 ms more), so a leader cut off from them never
-/// answers from a state they have moved past. 450 ms: under the 600 ms before the earliest
-/// election, with room for openraft's 75 ms metrics tick.
-const STALE_AFTER_MS: u64 = 450;
+/// (`503`): the others may elect a new leader once their lease on it has run out (500 ms) and
+/// their election timeout has passed (250-500 ms more), so a leader cut off from them never
+/// answers from a state they have moved past. 500 ms: under the 750 ms before the earliest
+/// election, with room for openraft's 150 ms metrics tick.
+const STALE_AFTER_MS: u64 = 500;
 
 /// The term a master leads: its core and the API router over it.
 struct Term {
