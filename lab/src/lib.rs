@@ -8,5 +8,6 @@
 //! binary name it.
 
 pub mod cloud;
+pub mod linearizability;
 pub mod registry;
 pub mod testhosts;
