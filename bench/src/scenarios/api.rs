@@ -36,6 +36,10 @@ pub struct Args {
     /// Fresh TLS connections (each with one read) for the handshake figures; 0 skips them.
     #[arg(long, default_value_t = 300)]
     pub handshakes: usize,
+    /// Masters: with 3 or 5, every write is committed by a quorum of them (Raft over mutual
+    /// TLS) before it is answered; the writes go to the leader.
+    #[arg(long, default_value_t = 1)]
+    pub masters: usize,
 }
 
 /// Runs the scenario.
@@ -45,12 +49,14 @@ pub fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
 }
 
 async fn measure(args: &Args, report: &mut Report, bin: &std::path::Path) -> anyhow::Result<()> {
-    let cluster = LocalCluster::start_master(bin, &Default::default()).await?;
+    let options = crate::cluster::MasterOptions { masters: args.masters, ..Default::default() };
+    let cluster = LocalCluster::start_master(bin, &options).await?;
     report.note(format!(
-        "scale writes to {} apps at {} req/s for {:?} (open loop) on a master without agents; data dir {}",
+        "scale writes to {} apps at {} req/s for {:?} (open loop) on {} master(s) without agents; data dir {}",
         args.apps,
         args.rate,
         args.duration,
+        args.masters.max(1),
         cluster.data_dir.display()
     ));
     for i in 0..args.apps {
