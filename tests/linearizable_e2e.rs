@@ -12,7 +12,6 @@ use gantry_api::{AppDefinition, Client, ClientError};
 use gantry_lab::linearizability::{self, Clock, Operation, RegisterMap, RegisterOp, Verdict};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,32 +35,9 @@ fn app(id: &str, value: u64) -> AppDefinition {
         .expect("a valid app")
 }
 
-/// A client of master `number` alone.
-fn client_of(cluster: &Cluster, number: usize) -> Client {
-    support::admin_client(&format!("https://127.0.0.1:{}", cluster.master_ports[number - 1]), &cluster.master_dir(1))
-}
-
-/// The master whose `/health` says it leads and is ready, if exactly one running master other
-/// than `paused` does (a paused master would not answer).
-async fn leader(cluster: &Cluster, paused: Option<usize>) -> Option<usize> {
-    let mut leaders = Vec::new();
-    for number in 1..=cluster.masters.len() {
-        if cluster.masters[number - 1].is_none() || paused == Some(number) {
-            continue;
-        }
-        if let Ok(health) = client_of(cluster, number).health().await
-            && health.status == "ok"
-            && health.role.as_deref() == Some("leader")
-        {
-            leaders.push(number);
-        }
-    }
-    (leaders.len() == 1).then(|| leaders[0])
-}
-
 /// Whether master `number` says it follows a leader.
 async fn follows(cluster: &Cluster, number: usize) -> Option<()> {
-    let health = client_of(cluster, number).health().await.ok()?;
+    let health = cluster.client_of(number).health().await.ok()?;
     (health.status == "ok" && health.role.as_deref() == Some("follower")).then_some(())
 }
 
@@ -73,23 +49,6 @@ async fn caught_up(cluster: &Cluster, number: usize) -> Option<()> {
     let masters = cluster.client.list_masters().await.ok()?;
     let lag = masters.iter().find(|m| m.id == number as u64)?.lag?;
     (lag <= 10).then_some(())
-}
-
-/// Polls `check` every 100 ms until it answers, or fails the test after `timeout`, with the
-/// masters' logs.
-async fn until<T, F, Fut>(cluster: &Cluster, what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}; logs:\n{}", cluster.logs());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// One failover, on the clients' clock.
@@ -254,20 +213,22 @@ impl Workload {
                 tokio::spawn(run_client(api, client, recorder.clone(), stop.clone()))
             })
             .collect();
-        until(cluster, "calls before the first failover", Duration::from_secs(30), || async {
-            (recorder.completed() >= 100).then_some(())
-        })
-        .await;
+        cluster
+            .wait_logged("calls before the first failover", Duration::from_secs(30), || async {
+                (recorder.completed() >= 100).then_some(())
+            })
+            .await;
         Self { recorder, stop, clients }
     }
 
     /// Lets the clients make 100 more calls, stops them, and checks what they saw.
     async fn finish_and_check(self, cluster: &Cluster, failovers: &[Failover], started: Instant) {
         let calls_after = self.recorder.completed() + 100;
-        until(cluster, "calls after the last failover", Duration::from_secs(30), || async {
-            (self.recorder.completed() >= calls_after).then_some(())
-        })
-        .await;
+        cluster
+            .wait_logged("calls after the last failover", Duration::from_secs(30), || async {
+                (self.recorder.completed() >= calls_after).then_some(())
+            })
+            .await;
         self.stop.store(true, Ordering::SeqCst);
         for client in self.clients {
             client.await.expect("a client");
@@ -314,7 +275,7 @@ impl Workload {
 async fn reads_and_writes_through_leader_kills_are_linearizable() {
     let started = Instant::now();
     let mut cluster = Cluster::start_with_masters(3, 0).await;
-    until(&cluster, "a leader", Duration::from_secs(15), || leader(&cluster, None)).await;
+    cluster.wait_logged("a leader", Duration::from_secs(15), || cluster.leader(None)).await;
     let workload = Workload::start(&cluster).await;
     let recorder = workload.recorder.clone();
 
@@ -322,21 +283,23 @@ async fn reads_and_writes_through_leader_kills_are_linearizable() {
     // follows; three times.
     let mut failovers = Vec::new();
     for round in 0..FAILOVERS {
-        let old = until(&cluster, "a leader", Duration::from_secs(15), || leader(&cluster, None)).await;
+        let old = cluster.wait_logged("a leader", Duration::from_secs(15), || cluster.leader(None)).await;
         let at = recorder.clock.now();
         cluster.kill_master_number(old);
-        let new = until(&cluster, "a new leader", Duration::from_secs(30), || leader(&cluster, None)).await;
+        let new = cluster.wait_logged("a new leader", Duration::from_secs(30), || cluster.leader(None)).await;
         assert_ne!(new, old, "round {round}: a new master leads");
         let election = Duration::from_nanos(recorder.clock.now() - at);
-        until(&cluster, "writes acknowledged by the new leader", Duration::from_secs(15), || async {
-            (recorder.writes_acknowledged_after(at) >= 20).then_some(())
-        })
-        .await;
+        cluster
+            .wait_logged("writes acknowledged by the new leader", Duration::from_secs(15), || async {
+                (recorder.writes_acknowledged_after(at) >= 20).then_some(())
+            })
+            .await;
         cluster.start_master_number(old);
-        until(&cluster, "the old leader to catch up with the log", Duration::from_secs(30), || {
-            caught_up(&cluster, old)
-        })
-        .await;
+        cluster
+            .wait_logged("the old leader to catch up with the log", Duration::from_secs(30), || {
+                caught_up(&cluster, old)
+            })
+            .await;
         failovers.push(Failover { old, new, at, election });
     }
     workload.finish_and_check(&cluster, &failovers, started).await;
@@ -346,7 +309,7 @@ async fn reads_and_writes_through_leader_kills_are_linearizable() {
 async fn reads_and_writes_through_a_paused_leader_are_linearizable() {
     let started = Instant::now();
     let cluster = Cluster::start_with_masters(3, 0).await;
-    until(&cluster, "a leader", Duration::from_secs(15), || leader(&cluster, None)).await;
+    cluster.wait_logged("a leader", Duration::from_secs(15), || cluster.leader(None)).await;
     let workload = Workload::start(&cluster).await;
     let recorder = workload.recorder.clone();
 
@@ -356,23 +319,24 @@ async fn reads_and_writes_through_a_paused_leader_are_linearizable() {
     // deposed, and the clients' next calls reach it.
     let mut failovers = Vec::new();
     for round in 0..FAILOVERS {
-        let old = until(&cluster, "a leader", Duration::from_secs(15), || leader(&cluster, None)).await;
+        let old = cluster.wait_logged("a leader", Duration::from_secs(15), || cluster.leader(None)).await;
         let pid = cluster.masters[old - 1].as_ref().expect("the leader runs").id();
         let pid = Pid::from_raw(i32::try_from(pid).expect("a pid"));
         let at = recorder.clock.now();
         kill(pid, Signal::SIGSTOP).expect("pause the leader");
-        let new = until(&cluster, "a new leader", Duration::from_secs(30), || leader(&cluster, Some(old))).await;
+        let new = cluster.wait_logged("a new leader", Duration::from_secs(30), || cluster.leader(Some(old))).await;
         assert_ne!(new, old, "round {round}: a new master leads");
         let election = Duration::from_nanos(recorder.clock.now() - at);
-        let writer = client_of(&cluster, new);
+        let writer = cluster.client_of(new);
         for key in KEYS {
             recorder.write(&writer, CLIENTS, key).await;
         }
         kill(pid, Signal::SIGCONT).expect("resume the old leader");
-        until(&cluster, "the old leader to catch up with the log", Duration::from_secs(30), || {
-            caught_up(&cluster, old)
-        })
-        .await;
+        cluster
+            .wait_logged("the old leader to catch up with the log", Duration::from_secs(30), || {
+                caught_up(&cluster, old)
+            })
+            .await;
         failovers.push(Failover { old, new, at, election });
     }
     workload.finish_and_check(&cluster, &failovers, started).await;

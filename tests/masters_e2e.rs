@@ -6,7 +6,7 @@
 
 mod support;
 
-use gantry_api::{AppDefinition, Client, TaskState};
+use gantry_api::{AppDefinition, TaskState};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,29 +18,6 @@ fn app(id: &str, instances: u32) -> AppDefinition {
     app.id = id.to_string();
     app.instances = instances;
     app
-}
-
-/// A client of master `number` alone: it follows no redirect to another master by itself
-/// beyond what the redirect names.
-fn client_of(cluster: &Cluster, number: usize) -> Client {
-    support::admin_client(&format!("https://127.0.0.1:{}", cluster.master_ports[number - 1]), &cluster.master_dir(1))
-}
-
-/// The master whose `/health` says it leads and is ready, if exactly one running master does.
-async fn leader(cluster: &Cluster) -> Option<usize> {
-    let mut leaders = Vec::new();
-    for number in 1..=cluster.masters.len() {
-        if cluster.masters[number - 1].is_none() {
-            continue;
-        }
-        if let Ok(health) = client_of(cluster, number).health().await
-            && health.status == "ok"
-            && health.role.as_deref() == Some("leader")
-        {
-            leaders.push(number);
-        }
-    }
-    (leaders.len() == 1).then(|| leaders[0])
 }
 
 /// What a writer saw: the apps whose creation was acknowledged, and those whose outcome it
@@ -73,9 +50,9 @@ async fn three_masters_survive_leader_kills_without_losing_a_write_or_restarting
     let web_processes: BTreeSet<i32> = cluster.task_processes().into_iter().collect();
 
     // A follower serves no API: it redirects to the leader, and says it follows.
-    let first = wait_for("a leader", Duration::from_secs(10), || leader(&cluster)).await;
+    let first = wait_for("a leader", Duration::from_secs(10), || cluster.leader(None)).await;
     let follower = if first == 1 { 2 } else { 1 };
-    let direct = client_of(&cluster, follower);
+    let direct = cluster.client_of(follower);
     let response = direct.request(reqwest::Method::GET, "/api/v1/apps").send().await.expect("ask a follower");
     assert_eq!(response.status(), reqwest::StatusCode::TEMPORARY_REDIRECT);
     let named = response.headers().get("x-gantry-leader").and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -107,10 +84,10 @@ async fn three_masters_survive_leader_kills_without_losing_a_write_or_restarting
     };
 
     for round in 0..3 {
-        let old = wait_for("a leader", Duration::from_secs(15), || leader(&cluster)).await;
+        let old = wait_for("a leader", Duration::from_secs(15), || cluster.leader(None)).await;
         let acknowledged_before = writes.lock().expect("lock").acknowledged.len();
         cluster.kill_master_number(old);
-        let new = wait_for("a new leader", Duration::from_secs(15), || leader(&cluster)).await;
+        let new = wait_for("a new leader", Duration::from_secs(15), || cluster.leader(None)).await;
         assert_ne!(new, old, "round {round}: a new master leads");
         wait_for("writes acknowledged by the new leader", Duration::from_secs(15), || async {
             (writes.lock().expect("lock").acknowledged.len() > acknowledged_before + 3).then_some(())
@@ -119,7 +96,7 @@ async fn three_masters_survive_leader_kills_without_losing_a_write_or_restarting
         // The old leader comes back on its disk and catches up as a follower.
         cluster.start_master_number(old);
         wait_for("the old leader to follow", Duration::from_secs(15), || async {
-            let health = client_of(&cluster, old).health().await.ok()?;
+            let health = cluster.client_of(old).health().await.ok()?;
             (health.status == "ok" && health.role.as_deref() == Some("follower")).then_some(())
         })
         .await;
@@ -220,7 +197,7 @@ async fn a_leader_cut_off_from_the_majority_stops_answering_until_it_hears_from_
     let cluster = Cluster::start_with_masters(3, 0).await;
     let client = cluster.client.clone();
     client.put_app(&app("before", 0)).await.expect("a write while all masters run");
-    let leader = wait_for("a leader", Duration::from_secs(10), || leader(&cluster)).await;
+    let leader = wait_for("a leader", Duration::from_secs(10), || cluster.leader(None)).await;
     let pid = |number: usize| {
         let child = cluster.masters[number - 1].as_ref().expect("running");
         nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("a pid"))
@@ -230,7 +207,7 @@ async fn a_leader_cut_off_from_the_majority_stops_answering_until_it_hears_from_
         kill(pid(*number), Signal::SIGSTOP).expect("freeze a follower");
     }
 
-    let alone = client_of(&cluster, leader);
+    let alone = cluster.client_of(leader);
     let health = wait_for("the leader to say it is cut off", Duration::from_secs(10), || async {
         let response = alone.request(reqwest::Method::GET, "/health").send().await.ok()?;
         let status = response.status();

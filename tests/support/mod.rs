@@ -255,6 +255,50 @@ impl Cluster {
         self.agents[i] = Some(self.spawn_agent(i));
     }
 
+    /// A client of master `number` alone, with the admin's credentials: it follows a redirect
+    /// only as far as the master named.
+    pub fn client_of(&self, number: usize) -> Client {
+        admin_client(&format!("https://127.0.0.1:{}", self.master_ports[number - 1]), &self.master_dir(1))
+    }
+
+    /// The master whose `/health` says it leads and is ready, if exactly one running master
+    /// other than `paused` does (a paused master would not answer).
+    pub async fn leader(&self, paused: Option<usize>) -> Option<usize> {
+        let mut leaders = Vec::new();
+        for number in 1..=self.masters.len() {
+            if self.masters[number - 1].is_none() || paused == Some(number) {
+                continue;
+            }
+            if let Ok(health) = self.client_of(number).health().await
+                && health.status == "ok"
+                && health.role.as_deref() == Some("leader")
+            {
+                leaders.push(number);
+            }
+        }
+        (leaders.len() == 1).then(|| leaders[0])
+    }
+
+    /// [`wait_for`], failing with the cluster's logs.
+    pub async fn wait_logged<T, F, Fut>(&self, what: &str, timeout: Duration, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}; logs:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// SIGKILLs every master.
     pub fn kill_master(&mut self) {
         for number in 1..=self.masters.len() {
