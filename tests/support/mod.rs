@@ -280,23 +280,12 @@ impl Cluster {
     }
 
     /// [`wait_for`], failing with the cluster's logs.
-    pub async fn wait_logged<T, F, Fut>(&self, what: &str, timeout: Duration, mut check: F) -> T
+    pub async fn wait_logged<T, F, Fut>(&self, what: &str, timeout: Duration, check: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Option<T>>,
     {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(value) = check().await {
-                return value;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {timeout:?} waiting for {what}; logs:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        poll(what, timeout, check, || format!("; logs:\n{}", self.logs())).await
     }
 
     /// SIGKILLs every master.
@@ -425,7 +414,16 @@ fn remove_task_cgroups(dir: &Path) {
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    poll(what, timeout, check, String::new).await
+}
+
+/// The loop of [`wait_for`]: on timeout, the panic message ends with `detail()`.
+async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut check: F, detail: impl Fn() -> String) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -435,7 +433,7 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}{}", detail());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
