@@ -13,8 +13,8 @@ use crate::allocator::{Kill, kill_change};
 use crate::api::{ApiFailure, parse_json};
 use crate::master::{Edit, Master};
 use crate::security::auth::Caller;
+use crate::services::backoff;
 use crate::services::versions::{self, Prepared, VersionError};
-use crate::services::{backoff, history};
 use crate::state::ClusterState;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -222,8 +222,9 @@ async fn delete(State(master): State<Arc<Master>>, Path(id): Path<String>) -> Re
         .collect();
     let mut change = kill_change(&state, &kills, "its app was deleted", now);
     change.push(Edit::RemoveApp(id.clone()));
-    change.push(Edit::RemoveMeta(history::versions_key(&id)));
-    change.push(Edit::RemoveMeta(history::deployments_key(&id)));
+    if let Some(entry) = state.app(&id) {
+        entry.history.remove_from(&id, &mut change);
+    }
     change.events.push(Event::AppDeleted { app_id: id.clone(), at: now });
     master.commit(&mut state, change)?;
     info!(app_id = %id, killed = kills.len(), "App deleted.");

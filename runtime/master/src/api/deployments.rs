@@ -142,7 +142,9 @@ async fn promote(State(master): State<Arc<Master>>, Path(id): Path<String>) -> R
     active.reason = None;
     active.progressed_at = now;
     let events = vec![versions::deployment_event(active, now)];
-    let change = versions::history_change(&app_id, &history, events)
+    let before =
+        state.app(&app_id).map(|e| &e.history).ok_or_else(|| ApiFailure::not_found(format!("no app `{app_id}`")))?;
+    let change = versions::history_change(&app_id, before, &history, events)
         .map_err(|e| ApiFailure::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     master.commit(&mut state, change)?;
     versions::apply(&mut state, &app_id, history);

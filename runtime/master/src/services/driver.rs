@@ -120,7 +120,8 @@ fn drive(master: &Master, state: &mut ClusterState, id: &str, now: Millis) -> Re
     };
     let events = if announce { vec![versions::deployment_event(d, now)] } else { Vec::new() };
     let (deployment_id, status) = (d.id.clone(), d.status);
-    let change = versions::history_change(id, &history, events).map_err(|e| e.to_string())?;
+    let before = state.app(id).map(|e| &e.history).ok_or_else(|| format!("app `{id}` is gone"))?;
+    let change = versions::history_change(id, before, &history, events).map_err(|e| e.to_string())?;
     master.commit(state, change).map_err(|e| e.to_string())?;
     versions::apply(state, id, history);
     if announce {

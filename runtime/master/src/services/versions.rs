@@ -79,7 +79,7 @@ pub fn create(definition: AppDefinition, now: Millis) -> Result<Prepared, Versio
     history.push_version(AppVersion { version: 1, created_at: now, definition });
     let mut change = Change::of([Edit::PutApp(record.clone())]);
     change.events.push(Event::AppUpdated { app_id: id.clone(), version: 1, at: now });
-    history.store_in(&id, &mut change).map_err(|e| VersionError::Encode(e.to_string()))?;
+    history.store_in(&id, &AppHistory::default(), &mut change).map_err(|e| VersionError::Encode(e.to_string()))?;
     Ok(Prepared { change, history, record, deployment_id: None })
 }
 
@@ -148,7 +148,7 @@ pub fn new_version(
     history.push_deployment(deployment);
     let mut change = Change::of([Edit::PutApp(record.clone())]);
     change.events = events;
-    history.store_in(&id, &mut change).map_err(|e| VersionError::Encode(e.to_string()))?;
+    history.store_in(&id, &entry.history, &mut change).map_err(|e| VersionError::Encode(e.to_string()))?;
     Ok(Prepared { change, history, record, deployment_id: Some(deployment_id) })
 }
 
@@ -169,11 +169,17 @@ pub fn rollback(
     new_version(state, definition, DeploymentKind::Rollback, ending, now)
 }
 
-/// A change storing only an app's history (a deployment changed), with its events.
-pub fn history_change(app_id: &str, history: &AppHistory, events: Vec<Event>) -> Result<Change, VersionError> {
+/// A change storing only an app's history (a deployment changed) over the stored `before`, with
+/// its events.
+pub fn history_change(
+    app_id: &str,
+    before: &AppHistory,
+    history: &AppHistory,
+    events: Vec<Event>,
+) -> Result<Change, VersionError> {
     let mut change = Change::default();
     change.events = events;
-    history.store_in(app_id, &mut change).map_err(|e| VersionError::Encode(e.to_string()))?;
+    history.store_in(app_id, before, &mut change).map_err(|e| VersionError::Encode(e.to_string()))?;
     Ok(change)
 }
 
