@@ -256,6 +256,7 @@ async fn lead(
         .map_err(|e| MasterError::Panicked(e.to_string()))??;
     let loops: Vec<JoinHandle<()>> = crate::start_loops(&master, frameworks());
     let api = crate::router(master.clone());
+    let mut settling = master.settling();
     leadership.install(Some(Term { number: term, master, api }));
     info!(term, "This master leads the cluster.");
     loop {
@@ -266,9 +267,22 @@ async fn lead(
                 break;
             }
         }
+        // A change of this term that was not committed: the core's memory holds a state that
+        // may never be, so the term ends, and the next one (the same Raft term, if this master
+        // still leads) loads what was committed.
+        let failed = async {
+            match settling.as_mut() {
+                Some(settling) => settling.wait_for(|s| s.failed.is_some()).await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             changed = metrics.changed() => if changed.is_err() { break },
             _ = shutdown.wait_for(|stop| *stop) => break,
+            true = failed => {
+                warn!(term, "A change of this term was not committed; reloading the committed state.");
+                break;
+            }
         }
     }
     let old = leadership.install(None);

@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod leadership;
 pub mod links;
 pub mod master;
+pub mod pipeline;
 pub mod raft;
 pub mod security;
 pub mod services;

@@ -3,10 +3,13 @@
 //!
 //! [`Master::commit`] is the one place where a change becomes real, in this order: persist (one
 //! durable transaction), apply to memory, publish events, send agent commands, wake the
-//! allocator. Nothing is acknowledged or sent before it is stored.
+//! allocator. Nothing is acknowledged or sent before it is stored. On a replicated store the
+//! change is proposed instead of persisted, applied at once, and its events, commands and
+//! answers wait for its commit ([`crate::pipeline`]).
 
 use crate::MasterConfig;
 use crate::links::AgentLinks;
+use crate::pipeline::{Pipeline, Settled};
 use crate::security::Security;
 use crate::state::{ClusterState, uuid_meta_key};
 use crate::store::{AppRecord, Store, StoreError, StoreOp};
@@ -179,7 +182,9 @@ pub struct Master {
     /// Where acknowledged state lives.
     pub store: Arc<dyn Store>,
     state: Mutex<ClusterState>,
-    links: Mutex<AgentLinks>,
+    links: Arc<Mutex<AgentLinks>>,
+    /// On a replicated store, with a runtime to settle commits on.
+    pipeline: Option<Pipeline>,
     events: broadcast::Sender<Event>,
     wake: Notify,
     shutdown: watch::Receiver<bool>,
@@ -198,12 +203,16 @@ impl Master {
         security: Arc<Security>,
     ) -> Self {
         let (events, _) = broadcast::channel(1024);
+        let links = Arc::new(Mutex::new(AgentLinks::default()));
+        let pipeline = (store.pipelined() && tokio::runtime::Handle::try_current().is_ok())
+            .then(|| Pipeline::start(events.clone(), links.clone()));
         Self {
             config,
             master_id,
             store,
             state: Mutex::new(state),
-            links: Mutex::new(AgentLinks::default()),
+            links,
+            pipeline,
             events,
             wake: Notify::new(),
             shutdown,
@@ -257,13 +266,48 @@ impl Master {
         self.shutdown.clone()
     }
 
+    /// The number of the last change committed or proposed (0 without a pipeline).
+    pub fn proposed(&self) -> u64 {
+        self.pipeline.as_ref().map_or(0, Pipeline::proposed)
+    }
+
+    /// Waits until change `number` and every one before it are committed (at once without a
+    /// pipeline), or why not: see [`crate::pipeline`].
+    pub async fn settled(&self, number: u64) -> Result<(), String> {
+        match &self.pipeline {
+            Some(pipeline) => pipeline.settled(number).await,
+            None => Ok(()),
+        }
+    }
+
+    /// How far the committed changes are, as it changes (`None` without a pipeline).
+    pub fn settling(&self) -> Option<watch::Receiver<Settled>> {
+        self.pipeline.as_ref().map(Pipeline::watch)
+    }
+
     /// Persists `change` in one transaction, then applies it to `state`, publishes its events,
-    /// sends its commands and wakes the allocator.
+    /// sends its commands and wakes the allocator. On a replicated store: proposes it, applies
+    /// it, wakes the allocator and returns; its events and commands go out once it is committed
+    /// ([`crate::pipeline`]).
     pub fn commit(&self, state: &mut ClusterState, change: Change) -> Result<(), StoreError> {
         if change.is_empty() {
             return Ok(());
         }
         let ops = change.ops()?;
+        if let Some(pipeline) = &self.pipeline {
+            if let Some(reason) = pipeline.failed() {
+                return Err(StoreError::Replication(format!(
+                    "an earlier change was not committed ({reason}); this master reloads the committed state before it takes more: retry"
+                )));
+            }
+            let Change { edits, events, commands } = change;
+            pipeline.propose(self.store.as_ref(), ops, events, commands);
+            for edit in edits {
+                edit.apply(state);
+            }
+            self.wake_allocator();
+            return Ok(());
+        }
         // A durable commit waits for the disk: let the runtime move other work off this thread.
         match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
             Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {

@@ -121,12 +121,28 @@ pub enum StoreError {
     },
 }
 
-/// The master's persistence boundary. Every call is synchronous and durable when it returns.
+/// Called once with the outcome of a proposed batch ([`Store::propose`]).
+pub type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// The master's persistence boundary. Every call but [`Store::propose`] is synchronous and durable
+/// when it returns.
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Applies every operation of `batch` in one durable transaction (all or nothing).
     fn write(&self, batch: &[StoreOp]) -> Result<(), StoreError>;
     /// Reads everything (at start).
     fn load(&self) -> Result<Snapshot, StoreError>;
+    /// Proposes `batch` without waiting for it: `done` gets the outcome once it is durable (or
+    /// why it is not). Batches proposed and written take effect in the order of these calls.
+    /// The default writes at once and calls `done` before it returns.
+    fn propose(&self, batch: Vec<StoreOp>, done: Done) {
+        done(self.write(&batch));
+    }
+    /// Whether [`Self::propose`] answers later (a replicated store): then the master applies a
+    /// change as soon as it is proposed and answers once it is committed (see
+    /// [`crate::pipeline`]).
+    fn pipelined(&self) -> bool {
+        false
+    }
     /// The masters' group as this master sees it (`None`: a store that is not replicated).
     fn group(&self) -> Option<Group> {
         None

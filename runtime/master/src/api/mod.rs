@@ -125,8 +125,35 @@ pub fn router(master: Arc<Master>) -> Router {
         .merge(join::routes())
         .merge(crate::agent_protocol::routes())
         .fallback(|| async { ApiFailure::not_found("no such route; see the API routes in `gantry_api::client`") })
+        .layer(axum::middleware::from_fn_with_state(master.clone(), settle))
         .layer(axum::middleware::from_fn_with_state(master.clone(), crate::security::auth::authorize))
         .with_state(master)
+}
+
+/// Answers a request only once every change proposed before its answer was made is committed:
+/// the change it made, and those in flight that it may have read ([`crate::pipeline`]). If one
+/// of them was not committed: `503`; a read (`GET`) also gets `Retry-After`, since asking again
+/// is safe, while a write may still have been committed and is left to the caller.
+async fn settle(
+    axum::extract::State(master): axum::extract::State<Arc<Master>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let read = request.method() == axum::http::Method::GET;
+    let response = next.run(request).await;
+    let Err(reason) = master.settled(master.proposed()).await else { return response };
+    let mut failure = ApiFailure::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "a change this answer depends on was not committed by the masters ({reason}); {}",
+            if read { "retry" } else { "the change may still take effect: read the state before retrying" }
+        ),
+    )
+    .into_response();
+    if read {
+        failure.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+    }
+    failure
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@
 pub mod log_store;
 pub mod membership;
 pub mod network;
+pub mod proposer;
 pub mod rpc;
 #[allow(clippy::result_large_err)]
 pub mod state_machine;

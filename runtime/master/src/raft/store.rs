@@ -13,9 +13,10 @@
 use super::log_store::LogStore;
 use super::membership::{self, AddStep, MembershipError, RemoveStep};
 use super::network::Solo;
+use super::proposer::{COMMIT_TIMEOUT, Proposer};
 use super::state_machine::StateMachine;
 use super::{Batch, NodeId, TypeConfig};
-use crate::store::{Snapshot, Store, StoreError, StoreOp, redb_err};
+use crate::store::{Done, Snapshot, Store, StoreError, StoreOp, redb_err};
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Raft, RaftMetrics, ServerState};
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,9 +29,6 @@ use tracing::info;
 const CACHE_BYTES: usize = 32 << 20;
 /// How long a master alone waits to lead its group at start (an election of one).
 const LEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a write waits to be committed by a quorum: a leader cut off from the majority
-/// cannot commit, and its callers learn it after this long instead of waiting forever.
-const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a master being added may take to catch up (receive the log, or a snapshot, up to
 /// where it was added) before the call gives up; it stays a learner, and calling again resumes.
 /// With the commits around it, an add fits in a client's 30 s.
@@ -72,6 +70,8 @@ fn config() -> Result<openraft::Config, StoreError> {
 /// See the module documentation.
 pub struct RaftStore {
     raft: Raft<TypeConfig>,
+    /// Every write reaches the log through it, in order (group commit).
+    proposer: Proposer,
     machine: StateMachine,
     runtime: Option<tokio::runtime::Runtime>,
     /// A master alone ([`Self::open_alone`]) has no network to reach another master by.
@@ -111,7 +111,8 @@ impl RaftStore {
         let state_machine = machine.clone();
         let raft = run(runtime.handle(), async move { Raft::new(node, config, network, log, state_machine).await })?
             .map_err(|e| StoreError::Replication(format!("cannot start Raft: {e}")))?;
-        Ok(Self { raft, machine, runtime: Some(runtime), alone: false, changing: Mutex::new(()) })
+        let proposer = Proposer::start(raft.clone(), runtime.handle());
+        Ok(Self { raft, proposer, machine, runtime: Some(runtime), alone: false, changing: Mutex::new(()) })
     }
 
     /// Opens the store of a master alone: master `node` serving its API at `address`, in a
@@ -386,22 +387,22 @@ impl Store for RaftStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let raft = self.raft.clone();
-        let batch = Batch(batch.to_vec());
-        let written =
-            run(self.handle()?, async move { tokio::time::timeout(COMMIT_TIMEOUT, raft.client_write(batch)).await })?;
-        let Ok(written) = written else {
-            return Err(StoreError::Replication(format!(
-                "the write was not committed within {} s: this master cannot reach a majority of the masters (it may be cut off, or most of them down); it may still be committed once they are back",
-                COMMIT_TIMEOUT.as_secs()
-            )));
-        };
-        written.map(|_| ()).map_err(|error| match error.forward_to_leader() {
-            Some(forward) => {
-                StoreError::NotLeader { leader: forward.leader_node.as_ref().map(|node| node.addr.clone()) }
-            }
-            None => StoreError::Replication(format!("the write was not committed: {error}")),
-        })
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        self.proposer.propose(
+            batch.to_vec(),
+            Box::new(move |outcome| {
+                let _ = sender.send(outcome);
+            }),
+        );
+        receiver.recv().map_err(|_| StoreError::Replication("Raft stopped before answering".into()))?
+    }
+
+    fn propose(&self, batch: Vec<StoreOp>, done: Done) {
+        self.proposer.propose(batch, done);
+    }
+
+    fn pipelined(&self) -> bool {
+        true
     }
 
     fn load(&self) -> Result<Snapshot, StoreError> {
