@@ -31,12 +31,33 @@ pub struct Cluster {
     pub master_port: u16,
     /// Every master's port: master i + 1 at index i.
     pub master_ports: Vec<u16>,
+    /// Where master i + 1 runs, at index i: this machine's loopback, or a test host (its
+    /// network namespace and address).
+    pub master_hosts: Vec<MasterHost>,
     /// First port of agent 0's range; agent i offers 100 ports from `port_base + 100 i`.
     pub port_base: u16,
     /// Master i + 1's process at index i.
     pub masters: Vec<Option<Child>>,
     pub agents: Vec<Option<Child>>,
     pub client: Client,
+}
+
+/// Where a master process runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasterHost {
+    /// On this machine, listening on loopback.
+    Loopback,
+    /// In a test host's network namespace (`ip netns exec`), listening on its address.
+    Netns { netns: String, address: String },
+}
+
+impl MasterHost {
+    fn address(&self) -> &str {
+        match self {
+            Self::Loopback => "127.0.0.1",
+            Self::Netns { address, .. } => address,
+        }
+    }
 }
 
 /// A block of `size` ports for agents' port ranges: below the kernel's ephemeral range (32768
@@ -120,10 +141,20 @@ impl Cluster {
     /// waits until every agent is registered. Masters 2 and up get master 1's CA, join token,
     /// admin token and secrets key in their data dirs, as `gantry up` gives them.
     pub async fn start_with_masters(masters: usize, agents: usize) -> Cluster {
+        Self::start_on(vec![MasterHost::Loopback; masters], agents).await
+    }
+
+    /// As [`Cluster::start_with_masters`], with master i + 1 on `hosts[i]`.
+    pub async fn start_on(hosts: Vec<MasterHost>, agents: usize) -> Cluster {
+        let masters = hosts.len();
         let dir = traversable_temp_dir("gantry-e2e-");
         let master_ports: Vec<u16> = (0..masters).map(|_| free_port()).collect();
-        let master_url =
-            master_ports.iter().map(|port| format!("https://127.0.0.1:{port}")).collect::<Vec<_>>().join(",");
+        let master_url = master_ports
+            .iter()
+            .zip(&hosts)
+            .map(|(port, host)| format!("https://{}:{port}", host.address()))
+            .collect::<Vec<_>>()
+            .join(",");
         let first = dir.path().join("master");
         let client = admin_client(&master_url, &first);
         gantry_trust::sealed::SealKey::load_or_create(&first.join("secrets.key")).expect("secrets key");
@@ -140,6 +171,7 @@ impl Cluster {
             master_url,
             master_port: master_ports[0],
             master_ports,
+            master_hosts: hosts,
             port_base,
             masters: (0..masters).map(|_| None).collect(),
             agents: Vec::new(),
@@ -174,6 +206,7 @@ impl Cluster {
         }
         let port = free_port();
         self.master_ports.push(port);
+        self.master_hosts.push(MasterHost::Loopback);
         self.masters.push(None);
         self.master_url.push_str(&format!(",https://127.0.0.1:{port}"));
         self.start_master_number(number);
@@ -198,9 +231,17 @@ impl Cluster {
     pub fn start_master_number(&mut self, number: usize) {
         let many = self.masters.len() > 1;
         let log = self.log_file(if many { format!("master-{number}.log") } else { "master.log".to_string() }.as_str());
-        let mut command = Command::new(BIN);
+        let host = &self.master_hosts[number - 1];
+        let mut command = match host {
+            MasterHost::Loopback => Command::new(BIN),
+            MasterHost::Netns { netns, .. } => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, BIN]);
+                command
+            }
+        };
         command
-            .args(["master", "--listen", &format!("127.0.0.1:{}", self.master_ports[number - 1])])
+            .args(["master", "--listen", &format!("{}:{}", host.address(), self.master_ports[number - 1])])
             .arg("--data-dir")
             .arg(self.master_dir(number))
             // With several masters an agent may need a failover (about a second) and a
@@ -213,7 +254,7 @@ impl Cluster {
             command.args(["--node-id", &number.to_string()]);
             for (i, port) in self.master_ports.iter().enumerate() {
                 if i + 1 != number {
-                    command.args(["--peer", &format!("{}=127.0.0.1:{port}", i + 1)]);
+                    command.args(["--peer", &format!("{}={}:{port}", i + 1, self.master_hosts[i].address())]);
                 }
             }
         }
@@ -258,7 +299,8 @@ impl Cluster {
     /// A client of master `number` alone, with the admin's credentials: it follows a redirect
     /// only as far as the master named.
     pub fn client_of(&self, number: usize) -> Client {
-        admin_client(&format!("https://127.0.0.1:{}", self.master_ports[number - 1]), &self.master_dir(1))
+        let address = self.master_hosts[number - 1].address();
+        admin_client(&format!("https://{address}:{}", self.master_ports[number - 1]), &self.master_dir(1))
     }
 
     /// The master whose `/health` says it leads and is ready, if exactly one running master

@@ -48,8 +48,8 @@ impl Masters {
         self.replace(base, next);
     }
 
-    /// `base` could not be reached: move to the master after it in the list (only if no other
-    /// caller moved on already).
+    /// `base` could not be reached, or knows no leader: move to the master after it in the list
+    /// (only if no other caller moved on already).
     pub fn unreachable(&self, base: &str) {
         if self.bases.len() < 2 {
             return;
@@ -90,8 +90,8 @@ pub const ELECTION_PAUSE: std::time::Duration = std::time::Duration::from_millis
 pub const FAILOVER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Sends the request `build` makes for a master's base URL to the leader. From the master in
-/// use, it follows a follower's redirect, moves past a master it cannot reach, and, once it
-/// has been round the masters (or one says none leads), pauses [`ELECTION_PAUSE`] before the
+/// use, it follows a follower's redirect, moves past a master it cannot reach or that says no
+/// master leads, and, once it has been round the masters, pauses [`ELECTION_PAUSE`] before the
 /// next round; for up to [`FAILOVER_PATIENCE`]. Each of those answers means the request was
 /// not served, so sending it again is safe. Answers the first other answer, or the last one.
 /// The HTTP client must not follow redirects itself.
@@ -116,7 +116,9 @@ pub async fn send(
                     masters.redirected(&base, &leader);
                     true
                 } else if no_leader(status, headers) {
-                    hops = masters.all().len();
+                    // This master knows no leader it can serve for (an election, or it is cut
+                    // off from the others): another one may.
+                    masters.unreachable(&base);
                     true
                 } else {
                     false
