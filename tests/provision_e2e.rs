@@ -342,7 +342,7 @@ async fn up_with_three_masters_survives_the_leaders_death_and_down_removes_them(
 /// masters join the group as learners and become voters, removed ones leave it before their hosts
 /// go, and the running task is never restarted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn up_grows_the_masters_from_one_to_five_and_shrinks_them_to_three() {
+async fn up_grows_the_masters_from_one_to_five_and_shrinks_them_to_three_and_one() {
     let env = Env::new();
     env.ok("up");
     let hello = {
@@ -377,6 +377,45 @@ async fn up_grows_the_masters_from_one_to_five_and_shrinks_them_to_three() {
         let again = env.ok("up");
         assert!(again.contains("No changes"), "masters {n}: a second up is a no-op: {again}");
     }
+
+    // 3 → 1 while a master that goes leads (master-0's daemon is killed until another master
+    // leads; its supervisor starts it again): the leader removes itself, and master-0 is left
+    // leading a group of one.
+    let client = env.client();
+    for attempt in 0.. {
+        let masters = wait_for("one leader of three", Duration::from_secs(30), || async {
+            let masters = client.list_masters().await.ok()?;
+            (masters.len() == 3 && masters.iter().filter(|m| m.role == "leader").count() == 1).then_some(masters)
+        })
+        .await;
+        if masters.iter().any(|m| m.role == "leader" && m.id != 1) {
+            break;
+        }
+        assert!(attempt < 10, "another master than master-0 leads after a few kills of master-0");
+        let pid_file = env.state().join("hosts/master-0/run/master.daemon.pid");
+        let pid: i32 = std::fs::read_to_string(&pid_file).expect("pid file").trim().parse().expect("a pid");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).expect("kill");
+        wait_for("master-0's daemon to be started again", Duration::from_secs(20), || async {
+            let now: i32 = std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()?;
+            (now != pid).then_some(())
+        })
+        .await;
+    }
+    env.set_masters(1);
+    let up = env.ok("up");
+    for host in ["master-1", "master-2"] {
+        assert!(up.contains(&format!("[{host}] leave-group … done")), "{up}");
+    }
+    let client = env.client();
+    let masters = wait_for("master-0 alone leads", Duration::from_secs(30), || async {
+        let masters = client.list_masters().await.ok()?;
+        (masters.len() == 1 && masters[0].role == "leader").then_some(masters)
+    })
+    .await;
+    assert_eq!(masters[0].id, 1, "{masters:?}");
+    let task = client.get_task(&hello).await.expect("the task");
+    assert_eq!(task.state, TaskState::Running, "masters 1: the task was never restarted: {task:?}");
+    assert!(env.ok("up").contains("No changes"), "masters 1: a second up is a no-op");
     env.ok("down");
 }
 

@@ -2,13 +2,13 @@
 //! leader removes it from the masters' Raft group, so the group's majority is counted among the
 //! masters that stay (5 → 3 leaves a group of 3 that survives one loss, not a group of 5 with two
 //! gone). It runs before `stop`: removing a voter takes a majority of the group before the change
-//! too, which may need this very master (3 → 2 voters). The leader cannot remove itself (openraft
-//! 0.9 has no leadership transfer): when the master leaving leads, the phase stops its daemon
-//! first, so that another master leads, and asks that one. The leader refuses a removal that would
-//! leave no answering majority. A master the group does not hold (removed by an earlier run) is
-//! nothing to do; a master alone is skipped.
+//! too, which may need this very master (3 → 2 voters). A leading master removes itself: it
+//! commits the group without itself, then steps down, and the masters that stay elect one of
+//! theirs (so 3 → 1 works whichever master leads). The leader refuses a removal that would leave
+//! no answering majority. A master the group does not hold (removed by an earlier run) is nothing
+//! to do; a master alone is skipped.
 
-use super::{BootstrapError, HostContext, MasterMember, Phase, PhaseOutcome, Stop};
+use super::{BootstrapError, HostContext, MasterMember, Phase, PhaseOutcome};
 use crate::cluster_file::Role;
 use futures_util::future::BoxFuture;
 
@@ -30,18 +30,11 @@ impl Phase for LeaveGroup {
                 return Ok(PhaseOutcome::Skipped("not a numbered master".to_string()));
             };
             let others = MasterMember::others_urls(&host.masters, number);
-            match host.api.leave_master(&others, number).await {
-                Ok(()) => return Ok(PhaseOutcome::Done(format!("master {number} left the group"))),
-                Err(e) if e.message.contains("cannot remove itself") => {}
-                Err(e) => return Err(BootstrapError::Group { host: host.name.clone(), message: e.to_string() }),
-            }
-            // It leads: stop it so that another master leads, then ask that one.
-            Stop.run(host).await?;
             host.api
                 .leave_master(&others, number)
                 .await
                 .map_err(|e| BootstrapError::Group { host: host.name.clone(), message: e.to_string() })?;
-            Ok(PhaseOutcome::Done(format!("master {number} stopped (it led) and left the group")))
+            Ok(PhaseOutcome::Done(format!("master {number} left the group")))
         })
     }
 }

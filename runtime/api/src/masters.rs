@@ -51,7 +51,8 @@ impl Masters {
     /// `base` could not be reached, or knows no leader: move to the master after it in the list
     /// (only if no other caller moved on already).
     pub fn unreachable(&self, base: &str) {
-        if self.bases.len() < 2 {
+        let listed = self.bases.iter().any(|b| b == base);
+        if listed && self.bases.len() < 2 {
             return;
         }
         let next = match self.bases.iter().position(|b| b == base) {
@@ -105,7 +106,9 @@ pub async fn send(
         let base = masters.current();
         let outcome = build(&base).send().await;
         let retry = match &outcome {
-            Err(e) if e.is_connect() && masters.all().len() > 1 => {
+            // Another master may answer: one of the list, or the list's first after a leader
+            // learnt from a redirect that has gone.
+            Err(e) if e.is_connect() && (masters.all().len() > 1 || !masters.all().contains(&base)) => {
                 masters.unreachable(&base);
                 true
             }
@@ -160,6 +163,8 @@ mod tests {
         assert_eq!(one.current(), "http://only:1");
         one.redirected("http://only:1", "other:2");
         assert_eq!(one.current(), "http://other:2", "the scheme is kept");
+        one.unreachable("http://other:2");
+        assert_eq!(one.current(), "http://only:1", "a leader that has gone: back to the one master listed");
     }
 
     #[test]

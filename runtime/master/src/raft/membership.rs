@@ -9,11 +9,12 @@
 //!   at the same address (an earlier add that was interrupted, or ran out of time while it caught
 //!   up): it is promoted, so calling again finishes the change. An id held at another address,
 //!   or an address held by another id, is refused.
-//! - Removing master `id`: refused when it is the last voter, when it leads (openraft 0.9 has no
-//!   leadership transfer: stop it, and remove it from the next leader), and when the masters that
-//!   would remain (and those of the change's joint step) would not hold a majority that answers
-//!   the leader. An id that is not a member is nothing to do (so a retried removal succeeds);
-//!   a learner is dropped at once.
+//! - Removing master `id`: refused when it is the last voter, and when the masters that would
+//!   remain (and those of the change's joint step) would not hold a majority that answers the
+//!   leader. The leader may remove itself: it commits the group without itself and then steps
+//!   down (openraft does so once that change is applied), and the masters that stay elect one of
+//!   theirs. An id that is not a member is nothing to do (so a retried removal succeeds); a
+//!   learner is dropped at once.
 
 use super::NodeId;
 use openraft::{BasicNode, Membership};
@@ -129,13 +130,10 @@ pub enum RemoveStep {
     RemoveVoter,
 }
 
-/// What removing master `id` from `membership`, as led by master `leader`, takes, or why it is
-/// refused before asking who answers (see [`check_quorum`]).
-pub fn plan_remove(
-    membership: &Membership<NodeId, BasicNode>,
-    leader: NodeId,
-    id: NodeId,
-) -> Result<RemoveStep, MembershipError> {
+/// What removing master `id` from `membership` takes, or why it is refused before asking who
+/// answers (see [`check_quorum`]). The leader may remove itself: it commits the group without
+/// itself, then steps down, and the masters that stay elect one of theirs (about a second).
+pub fn plan_remove(membership: &Membership<NodeId, BasicNode>, id: NodeId) -> Result<RemoveStep, MembershipError> {
     let configs = membership.get_joint_config();
     if !configs.iter().any(|config| config.contains(&id)) {
         return Ok(if membership.get_node(&id).is_some() { RemoveStep::DropLearner } else { RemoveStep::Nothing });
@@ -144,11 +142,6 @@ pub fn plan_remove(
     if goal.iter().all(|voter| *voter == id) {
         return Err(MembershipError::Refused(format!(
             "master {id} is the group's last voter: without it no master could commit anything; add its successor first (`gantry master add`), then remove it"
-        )));
-    }
-    if id == leader {
-        return Err(MembershipError::Refused(format!(
-            "master {id} leads the group and cannot remove itself (there is no leadership transfer): stop its process (or restart it) so that another master leads, then remove it again; the client sends the removal to the new leader"
         )));
     }
     Ok(RemoveStep::RemoveVoter)
@@ -263,15 +256,15 @@ mod tests {
     }
 
     #[test]
-    fn a_removal_refuses_the_last_voter_and_the_leader() {
+    fn a_removal_refuses_the_last_voter_only() {
         let three = group(&[&[1, 2, 3]], &[4]);
-        assert_eq!(plan_remove(&three, 1, 3), Ok(RemoveStep::RemoveVoter));
-        assert_eq!(plan_remove(&three, 1, 4), Ok(RemoveStep::DropLearner));
-        assert_eq!(plan_remove(&three, 1, 9), Ok(RemoveStep::Nothing), "an unknown master: nothing to do");
-        refused(plan_remove(&three, 1, 1), "leads the group");
-        refused(plan_remove(&group(&[&[1]], &[]), 1, 1), "last voter");
+        assert_eq!(plan_remove(&three, 3), Ok(RemoveStep::RemoveVoter));
+        assert_eq!(plan_remove(&three, 4), Ok(RemoveStep::DropLearner));
+        assert_eq!(plan_remove(&three, 9), Ok(RemoveStep::Nothing), "an unknown master: nothing to do");
+        assert_eq!(plan_remove(&three, 1), Ok(RemoveStep::RemoveVoter), "the leader removes itself");
+        refused(plan_remove(&group(&[&[1]], &[]), 1), "last voter");
         let leaving = group(&[&[1, 2, 3], &[1, 2]], &[]);
-        assert_eq!(plan_remove(&leaving, 1, 3), Ok(RemoveStep::RemoveVoter), "an interrupted removal is finished");
+        assert_eq!(plan_remove(&leaving, 3), Ok(RemoveStep::RemoveVoter), "an interrupted removal is finished");
     }
 
     #[test]

@@ -214,10 +214,12 @@ impl RaftStore {
     }
 
     /// Removes master `id` from the group (from the voters and the nodes), on the leader;
-    /// stop its process afterwards. A master that is not a member is nothing to do. Refused
-    /// (see [`membership::plan_remove`] and [`membership::check_quorum`]): the last voter, the
-    /// leader itself, and a removal after which the masters that answer the leader would not be
-    /// a majority. Blocks the calling thread: call it off an async worker.
+    /// stop its process afterwards. A master that is not a member is nothing to do. The leader
+    /// may remove itself: once the group without it is committed, it steps down and the others
+    /// elect a leader (about a second). Refused (see [`membership::plan_remove`] and
+    /// [`membership::check_quorum`]): the last voter, and a removal after which the masters that
+    /// answer the leader would not be a majority. Blocks the calling thread: call it off an
+    /// async worker.
     pub fn remove_master(&self, id: NodeId) -> Result<(), MembershipError> {
         membership::validate(id, None)?;
         let raft = self.raft.clone();
@@ -341,7 +343,7 @@ async fn add(raft: &Raft<TypeConfig>, id: NodeId, address: &str) -> Result<(), M
 async fn remove(raft: &Raft<TypeConfig>, id: NodeId) -> Result<(), MembershipError> {
     let metrics = leading(raft)?;
     let current = metrics.membership_config.membership().clone();
-    let change = match membership::plan_remove(&current, metrics.id, id)? {
+    let change = match membership::plan_remove(&current, id)? {
         RemoveStep::Nothing => return Ok(()),
         RemoveStep::DropLearner => ChangeMembers::RemoveNodes(BTreeSet::from([id])),
         RemoveStep::RemoveVoter => {

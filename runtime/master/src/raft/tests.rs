@@ -424,8 +424,8 @@ async fn a_removal_that_would_leave_no_answering_majority_is_refused() {
         other => panic!("removing a healthy master while another is down must be refused: {other:?}"),
     }
     match members[0].remove_master(1) {
-        Err(MembershipError::Refused(message)) => assert!(message.contains("leads the group"), "{message}"),
-        other => panic!("the leader cannot remove itself: {other:?}"),
+        Err(MembershipError::Refused(message)) => assert!(message.contains("Bring masters 3 back"), "{message}"),
+        other => panic!("nor may the leader remove itself, leaving 2 and 3: {other:?}"),
     }
     assert_eq!(members[0].voters(), BTreeSet::from([1, 2, 3]), "nothing changed");
 
@@ -435,6 +435,52 @@ async fn a_removal_that_would_leave_no_answering_majority_is_refused() {
     members[0].write(vec![put("after", "removal")]).await.expect("the two commit");
     let last = members[0].store().raft().metrics().borrow().last_log_index.expect("an index");
     assert_eq!(members[1].state_at(last).await.meta.get("after").map(String::as_str), Some("removal"));
+    for member in &mut members {
+        member.stop();
+    }
+}
+
+/// 3 → 2 → 1 by removing the leader each time: a leader that removes itself commits the group
+/// without itself, steps down, and the masters that stay elect one of theirs, which commits;
+/// down to one master alone, which leads its group of one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leader_removes_itself_down_to_one_master_and_the_rest_go_on() {
+    let group = Group::new(3);
+    let mut members = vec![first_of(&group).await];
+    for id in 2..=3 {
+        members.push(group.start(id, any_address()).await);
+        let address = members[usize::try_from(id - 1).expect("index")].address;
+        members[0].add_master(id, address).expect("add a master");
+    }
+    members[0].write(vec![put("with", "three")]).await.expect("three commit");
+    let mut leader = 1;
+    for remaining in [2, 1] {
+        let at = |id: u64| usize::try_from(id - 1).expect("index");
+        members[at(leader)].remove_master(leader).expect("the leader removes itself");
+        let stays = members.iter().find(|m| m.store.is_some() && m.id != leader).expect("a master stays");
+        let new = stays.leader_other_than(Some(leader)).await;
+        assert_ne!(new, leader, "a master that stays leads");
+        assert_eq!(members[at(new)].voters().len(), remaining, "{remaining} voters");
+        assert!(!members[at(new)].voters().contains(&leader), "the old leader is no voter");
+        let key = format!("after-{remaining}");
+        let wrote = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                match members[at(new)].write(vec![put(&key, "ok")]).await {
+                    Ok(()) => break,
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+                }
+            }
+        })
+        .await;
+        assert!(wrote.is_ok(), "the new leader commits with {remaining} master(s)");
+        members[at(leader)].stop();
+        leader = new;
+    }
+    let last = members[usize::try_from(leader - 1).expect("index")].store().raft().metrics().borrow().last_log_index;
+    let state = members[usize::try_from(leader - 1).expect("index")].state_at(last.expect("an index")).await;
+    for key in ["with", "after-2", "after-1"] {
+        assert!(state.meta.contains_key(key), "the last master holds {key}");
+    }
     for member in &mut members {
         member.stop();
     }
