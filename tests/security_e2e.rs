@@ -255,8 +255,10 @@ async fn a_planted_secret_reaches_only_its_tasks_environment_and_file() {
     for answer in &answers {
         assert!(!answer.contains(&planted), "an API answer holds the value: {answer}");
     }
-    let store = std::fs::read(cluster.path().join("master").join("state.redb")).expect("store file");
-    assert!(!store.windows(planted.len()).any(|w| w == planted.as_bytes()), "the store holds the value in clear");
+    for file in ["state.redb", "raft-log.redb"] {
+        let store = std::fs::read(cluster.path().join("master").join(file)).expect("store file");
+        assert!(!store.windows(planted.len()).any(|w| w == planted.as_bytes()), "{file} holds the value in clear");
+    }
     for log in ["master.log", "agent-0.log"] {
         let text = std::fs::read_to_string(cluster.path().join(log)).expect("log");
         assert!(!text.contains(&planted), "{log} names the value");

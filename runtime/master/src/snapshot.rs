@@ -150,11 +150,10 @@ pub fn restore(snapshot: &ClusterSnapshot, data_dir: &Path) -> Result<Counts, Re
             dir_ca: ca.hash(),
         });
     }
-    if data_dir.join("state.redb").exists() {
-        return Err(refuse(
-            "it already holds a master's state (state.redb): a restore makes a new master, so use a data dir without one"
-                .to_string(),
-        ));
+    if let Some(file) = ["state.redb", "raft-log.redb"].into_iter().find(|file| data_dir.join(file).exists()) {
+        return Err(refuse(format!(
+            "it already holds a master's state ({file}): a restore makes a new master, so use a data dir without one"
+        )));
     }
     let counts = snapshot.counts();
     if counts.secrets > 0 && !data_dir.join(crate::security::SEAL_KEY_FILE).exists() {

@@ -2,16 +2,15 @@
 //! entry, committed by a quorum of masters before it is acknowledged, and applied to each
 //! master's copy of the state tables.
 //!
-//! Both halves live in the master's one redb file (`<data_dir>/state.redb`), beside the state
-//! tables they feed:
+//! Both halves are redb databases in the master's data dir:
 //! - [`log_store::LogStore`]: the log (`raft_log`, index → entry as JSON) and the vote, the
-//!   committed id and the last purged id (`raft_meta`). An append is one durable transaction:
-//!   the only fsync of a write.
-//! - [`state_machine::StateMachine`]: applies committed batches to the state tables, with the
-//!   last applied id and the membership (`raft_applied`), in transactions that are not synced on
-//!   their own — the next durable commit (the next append) makes them durable, and after a crash
-//!   the entries they held are applied again from the log, which is why an apply may be lost
-//!   but never half-done. Snapshots are the whole state as JSON, kept in `raft_snapshot`.
+//!   committed id and the last purged id (`raft_meta`), in `raft-log.redb`. An append is one
+//!   durable transaction: the one fsync a write waits for, on each master.
+//! - [`state_machine::StateMachine`]: applies committed batches to the state tables in
+//!   `state.redb`, with the last applied id and the membership (`raft_applied`), in transactions
+//!   that are synced only now and then — after a crash the entries they held are applied again
+//!   from the log, which is why an apply may be lost but never half-done. Snapshots are the whole
+//!   state as JSON, kept in `raft_snapshot`.
 //!
 //! [`membership`] decides how the group's members change (a master added as a learner, then a
 //! voter; a removal refused where the group could not commit).

@@ -1,8 +1,11 @@
 //! The state machine: committed batches applied to the master's state tables (the same tables
 //! [`crate::store::RedbStore`] keeps), with the last applied id and the membership in
-//! `raft_applied`. Applies are not synced on their own (see the module above); installing a
-//! snapshot and building one are. The current snapshot (its meta and the state as JSON) is kept
-//! in `raft_snapshot`, so a restarted master can still send it to a lagging one.
+//! `raft_applied`. Applies are not synced one by one: every [`DURABLE_EVERY`]th is, which makes
+//! all before it durable too (and lets redb reuse the pages they freed); after a crash, the
+//! entries of the applies that were lost are applied again from the log, which keeps every entry
+//! after the last snapshot. Installing a snapshot and building one are synced. The current
+//! snapshot (its meta and the state as JSON) is kept in `raft_snapshot`, so a restarted master
+//! can still send it to a lagging one.
 
 use super::{NodeId, RaftStorageError, TypeConfig, any, read_error, write_error};
 use crate::store::{self, StoreError, redb_err};
@@ -15,6 +18,7 @@ use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 use serde::de::DeserializeOwned;
 use std::io::Cursor;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const APPLIED: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_applied");
 const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_snapshot");
@@ -25,10 +29,14 @@ const SNAPSHOT_DATA: &str = "data";
 
 type Membership = StoredMembership<NodeId, BasicNode>;
 
+/// One apply in this many is synced (see the module documentation).
+pub const DURABLE_EVERY: u64 = 64;
+
 /// The state of one master; clones share the database.
 #[derive(Debug, Clone)]
 pub struct StateMachine {
     db: Arc<Database>,
+    applies: Arc<AtomicU64>,
 }
 
 fn get<T: DeserializeOwned>(
@@ -49,7 +57,7 @@ impl StateMachine {
         txn.open_table(APPLIED).map_err(redb_err)?;
         txn.open_table(SNAPSHOT).map_err(redb_err)?;
         txn.commit().map_err(redb_err)?;
-        Ok(Self { db })
+        Ok(Self { db, applies: Arc::new(AtomicU64::new(0)) })
     }
 
     /// Every record applied so far (what the master loads when it starts).
@@ -73,8 +81,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let mut txn = self.db.begin_write().map_err(write_error)?;
-        // Durable with the next append; lost entries are applied again from the log.
-        txn.set_durability(Durability::None).map_err(write_error)?;
+        // Lost in a crash unless a later apply is synced; the log has the entries again.
+        if !self.applies.fetch_add(1, Ordering::Relaxed).is_multiple_of(DURABLE_EVERY) {
+            txn.set_durability(Durability::None).map_err(write_error)?;
+        }
         let mut replies = Vec::new();
         let mut last = None;
         let mut membership = None;

@@ -99,7 +99,7 @@ impl RaftStore {
         let db = Arc::new(
             redb::Builder::new().set_cache_size(CACHE_BYTES).create(data_dir.join("state.redb")).map_err(redb_err)?,
         );
-        let log = LogStore::new(db.clone())?;
+        let log = LogStore::open(&data_dir.join("raft-log.redb"), &db, CACHE_BYTES)?;
         let machine = StateMachine::new(db)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)

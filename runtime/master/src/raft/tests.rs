@@ -56,13 +56,54 @@ async fn applied_batches_reach_the_state_tables_and_are_kept_after_a_durable_com
         let (last, _) = machine.applied_state().await.expect("applied state");
         assert_eq!(last.map(|l| l.index), Some(2));
         assert_eq!(machine.state().expect("state").meta.get("b").map(String::as_str), Some("v2"));
-        // Applies are not synced on their own; the next durable commit (a vote here) takes them.
+        // Most applies are not synced on their own; the next durable commit (a vote here, in the
+        // same database) takes them.
         log.save_vote(&openraft::Vote::new(1, 0)).await.expect("vote");
     }
     let machine = StateMachine::new(open(dir.path()).expect("reopen")).expect("state machine");
     let state = machine.state().expect("state");
     assert_eq!(state.meta.get("a").map(String::as_str), Some("v1"));
     assert_eq!(state.meta.get("b").map(String::as_str), Some("v2"));
+}
+
+/// A data dir from before the log had a file of its own: the log and the vote, kept in
+/// `state.redb`, move to `raft-log.redb` on the first open and leave `state.redb`; a second
+/// open finds them there.
+#[tokio::test]
+async fn a_log_kept_in_the_state_file_moves_to_its_own_file_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vote = openraft::Vote::new(3, 1);
+    {
+        let db = open(dir.path()).expect("open");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut log = txn.open_table(redb::TableDefinition::<u64, &[u8]>::new("raft_log")).expect("log");
+            for index in 1..=3 {
+                let entry = serde_json::to_vec(&meta_entry(index, "k")).expect("encode");
+                log.insert(index, entry.as_slice()).expect("insert");
+            }
+            let mut meta = txn.open_table(redb::TableDefinition::<&str, &[u8]>::new("raft_meta")).expect("meta");
+            meta.insert("vote", serde_json::to_vec(&vote).expect("encode").as_slice()).expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    let path = dir.path().join("raft-log.redb");
+    for round in ["moved", "found"] {
+        let db = open(dir.path()).expect("open");
+        let mut log = LogStore::open(&path, &db, 1 << 20).expect("open the log");
+        let state = log.get_log_state().await.expect("log state");
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(3), "{round}: the log");
+        assert_eq!(log.read_vote().await.expect("vote"), Some(vote), "{round}: the vote");
+        let entries = openraft::RaftLogReader::try_get_log_entries(&mut log, 1..4).await.expect("entries");
+        assert_eq!(entries, vec![meta_entry(1, "k"), meta_entry(2, "k"), meta_entry(3, "k")], "{round}");
+        let txn = redb::ReadableDatabase::begin_read(&*db).expect("read");
+        let names: Vec<String> = redb::ReadTransaction::list_tables(&txn)
+            .expect("tables")
+            .map(|t| redb::TableHandle::name(&t).to_string())
+            .collect();
+        assert!(!names.iter().any(|n| n.starts_with("raft_log") || n == "raft_meta"), "{round}: {names:?}");
+    }
+    assert!(!dir.path().join("raft-log.redb.new").exists(), "no half-made file is left");
 }
 
 fn put(key: &str, value: &str) -> StoreOp {
