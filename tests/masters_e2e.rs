@@ -6,28 +6,11 @@
 
 mod support;
 
-use gantry_api::{AppDefinition, TaskState};
+use gantry_api::TaskState;
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{Cluster, repo_root, wait_for};
-
-fn app(id: &str, instances: u32) -> AppDefinition {
-    let mut app = gantry_api::workload::read_app_file(&repo_root().join("configs/apps/web.toml")).expect("web.toml");
-    app.id = id.to_string();
-    app.instances = instances;
-    app
-}
-
-/// What a writer saw: the apps whose creation was acknowledged, and those whose outcome it
-/// cannot know (the connection broke after the request was sent).
-#[derive(Default)]
-struct Writes {
-    acknowledged: Vec<String>,
-    unknown: Vec<String>,
-    refused: Vec<String>,
-}
+use support::writer::{Writer, app, check_stored};
+use support::{Cluster, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_masters_survive_leader_kills_without_losing_a_write_or_restarting_a_task() {
@@ -63,34 +46,16 @@ async fn three_masters_survive_leader_kills_without_losing_a_write_or_restarting
     assert!(apps.iter().any(|a| a.definition.id == "web"));
 
     // A client writes apps one after the other while leaders die.
-    let writes = Arc::new(Mutex::new(Writes::default()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (client, writes, stop) = (client.clone(), writes.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.load(Ordering::SeqCst) {
-                n += 1;
-                let id = format!("w-{n}");
-                match client.put_app(&app(&id, 0)).await {
-                    Ok(_) => writes.lock().expect("lock").acknowledged.push(id),
-                    Err(error @ gantry_api::ClientError::Api { .. }) => {
-                        writes.lock().expect("lock").refused.push(format!("{id}: {error}"))
-                    }
-                    Err(_) => writes.lock().expect("lock").unknown.push(id),
-                }
-            }
-        })
-    };
+    let writer = Writer::start(client.clone());
 
     for round in 0..3 {
         let old = wait_for("a leader", Duration::from_secs(15), || cluster.leader(None)).await;
-        let acknowledged_before = writes.lock().expect("lock").acknowledged.len();
+        let acknowledged_before = writer.acknowledged();
         cluster.kill_master_number(old);
         let new = wait_for("a new leader", Duration::from_secs(15), || cluster.leader(None)).await;
         assert_ne!(new, old, "round {round}: a new master leads");
         wait_for("writes acknowledged by the new leader", Duration::from_secs(15), || async {
-            (writes.lock().expect("lock").acknowledged.len() > acknowledged_before + 3).then_some(())
+            (writer.acknowledged() > acknowledged_before + 3).then_some(())
         })
         .await;
         // The old leader comes back on its disk and catches up as a follower.
@@ -101,23 +66,10 @@ async fn three_masters_survive_leader_kills_without_losing_a_write_or_restarting
         })
         .await;
     }
-    stop.store(true, Ordering::SeqCst);
-    writer.await.expect("writer");
-
     // Every acknowledged write is there, once; nothing else is.
-    let writes = std::mem::take(&mut *writes.lock().expect("lock"));
-    println!("writes: {} acknowledged, {} unknown", writes.acknowledged.len(), writes.unknown.len());
+    let writes = writer.stop().await;
     assert!(writes.acknowledged.len() > 12, "writes went on through the failovers: {}", writes.acknowledged.len());
-    assert!(writes.refused.is_empty(), "no write was refused as bad: {:?}", writes.refused);
-    let apps = client.list_apps().await.expect("apps");
-    let stored: Vec<&str> = apps.iter().map(|a| a.definition.id.as_str()).filter(|id| id.starts_with("w-")).collect();
-    let unique: BTreeSet<&str> = stored.iter().copied().collect();
-    assert_eq!(stored.len(), unique.len(), "no app is stored twice");
-    for id in &writes.acknowledged {
-        assert!(unique.contains(id.as_str()), "acknowledged write {id} survived; logs:\n{}", cluster.logs());
-    }
-    let known: BTreeSet<&str> = writes.acknowledged.iter().chain(&writes.unknown).map(String::as_str).collect();
-    assert!(unique.is_subset(&known), "only what was written is stored");
+    check_stored(&client, &writes, || cluster.logs()).await;
 
     // No failover restarted the service: the same tasks run, in the same processes.
     let tasks = client.list_tasks(Some("web"), false).await.expect("tasks");

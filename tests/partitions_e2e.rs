@@ -11,22 +11,14 @@
 
 mod support;
 
-use gantry_api::{AppDefinition, TaskState};
+use gantry_api::TaskState;
 use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::testhosts::{Lab, Skip};
-use support::{Cluster, MasterHost, repo_root};
-
-fn app(id: &str, instances: u32) -> AppDefinition {
-    let mut app = gantry_api::workload::read_app_file(&repo_root().join("configs/apps/web.toml")).expect("web.toml");
-    app.id = id.to_string();
-    app.instances = instances;
-    app
-}
+use support::writer::{Writer, app, check_stored};
+use support::{Cluster, MasterHost};
 
 /// Drops every packet between the host of network namespace `netns` and `others`, both ways.
 fn partition(netns: &str, others: &[String]) {
@@ -55,14 +47,6 @@ fn heal(netns: &str) {
     assert!(status.success(), "nft removed the partition in {netns}");
 }
 
-/// The apps a writer created: acknowledged, of unknown outcome, refused as bad.
-#[derive(Default)]
-struct Writes {
-    acknowledged: Vec<String>,
-    unknown: Vec<String>,
-    refused: Vec<String>,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn partitions_of_the_leader_and_of_a_follower_lose_no_write_and_restart_no_task() {
     let lab = match Lab::new(3) {
@@ -85,30 +69,8 @@ async fn partitions_of_the_leader_and_of_a_follower_lose_no_write_and_restart_no
     client.put_app(&app("web", 1)).await.expect("deploy web");
     let web_ids: BTreeSet<String> = cluster.wait_running("web", 1, true).await.iter().map(|t| t.id.clone()).collect();
 
-    let writes = Arc::new(Mutex::new(Writes::default()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (client, writes, stop) = (client.clone(), writes.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.load(Ordering::SeqCst) {
-                n += 1;
-                let id = format!("w-{n}");
-                match client.put_app(&app(&id, 0)).await {
-                    Ok(_) => writes.lock().expect("lock").acknowledged.push(id),
-                    // Not committed in time: it may still be.
-                    Err(gantry_api::ClientError::Api { status: 503, .. }) => {
-                        writes.lock().expect("lock").unknown.push(id)
-                    }
-                    Err(error @ gantry_api::ClientError::Api { .. }) => {
-                        writes.lock().expect("lock").refused.push(format!("{id}: {error}"))
-                    }
-                    Err(_) => writes.lock().expect("lock").unknown.push(id),
-                }
-            }
-        })
-    };
-    let acknowledged = || writes.lock().expect("lock").acknowledged.len();
+    let writer = Writer::start(client.clone());
+    let acknowledged = || writer.acknowledged();
     let more_writes =
         |after: usize, what: &'static str| {
             cluster.wait_logged(what, Duration::from_secs(20), move || async move {
@@ -157,23 +119,11 @@ async fn partitions_of_the_leader_and_of_a_follower_lose_no_write_and_restart_no
     let before = acknowledged();
     more_writes(before, "writes committed after the heal").await;
 
-    stop.store(true, Ordering::SeqCst);
-    writer.await.expect("writer");
-
-    // Every master holds the same log up to the last write, and every acknowledged write is
-    // there, once; nothing else is.
-    let writes = std::mem::take(&mut *writes.lock().expect("lock"));
-    println!("writes: {} acknowledged, {} unknown", writes.acknowledged.len(), writes.unknown.len());
-    assert!(writes.refused.is_empty(), "no write was refused as bad: {:?}", writes.refused);
+    // Every acknowledged write is there, once; nothing else is; and every master holds the
+    // same log up to the last write.
+    let writes = writer.stop().await;
+    check_stored(&client, &writes, || cluster.logs()).await;
     let apps = client.list_apps().await.expect("apps");
-    let stored: Vec<&str> = apps.iter().map(|a| a.definition.id.as_str()).filter(|id| id.starts_with("w-")).collect();
-    let unique: BTreeSet<&str> = stored.iter().copied().collect();
-    assert_eq!(stored.len(), unique.len(), "no app is stored twice");
-    for id in &writes.acknowledged {
-        assert!(unique.contains(id.as_str()), "acknowledged write {id} survived; logs:\n{}", cluster.logs());
-    }
-    let known: BTreeSet<&str> = writes.acknowledged.iter().chain(&writes.unknown).map(String::as_str).collect();
-    assert!(unique.is_subset(&known), "only what was written is stored");
     assert!(!apps.iter().any(|a| a.definition.id == "minority"), "the minority's write left nothing");
     cluster
         .wait_logged("every master to apply the same log", Duration::from_secs(20), || async {

@@ -9,6 +9,7 @@
 pub mod procs;
 pub mod skip;
 pub mod testhosts;
+pub mod writer;
 
 use gantry_api::{Client, Task, TaskState};
 pub use procs::{environ, processes_naming};

@@ -444,15 +444,21 @@ async fn the_group_grows_from_one_to_five_and_shrinks_to_three_while_writes_keep
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_removal_that_would_leave_no_answering_majority_is_refused() {
-    let group = Group::new(3);
-    let mut members = vec![first_of(&group).await];
+/// Masters 1, 2 and 3 of `group`, all voters (master 1 made the group and added the others).
+async fn three_voters(group: &Group) -> Vec<Member> {
+    let mut members = vec![first_of(group).await];
     for id in 2..=3 {
         members.push(group.start(id, any_address()).await);
         let address = members[usize::try_from(id - 1).expect("index")].address;
         members[0].add_master(id, address).expect("add a master");
     }
+    members
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removal_that_would_leave_no_answering_majority_is_refused() {
+    let group = Group::new(3);
+    let mut members = three_voters(&group).await;
     assert_eq!(members[0].voters(), BTreeSet::from([1, 2, 3]));
 
     // Master 3 is down: removing the healthy master 2 would leave 1 and 3, of which only 1
@@ -487,12 +493,7 @@ async fn a_removal_that_would_leave_no_answering_majority_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_leader_removes_itself_down_to_one_master_and_the_rest_go_on() {
     let group = Group::new(3);
-    let mut members = vec![first_of(&group).await];
-    for id in 2..=3 {
-        members.push(group.start(id, any_address()).await);
-        let address = members[usize::try_from(id - 1).expect("index")].address;
-        members[0].add_master(id, address).expect("add a master");
-    }
+    let mut members = three_voters(&group).await;
     members[0].write(vec![put("with", "three")]).await.expect("three commit");
     let mut leader = 1;
     for remaining in [2, 1] {
