@@ -196,14 +196,21 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), future).await.expect("in time")
     }
 
-    #[tokio::test]
-    async fn events_wait_for_their_change_and_follow_the_order_of_proposals() {
+    /// A pipeline with changes 1, 2 and 3 proposed to a store that holds them, and a receiver of
+    /// its events.
+    fn three_proposed() -> (HeldStore, Pipeline, broadcast::Receiver<Event>) {
         let store = HeldStore::default();
-        let (events, mut received) = broadcast::channel(16);
+        let (events, received) = broadcast::channel(16);
         let pipeline = Pipeline::start(events, Arc::new(Mutex::new(AgentLinks::default())));
         for n in 1..=3 {
             pipeline.propose(&store, vec![StoreOp::DeleteApp(format!("app-{n}"))], vec![event(n)], vec![]);
         }
+        (store, pipeline, received)
+    }
+
+    #[tokio::test]
+    async fn events_wait_for_their_change_and_follow_the_order_of_proposals() {
+        let (store, pipeline, mut received) = three_proposed();
         assert_eq!(pipeline.proposed(), 3);
         // The second is committed first: nothing is published until the first is.
         store.answer(1, Ok(()));
@@ -222,12 +229,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_change_not_committed_fails_the_pipeline_and_everything_after_it() {
-        let store = HeldStore::default();
-        let (events, mut received) = broadcast::channel(16);
-        let pipeline = Pipeline::start(events, Arc::new(Mutex::new(AgentLinks::default())));
-        for n in 1..=3 {
-            pipeline.propose(&store, vec![StoreOp::DeleteApp(format!("app-{n}"))], vec![event(n)], vec![]);
-        }
+        let (store, pipeline, mut received) = three_proposed();
         store.answer(0, Ok(()));
         store.answer(1, Err(StoreError::NotLeader { leader: Some("10.0.0.2:5050".into()) }));
         store.answer(2, Ok(()));

@@ -56,10 +56,14 @@ impl LogStore {
             std::fs::rename(&moving, path)
                 .map_err(|source| StoreError::DataDir { path: path.display().to_string(), source })?;
         }
-        let txn = state.begin_write().map_err(redb_err)?;
-        txn.delete_table(LOG).map_err(redb_err)?;
-        txn.delete_table(META).map_err(redb_err)?;
-        txn.commit().map_err(redb_err)?;
+        // Dropped only where left (a durable commit at every start otherwise).
+        let left = state.begin_read().map_err(redb_err)?.open_table(LOG).is_ok();
+        if left {
+            let txn = state.begin_write().map_err(redb_err)?;
+            txn.delete_table(LOG).map_err(redb_err)?;
+            txn.delete_table(META).map_err(redb_err)?;
+            txn.commit().map_err(redb_err)?;
+        }
         let db = redb::Builder::new().set_cache_size(cache_bytes).create(path).map_err(redb_err)?;
         Self::new(Arc::new(db))
     }
