@@ -3,19 +3,19 @@
 
 use crate::output::Format;
 use anyhow::Context;
-use futures_util::future::BoxFuture;
 use gantry_api::AgentState;
+use gantry_api::masters::Route;
 use gantry_provider_local::LocalProvider;
-use gantry_provider_onprem::{OnpremProvider, Secrets};
+use gantry_provider_onprem::{ApiForwards, OnpremProvider, Secrets};
 use gantry_provision::access::Connector;
 use gantry_provision::bootstrap::RuntimeSettings;
-use gantry_provision::cluster_api::{AgentView, ClusterApi, ClusterApiError, DrainView, HttpClusterApi};
+use gantry_provision::cluster_api::{ClusterApi, HttpClusterApi};
 use gantry_provision::cluster_file::{ClusterFile, ProviderKind, Role};
 use gantry_provision::engine::{Engine, EngineOptions, Progress};
 use gantry_provision::journal::{self, HostPhase, Journal, JournalState};
 use gantry_provision::planner::{self, Desired, Plan};
 use gantry_provision::provider::{self, Provider, TransportKind};
-use gantry_provision::transport::{LocalForward, Passphrase};
+use gantry_provision::transport::Passphrase;
 use gantry_provision::trust::ClusterTrust;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -111,94 +111,33 @@ pub struct ClusterSession {
     pub state_dir: PathBuf,
     /// The provider named by the file.
     pub hosts: Hosts,
-    /// How this machine reaches the master's API.
+    /// How this machine reaches the masters' APIs (its forwards live as long as the session).
     pub route: ApiRoute,
     /// The cluster's CA and tokens, once loaded.
     trust: OnceLock<Arc<ClusterTrust>>,
-    /// The forward through the bastion that `route` uses, kept open as long as the session.
-    _forward: Option<LocalForward>,
 }
 
-/// How this machine reaches the master's API: at its URL, or — behind a bastion — at a local
-/// port forwarded through the bastion. The master URL itself (what agents use, what `up`
-/// prints) never changes.
+/// How this machine reaches the masters' APIs: at their URLs, or — behind a bastion — at local
+/// ports forwarded through the bastion, one per master, opened the first time a master is
+/// called. The master URLs themselves (what agents use, what `up` prints, what clients list and
+/// are redirected to) never change; only requests go to the forwards.
 #[derive(Debug, Clone, Default)]
 pub struct ApiRoute {
-    /// (master URL, local URL standing for it).
-    rewrite: Option<(String, String)>,
+    forwards: Option<Arc<ApiForwards>>,
 }
 
 impl ApiRoute {
-    /// [`ApiRoute::reach`] of each URL of a comma-separated list.
-    pub fn reach_all(&self, urls: &str) -> String {
-        urls.split(',').map(|url| self.reach(url.trim())).collect::<Vec<_>>().join(",")
-    }
-
-    /// The URL to call for `url` from this machine.
-    pub fn reach(&self, url: &str) -> String {
-        match &self.rewrite {
-            Some((master, local)) if url.starts_with(master.as_str()) => url.replacen(master.as_str(), local, 1),
-            _ => url.to_string(),
-        }
-    }
-}
-
-/// The cluster API over HTTPS with the cluster's admin credentials, along an [`ApiRoute`].
-#[derive(Debug, Clone)]
-pub struct RoutedApi {
-    route: ApiRoute,
-    http: HttpClusterApi,
-}
-
-impl ClusterApi for RoutedApi {
-    fn join_master<'a>(
-        &'a self,
-        urls: &'a str,
-        number: u64,
-        address: &'a str,
-    ) -> BoxFuture<'a, Result<(), ClusterApiError>> {
-        Box::pin(async move { self.http.join_master(&self.route.reach_all(urls), number, address).await })
-    }
-
-    fn leave_master<'a>(&'a self, urls: &'a str, number: u64) -> BoxFuture<'a, Result<(), ClusterApiError>> {
-        Box::pin(async move { self.http.leave_master(&self.route.reach_all(urls), number).await })
-    }
-
-    fn health<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<(), ClusterApiError>> {
-        Box::pin(async move { self.http.health(&self.route.reach(url)).await })
-    }
-
-    fn agent<'a>(
-        &'a self,
-        url: &'a str,
-        hostname: &'a str,
-    ) -> BoxFuture<'a, Result<Option<AgentView>, ClusterApiError>> {
-        Box::pin(async move { self.http.agent(&self.route.reach(url), hostname).await })
-    }
-
-    fn revoke_agent<'a>(
-        &'a self,
-        url: &'a str,
-        hostname: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<String>, ClusterApiError>> {
-        Box::pin(async move { self.http.revoke_agent(&self.route.reach(url), hostname).await })
-    }
-
-    fn drain_agent<'a>(
-        &'a self,
-        url: &'a str,
-        hostname: &'a str,
-        deadline: std::time::Duration,
-    ) -> BoxFuture<'a, Result<Option<DrainView>, ClusterApiError>> {
-        Box::pin(async move { self.http.drain_agent(&self.route.reach(url), hostname, deadline).await })
-    }
-
-    fn drain_progress<'a>(
-        &'a self,
-        url: &'a str,
-        hostname: &'a str,
-    ) -> BoxFuture<'a, Result<Option<DrainView>, ClusterApiError>> {
-        Box::pin(async move { self.http.drain_progress(&self.route.reach(url), hostname).await })
+    /// The route for clients, if requests go elsewhere than to the masters' URLs. A forward that
+    /// cannot be opened is logged, and the request goes to the master's own URL (and fails to
+    /// connect, so a client moves on to another master).
+    pub fn route(&self) -> Option<Route> {
+        let forwards = self.forwards.clone()?;
+        Some(Route::new(move |base| {
+            tokio::task::block_in_place(|| forwards.reach(base)).unwrap_or_else(|e| {
+                tracing::warn!(master = %base, error = %e, "Cannot reach a master through the bastion.");
+                base.to_string()
+            })
+        }))
     }
 }
 
@@ -208,12 +147,17 @@ impl ClusterSession {
     pub fn open(args: &ClusterArgs) -> anyhow::Result<Self> {
         let file = ClusterFile::load(&args.file)?;
         let state_dir = journal::state_dir(file.name(), args.state_dir.as_deref())?;
-        let (hosts, forward) = match file.provider() {
+        let (hosts, forwards) = match file.provider() {
             ProviderKind::Local => (Hosts::Local(LocalProvider::new(file.name(), &state_dir, file.local())), None),
             ProviderKind::Onprem => {
                 let provider = OnpremProvider::new(&file, &state_dir, args.secrets()?);
-                let forward = tokio::task::block_in_place(|| provider.api_forward())?;
-                (Hosts::Onprem(Box::new(provider)), forward)
+                let forwards = provider.api_forwards().map(Arc::new);
+                // Behind a bastion, reach one master at once: a bastion that cannot be reached
+                // fails here, with its cause, instead of as masters that do not answer.
+                if let (Some(forwards), Some(url)) = (&forwards, provider.adopted_master_urls()?.first()) {
+                    tokio::task::block_in_place(|| forwards.reach(url))?;
+                }
+                (Hosts::Onprem(Box::new(provider)), forwards)
             }
             #[cfg(feature = "aws")]
             ProviderKind::Aws => {
@@ -238,14 +182,16 @@ impl ClusterSession {
                 "provider `{other}` is not available in this build (hint: build gantry with its cargo feature, e.g. `--features {other}`)"
             ),
         };
-        let route =
-            ApiRoute { rewrite: forward.as_ref().map(|(url, f)| (url.clone(), format!("https://{}", f.addr()))) };
-        Ok(Self { file, state_dir, hosts, route, trust: OnceLock::new(), _forward: forward.map(|(_, f)| f) })
+        Ok(Self { file, state_dir, hosts, route: ApiRoute { forwards }, trust: OnceLock::new() })
     }
 
     /// The cluster API as this machine reaches it.
-    pub fn api(&self) -> RoutedApi {
-        RoutedApi { route: self.route.clone(), http: HttpClusterApi::new(self.credentials()) }
+    pub fn api(&self) -> HttpClusterApi {
+        let api = HttpClusterApi::new(self.credentials());
+        match self.route.route() {
+            Some(route) => api.routed(route),
+            None => api,
+        }
     }
 
     /// The cluster's CA and tokens in the state dir, made on first use (by `up`).
@@ -270,7 +216,11 @@ impl ClusterSession {
 
     /// A client of the master at `url` (as this machine reaches it) with the admin's credentials.
     pub fn client(&self, url: &str) -> anyhow::Result<gantry_api::Client> {
-        Ok(gantry_api::Client::with_credentials(&self.route.reach(url), &self.credentials())?)
+        let client = gantry_api::Client::with_credentials(url, &self.credentials())?;
+        Ok(match self.route.route() {
+            Some(route) => client.routed(route),
+            None => client,
+        })
     }
 
     /// The hosts the file asks for, with the identity of this gantry binary as a setting: a new
@@ -361,13 +311,15 @@ impl ClusterSession {
         settings
     }
 
-    /// The masters' URLs (`master-0`, `master-1`, … as far as they exist), comma-separated,
+    /// The URLs of the masters the journal records and the provider still has, comma-separated,
     /// as this machine reaches them; `None` without a master.
     pub async fn master_url(&self) -> Option<String> {
+        let journal = self.read_journal().ok()?;
         let mut urls = Vec::new();
-        for i in 0.. {
-            let Some(url) = self.own_url(&format!("master-{i}")).await else { break };
-            urls.push(url);
+        for (name, _) in journal.hosts.iter().filter(|(_, record)| record.role == Role::Master) {
+            if let Some(url) = self.own_url(name).await {
+                urls.push(url);
+            }
         }
         (!urls.is_empty()).then(|| urls.join(","))
     }

@@ -72,10 +72,11 @@ impl Env {
         std::fs::write(self.file(), text).expect("write the cluster file");
     }
 
+    /// Runs `gantry <verb> <cluster file>` (`verb` may hold options: `status --output json`).
     fn run(&self, verb: &str) -> Output {
         let started = Instant::now();
         let out = Command::new(BIN)
-            .arg(verb)
+            .args(verb.split_whitespace())
             .arg(self.file())
             .env("GANTRY_STATE_DIR", self.dir.path().join("state"))
             .env_remove("SSH_AUTH_SOCK")
@@ -313,6 +314,76 @@ async fn a_bastion_reaches_hosts_the_provisioner_cannot() {
         assert!(!host.dir().join("opt/gantry").exists(), "{} is clean", host.name());
     }
     assert!(!bastion.dir().join("opt/gantry").exists(), "nothing is installed on the bastion");
+}
+
+/// `gantry status --output json`'s `live` column, by host.
+fn live_by_host(env: &Env) -> BTreeMap<String, String> {
+    let status: serde_json::Value = serde_json::from_str(&env.run_ok("status --output json")).expect("status JSON");
+    status["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .map(|h| {
+            (h["host"].as_str().unwrap_or_default().to_string(), h["live"].as_str().unwrap_or_default().to_string())
+        })
+        .collect()
+}
+
+/// Three masters behind a bastion: `up` reaches each of them through a forward of its own (each
+/// master's own health, its join), and with one master cut off, `status` still reaches the
+/// others and, through them, the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_masters_behind_a_bastion_are_each_reached_through_it() {
+    let Some(lab) = lab(5) else { return };
+    let env = Env::new(&lab);
+    let (bastion, masters, agent) = (lab.host(0), [lab.host(1), lab.host(2), lab.host(3)], lab.host(4));
+    for i in 1..=4 {
+        lab.hide_from_gateway(i);
+    }
+    assert!(!masters[1].accepts(Duration::from_secs(1)), "the masters are reachable only through the bastion");
+    let extra = format!("[ssh.bastion]\naddress = \"{}\"\n\n[runtime]\nmasters = 3\n", bastion.address());
+    let mut hosts: Vec<(&Host, &str, &str)> = masters.iter().map(|m| (*m, "master", "")).collect();
+    hosts.push((agent, "agent", ""));
+    env.write(&lab, &extra, &hosts);
+
+    let out = env.run_ok("up");
+    let masters_named: Vec<String> = (0..3).map(|i| format!("master-{i}")).collect();
+    for (master, name) in masters.iter().zip(&masters_named) {
+        let ready = format!("[{name}] wait-ready … done: https://{}:5050", master.address());
+        assert!(out.contains(&ready), "{name}'s own health through its forward: {out}");
+        assert!(master.dir().join("opt/gantry/bin/gantry").is_file(), "installed on {}", master.name());
+    }
+    let live = live_by_host(&env);
+    for name in &masters_named {
+        assert!(live[name].starts_with("serving https://"), "{name} is reached through the bastion: {live:?}");
+    }
+    assert!(live[&host_name(agent)].starts_with("ACTIVE"), "{live:?}");
+
+    // master-0 is cut off (from the bastion too): the others are still reached, and the agent
+    // is found through them (once they have elected a leader, if master-0 led).
+    masters[0].cut_off();
+    let live = wait_for("status through masters 1 and 2", Duration::from_secs(60), || async {
+        let live = live_by_host(&env);
+        (live["master-0"] == "not answering"
+            && masters_named[1..].iter().all(|name| live[name].starts_with("serving"))
+            && live[&host_name(agent)].starts_with("ACTIVE"))
+        .then_some(live)
+    })
+    .await;
+    println!("with master-0 cut off: {live:?}");
+    masters[0].restore();
+    wait_for("every master serving and the agent active again", Duration::from_secs(60), || async {
+        let live = live_by_host(&env);
+        (masters_named.iter().all(|name| live[name].starts_with("serving"))
+            && live[&host_name(agent)].starts_with("ACTIVE"))
+        .then_some(())
+    })
+    .await;
+    assert!(env.run_ok("up").contains("No changes"));
+    env.run_ok("down");
+    for host in [masters[0], masters[1], masters[2], agent] {
+        assert!(!host.dir().join("opt/gantry").exists(), "{} is clean", host.name());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

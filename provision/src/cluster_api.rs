@@ -114,13 +114,20 @@ pub trait ClusterApi: Send + Sync + fmt::Debug {
 #[derive(Debug, Default, Clone)]
 pub struct HttpClusterApi {
     credentials: gantry_api::Credentials,
+    route: Option<gantry_api::masters::Route>,
     clients: std::sync::Arc<Mutex<BTreeMap<String, gantry_api::Client>>>,
 }
 
 impl HttpClusterApi {
     /// The API with `credentials`.
     pub fn new(credentials: gantry_api::Credentials) -> Self {
-        Self { credentials, clients: Default::default() }
+        Self { credentials, route: None, clients: Default::default() }
+    }
+
+    /// The API reaching the masters along `route` (through a bastion).
+    pub fn routed(mut self, route: gantry_api::masters::Route) -> Self {
+        self.route = Some(route);
+        self
     }
 
     fn client(&self, url: &str) -> Result<gantry_api::Client, ClusterApiError> {
@@ -128,7 +135,10 @@ impl HttpClusterApi {
         if let Some(client) = clients.get(url) {
             return Ok(client.clone());
         }
-        let client = gantry_api::Client::with_credentials(url, &self.credentials).map_err(failed(url))?;
+        let mut client = gantry_api::Client::with_credentials(url, &self.credentials).map_err(failed(url))?;
+        if let Some(route) = &self.route {
+            client = client.routed(route.clone());
+        }
         clients.insert(url.to_string(), client.clone());
         Ok(client)
     }

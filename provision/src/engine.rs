@@ -32,9 +32,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// Name of the host whose master API the cluster uses.
-pub const PRIMARY_MASTER: &str = "master-0";
-
 /// What progress names the cluster's own resources by (the provider's network, firewall, …).
 pub const CLUSTER: &str = "cluster";
 

@@ -94,7 +94,8 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let master_url =
         if plan.is_empty() { session.master_url().await } else { apply(&engine, &plan, &mut journal).await? };
-    let master_url = master_url.context("the cluster has no master after `up` (is master-0 in the journal?)")?;
+    let master_url =
+        master_url.context("the cluster has no master after `up` (the journal records none the provider still has)")?;
     std::fs::write(session.state_dir.join(MASTER_URL_FILE), format!("{master_url}\n"))
         .with_context(|| format!("cannot record the master URL in {}", session.state_dir.display()))?;
     let workloads = deploy_workloads(&session.file, session.client(&master_url)?).await?;

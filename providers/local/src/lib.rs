@@ -2,7 +2,8 @@
 //! `<state dir>/hosts/<name>/` — its own root with `bin/`, `etc/`, `data/`, `work/`, `logs/`,
 //! `run/` — and its daemons are local processes under gantry's supervisor, reached through a
 //! [`LocalTransport`]. `host.json` in the directory records the cluster, role, pool and, for
-//! masters, the API port (`[local] api_port`, or a free port picked at create when it is 0), so
+//! masters, the API port (`[local] api_port` for the first master created while no other has it,
+//! else a free port picked at create), so
 //! `list_hosts` and `describe_host` read the hosts back. A host is "running" when its directory
 //! exists: a directory cannot be stopped.
 //!
@@ -12,7 +13,6 @@
 use futures_util::future::BoxFuture;
 use gantry_provision::access::{Connector, HostAccess, HostLayout};
 use gantry_provision::cluster_file::{LocalSection, Role};
-use gantry_provision::engine::PRIMARY_MASTER;
 use gantry_provision::provider::{
     ErrorKind, HostDescription, HostSpec, HostState, Provider, ProviderCapabilities, ProviderError, TransportKind,
 };
@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// The directories every local host has.
 pub const HOST_DIRS: [&str; 6] = ["bin", "etc", "data", "work", "logs", "run"];
@@ -51,12 +51,20 @@ pub struct LocalProvider {
     cluster: String,
     hosts_dir: PathBuf,
     settings: LocalSection,
+    /// Held while a master's API port is chosen and recorded, so that two masters created at
+    /// once cannot both take `[local] api_port`.
+    choosing_port: Arc<Mutex<()>>,
 }
 
 impl LocalProvider {
     /// The provider of `cluster`, keeping its hosts under `<state_dir>/hosts`.
     pub fn new(cluster: &str, state_dir: &Path, settings: LocalSection) -> Self {
-        Self { cluster: cluster.to_string(), hosts_dir: state_dir.join("hosts"), settings }
+        Self {
+            cluster: cluster.to_string(),
+            hosts_dir: state_dir.join("hosts"),
+            settings,
+            choosing_port: Arc::new(Mutex::new(())),
+        }
     }
 
     /// The directory of host `name`.
@@ -84,6 +92,28 @@ impl LocalProvider {
         let host: HostFile = serde_json::from_str(&text)
             .map_err(|e| self.error("describe", name, ErrorKind::Other, format!("{}: {e}", path.display())))?;
         Ok(Some(host))
+    }
+
+    /// This cluster's hosts, by name.
+    fn read_hosts(&self) -> Result<Vec<HostFile>, ProviderError> {
+        let entries = match std::fs::read_dir(&self.hosts_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.error("list", "*", ErrorKind::Other, e.to_string())),
+        };
+        let mut hosts = Vec::new();
+        for entry in entries.flatten() {
+            if let Some(host) = self.read_host(&entry.file_name().to_string_lossy())? {
+                hosts.push(host);
+            }
+        }
+        hosts.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(hosts)
+    }
+
+    /// Whether one of this cluster's masters serves its API on `port`.
+    fn port_recorded(&self, port: u16) -> Result<bool, ProviderError> {
+        Ok(self.read_hosts()?.iter().any(|host| host.api_port == Some(port)))
     }
 
     fn describe(&self, host: &HostFile) -> HostDescription {
@@ -114,11 +144,13 @@ impl LocalProvider {
             }
             None => {}
         }
-        // `api_port` is the cluster's API, served by the primary master; other masters (HA)
-        // listen on free ports so they do not collide on this one machine.
+        // `api_port` is where the cluster's API is found first: the first master created serves
+        // there (whichever it is, as long as it exists); other masters (HA) listen on free ports
+        // so they do not collide on this one machine.
+        let _choosing = self.choosing_port.lock().unwrap_or_else(PoisonError::into_inner);
         let api_port = match (spec.role, self.settings.api_port) {
             (Role::Agent, _) => None,
-            (Role::Master, port) if port != 0 && spec.name == PRIMARY_MASTER => {
+            (Role::Master, port) if port != 0 && !self.port_recorded(port)? => {
                 if TcpListener::bind(("127.0.0.1", port)).is_err() {
                     return Err(self.error(
                         "create",
@@ -190,22 +222,7 @@ impl Provider for LocalProvider {
     }
 
     fn list_hosts(&self) -> BoxFuture<'_, Result<Vec<HostDescription>, ProviderError>> {
-        Box::pin(async move {
-            let entries = match std::fs::read_dir(&self.hosts_dir) {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-                Err(e) => return Err(self.error("list", "*", ErrorKind::Other, e.to_string())),
-            };
-            let mut hosts = Vec::new();
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if let Some(host) = self.read_host(&name)? {
-                    hosts.push(self.describe(&host));
-                }
-            }
-            hosts.sort_by(|a, b| a.name.cmp(&b.name));
-            Ok(hosts)
-        })
+        Box::pin(async move { Ok(self.read_hosts()?.iter().map(|host| self.describe(host)).collect()) })
     }
 
     fn destroy_host<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), ProviderError>> {
@@ -293,5 +310,29 @@ mod tests {
         assert!(!provider.host_dir("w-0").exists());
         let err = provider.describe_host("w-0").await.expect_err("gone");
         assert_eq!(err.kind(), ErrorKind::NotFound);
+    }
+
+    #[tokio::test]
+    async fn the_api_port_goes_to_the_first_master_created_whichever_it_is() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port().expect("a free port");
+        let provider =
+            LocalProvider::new("dev", dir.path(), LocalSection { api_port: port, ..LocalSection::default() });
+        let port_of = |name: &str| {
+            let host = HostDescription {
+                name: name.to_string(),
+                state: HostState::Running,
+                address: None,
+                attributes: BTreeMap::new(),
+            };
+            provider.connect(&host).expect("connect").api_port
+        };
+        provider.create_host(&spec("master-1", Role::Master)).await.expect("create master-1");
+        provider.create_host(&spec("master-0", Role::Master)).await.expect("create master-0");
+        assert_eq!(port_of("master-1"), port, "the first master created serves on api_port");
+        assert_ne!(port_of("master-0"), port, "another master listens elsewhere");
+        provider.destroy_host("master-1").await.expect("destroy");
+        provider.create_host(&spec("master-2", Role::Master)).await.expect("create master-2");
+        assert_eq!(port_of("master-2"), port, "a master created once api_port is free again takes it");
     }
 }

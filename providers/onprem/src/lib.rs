@@ -11,20 +11,21 @@
 //! It must not depend on other providers; it only implements provision's `Provider` and
 //! `Connector`.
 
+mod api_forwards;
 mod registry;
 mod settings;
 
+pub use api_forwards::ApiForwards;
 pub use registry::{HostEntry, REGISTRY_FILE};
 pub use settings::{Secrets, SshDefaults};
 
 use futures_util::future::BoxFuture;
 use gantry_provision::access::{Connector, HostAccess, HostLayout};
 use gantry_provision::cluster_file::ClusterFile;
-use gantry_provision::engine::PRIMARY_MASTER;
 use gantry_provision::provider::{
     ErrorKind, HostDescription, HostSpec, HostState, Provider, ProviderCapabilities, ProviderError, TransportKind,
 };
-use gantry_provision::transport::{LocalForward, SshTransport, forward_local};
+use gantry_provision::transport::SshTransport;
 use registry::Registry;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -121,28 +122,23 @@ impl OnpremProvider {
         Ok(Self::describe(entry))
     }
 
-    /// With a bastion (`[ssh.bastion]`), the master's API is reachable from this machine only
-    /// through it: a local port forwarded to the primary master's API, and the master URL it
-    /// stands for. `None` without a bastion or before the master is known. Blocks while it logs
-    /// in to the bastion.
-    pub fn api_forward(&self) -> Result<Option<(String, LocalForward)>, ProviderError> {
-        let Some(bastion) = self.ssh.bastion() else { return Ok(None) };
-        let master = match self.entry("connect", PRIMARY_MASTER) {
-            Ok(master) => master,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let url = format!("https://{}:{}", master.address, self.api_port);
-        let forward = forward_local(bastion, (master.address.clone(), self.api_port)).map_err(|e| {
-            let kind = if e.is_retryable() { ErrorKind::Transient } else { ErrorKind::Auth };
-            self.error(
-                "connect",
-                PRIMARY_MASTER,
-                kind,
-                format!("cannot forward the master API through the bastion: {e}"),
-            )
-        })?;
-        Ok(Some((url, forward)))
+    /// With a bastion (`[ssh.bastion]`), the masters' APIs are reachable from this machine only
+    /// through it: forwards to them, opened as they are called. `None` without a bastion.
+    pub fn api_forwards(&self) -> Option<ApiForwards> {
+        self.ssh.bastion().map(|bastion| ApiForwards::new(bastion.clone(), self.api_port))
+    }
+
+    /// The API URLs of the adopted masters, by host name (none before `up` adopts one).
+    pub fn adopted_master_urls(&self) -> Result<Vec<String>, ProviderError> {
+        let recorded = self.registry.read().map_err(|e| self.error("list", "*", ErrorKind::Other, e))?;
+        Ok(recorded
+            .iter()
+            .filter(|(_, entry)| entry.role == gantry_provision::cluster_file::Role::Master)
+            .map(|(name, entry)| {
+                let address = &self.listed.get(name).unwrap_or(entry).address;
+                format!("https://{address}:{}", self.api_port)
+            })
+            .collect())
     }
 
     /// The transport of `entry`, reusing its session while the entry is unchanged.

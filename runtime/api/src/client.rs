@@ -177,6 +177,7 @@ impl std::fmt::Debug for Credentials {
 #[derive(Debug, Clone)]
 pub struct Client {
     masters: std::sync::Arc<crate::masters::Masters>,
+    route: Option<crate::masters::Route>,
     http: reqwest::Client,
     token: Option<String>,
     token_source: Option<String>,
@@ -210,10 +211,18 @@ impl Client {
         let http = builder.build().map_err(|e| transport(error_chain(&e)))?;
         Ok(Self {
             masters: std::sync::Arc::new(crate::masters::Masters::parse(base)),
+            route: None,
             http,
             token: credentials.token.as_ref().map(|t| t.trim().to_string()),
             token_source: credentials.token_source.clone(),
         })
+    }
+
+    /// This client, sending what it means for a master to where `route` says (a local port
+    /// forwarded to the master through a bastion).
+    pub fn routed(mut self, route: crate::masters::Route) -> Self {
+        self.route = Some(route);
+        self
     }
 
     /// The HTTP client, with the TLS settings of this client (for streams such as events).
@@ -228,7 +237,10 @@ impl Client {
     }
 
     fn request_to(&self, base: &str, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let request = self.http.request(method, format!("{base}{path}"));
+        let request = match &self.route {
+            Some(route) => self.http.request(method, format!("{}{path}", route.reach(base))),
+            None => self.http.request(method, format!("{base}{path}")),
+        };
         match &self.token {
             Some(token) => request.bearer_auth(token),
             None => request,

@@ -13,6 +13,30 @@ use std::sync::Mutex;
 /// The header naming the leader's `host:port` in a follower's redirect.
 pub const LEADER_HEADER: &str = "x-gantry-leader";
 
+/// Where a caller sends what it means for a master's base URL, when that is not the URL itself:
+/// behind a bastion, a local port forwarded to the master. The masters keep their own URLs
+/// (lists, redirects, errors); only requests go to the route's answer.
+#[derive(Clone)]
+pub struct Route(std::sync::Arc<dyn Fn(&str) -> String + Send + Sync>);
+
+impl Route {
+    /// A route that sends what is meant for a base URL to `reach(base)`.
+    pub fn new(reach: impl Fn(&str) -> String + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(reach))
+    }
+
+    /// The base URL to send what is meant for `base` to.
+    pub fn reach(&self, base: &str) -> String {
+        (self.0)(base)
+    }
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Route")
+    }
+}
+
 /// A list of masters' base URLs and the one in use.
 #[derive(Debug)]
 pub struct Masters {
