@@ -1,5 +1,6 @@
 //! The end-to-end scenarios every cloud provider passes on its lab, through the real binary:
-//! `plan`, `up` of 1 master + 3 agents spread across zones with the service deployed, a no-op
+//! `plan`, `up` of 3 masters (one Raft group) + 3 agents spread across zones with the service
+//! deployed, clients finding the leader among the masters' private addresses, a no-op
 //! second `up`, a scale-up with `up` SIGKILLed while it creates the new instance and again while
 //! it bootstraps it (no duplicate instance), a drain-first scale-down during which the service
 //! keeps its instances running, `down` leaving nothing in the cloud; and `sweep` keeping a known
@@ -11,6 +12,9 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// The masters of the lifecycle's cluster.
+const MASTERS: [&str; 3] = ["master-0", "master-1", "master-2"];
+
 const SERVICE: &str = "id = \"svc\"\ncmd = \"exec sleep 100043\"\ninstances = 3\ncpus = 0.1\nmem = 16\n";
 
 /// A lab cluster file, its state dir and the runs of the binary on it.
@@ -18,13 +22,15 @@ pub struct Env<'a> {
     pub lab: &'a CloudLab,
     pub dir: tempfile::TempDir,
     pub name: String,
+    /// `runtime.masters`, all in the `masters` pool.
+    pub masters: u32,
 }
 
 impl<'a> Env<'a> {
     pub fn new(lab: &'a CloudLab, name: &str) -> Env<'a> {
         let dir = tempfile::Builder::new().prefix("gantry-cloud-e2e-").tempdir().expect("temp dir");
         std::fs::write(dir.path().join("svc.toml"), SERVICE).expect("write the app file");
-        Env { lab, dir, name: name.to_string() }
+        Env { lab, dir, name: name.to_string(), masters: 1 }
     }
 
     pub fn file(&self) -> PathBuf {
@@ -40,11 +46,12 @@ impl<'a> Env<'a> {
         let machine = self.lab.machine();
         let text = format!(
             "version = 1\n[cluster]\nname = \"{name}\"\nprovider = \"{provider}\"\nttl = \"4h\"\n\n\
-             [runtime]\nheartbeat_interval = \"500ms\"\nagent_unreachable_timeout = \"3s\"\n\n\
+             [runtime]\nmasters = {masters}\nheartbeat_interval = \"500ms\"\nagent_unreachable_timeout = \"3s\"\n\n\
              {sections}\n\
-             [[pool]]\nname = \"masters\"\nrole = \"master\"\ncount = 1\n{machine}\n\
+             [[pool]]\nname = \"masters\"\nrole = \"master\"\ncount = {masters}\n{machine}\n\
              [[pool]]\nname = \"workers\"\ncount = {workers}\n{machine}\n{workloads}",
             name = self.name,
+            masters = self.masters,
             provider = self.lab.kind.name(),
             sections = self.lab.sections(&self.lab.user_tags("owner", "cloud-e2e")),
         );
@@ -120,7 +127,8 @@ pub fn lifecycle(kind: Kind) {
     let Some(lab) = CloudLab::start(kind) else { return };
     let rt = runtime();
     let cluster = format!("{}e2e", kind.name());
-    let env = Env::new(&lab, &cluster);
+    let mut env = Env::new(&lab, &cluster);
+    env.masters = 3;
     let file = env.file();
     let file = file.to_str().expect("utf-8 path");
 
@@ -132,13 +140,24 @@ pub fn lifecycle(kind: Kind) {
     }
     assert!(lab.hosts(&rt, &cluster).is_empty(), "plan launched nothing");
 
-    // up: 1 master + 3 agents, registered with their zones, the service deployed.
+    // up: 3 masters + 3 agents, registered with their zones, the service deployed.
     env.run_ok(&["up", file]);
     let first = lab.hosts(&rt, &cluster);
-    assert_eq!(first.keys().collect::<Vec<_>>(), ["master-0", "workers-0", "workers-1", "workers-2"]);
+    assert_eq!(
+        first.keys().collect::<Vec<_>>(),
+        [MASTERS.as_slice(), &["workers-0", "workers-1", "workers-2"]].concat()
+    );
     assert!(first.values().all(|n| *n == 1), "{first:?}");
     let client = env.client();
     rt.block_on(async {
+        // One group of three at their private addresses, one leading; the client follows it.
+        let urls = client.masters().all().to_vec();
+        assert_eq!(urls.len(), 3, "up records every master's URL: {urls:?}");
+        let private = format!("https://{}", lab.cidr().trim_end_matches("0/24"));
+        assert!(urls.iter().all(|u| u.starts_with(&private)), "the masters' private addresses: {urls:?}");
+        let masters = client.list_masters().await.expect("masters");
+        assert_eq!(masters.len(), 3, "{masters:?}");
+        assert_eq!(masters.iter().filter(|m| m.role == "leader").count(), 1, "{masters:?}");
         let agents = client.list_agents().await.expect("agents");
         assert_eq!(agents.len(), 3, "{agents:?}");
         let zones: std::collections::BTreeSet<&str> =
@@ -158,6 +177,9 @@ pub fn lifecycle(kind: Kind) {
     });
     let status = env.run_ok(&["status", file]);
     assert!(status.contains(lab.plan_resources()[0]) && status.contains("workers-2"), "{status}");
+    for master in MASTERS {
+        assert!(status.lines().any(|l| l.starts_with(master) && l.contains("serving")), "{status}");
+    }
 
     // A second up changes nothing and launches nothing.
     let again = env.run_ok(&["up", file]);
@@ -176,7 +198,7 @@ pub fn lifecycle(kind: Kind) {
     env.run_ok(&["up", file]);
     let scaled = lab.hosts(&rt, &cluster);
     assert_eq!(scaled.get("workers-3"), Some(&1), "no duplicate instance: {scaled:?}");
-    assert_eq!(scaled.len(), 5);
+    assert_eq!(scaled.len(), 7);
     rt.block_on(async {
         wait_for("workers-3 to join", Duration::from_secs(30), || async {
             let agents = client.list_agents().await.unwrap_or_default();
@@ -215,7 +237,11 @@ pub fn lifecycle(kind: Kind) {
     assert!(samples > 10, "the watcher sampled the drain ({samples} samples)");
     assert_eq!(fewest, 3, "the service kept its 3 running instances through the drain");
     let shrunk = lab.hosts(&rt, &cluster);
-    assert_eq!(shrunk.keys().collect::<Vec<_>>(), ["master-0", "workers-0", "workers-1"], "{shrunk:?}");
+    assert_eq!(
+        shrunk.keys().collect::<Vec<_>>(),
+        [MASTERS.as_slice(), &["workers-0", "workers-1"]].concat(),
+        "{shrunk:?}"
+    );
 
     // down: nothing of the cluster is left in the cloud, and the lab removed the hosts.
     env.run_ok(&["down", file]);
