@@ -3,7 +3,8 @@
 //! machine, each case on a fresh database; a crash between an apply and the next durable
 //! commit; groups of masters in this process over mutual TLS: replication and failover, and
 //! changes of their members (growing and shrinking under writes, a removal refused for the
-//! quorum, an interrupted add finished by calling again).
+//! quorum, an interrupted add finished by calling again), and masters behind a purged log
+//! catching up from the leader's snapshot.
 
 use super::log_store::LogStore;
 use super::membership::MembershipError;
@@ -566,6 +567,79 @@ async fn an_add_interrupted_after_the_learner_step_is_finished_by_calling_again(
     members[0].write(vec![put("two", "voters")]).await.expect("write");
     let last = members[0].store().raft().metrics().borrow().last_log_index.expect("an index");
     assert_eq!(members[1].state_at(last).await.meta.get("two").map(String::as_str), Some("voters"));
+    for member in &mut members {
+        member.stop();
+    }
+}
+
+/// Snapshots `member`'s state (it leads) and purges its log up to the snapshot; returns the
+/// index purged up to.
+async fn snapshot_and_purge(member: &Member) -> u64 {
+    let raft = member.store().raft();
+    let applied = raft.metrics().borrow().last_applied.expect("something applied").index;
+    raft.trigger().snapshot().await.expect("snapshot");
+    let wait = || raft.wait(Some(std::time::Duration::from_secs(10)));
+    wait().metrics(|m| m.snapshot.is_some_and(|s| s.index >= applied), "the snapshot").await.expect("built");
+    raft.trigger().purge_log(applied).await.expect("purge");
+    wait()
+        .metrics(|m| m.purged.is_some_and(|p| p.index >= applied), "the purge")
+        .await
+        .expect("the log before the snapshot is purged");
+    applied
+}
+
+/// Waits until `member` has applied the leader's last entry; asserts that it got there by
+/// installing a snapshot taken at `purged` or later, and that it holds `keys`.
+async fn caught_up_by_snapshot(member: &Member, leader: &Member, purged: u64, keys: &[String]) {
+    let last = leader.store().raft().metrics().borrow().last_log_index.expect("an index");
+    let state = member.state_at(last).await;
+    let snapshot = member.store().raft().metrics().borrow().snapshot;
+    assert!(
+        snapshot.is_some_and(|s| s.index >= purged),
+        "master {} installed a snapshot taken at {purged} or later: {snapshot:?}",
+        member.id
+    );
+    let missing: Vec<&String> = keys.iter().filter(|k| !state.meta.contains_key(*k)).collect();
+    assert!(missing.is_empty(), "master {} holds every write; missing {missing:?}", member.id);
+}
+
+/// Masters the leader's log no longer reaches get its snapshot over the network (mutual TLS):
+/// masters added after the log was purged, then a master restarted on its disk after missing
+/// entries the leader has purged since. Each then follows the log again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn masters_behind_a_purged_log_catch_up_by_installing_the_leader_s_snapshot() {
+    let group = Group::new(3);
+    let mut members = vec![first_of(&group).await];
+    let keys: Vec<String> = (0..100).map(|n| format!("k-{n}")).collect();
+    for key in &keys[..50] {
+        members[0].write(vec![put(key, "1")]).await.expect("write");
+    }
+    let purged = snapshot_and_purge(&members[0]).await;
+
+    for id in 2..=3 {
+        members.push(group.start(id, any_address()).await);
+        let address = members[usize::try_from(id - 1).expect("index")].address;
+        members[0].add_master(id, address).expect("add a master behind the purged log");
+    }
+    assert_eq!(members[0].voters(), BTreeSet::from([1, 2, 3]));
+    for member in &members[1..] {
+        caught_up_by_snapshot(member, &members[0], purged, &keys[..50]).await;
+    }
+
+    // Master 3 is down while 50 more writes commit and the leader purges them from its log.
+    let address = members[2].address;
+    members[2].stop();
+    for key in &keys[50..] {
+        members[0].write(vec![put(key, "1")]).await.expect("write with two of three");
+    }
+    let purged = snapshot_and_purge(&members[0]).await;
+    members[2] = group.start(3, address).await;
+    caught_up_by_snapshot(&members[2], &members[0], purged, &keys).await;
+
+    // Replication goes on from the snapshot.
+    members[0].write(vec![put("after", "1")]).await.expect("write with three");
+    let last = members[0].store().raft().metrics().borrow().last_log_index.expect("an index");
+    assert!(members[2].state_at(last).await.meta.contains_key("after"), "the log follows the snapshot");
     for member in &mut members {
         member.stop();
     }
