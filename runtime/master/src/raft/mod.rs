@@ -73,4 +73,6 @@ fn write_error(error: impl std::error::Error + 'static) -> RaftStorageError {
 }
 
 #[cfg(test)]
+mod group_tests;
+#[cfg(test)]
 mod tests;
