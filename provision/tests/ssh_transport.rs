@@ -599,6 +599,29 @@ fn a_local_forward_carries_connections_through_the_bastion_until_dropped() {
 }
 
 #[test]
+fn a_forward_whose_bastion_session_was_closed_opens_again_on_request() {
+    let Some(bastion) = start() else { return };
+    let echo = echo_server();
+    let mut forward = forward_local(&bastion.settings(HostKeyPolicy::AcceptNew), ("127.0.0.1".into(), echo))
+        .expect("the forward starts");
+    assert!(!forward.reopen_if_closed().expect("an open forward is kept"), "an open forward was reopened");
+    let first = forward.addr();
+    assert_eq!(exchange(first, b"before"), b"before");
+    let sessions = bastion.connection_pids();
+    assert_eq!(sessions.len(), 1, "one bastion session");
+    for pid in sessions {
+        // SAFETY: kill has no memory preconditions; the pid is the bastion sshd's own child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    assert!(eventually(|| !forward.is_open()), "the forward did not notice the bastion closed its session");
+    assert!(TcpStream::connect(first).is_err(), "a closed forward's port still accepts connections");
+    assert!(forward.reopen_if_closed().expect("the forward opens again"), "the closed forward was not reopened");
+    assert!(forward.is_open());
+    assert_eq!(exchange(forward.addr(), b"after"), b"after", "the reopened forward carries connections");
+    assert_eq!(bastion.connection_pids().len(), 1, "one new bastion session");
+}
+
+#[test]
 fn a_forwarded_connection_the_bastion_cannot_carry_is_closed_and_later_ones_are_still_accepted() {
     let Some(bastion) = start() else { return };
     let closed = free_port();

@@ -27,22 +27,30 @@ impl ApiForwards {
     /// `url` as this machine reaches it: a master's URL (`https://HOST:API_PORT…`) becomes the
     /// same URL at the local end of a forward to `HOST:API_PORT`; any other URL stays as it is.
     /// The first call for a master logs in to the bastion (it blocks, within the bastion's
-    /// `connect_timeout`); later calls reuse the forward.
+    /// `connect_timeout`); later calls reuse the forward, or open it again if the bastion closed
+    /// it.
     pub fn reach(&self, url: &str) -> Result<String, ProviderError> {
         let Some((authority, host, rest)) = self.master_of(url) else { return Ok(url.to_string()) };
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        if !open.contains_key(authority) {
-            let forward = forward_local(&self.bastion, (host.to_string(), self.api_port)).map_err(|e| {
-                let kind = if e.is_retryable() { ErrorKind::Transient } else { ErrorKind::Auth };
-                ProviderError::Call {
-                    provider: "onprem".to_string(),
-                    operation: "connect",
-                    host: authority.to_string(),
-                    kind,
-                    message: format!("cannot forward the master API at {authority} through the bastion: {e}"),
-                }
-            })?;
-            open.insert(authority.to_string(), forward);
+        let failed = |e: gantry_provision::transport::TransportError| {
+            let kind = if e.is_retryable() { ErrorKind::Transient } else { ErrorKind::Auth };
+            ProviderError::Call {
+                provider: "onprem".to_string(),
+                operation: "connect",
+                host: authority.to_string(),
+                kind,
+                message: format!("cannot forward the master API at {authority} through the bastion: {e}"),
+            }
+        };
+        match open.get_mut(authority) {
+            // A forward whose bastion session was closed opens again (on a new local port).
+            Some(forward) => {
+                forward.reopen_if_closed().map_err(failed)?;
+            }
+            None => {
+                let forward = forward_local(&self.bastion, (host.to_string(), self.api_port)).map_err(failed)?;
+                open.insert(authority.to_string(), forward);
+            }
         }
         Ok(format!("https://{}{rest}", open[authority].addr()))
     }

@@ -19,8 +19,9 @@ use std::os::unix::net::UnixStream;
 /// closes the listener, every forwarded connection and the bastion's session.
 pub struct LocalForward {
     addr: SocketAddr,
-    target: String,
-    _pump: Pump,
+    jump: SshSettings,
+    target: (String, u16),
+    pump: Pump,
 }
 
 impl LocalForward {
@@ -28,11 +29,34 @@ impl LocalForward {
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
+
+    /// Whether the forward still carries connections: false once the bastion closed its session
+    /// (sshd restarted, the session killed, the bastion rebooted), after which the local port
+    /// refuses every connection.
+    pub fn is_open(&self) -> bool {
+        self.pump.is_running()
+    }
+
+    /// Opens the forward again (a new bastion session and a new local port: see
+    /// [`LocalForward::addr`]) if the bastion closed it; true when it did. Blocks like
+    /// [`forward_local`]; on failure the forward stays closed and the next call tries again.
+    pub fn reopen_if_closed(&mut self) -> Result<bool, TransportError> {
+        if self.is_open() {
+            return Ok(false);
+        }
+        tracing::info!(target = %self.shown(), bastion = %self.jump.target(), old = %self.addr, "The bastion closed a forward; opening it again.");
+        *self = forward_local(&self.jump, self.target.clone())?;
+        Ok(true)
+    }
+
+    fn shown(&self) -> String {
+        format!("{}:{}", self.target.0, self.target.1)
+    }
 }
 
 impl fmt::Debug for LocalForward {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LocalForward").field("addr", &self.addr).field("target", &self.target).finish()
+        f.debug_struct("LocalForward").field("addr", &self.addr).field("target", &self.shown()).finish()
     }
 }
 
@@ -43,11 +67,13 @@ impl fmt::Debug for LocalForward {
 /// Blocks while it connects and logs in to `jump` (within its timeouts); call it from
 /// `spawn_blocking` in async code. A connection the bastion cannot carry to the target (refused,
 /// or not within `jump.connect_timeout`) is closed at once and logged; while one is being opened,
-/// the other forwarded connections wait. The forward does not reconnect a lost bastion session.
+/// the other forwarded connections wait. A session the bastion closes ends the forward
+/// ([`LocalForward::is_open`]); [`LocalForward::reopen_if_closed`] opens it again.
 pub fn forward_local(jump: &SshSettings, target: (String, u16)) -> Result<LocalForward, TransportError> {
     let label = format!("bastion {}", jump.target());
     let (host, port) = target;
     let shown = format!("{host}:{port}");
+    let kept = (host.clone(), port);
     let fail = |what: &str, e: std::io::Error| TransportError::Connect {
         host: label.clone(),
         message: format!("cannot {what} for a forward to {shown}: {e}"),
@@ -60,7 +86,7 @@ pub fn forward_local(jump: &SshSettings, target: (String, u16)) -> Result<LocalF
     let pump = Pump::spawn("gantry-ssh-fwd", connection, Vec::new(), Some(acceptor))
         .map_err(|e| fail("start the forwarding thread", e))?;
     tracing::debug!(%addr, target = %shown, bastion = %jump.target(), "Forwarding a local port through a bastion.");
-    Ok(LocalForward { addr, target: shown, _pump: pump })
+    Ok(LocalForward { addr, jump: jump.clone(), target: kept, pump })
 }
 
 /// Connects to `bastion` and returns a stream that reaches `s.address:s.port` through it (for

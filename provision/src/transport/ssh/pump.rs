@@ -226,6 +226,11 @@ impl Pump {
             .spawn(move || run(connection, pipes, acceptor, &flag))?;
         Ok(Self { stop, thread: Some(thread) })
     }
+
+    /// Whether the thread still runs (it ends when the bastion closes the session).
+    pub(super) fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
 }
 
 impl Drop for Pump {
