@@ -28,15 +28,15 @@ pub const TOKEN_OPTION_SOURCE: &str = "--token or GANTRY_TOKEN";
 
 /// The master URL and the credentials for a client command, from its options (`master`,
 /// `cluster`, `ca_cert`, `token`, each `None` when not given) and the clusters kept under
-/// `state_root`. An unreadable `ca_cert` is an error; a cluster without a CA or a token file
-/// leaves that credential out.
+/// `state_root`, and the chosen cluster's state dir (if it is a known one). An unreadable
+/// `ca_cert` is an error; a cluster without a CA or a token file leaves that credential out.
 pub fn connection(
     master: Option<&str>,
     cluster: Option<&str>,
     ca_cert: Option<&Path>,
     token: Option<&str>,
     state_root: Option<&Path>,
-) -> anyhow::Result<(String, Credentials)> {
+) -> anyhow::Result<(String, Credentials, Option<PathBuf>)> {
     let chosen = choose(master, cluster, state_root)?;
     let dir = chosen.dir.as_deref();
     let ca_pem = match ca_cert {
@@ -64,7 +64,7 @@ pub fn connection(
             None => (None, None),
         },
     };
-    Ok((chosen.url, Credentials { token, ca_pem, identity: None, token_source }))
+    Ok((chosen.url, Credentials { token, ca_pem, identity: None, token_source }, chosen.dir))
 }
 
 /// The master a client command talks to, and the state dir of its cluster if it is a known one.
@@ -182,7 +182,7 @@ mod tests {
 
     /// The URL [`connection`] chooses, without options for credentials.
     fn master_url(master: Option<&str>, cluster: Option<&str>, root: Option<&Path>) -> anyhow::Result<String> {
-        connection(master, cluster, None, None, root).map(|(url, _)| url)
+        connection(master, cluster, None, None, root).map(|(url, _, _)| url)
     }
 
     #[test]
@@ -215,30 +215,30 @@ mod tests {
         keep(root, "beta", CA_CERT_FILE, &beta_ca);
         let beta_token = keep(root, "beta", ADMIN_TOKEN_FILE, "beta-secret");
 
-        let (url, c) = connection(None, None, None, None, Some(root)).expect("most recent");
+        let (url, c, _) = connection(None, None, None, None, Some(root)).expect("most recent");
         assert_eq!(url, "https://10.0.0.2:5050");
         assert_eq!((c.ca_pem.as_deref(), c.token.as_deref()), (Some(beta_ca.as_str()), Some("beta-secret")));
         assert_eq!(c.token_source, Some(beta_token.display().to_string()));
 
-        let (url, c) = connection(None, Some("alpha"), None, None, Some(root)).expect("named");
+        let (url, c, _) = connection(None, Some("alpha"), None, None, Some(root)).expect("named");
         assert_eq!(url, "https://10.0.0.1:5050");
         assert_eq!((c.ca_pem.as_deref(), c.token.as_deref()), (Some(alpha_ca.as_str()), Some("alpha-secret")));
         assert_eq!(c.token_source, Some(alpha_token.display().to_string()));
 
-        let (_, c) = connection(Some("https://10.0.0.1:5050/"), None, None, None, Some(root)).expect("by URL");
+        let (_, c, _) = connection(Some("https://10.0.0.1:5050/"), None, None, None, Some(root)).expect("by URL");
         assert_eq!(c.token.as_deref(), Some("alpha-secret"), "an explicit master uses the files of its cluster");
-        let (_, c) = connection(Some("https://tunnel:5050"), Some("alpha"), None, None, Some(root)).expect("named");
+        let (_, c, _) = connection(Some("https://tunnel:5050"), Some("alpha"), None, None, Some(root)).expect("named");
         assert_eq!(c.token.as_deref(), Some("alpha-secret"), "else those of the cluster --cluster names");
-        let (url, c) = connection(Some("https://elsewhere:5050"), None, None, None, Some(root)).expect("unknown");
+        let (url, c, _) = connection(Some("https://elsewhere:5050"), None, None, None, Some(root)).expect("unknown");
         assert_eq!(url, "https://elsewhere:5050");
         assert!(c.ca_pem.is_none() && c.token.is_none() && c.token_source.is_none(), "{c:?}");
 
         let ca_file = keep(root, "alpha", "other-ca.pem", &alpha_ca);
-        let (_, c) = connection(None, None, Some(&ca_file), Some(" given "), Some(root)).expect("options");
+        let (_, c, _) = connection(None, None, Some(&ca_file), Some(" given "), Some(root)).expect("options");
         assert_eq!(c.ca_pem.as_deref(), Some(alpha_ca.as_str()), "--ca-cert wins over the cluster's CA");
         assert_eq!(c.token.as_deref(), Some("given"));
         assert_eq!(c.token_source.as_deref(), Some(TOKEN_OPTION_SOURCE));
-        let (_, c) = connection(None, None, None, Some(""), Some(root)).expect("empty token");
+        let (_, c, _) = connection(None, None, None, Some(""), Some(root)).expect("empty token");
         assert_eq!(c.token.as_deref(), Some("beta-secret"), "an empty GANTRY_TOKEN counts as unset");
 
         let missing = root.join("nowhere.pem");
@@ -248,7 +248,7 @@ mod tests {
         let err = connection(None, None, Some(&not_pem), None, Some(root)).expect_err("not a certificate");
         assert!(format!("{err:#}").contains("holds no PEM certificate"), "{err:#}");
 
-        let (url, c) = connection(None, None, None, None, None).expect("no state dir");
+        let (url, c, _) = connection(None, None, None, None, None).expect("no state dir");
         assert_eq!(url, DEFAULT_MASTER);
         assert!(c.ca_pem.is_none() && c.token.is_none(), "{c:?}");
     }
@@ -257,7 +257,7 @@ mod tests {
     fn a_cluster_from_before_security_gives_no_credentials() {
         let root = tempfile::tempdir().expect("temp dir");
         record(root.path(), "old", "http://127.0.0.1:5050");
-        let (url, c) = connection(None, None, None, None, Some(root.path())).expect("old cluster");
+        let (url, c, _) = connection(None, None, None, None, Some(root.path())).expect("old cluster");
         assert_eq!(url, "http://127.0.0.1:5050");
         assert!(c.ca_pem.is_none() && c.token.is_none() && c.token_source.is_none(), "{c:?}");
     }

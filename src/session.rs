@@ -18,7 +18,7 @@ use gantry_provision::provider::{self, Provider, TransportKind};
 use gantry_provision::transport::Passphrase;
 use gantry_provision::trust::ClusterTrust;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 /// The provider a cluster file names; each is also the [`Connector`] of its hosts.
@@ -126,7 +126,57 @@ pub struct ApiRoute {
     forwards: Option<Arc<ApiForwards>>,
 }
 
+/// The file in a cluster's state dir that names its cluster file (an absolute path), kept by
+/// `up` where the masters are reached through a bastion, so that client commands open the same
+/// forwards ([`ApiRoute::of_state_dir`]).
+pub const CLUSTER_FILE_FILE: &str = "cluster_file";
+
 impl ApiRoute {
+    /// Whether requests go through forwards (the masters are behind a bastion).
+    pub fn is_forwarded(&self) -> bool {
+        self.forwards.is_some()
+    }
+
+    /// The route of client commands to the cluster whose state dir is `state_dir`: through the
+    /// bastion of the cluster file `up` recorded there ([`CLUSTER_FILE_FILE`]), else straight to
+    /// the masters' URLs. Opens nothing yet: each master's forward opens on its first request.
+    pub fn of_state_dir(state_dir: &Path) -> anyhow::Result<Self> {
+        let recorded = state_dir.join(CLUSTER_FILE_FILE);
+        let path = match std::fs::read_to_string(&recorded) {
+            Ok(text) => PathBuf::from(text.trim()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", recorded.display())),
+        };
+        let file = ClusterFile::load(&path).with_context(|| {
+            format!(
+                "cannot load the cluster file that `gantry up` recorded in {} to reach the masters through its bastion (hint: run `gantry up` with the file where it is now, or pass --master with URLs this machine reaches)",
+                recorded.display()
+            )
+        })?;
+        if file.provider() != ProviderKind::Onprem {
+            return Ok(Self::default());
+        }
+        let forwards = OnpremProvider::new(&file, state_dir, Secrets::default()).api_forwards().map(Arc::new);
+        Ok(Self { forwards })
+    }
+
+    /// Records in `state_dir` where the cluster file is (`file`) when this route goes through
+    /// forwards, for [`ApiRoute::of_state_dir`]; removes an old record otherwise.
+    pub fn record(&self, state_dir: &Path, file: &Path) -> anyhow::Result<()> {
+        let recorded = state_dir.join(CLUSTER_FILE_FILE);
+        if !self.is_forwarded() {
+            return match std::fs::remove_file(&recorded) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(e).with_context(|| format!("cannot remove {}", recorded.display()))
+                }
+                _ => Ok(()),
+            };
+        }
+        let absolute = std::fs::canonicalize(file).with_context(|| format!("cannot resolve {}", file.display()))?;
+        std::fs::write(&recorded, format!("{}\n", absolute.display()))
+            .with_context(|| format!("cannot record the cluster file in {}", recorded.display()))
+    }
+
     /// The route for clients, if requests go elsewhere than to the masters' URLs. A forward that
     /// cannot be opened is logged, and the request goes to the master's own URL (and fails to
     /// connect, so a client moves on to another master).
@@ -328,5 +378,30 @@ impl ClusterSession {
     pub async fn own_url(&self, name: &str) -> Option<String> {
         let host = self.hosts.provider().describe_host(name).await.ok()?;
         self.hosts.connector().connect(&host).ok().map(|a| a.public_master_url())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_commands_route_through_a_bastion_only_where_up_recorded_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state_dir = dir.path();
+        assert!(!ApiRoute::of_state_dir(state_dir).expect("nothing recorded").is_forwarded());
+
+        // A cluster reached directly: a record left from before is removed.
+        let recorded = state_dir.join(CLUSTER_FILE_FILE);
+        std::fs::write(&recorded, "/nowhere/cluster.toml\n").expect("write");
+        let err = ApiRoute::of_state_dir(state_dir).expect_err("the recorded file is gone").to_string();
+        assert!(err.contains(&recorded.display().to_string()) && err.contains("gantry up"), "{err}");
+        ApiRoute::default().record(state_dir, Path::new("configs/local.toml")).expect("record");
+        assert!(!recorded.exists(), "a direct route keeps no record");
+
+        // A recorded file whose provider is not behind a bastion routes directly.
+        let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/local.toml");
+        std::fs::write(&recorded, format!("{}\n", local.display())).expect("write");
+        assert!(!ApiRoute::of_state_dir(state_dir).expect("a local cluster").is_forwarded());
     }
 }

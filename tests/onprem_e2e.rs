@@ -92,6 +92,25 @@ impl Env {
         out
     }
 
+    /// Runs a client command (`gantry app list`, …): no cluster file; it finds the cluster in the
+    /// state dir.
+    fn run_client(&self, command: &str) -> Output {
+        let out = Command::new(BIN)
+            .args(command.split_whitespace())
+            .env("GANTRY_STATE_DIR", self.dir.path().join("state"))
+            .env_remove("SSH_AUTH_SOCK")
+            .env_remove("GANTRY_MASTER")
+            .output()
+            .expect("run gantry");
+        println!(
+            "gantry {command}: {}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
     fn run_ok(&self, verb: &str) -> String {
         let out = self.run(verb);
         assert!(out.status.success(), "gantry {verb} failed");
@@ -358,6 +377,13 @@ async fn three_masters_behind_a_bastion_are_each_reached_through_it() {
         assert!(live[name].starts_with("serving https://"), "{name} is reached through the bastion: {live:?}");
     }
     assert!(live[&host_name(agent)].starts_with("ACTIVE"), "{live:?}");
+    // Client commands find the masters through the bastion too, from the state dir alone.
+    let listed = env.run_client("master list -o json");
+    assert!(listed.status.success(), "gantry master list through the bastion failed");
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("master list as JSON");
+    let rows = listed.as_array().expect("a list of masters");
+    assert_eq!(rows.len(), 3, "{listed}");
+    assert_eq!(rows.iter().filter(|m| m["role"] == "leader").count(), 1, "one leader: {listed}");
 
     // master-0 is cut off (from the bastion too): the others are still reached, and the agent
     // is found through them (once they have elected a leader, if master-0 led).
@@ -371,6 +397,10 @@ async fn three_masters_behind_a_bastion_are_each_reached_through_it() {
     })
     .await;
     println!("with master-0 cut off: {live:?}");
+    assert!(
+        env.run_client("app list").status.success(),
+        "a client command reaches masters 1 and 2 through the bastion"
+    );
     masters[0].restore();
     wait_for("every master serving and the agent active again", Duration::from_secs(60), || async {
         let live = live_by_host(&env);

@@ -133,17 +133,27 @@ impl std::fmt::Debug for ClientArgs {
 
 impl ClientArgs {
     /// A client of the chosen master, with the credentials the options or the cluster's state dir
-    /// give (see [`crate::discover`]).
+    /// give (see [`crate::discover`]), through the cluster's bastion where `up` reached the
+    /// masters through one.
     pub fn client(&self) -> anyhow::Result<gantry_api::Client> {
         let root = crate::discover::state_root();
-        let (url, credentials) = crate::discover::connection(
+        let (url, credentials, dir) = crate::discover::connection(
             self.master.as_deref(),
             self.cluster.as_deref(),
             self.ca_cert.as_deref(),
             self.token.as_deref(),
             root.as_deref(),
         )?;
-        Ok(gantry_api::Client::with_credentials(&url, &credentials)?)
+        let client = gantry_api::Client::with_credentials(&url, &credentials)?;
+        // Behind a bastion, through the forwards `up` used (see [`crate::session::ApiRoute`]).
+        let route = match &dir {
+            Some(dir) => crate::session::ApiRoute::of_state_dir(dir)?.route(),
+            None => None,
+        };
+        Ok(match route {
+            Some(route) => client.routed(route),
+            None => client,
+        })
     }
 }
 

@@ -98,6 +98,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         master_url.context("the cluster has no master after `up` (the journal records none the provider still has)")?;
     std::fs::write(session.state_dir.join(MASTER_URL_FILE), format!("{master_url}\n"))
         .with_context(|| format!("cannot record the master URL in {}", session.state_dir.display()))?;
+    session.route.record(&session.state_dir, &args.file)?;
     let workloads = deploy_workloads(&session.file, session.client(&master_url)?).await?;
     for (id, what) in &workloads {
         say(format!("Workload {id}: {what}"));
