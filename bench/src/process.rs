@@ -58,6 +58,27 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_secs_f64((utime + stime) as f64 / ticks as f64))
 }
 
+/// This machine's CPU time so far, from the first line of `/proc/stat`: (busy, total), in
+/// ticks; busy is everything but idle and iowait.
+pub fn host_cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> =
+        stat.lines().next()?.strip_prefix("cpu ")?.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is within user).
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3)? + fields.get(4)?;
+    Some((total - idle, total))
+}
+
+/// The share of this machine's CPU time busy between two [`host_cpu_ticks`] readings, in %.
+pub fn busy_pct(before: (u64, u64), after: (u64, u64)) -> f64 {
+    let total = after.1.saturating_sub(before.1);
+    if total == 0 {
+        return 0.0;
+    }
+    after.0.saturating_sub(before.0) as f64 * 100.0 / total as f64
+}
+
 #[path = "../../tests/support/procs.rs"]
 mod procs;
 
@@ -113,4 +134,17 @@ pub fn free_port() -> anyhow::Result<u16> {
 /// Bytes to MiB.
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_cpu_is_read_and_its_busy_share_computed_between_two_readings() {
+        let (busy, total) = host_cpu_ticks().expect("/proc/stat");
+        assert!(total > 0 && busy <= total, "busy {busy} of {total}");
+        assert_eq!(busy_pct((10, 100), (40, 160)), 50.0);
+        assert_eq!(busy_pct((10, 100), (10, 100)), 0.0, "no time passed");
+    }
 }

@@ -14,6 +14,7 @@
 //! the same read on a kept-alive connection, so the difference is the connection's cost.
 
 use crate::cluster::LocalCluster;
+use crate::process;
 use crate::report::{Figure, Report, Target, progress};
 use crate::stats::Samples;
 use gantry_api::Client;
@@ -68,6 +69,9 @@ async fn measure(args: &Args, report: &mut Report, bin: &std::path::Path) -> any
     let warmup = args.rate as usize;
     let total = warmup + (args.duration.as_secs_f64() * f64::from(args.rate)) as usize;
     progress(&format!("{total} writes"));
+    let masters: Vec<u32> = std::iter::once(&cluster.master).chain(&cluster.others).filter_map(|m| m.pid()).collect();
+    let masters_cpu = || masters.iter().filter_map(|pid| process::cpu_time(*pid)).sum::<Duration>();
+    let (cpu_before, host_before) = (masters_cpu(), process::host_cpu_ticks());
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
     let mut handles = Vec::with_capacity(total);
     for i in 0..total {
@@ -93,6 +97,8 @@ async fn measure(args: &Args, report: &mut Report, bin: &std::path::Path) -> any
             latencies.push(latency);
         }
     }
+    let cpu_per_write = masters_cpu().saturating_sub(cpu_before).as_secs_f64() * 1000.0 / total.max(1) as f64;
+    let busy = host_before.zip(process::host_cpu_ticks()).map(|(before, after)| process::busy_pct(before, after));
     let samples = Samples::from_durations(&latencies);
     let fsync = fsync_baseline(&cluster.data_dir, 200)?;
     report.add(Figure::new("api.write_p50_ms", samples.median(), "ms").baseline(fsync.median()));
@@ -104,6 +110,15 @@ async fn measure(args: &Args, report: &mut Report, bin: &std::path::Path) -> any
     report.add(Figure::new("api.write_max_ms", samples.max(), "ms"));
     report.add(Figure::new("api.errors", errors as f64, "requests"));
     report.add(Figure::new("api.fsync_p50_ms", fsync.median(), "ms"));
+    // What the latencies stand on: the masters' CPU per write, all of them together (with
+    // several, the leader's and every follower's), and how busy this machine was meanwhile. The
+    // masters and the request generator share its cores: near 100 %, requests queue for CPU.
+    report.add(Figure::new("api.masters_cpu_ms_per_write", cpu_per_write, "ms"));
+    if let Some(busy) = busy {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        report.add(Figure::new("api.host_cpu_busy_pct", busy, "%"));
+        report.note(format!("this machine has {cores} cores; the masters and the request generator share them"));
+    }
     if args.handshakes > 0 {
         handshakes(&cluster, args.handshakes, report).await?;
     }
