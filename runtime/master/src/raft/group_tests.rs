@@ -279,6 +279,12 @@ async fn the_group_grows_from_one_to_five_and_shrinks_to_three_while_writes_keep
     let listed: Vec<u64> =
         crate::store::Store::group(members[0].store()).expect("a group").members.iter().map(|m| m.id).collect();
     assert_eq!(listed, vec![1, 2, 3], "the removed masters are no members at all");
+    for removed in &members[3..] {
+        // Each learned it no longer votes before it was dropped: it never stands for election.
+        let metrics = removed.store().raft().metrics().borrow().clone();
+        assert_eq!(metrics.state, openraft::ServerState::Learner, "master {} still votes", removed.id);
+        assert!(!removed.voters().contains(&removed.id), "master {} holds a group where it votes", removed.id);
+    }
     members[0].remove_master(5).expect("removing a master that is gone is a no-op");
     members[3].stop();
     members[4].stop();

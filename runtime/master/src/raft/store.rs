@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tracing::info;
+use tracing::{info, warn};
 
 /// redb's page cache (as [`crate::store::RedbStore`]: the master reads its tables only at start).
 const CACHE_BYTES: usize = 32 << 20;
@@ -35,6 +35,8 @@ const LEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a change of the voters (a joint step, then the new group) may take to commit.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long a removal waits for the master removed to learn it no longer votes.
+const DEMOTE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a voter has to acknowledge a probe entry the leader has committed, to count as
 /// answering before a removal.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -339,6 +341,29 @@ async fn add(raft: &Raft<TypeConfig>, id: NodeId, address: &str) -> Result<(), M
     Ok(())
 }
 
+/// Makes voter `id` (another master, one that answers) a learner, and waits (up to
+/// [`DEMOTE_TIMEOUT`]) until it holds the group in which it is one. Removed outright, a master
+/// only ever receives the joint step of the change, in which it still votes, so it would stand
+/// for election for as long as it runs (refused by the others, but it never stops); a learner
+/// never stands. Dropping the learner afterwards sends it nothing more.
+async fn demote(raft: &Raft<TypeConfig>, id: NodeId) -> Result<(), MembershipError> {
+    let demoted = within(
+        CHANGE_TIMEOUT,
+        "removing the master's vote",
+        raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), true),
+    )
+    .await?;
+    let since = demoted.log_id.index;
+    let learned = raft
+        .wait(Some(DEMOTE_TIMEOUT))
+        .metrics(|m| m.state != ServerState::Leader || caught_up(m, id, since), "the master learns it no longer votes")
+        .await;
+    if learned.is_err() {
+        warn!(id, "The removed master has not learned it no longer votes (it stopped answering); dropping it anyway.");
+    }
+    Ok(())
+}
+
 /// [`RaftStore::remove_master`], on the Raft runtime.
 async fn remove(raft: &Raft<TypeConfig>, id: NodeId) -> Result<(), MembershipError> {
     let metrics = leading(raft)?;
@@ -349,7 +374,12 @@ async fn remove(raft: &Raft<TypeConfig>, id: NodeId) -> Result<(), MembershipErr
         RemoveStep::RemoveVoter => {
             let answering = answering(raft, &current.voter_ids().collect()).await?;
             membership::check_quorum(current.get_joint_config(), id, &answering)?;
-            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+            if id != metrics.id && answering.contains(&id) {
+                demote(raft, id).await?;
+                ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+            } else {
+                ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+            }
         }
     };
     within(CHANGE_TIMEOUT, "removing the master", raft.change_membership(change, false)).await?;
