@@ -1,155 +1,27 @@
 //! `SshTransport` against a real OpenSSH `sshd` started per test on 127.0.0.1 (no traffic leaves
 //! loopback). Needs root (to log in as root), `/usr/sbin/sshd` and `ssh-keygen`; without them each
 //! test prints `SKIPPED: <reason>` and passes. No wall-clock assertions: errors are checked by kind.
-//! The agent tests also need `ssh-agent` and `ssh-add`; the bastion tests run two sshds; the sudo
-//! tests need `sudo` and create (and remove) users and sudoers.d files with unique names.
+//! The agent tests also need `ssh-agent` and `ssh-add`; the sudo tests
+//! need `sudo` and create (and remove) users and sudoers.d files with unique names. Bastions and
+//! forwards through them: `ssh_bastion.rs`; the sshd itself: `support/sshd.rs`.
 
 #[path = "../../tests/support/skip.rs"]
 mod skip;
+#[path = "support/sshd.rs"]
+mod sshd;
 
 use gantry_provision::transport::{
     Command, HostKeyPolicy, HostKeyProblem, Passphrase, SshSettings, SshTransport, Sudo, SudoProblem, Transport,
-    TransportError, Upload, UploadSource, forward_local, sha256_hex,
+    TransportError, Upload, UploadSource, sha256_hex,
 };
+use sshd::{Sshd, bytes, cmd, eventually, free_port, keygen, keygen_with, start, which};
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
-
-const SSHD: &str = "/usr/sbin/sshd";
-
-/// A running sshd, killed on drop.
-struct Sshd {
-    child: Child,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Sshd {
-    fn client_key(&self) -> PathBuf {
-        self.dir.path().join("client_key")
-    }
-
-    fn known_hosts(&self) -> PathBuf {
-        self.dir.path().join("known_hosts")
-    }
-
-    fn settings(&self, policy: HostKeyPolicy) -> SshSettings {
-        let mut s = SshSettings::new("127.0.0.1", "root");
-        s.port = self.port;
-        s.identity_files = vec![self.client_key()];
-        s.known_hosts = self.known_hosts();
-        s.policy = policy;
-        s.connect_timeout = Duration::from_secs(10);
-        s.command_timeout = Duration::from_secs(60);
-        s.use_agent = false;
-        s
-    }
-
-    fn transport(&self) -> SshTransport {
-        SshTransport::new("sshd-test", self.settings(HostKeyPolicy::AcceptNew))
-    }
-
-    /// The pids of this sshd's children (one per open connection).
-    fn connection_pids(&self) -> Vec<i32> {
-        let pid = self.child.id();
-        let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        children.split_whitespace().filter_map(|p| p.parse().ok()).collect()
-    }
-}
-
-fn which(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(tool)).find(|p| p.is_file())
-}
-
-fn keygen(path: &Path) {
-    keygen_with(path, "ed25519", "");
-}
-
-fn keygen_with(path: &Path, kind: &str, passphrase: &str) {
-    let ok = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", kind, "-N", passphrase, "-C", "gantry-test", "-f"])
-        .arg(path)
-        .stdin(Stdio::null())
-        .status()
-        .expect("ssh-keygen runs");
-    assert!(ok.success(), "ssh-keygen failed for {}", path.display());
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-/// Starts sshd, or prints why it cannot and returns `None`.
-fn start() -> Option<Sshd> {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let reason = if !root {
-        Some("not running as root (sshd must accept root logins)")
-    } else if !Path::new(SSHD).is_file() {
-        Some("/usr/sbin/sshd is not installed")
-    } else if which("ssh-keygen").is_none() {
-        Some("ssh-keygen is not installed")
-    } else {
-        None
-    };
-    if let Some(reason) = reason {
-        skip::skipped(reason);
-        return None;
-    }
-    fs::create_dir_all("/run/sshd").expect("sshd's privilege separation dir");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
-    keygen(&d.join("host_key"));
-    keygen(&d.join("client_key"));
-    fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).expect("authorized_keys");
-    let port = free_port();
-    let config = format!(
-        "Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nAuthorizedKeysFile {auth} .ssh/authorized_keys\n\
-         PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
-         PermitRootLogin yes\nStrictModes no\nUsePAM no\nPidFile {pid}\nAllowTcpForwarding yes\n",
-        host_key = d.join("host_key").display(),
-        auth = d.join("authorized_keys").display(),
-        pid = d.join("sshd.pid").display(),
-    );
-    fs::write(d.join("sshd_config"), config).expect("sshd_config");
-    let log = fs::File::create(d.join("sshd.log")).expect("log");
-    let child = std::process::Command::new(SSHD)
-        .args(["-D", "-e", "-f"])
-        .arg(d.join("sshd_config"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("sshd starts");
-    let sshd = Sshd { child, dir, port };
-    for _ in 0..200 {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(sshd);
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    let log = fs::read_to_string(sshd.dir.path().join("sshd.log")).unwrap_or_default();
-    panic!("sshd did not listen on port {port}; its log:\n{log}");
-}
-
-fn cmd(script: &str) -> Command {
-    Command::new(script, Duration::from_secs(30))
-}
-
-fn bytes(dest: &Path, content: &[u8], mode: u32) -> Upload {
-    Upload { source: UploadSource::Bytes(content.to_vec()), dest: dest.to_path_buf(), mode }
-}
 
 #[tokio::test]
 async fn runs_commands_with_output_and_exit_codes_on_one_session() {
@@ -371,16 +243,6 @@ async fn failures_on_the_host_name_the_path_and_the_cause() {
 }
 
 /// Whether `done` became true within a generous bound (not a timing assertion: it only ends the wait).
-fn eventually(done: impl Fn() -> bool) -> bool {
-    for _ in 0..400 {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    done()
-}
-
 /// A running `ssh-agent -D` holding some keys, killed on drop.
 struct Agent {
     child: Child,
@@ -462,179 +324,6 @@ async fn agent_keys_the_host_rejects_and_an_unreachable_agent_are_named() {
     assert_eq!(tried[0].path, PathBuf::from("ssh-agent"));
     assert!(tried[0].outcome.contains(&gone.display().to_string()), "{err}");
     assert!(err.to_string().contains("unreachable"), "{err}");
-}
-
-/// Settings for `target`'s sshd reached through `bastion`'s.
-fn through(target: &Sshd, bastion: &Sshd) -> SshSettings {
-    let mut settings = target.settings(HostKeyPolicy::AcceptNew);
-    settings.jump = Some(Box::new(bastion.settings(HostKeyPolicy::AcceptNew)));
-    settings
-}
-
-#[tokio::test]
-async fn a_host_behind_a_bastion_is_reached_through_it_and_the_bastion_session_ends_with_it() {
-    let Some(bastion) = start() else { return };
-    let Some(target) = start() else { return };
-    let t = SshTransport::new("behind", through(&target, &bastion));
-    let out = t.run(&cmd("echo $SSH_CONNECTION")).await.expect("runs through the bastion");
-    let fields: Vec<&str> = out.stdout.split_whitespace().collect();
-    assert_eq!(fields.last().copied(), Some(target.port.to_string().as_str()), "{}", out.stdout);
-    let dest = target.dir.path().join("up/file");
-    let content: Vec<u8> = (0..1_500_000u32).map(|i| (i % 253) as u8).collect();
-    assert!(t.upload(&bytes(&dest, &content, 0o644)).await.expect("uploads through the bastion").changed);
-    assert_eq!(t.read_file(&dest).await.expect("reads through the bastion"), content);
-    assert_eq!(bastion.connection_pids().len(), 1, "one bastion session");
-    assert_eq!(target.connection_pids().len(), 1, "one session to the host");
-    let bastion_known = fs::read_to_string(bastion.known_hosts()).expect("the bastion's key is recorded");
-    assert!(bastion_known.contains(&format!("[127.0.0.1]:{}", bastion.port)), "{bastion_known}");
-    drop(t);
-    assert!(eventually(|| bastion.connection_pids().is_empty()), "the bastion session outlived the transport");
-    assert!(eventually(|| target.connection_pids().is_empty()), "the host's session outlived the transport");
-}
-
-#[tokio::test]
-async fn failures_behind_a_bastion_name_the_hop_that_failed() {
-    let Some(bastion) = start() else { return };
-    let Some(target) = start() else { return };
-    let bastion_addr = format!("127.0.0.1:{}", bastion.port);
-
-    let mut settings = through(&target, &bastion);
-    let closed = free_port();
-    settings.jump.as_mut().expect("a jump").port = closed;
-    let err = SshTransport::new("behind", settings).connect().await.expect_err("bastion refused");
-    assert!(matches!(&err, TransportError::Refused { host, .. } if host.contains("bastion 127.0.0.1")), "{err}");
-
-    let mut settings = through(&target, &bastion);
-    let wrong = bastion.dir.path().join("wrong_key");
-    keygen(&wrong);
-    settings.jump.as_mut().expect("a jump").identity_files = vec![wrong];
-    let err = SshTransport::new("behind", settings).connect().await.expect_err("bastion login rejected");
-    assert!(
-        matches!(&err, TransportError::Auth { host, .. } if host.contains(&format!("bastion {bastion_addr}"))),
-        "{err}"
-    );
-
-    let mut settings = through(&target, &bastion);
-    settings.port = closed;
-    let err = SshTransport::new("behind", settings).connect().await.expect_err("nothing behind the bastion");
-    match &err {
-        TransportError::JumpFailed { host, bastion: b, addr, .. } => {
-            assert_eq!(
-                (host.as_str(), b.as_str(), addr.clone()),
-                ("behind", bastion_addr.as_str(), format!("127.0.0.1:{closed}"))
-            );
-        }
-        _ => panic!("expected a bastion connect failure, got {err}"),
-    }
-    let message = err.to_string();
-    assert!(
-        message.contains(&format!("the bastion {bastion_addr} could not open a connection to 127.0.0.1:{closed}")),
-        "{message}"
-    );
-    assert!(err.is_retryable());
-
-    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let mut settings = through(&target, &bastion);
-    settings.port = silent.local_addr().expect("addr").port();
-    settings.connect_timeout = Duration::from_millis(500);
-    let err = SshTransport::new("behind", settings).connect().await.expect_err("silent host behind the bastion");
-    assert!(
-        matches!(&err, TransportError::ConnectTimeout { host, stage: "SSH handshake", .. } if host == "behind"),
-        "{err}"
-    );
-    drop(silent);
-}
-
-/// A TCP server on 127.0.0.1 that echoes each connection's bytes back after the client's EOF.
-fn echo_server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().map_while(Result::ok) {
-            std::thread::spawn(move || {
-                let mut data = Vec::new();
-                if stream.read_to_end(&mut data).is_ok() {
-                    let _ = stream.write_all(&data);
-                }
-            });
-        }
-    });
-    port
-}
-
-/// Sends `data` to `addr`, half-closes, and returns everything received.
-fn exchange(addr: std::net::SocketAddr, data: &[u8]) -> Vec<u8> {
-    let mut stream = TcpStream::connect(addr).expect("connects to the forward");
-    stream.write_all(data).expect("sends");
-    stream.shutdown(Shutdown::Write).expect("half-closes");
-    let mut back = Vec::new();
-    stream.read_to_end(&mut back).expect("receives");
-    back
-}
-
-#[test]
-fn a_local_forward_carries_connections_through_the_bastion_until_dropped() {
-    let Some(bastion) = start() else { return };
-    let echo = echo_server();
-    let forward = forward_local(&bastion.settings(HostKeyPolicy::AcceptNew), ("127.0.0.1".into(), echo))
-        .expect("the forward starts");
-    let addr = forward.addr();
-    assert!(addr.ip().is_loopback());
-    let request = b"GET /v1/health HTTP/1.1\r\nHost: master\r\n\r\n";
-    assert_eq!(exchange(addr, request), request);
-    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
-    let handles: Vec<_> = (0..3)
-        .map(|_| {
-            let big = big.clone();
-            std::thread::spawn(move || exchange(addr, &big) == big)
-        })
-        .collect();
-    for h in handles {
-        assert!(h.join().expect("client thread"), "a concurrent forwarded connection lost bytes");
-    }
-    assert_eq!(bastion.connection_pids().len(), 1, "one bastion session carries every connection");
-    drop(forward);
-    assert!(TcpStream::connect(addr).is_err(), "the listener is closed on drop");
-    assert!(eventually(|| bastion.connection_pids().is_empty()), "the bastion session outlived the forward");
-}
-
-#[test]
-fn a_forward_whose_bastion_session_was_closed_opens_again_on_request() {
-    let Some(bastion) = start() else { return };
-    let echo = echo_server();
-    let mut forward = forward_local(&bastion.settings(HostKeyPolicy::AcceptNew), ("127.0.0.1".into(), echo))
-        .expect("the forward starts");
-    assert!(!forward.reopen_if_closed().expect("an open forward is kept"), "an open forward was reopened");
-    let first = forward.addr();
-    assert_eq!(exchange(first, b"before"), b"before");
-    let sessions = bastion.connection_pids();
-    assert_eq!(sessions.len(), 1, "one bastion session");
-    for pid in sessions {
-        // SAFETY: kill has no memory preconditions; the pid is the bastion sshd's own child.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    }
-    assert!(eventually(|| !forward.is_open()), "the forward did not notice the bastion closed its session");
-    assert!(TcpStream::connect(first).is_err(), "a closed forward's port still accepts connections");
-    assert!(forward.reopen_if_closed().expect("the forward opens again"), "the closed forward was not reopened");
-    assert!(forward.is_open());
-    assert_eq!(exchange(forward.addr(), b"after"), b"after", "the reopened forward carries connections");
-    assert_eq!(bastion.connection_pids().len(), 1, "one new bastion session");
-}
-
-#[test]
-fn a_forwarded_connection_the_bastion_cannot_carry_is_closed_and_later_ones_are_still_accepted() {
-    let Some(bastion) = start() else { return };
-    let closed = free_port();
-    let forward = forward_local(&bastion.settings(HostKeyPolicy::AcceptNew), ("127.0.0.1".into(), closed))
-        .expect("the forward starts");
-    for _ in 0..2 {
-        let mut stream = TcpStream::connect(forward.addr()).expect("the local side accepts");
-        // Only a guard against hanging; a forward that keeps the connection open fails the match.
-        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("read timeout");
-        let mut back = Vec::new();
-        let read = stream.read_to_end(&mut back);
-        assert!(matches!(read, Ok(0)), "expected the connection closed, got {read:?}");
-    }
 }
 
 /// A login user made for one test (home, `~/.ssh/authorized_keys` with the client key, a
@@ -762,19 +451,4 @@ async fn sudo_that_wants_a_password_fails_clearly_without_one_and_works_with_it(
     assert_eq!(fs::read(&dest).expect("read"), b"exact content", "the password never reaches a command's input");
     assert_eq!(fs::metadata(&dest).expect("stat").uid(), 0);
     assert!(!format!("{t:?}").contains(&user.password), "the password is never printed");
-}
-
-#[tokio::test]
-async fn jump_hosts_chain() {
-    let Some(outer) = start() else { return };
-    let Some(inner) = start() else { return };
-    let Some(target) = start() else { return };
-    let mut settings = through(&target, &inner);
-    settings.jump.as_mut().expect("a jump").jump = Some(Box::new(outer.settings(HostKeyPolicy::AcceptNew)));
-    let t = SshTransport::new("deep", settings);
-    assert_eq!(t.run(&cmd("echo deep")).await.expect("runs through two bastions").stdout, "deep\n");
-    let sessions = [&outer, &inner, &target].map(|s| s.connection_pids().len());
-    assert_eq!(sessions, [1, 1, 1], "one session on each hop");
-    drop(t);
-    assert!(eventually(|| outer.connection_pids().is_empty()), "the outer bastion session outlived the transport");
 }
