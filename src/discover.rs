@@ -138,7 +138,7 @@ fn read_ca(path: &Path) -> anyhow::Result<String> {
 }
 
 /// The text of `file`, or `None` when it does not exist.
-fn read_if_present(file: &Path) -> anyhow::Result<Option<String>> {
+pub(crate) fn read_if_present(file: &Path) -> anyhow::Result<Option<String>> {
     match std::fs::read_to_string(file) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

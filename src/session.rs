@@ -142,11 +142,8 @@ impl ApiRoute {
     /// the masters' URLs. Opens nothing yet: each master's forward opens on its first request.
     pub fn of_state_dir(state_dir: &Path) -> anyhow::Result<Self> {
         let recorded = state_dir.join(CLUSTER_FILE_FILE);
-        let path = match std::fs::read_to_string(&recorded) {
-            Ok(text) => PathBuf::from(text.trim()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", recorded.display())),
-        };
+        let Some(text) = crate::discover::read_if_present(&recorded)? else { return Ok(Self::default()) };
+        let path = PathBuf::from(text.trim());
         let file = ClusterFile::load(&path).with_context(|| {
             format!(
                 "cannot load the cluster file that `gantry up` recorded in {} to reach the masters through its bastion (hint: run `gantry up` with the file where it is now, or pass --master with URLs this machine reaches)",

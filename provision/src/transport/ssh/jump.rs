@@ -71,9 +71,8 @@ impl fmt::Debug for LocalForward {
 /// ([`LocalForward::is_open`]); [`LocalForward::reopen_if_closed`] opens it again.
 pub fn forward_local(jump: &SshSettings, target: (String, u16)) -> Result<LocalForward, TransportError> {
     let label = format!("bastion {}", jump.target());
-    let (host, port) = target;
+    let (host, port) = target.clone();
     let shown = format!("{host}:{port}");
-    let kept = (host.clone(), port);
     let fail = |what: &str, e: std::io::Error| TransportError::Connect {
         host: label.clone(),
         message: format!("cannot {what} for a forward to {shown}: {e}"),
@@ -86,7 +85,7 @@ pub fn forward_local(jump: &SshSettings, target: (String, u16)) -> Result<LocalF
     let pump = Pump::spawn("gantry-ssh-fwd", connection, Vec::new(), Some(acceptor))
         .map_err(|e| fail("start the forwarding thread", e))?;
     tracing::debug!(%addr, target = %shown, bastion = %jump.target(), "Forwarding a local port through a bastion.");
-    Ok(LocalForward { addr, jump: jump.clone(), target: kept, pump })
+    Ok(LocalForward { addr, jump: jump.clone(), target, pump })
 }
 
 /// Connects to `bastion` and returns a stream that reaches `s.address:s.port` through it (for
